@@ -1,0 +1,3 @@
+from gaprune_tui.cli import main
+
+raise SystemExit(main())

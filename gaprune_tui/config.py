@@ -1,0 +1,220 @@
+"""The run configuration: one dataclass shared by the CLI, the config TOML and the setup screen.
+
+Validation here only needs the config itself; checks that need the model (k against the number of
+layers) live in ``RunConfig.check_layers`` and are called by the engine once the model is loaded.
+This module must stay light: the TUI imports it on its start path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from gaprune_tui.errors import ConfigError
+
+DEFAULT_TASKS = ("hellaswag_offline", "openbookqa_offline")
+FITNESS_CHOICES = ("squared_mean", "mean")
+INVALID_CHOICES = ("repair", "zero")
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+SCORER_CHOICES = ("fast", "hflm")
+_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass
+class TaskSpec:
+    """One benchmark: an lm-eval task name and per-task overrides of the run's defaults."""
+
+    name: str
+    metric: str | None = None
+    num_fewshot: int | None = None
+    limit: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> TaskSpec:
+        """Parse ``name`` or ``name:metric`` (the CLI's per-task form)."""
+        name, _, metric = text.strip().partition(":")
+        if not name:
+            raise ConfigError(f"empty task name in {text!r}: use --tasks name[:metric],...")
+        return cls(name=name.strip(), metric=metric.strip() or None)
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a search. Defaults follow the original method."""
+
+    model: str = "demo"
+    tasks: list[TaskSpec] = field(default_factory=lambda: [TaskSpec(t) for t in DEFAULT_TASKS])
+    metric: str | None = None
+    num_fewshot: int = 0
+    limit: int | None = 100
+    include_path: list[str] = field(default_factory=list)
+    prune: int = 4
+    protect: int = 2
+    population: int = 60
+    generations: int = 10
+    cxpb: float = 0.5
+    mutpb: float = 0.5
+    tournament: int = 5
+    seed: int = 0
+    fitness: str = "squared_mean"
+    invalid: str = "repair"
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    scorer: str = "fast"
+    screen: int | None = None
+    prefix_cache: bool = True
+    prefix_cache_mb: int = 1024
+
+    # ---- derived -------------------------------------------------------------------------
+    def task_metric(self, spec: TaskSpec) -> str | None:
+        return spec.metric or self.metric
+
+    def task_fewshot(self, spec: TaskSpec) -> int:
+        return self.num_fewshot if spec.num_fewshot is None else spec.num_fewshot
+
+    def task_limit(self, spec: TaskSpec) -> int | None:
+        return self.limit if spec.limit is None else spec.limit
+
+    @property
+    def max_evaluations(self) -> int:
+        """Upper bound on distinct genomes evaluated: the initial population plus all offspring."""
+        return self.population * (1 + self.generations)
+
+    # ---- validation ------------------------------------------------------------------------
+    def validate(self) -> RunConfig:
+        """Normalise and check every field; raise ``ConfigError`` naming the field and the fix."""
+        self.dtype = _DTYPE_ALIASES.get(self.dtype, self.dtype)
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ConfigError("no model given: use --model demo, a local folder, a .gguf or a hub id")
+        if not self.tasks:
+            raise ConfigError("no tasks given: use --tasks hellaswag_offline,openbookqa_offline")
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"task {dupes[0]!r} is listed twice: list each task once")
+        _int_at_least("prune", self.prune, 1, "the number of layers to drop")
+        _int_at_least("protect", self.protect, 0, "the number of leading layers never dropped")
+        _int_at_least("population", self.population, 2, "DEAP needs at least 2 individuals")
+        _int_at_least("generations", self.generations, 0, "the number of generations")
+        _int_at_least("tournament", self.tournament, 1, "the tournament size")
+        _int_at_least("num_fewshot", self.num_fewshot, 0, "the number of few-shot examples")
+        _int_at_least("prefix_cache_mb", self.prefix_cache_mb, 0, "the prefix-cache budget in MB")
+        if self.limit is not None:
+            _int_at_least("limit", self.limit, 1, "items per task, or leave it unset for all")
+        if self.screen is not None:
+            _int_at_least("screen", self.screen, 1, "items per task for the screening pass")
+        for spec in self.tasks:
+            if spec.limit is not None:
+                _int_at_least(f"{spec.name}.limit", spec.limit, 1, "items for this task")
+            if spec.num_fewshot is not None:
+                _int_at_least(f"{spec.name}.num_fewshot", spec.num_fewshot, 0, "few-shot count")
+        for name in ("cxpb", "mutpb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
+            setattr(self, name, float(value))
+        _choice("fitness", self.fitness, FITNESS_CHOICES)
+        _choice("invalid", self.invalid, INVALID_CHOICES)
+        _choice("dtype", self.dtype, DTYPE_CHOICES)
+        _choice("scorer", self.scorer, SCORER_CHOICES)
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise ConfigError(
+                f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}"
+            )
+        for path in self.include_path:
+            if not Path(path).expanduser().is_dir():
+                raise ConfigError(f"include path {path!r} is not a folder: give a folder of YAMLs")
+        return self
+
+    def check_layers(self, n_layers: int) -> None:
+        """Checks that need the model's layer count."""
+        if self.protect >= n_layers:
+            raise ConfigError(
+                f"protect={self.protect} leaves no droppable layer in a {n_layers}-layer model: "
+                f"use --protect below {n_layers}"
+            )
+        droppable = n_layers - self.protect
+        if self.prune >= droppable:
+            raise ConfigError(
+                f"prune={self.prune} must be below the {droppable} droppable layers "
+                f"({n_layers} layers, {self.protect} protected): use --prune 1..{droppable - 1}"
+            )
+
+    # ---- (de)serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["tasks"] = [{k: v for k, v in t.items() if v is not None} for t in data["tasks"]]
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown key {unknown[0]!r} in {source}: valid keys are {', '.join(sorted(known))}"
+            )
+        values = dict(data)
+        if "tasks" in values:
+            values["tasks"] = _parse_tasks(values["tasks"], source)
+        if "include_path" in values and isinstance(values["include_path"], str):
+            values["include_path"] = [values["include_path"]]
+        return cls(**values)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.to_toml(), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> RunConfig:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(path)!r} does not exist: check the path") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML ({exc}): fix it") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def _parse_tasks(value: Any, source: str) -> list[TaskSpec]:
+    if isinstance(value, str):
+        return [TaskSpec.parse(part) for part in value.split(",") if part.strip()]
+    if not isinstance(value, list):
+        raise ConfigError(f"tasks in {source} must be a list of names or tables")
+    specs = []
+    for item in value:
+        if isinstance(item, str):
+            specs.append(TaskSpec.parse(item))
+        elif isinstance(item, dict):
+            extra = sorted(set(item) - {"name", "metric", "num_fewshot", "limit"})
+            if "name" not in item or extra:
+                raise ConfigError(
+                    f"a task table in {source} needs 'name' and may have metric, num_fewshot, limit"
+                )
+            specs.append(TaskSpec(**item))
+        else:
+            raise ConfigError(f"tasks in {source} must be names or tables, got {item!r}")
+    return specs
+
+
+def _int_at_least(name: str, value: Any, low: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low} ({what}), got {value!r}")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

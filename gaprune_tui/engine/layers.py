@@ -1,0 +1,147 @@
+"""Model surgery without copies: find the decoder-layer list and view a model with layers dropped.
+
+A ``LayerView`` swaps the model's layer ``ModuleList`` for one holding a subset of the same layer
+objects, renumbers every ``layer_idx`` inside them (the KV cache is indexed by it), and slices the
+config fields that are per layer (``num_hidden_layers`` or the family's equivalent, ``layer_types``).
+``restore()`` puts every one of those back exactly, so the base model is bit-for-bit the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from gaprune_tui.errors import ModelError
+
+# (path to the ModuleList, config attributes holding the layer count), most common first.
+_LAYER_PATHS: tuple[tuple[str, ...], ...] = (
+    ("model", "layers"),  # Llama, Mistral, Qwen2/3, Gemma, Phi3, InternLM2 (remote code: model.layers)
+    ("model", "language_model", "layers"),  # multimodal wrappers (Gemma3, Llava-style)
+    ("transformer", "h"),  # GPT-2, GPT-J, Falcon, Bloom
+    ("gpt_neox", "layers"),  # GPT-NeoX, Pythia
+    ("model", "decoder", "layers"),  # OPT
+    ("transformer", "layers"),  # some remote-code models
+    ("layers",),  # a bare decoder
+)
+_COUNT_ATTRS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+_PER_LAYER_LIST_ATTRS = ("layer_types",)
+
+
+@dataclass
+class LayerLocation:
+    parent: nn.Module
+    attr: str
+    path: str
+
+
+def locate_layers(model: nn.Module) -> LayerLocation:
+    """Find the decoder-layer ``ModuleList`` of a causal LM, or raise ``ModelError``."""
+    for path in _LAYER_PATHS:
+        obj: Any = model
+        parent: Any = None
+        for name in path:
+            parent, obj = obj, getattr(obj, name, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList) and len(obj) > 0:
+            return LayerLocation(parent=parent, attr=path[-1], path=".".join(path))
+    kind = type(model).__name__
+    raise ModelError(
+        f"no decoder-layer list found in {kind} (looked for {', '.join('.'.join(p) for p in _LAYER_PATHS)}): "
+        "this architecture is not supported yet; open an issue with its model type"
+    )
+
+
+def _configs(model: nn.Module) -> list[Any]:
+    """The config objects that describe the decoder (a multimodal model nests a text config)."""
+    config = getattr(model, "config", None)
+    out = [config] if config is not None else []
+    for sub in ("text_config", "language_config", "llm_config"):
+        nested = getattr(config, sub, None)
+        if nested is not None:
+            out.append(nested)
+    return out
+
+
+class LayerView:
+    """Apply a kept-layer set to a model in place and undo it exactly."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.location = locate_layers(model)
+        self.base_layers: nn.ModuleList = getattr(self.location.parent, self.location.attr)
+        self.n_layers = len(self.base_layers)
+        # Every sub-module that carries a layer index, per base layer, with its original value.
+        self._indexed: list[list[tuple[nn.Module, int]]] = []
+        for layer in self.base_layers:
+            found = []
+            for module in layer.modules():
+                idx = getattr(module, "layer_idx", None)
+                if isinstance(idx, int) and not isinstance(idx, bool):
+                    found.append((module, idx))
+            self._indexed.append(found)
+        # Per-layer config fields, saved for restore.
+        self._saved: list[tuple[Any, str, Any]] = []
+        for config in _configs(model):
+            for attr in _COUNT_ATTRS + _PER_LAYER_LIST_ATTRS:
+                if attr in getattr(config, "__dict__", {}) or hasattr(config, attr):
+                    value = getattr(config, attr, None)
+                    if attr in _COUNT_ATTRS and value != self.n_layers:
+                        continue
+                    if attr in _PER_LAYER_LIST_ATTRS and (
+                        not isinstance(value, list | tuple) or len(value) != self.n_layers
+                    ):
+                        continue
+                    self._saved.append((config, attr, value))
+        self.kept: tuple[int, ...] = tuple(range(self.n_layers))
+
+    @property
+    def is_base(self) -> bool:
+        return self.kept == tuple(range(self.n_layers))
+
+    def apply(self, kept: Sequence[int]) -> None:
+        """Make the model compute as if only ``kept`` layers (base indices) existed, in order."""
+        kept = tuple(sorted(int(i) for i in kept))
+        if not kept:
+            raise ValueError("a layer view needs at least one kept layer")
+        if len(set(kept)) != len(kept) or kept[0] < 0 or kept[-1] >= self.n_layers:
+            raise ValueError(f"kept layers {kept} are not distinct indices in [0, {self.n_layers})")
+        setattr(
+            self.location.parent,
+            self.location.attr,
+            nn.ModuleList([self.base_layers[i] for i in kept]),
+        )
+        for new_idx, base_idx in enumerate(kept):
+            for module, _ in self._indexed[base_idx]:
+                module.layer_idx = new_idx
+        for config, attr, value in self._saved:
+            if attr in _COUNT_ATTRS:
+                setattr(config, attr, len(kept))
+            else:
+                setattr(config, attr, type(value)(value[i] for i in kept))
+        self.kept = kept
+
+    def apply_dropped(self, dropped: Sequence[int]) -> None:
+        drop = set(dropped)
+        self.apply([i for i in range(self.n_layers) if i not in drop])
+
+    def restore(self) -> None:
+        setattr(self.location.parent, self.location.attr, self.base_layers)
+        for found in self._indexed:
+            for module, idx in found:
+                module.layer_idx = idx
+        for config, attr, value in self._saved:
+            setattr(config, attr, value)
+        self.kept = tuple(range(self.n_layers))
+
+    @contextlib.contextmanager
+    def view(self, kept: Sequence[int]) -> Iterator[LayerView]:
+        self.apply(kept)
+        try:
+            yield self
+        finally:
+            self.restore()

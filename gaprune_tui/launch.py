@@ -1,0 +1,34 @@
+"""Start the engine process for a run, detached from the terminal.
+
+Used by the CLI and the TUI alike. The engine must not inherit the caller's stdio: inside a running
+Textual app ``sys.stdout.fileno()`` is -1 and the spawn would fail, and an SSH hang-up must not reach
+the engine. So it gets /dev/null for stdin, the run's ``engine.log`` for stdout and stderr, and a new
+session of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from gaprune_tui.store import RunStore
+
+
+def spawn_engine(store: RunStore, *, resume: bool = False) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "gaprune_tui.engine.worker", str(store.path)]
+    if resume:
+        cmd.append("--resume")
+    env = dict(os.environ)
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with open(store.log_path, "ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
+    store.set_meta(pid=proc.pid)
+    return proc

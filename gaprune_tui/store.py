@@ -1,0 +1,562 @@
+"""The run store: where the engine writes and the UI and CLI read.
+
+One folder per run under ``paths.runs_dir()`` holds ``config.toml``, ``run.db`` (SQLite, WAL),
+``engine.log`` and, at the end, ``result.json``. The engine appends events, evaluations, generation
+summaries and checkpoints; the UI and CLI read them and append control requests (pause, resume,
+stop) that the engine honours. SQLite in WAL mode lets one writer and many readers work at once
+across processes, and every finished evaluation is committed before the next starts, so a crash or
+a kill -9 loses at most the evaluation in flight.
+
+The fitness memo shared by all runs lives in ``paths.memo_path()`` (``Memo``).
+
+Stdlib only (plus our config): the TUI imports this on its start path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gaprune_tui import paths
+from gaprune_tui.config import RunConfig
+from gaprune_tui.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+# Run states. "invalid" marks a run whose setup failed on bad input: it is discarded, never listed.
+CREATED, RUNNING, PAUSED, STOPPED, FINISHED, FAILED, INVALID = (
+    "created",
+    "running",
+    "paused",
+    "stopped",
+    "finished",
+    "failed",
+    "invalid",
+)
+ACTIVE_STATES = (CREATED, RUNNING, PAUSED)
+RESUMABLE_STATES = (STOPPED, FAILED, CREATED, RUNNING, PAUSED)  # the last three only when dead
+CONTROL_ACTIONS = ("pause", "resume", "stop")
+
+_RUN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    generation INTEGER NOT NULL,
+    dropped TEXT NOT NULL,
+    kept TEXT NOT NULL,
+    fitness REAL NOT NULL,
+    scores TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    from_memo INTEGER NOT NULL,
+    fidelity TEXT NOT NULL DEFAULT 'full'
+);
+CREATE INDEX IF NOT EXISTS evaluations_dropped ON evaluations (dropped);
+CREATE TABLE IF NOT EXISTS generations (
+    gen INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    evaluated INTEGER NOT NULL,
+    from_memo INTEGER NOT NULL,
+    min REAL NOT NULL,
+    mean REAL NOT NULL,
+    max REAL NOT NULL,
+    best_dropped TEXT NOT NULL,
+    best_fitness REAL NOT NULL,
+    seconds REAL NOT NULL,
+    population TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (gen INTEGER PRIMARY KEY, ts REAL NOT NULL, blob BLOB);
+CREATE TABLE IF NOT EXISTS control (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    action TEXT NOT NULL,
+    handled REAL
+);
+"""
+
+
+@dataclass
+class Event:
+    seq: int
+    ts: float
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class Evaluation:
+    """One scored genome. ``dropped``/``kept`` are sorted layer indices of the base model."""
+
+    generation: int
+    dropped: list[int]
+    kept: list[int]
+    fitness: float
+    scores: dict[str, dict[str, float]]
+    seconds: float
+    from_memo: bool
+    fidelity: str = "full"
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass
+class Generation:
+    gen: int
+    evaluated: int
+    from_memo: int
+    min: float
+    mean: float
+    max: float
+    best_dropped: list[int]
+    best_fitness: float
+    seconds: float
+    population: list[list[int]]
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass
+class RunSummary:
+    id: str
+    path: Path
+    state: str
+    model: str
+    best_fitness: float | None
+    best_dropped: list[int] | None
+    started: float
+    alive: bool
+    error: str | None
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def new_run_id() -> str:
+    """Sortable by start time, unique, short enough to type."""
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (our own exited child not yet reaped) is not alive.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+class RunStore:
+    """A run's folder and database. Thread-safe; cheap to open from several processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.id = self.path.name
+        self.db_path = self.path / "run.db"
+        self._lock = threading.RLock()
+        self._conn = _connect(self.db_path)
+        self._conn.executescript(_RUN_SCHEMA)
+
+    # ---- opening -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, config: RunConfig, run_id: str | None = None) -> RunStore:
+        run_id = run_id or new_run_id()
+        folder = paths.run_dir(run_id)
+        try:
+            folder.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise StoreError(f"run {run_id!r} already exists: pick another run id") from None
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the run folder in {str(paths.runs_dir())!r} ({exc.strerror}): "
+                "make it writable or set GAPRUNE_HOME to a writable folder"
+            ) from None
+        try:
+            config.save(folder / "config.toml")
+            store = cls(folder)
+            now = time.time()
+            store.set_meta(
+                schema=SCHEMA_VERSION, state=CREATED, created=now, updated=now, model=config.model
+            )
+        except (OSError, sqlite3.Error) as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise StoreError(f"cannot write the run store in {str(folder)!r}: {exc}") from None
+        return store
+
+    @classmethod
+    def open(cls, run: str | Path) -> RunStore:
+        """Open by run id, unique id prefix or folder path."""
+        folder = resolve_run(run)
+        return cls(folder)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # ---- config, meta and state ---------------------------------------------------------------
+    def config(self) -> RunConfig:
+        return RunConfig.load(self.path / "config.toml")
+
+    def set_meta(self, **values: Any) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+
+    def meta(self) -> dict[str, Any]:
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    @property
+    def state(self) -> str:
+        return self.meta().get("state", CREATED)
+
+    def set_state(self, state: str, *, error: str | None = None) -> None:
+        values: dict[str, Any] = {"state": state, "updated": time.time()}
+        if error is not None:
+            values["error"] = error
+        self.set_meta(**values)
+
+    def alive(self) -> bool:
+        """Whether an engine process is working on this run right now."""
+        meta = self.meta()
+        return meta.get("state") in ACTIVE_STATES and pid_alive(meta.get("pid"))
+
+    def display_state(self) -> str:
+        """The state as a user should read it: an active run whose engine died has crashed."""
+        meta = self.meta()
+        state = meta.get("state", CREATED)
+        if state in ACTIVE_STATES and meta.get("pid") and not pid_alive(meta.get("pid")):
+            return "crashed"
+        return state
+
+    # ---- events ----------------------------------------------------------------------------
+    def add_event(self, kind: str, **payload: Any) -> int:
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO events (ts, kind, payload) VALUES (?, ?, ?)",
+                (time.time(), kind, json.dumps(payload)),
+            )
+            return int(cur.lastrowid)
+
+    def events(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        sql = "SELECT seq, ts, kind, payload FROM events WHERE seq > ? ORDER BY seq"
+        args: tuple[Any, ...] = (after,)
+        if limit is not None:
+            sql += " LIMIT ?"
+            args += (limit,)
+        with self._lock:
+            rows = self._conn.execute(sql, args).fetchall()
+        return [Event(s, t, k, json.loads(p)) for s, t, k, p in rows]
+
+    # ---- evaluations and generations -----------------------------------------------------------
+    def add_evaluation(self, ev: Evaluation, *, event: bool = True) -> None:
+        """Commit one scored genome (and its event) in one transaction."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO evaluations (ts, generation, dropped, kept, fitness, scores, seconds,"
+                " from_memo, fidelity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    ev.ts,
+                    ev.generation,
+                    json.dumps(ev.dropped),
+                    json.dumps(ev.kept),
+                    ev.fitness,
+                    json.dumps(ev.scores),
+                    ev.seconds,
+                    int(ev.from_memo),
+                    ev.fidelity,
+                ),
+            )
+            if event:
+                conn.execute(
+                    "INSERT INTO events (ts, kind, payload) VALUES (?, ?, ?)",
+                    (
+                        ev.ts,
+                        "evaluation_finished",
+                        json.dumps(
+                            {
+                                "generation": ev.generation,
+                                "dropped": ev.dropped,
+                                "kept": ev.kept,
+                                "fitness": ev.fitness,
+                                "scores": ev.scores,
+                                "seconds": ev.seconds,
+                                "from_memo": ev.from_memo,
+                                "fidelity": ev.fidelity,
+                            }
+                        ),
+                    ),
+                )
+
+    def evaluations(self) -> list[Evaluation]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT generation, dropped, kept, fitness, scores, seconds, from_memo, fidelity, ts"
+                " FROM evaluations ORDER BY id"
+            ).fetchall()
+        return [
+            Evaluation(g, json.loads(d), json.loads(k), f, json.loads(s), sec, bool(m), fid, ts)
+            for g, d, k, f, s, sec, m, fid, ts in rows
+        ]
+
+    def best_evaluations(self, n: int | None = None, fidelity: str = "full") -> list[Evaluation]:
+        """Distinct genomes, best first (ties broken by fewer... then lexicographic dropped)."""
+        best: dict[str, Evaluation] = {}
+        for ev in self.evaluations():
+            if ev.fidelity != fidelity:
+                continue
+            key = json.dumps(ev.dropped)
+            if key not in best or ev.fitness > best[key].fitness:
+                best[key] = ev
+        ranked = sorted(best.values(), key=lambda e: (-e.fitness, e.dropped))
+        return ranked if n is None else ranked[:n]
+
+    def add_generation(self, gen: Generation) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO generations (gen, ts, evaluated, from_memo, min, mean, max,"
+                " best_dropped, best_fitness, seconds, population)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    gen.gen,
+                    gen.ts,
+                    gen.evaluated,
+                    gen.from_memo,
+                    gen.min,
+                    gen.mean,
+                    gen.max,
+                    json.dumps(gen.best_dropped),
+                    gen.best_fitness,
+                    gen.seconds,
+                    json.dumps(gen.population),
+                ),
+            )
+
+    def generations(self) -> list[Generation]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT gen, evaluated, from_memo, min, mean, max, best_dropped, best_fitness,"
+                " seconds, population, ts FROM generations ORDER BY gen"
+            ).fetchall()
+        return [
+            Generation(g, e, m, lo, mu, hi, json.loads(bd), bf, s, json.loads(p), ts)
+            for g, e, m, lo, mu, hi, bd, bf, s, p, ts in rows
+        ]
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, gen: int, blob: bytes) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO checkpoints (gen, ts, blob) VALUES (?, ?, ?)",
+                (gen, time.time(), blob),
+            )
+
+    def last_checkpoint(self) -> tuple[int, bytes] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT gen, blob FROM checkpoints ORDER BY gen DESC LIMIT 1"
+            ).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    # ---- control requests ------------------------------------------------------------------------
+    def request(self, action: str) -> int:
+        if action not in CONTROL_ACTIONS:
+            raise StoreError(f"unknown control action {action!r}: use pause, resume or stop")
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO control (ts, action) VALUES (?, ?)", (time.time(), action)
+            )
+            return int(cur.lastrowid)
+
+    def pending_requests(self) -> list[tuple[int, str]]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, action FROM control WHERE handled IS NULL ORDER BY id"
+            ).fetchall()
+        return [(int(i), a) for i, a in rows]
+
+    def mark_handled(self, request_id: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE control SET handled = ? WHERE id = ?", (time.time(), request_id))
+
+    # ---- result ------------------------------------------------------------------------------
+    @property
+    def result_path(self) -> Path:
+        return self.path / "result.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "engine.log"
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        tmp = self.result_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(self.result_path)
+
+    def result(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.result_path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def summary(self) -> RunSummary:
+        meta = self.meta()
+        best = meta.get("best_dropped")
+        return RunSummary(
+            id=self.id,
+            path=self.path,
+            state=self.display_state(),
+            model=meta.get("model", "?"),
+            best_fitness=meta.get("best_fitness"),
+            best_dropped=best,
+            started=meta.get("created", 0.0),
+            alive=self.alive(),
+            error=meta.get("error"),
+        )
+
+    def discard(self) -> None:
+        """Remove a run whose setup failed on bad input, so it never looks like a real run."""
+        self.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def resolve_run(run: str | Path) -> Path:
+    """A run folder from an id, a unique id prefix, or a path; ``StoreError`` otherwise."""
+    candidate = Path(run).expanduser()
+    if (candidate / "run.db").is_file():
+        return candidate
+    root = paths.runs_dir()
+    exact = root / str(run)
+    if (exact / "run.db").is_file():
+        return exact
+    matches = (
+        sorted(p for p in root.glob(f"{run}*") if (p / "run.db").is_file()) if root.is_dir() else []
+    )
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        ids = ", ".join(p.name for p in matches[:5])
+        raise StoreError(f"run {str(run)!r} is ambiguous ({ids}): give more of the id")
+    raise StoreError(f"no run {str(run)!r} in {str(root)!r}: see `gaprune-tui runs` for run ids")
+
+
+def list_runs() -> list[RunSummary]:
+    """All runs, newest first. Runs that cannot be read are skipped."""
+    root = paths.runs_dir()
+    if not root.is_dir():
+        return []
+    out = []
+    for folder in sorted(root.iterdir(), reverse=True):
+        if not (folder / "run.db").is_file():
+            continue
+        try:
+            store = RunStore(folder)
+            try:
+                summary = store.summary()
+            finally:
+                store.close()
+        except sqlite3.Error:
+            continue
+        if summary.state != INVALID:
+            out.append(summary)
+    return out
+
+
+class Memo:
+    """The fitness memo shared by all runs: per-task scores of a kept-layer set in a context.
+
+    The context string names everything that decides a score besides the kept layers: the model
+    fingerprint, each task with its metric, few-shot count and limit, and the scorer version. The
+    fitness is derived from the scores, so changing the fitness function reuses the memo.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = Path(path) if path else paths.memo_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = _connect(self.path)
+        self._conn.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS memo (
+                context TEXT NOT NULL,
+                kept TEXT NOT NULL,
+                scores TEXT NOT NULL,
+                seconds REAL NOT NULL,
+                ts REAL NOT NULL,
+                PRIMARY KEY (context, kept)
+            );
+            """
+        )
+
+    def get(self, context: str, kept: list[int]) -> tuple[dict[str, dict[str, float]], float] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT scores, seconds FROM memo WHERE context = ? AND kept = ?",
+                (context, json.dumps(sorted(kept))),
+            ).fetchone()
+        return (json.loads(row[0]), float(row[1])) if row else None
+
+    def put(
+        self, context: str, kept: list[int], scores: dict[str, dict[str, float]], seconds: float
+    ) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO memo (context, kept, scores, seconds, ts)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (context, json.dumps(sorted(kept)), json.dumps(scores), seconds, time.time()),
+            )
+
+    def count(self, context: str | None = None) -> int:
+        with self._lock:
+            if context is None:
+                return int(self._conn.execute("SELECT COUNT(*) FROM memo").fetchone()[0])
+            return int(
+                self._conn.execute(
+                    "SELECT COUNT(*) FROM memo WHERE context = ?", (context,)
+                ).fetchone()[0]
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

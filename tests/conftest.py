@@ -1,0 +1,32 @@
+"""Test environment: never touch the network, never touch the user's files.
+
+Set before anything imports huggingface_hub or datasets. ``GAPRUNE_HOME`` is a fresh folder per test
+(runs, memo, config); the converted embedded model is shared across tests and sessions through
+``GAPRUNE_CACHE_DIR`` so that the 30 s GGUF conversion happens once per machine.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_HF_HOME = Path(tempfile.mkdtemp(prefix="gaprune-hf-home-"))
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = str(_HF_HOME)
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.setdefault(
+    "GAPRUNE_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".test-cache")
+)
+
+
+@pytest.fixture(autouse=True)
+def gaprune_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "gaprune-home"
+    home.mkdir()
+    monkeypatch.setenv("GAPRUNE_HOME", str(home))
+    return home
