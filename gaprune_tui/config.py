@@ -93,7 +93,9 @@ class RunConfig:
         """Normalise and check every field; raise ``ConfigError`` naming the field and the fix."""
         self.dtype = _DTYPE_ALIASES.get(self.dtype, self.dtype)
         if not isinstance(self.model, str) or not self.model.strip():
-            raise ConfigError("no model given: use --model demo, a local folder, a .gguf or a hub id")
+            raise ConfigError(
+                "no model given: use --model demo, a local folder, a .gguf or a hub id"
+            )
         if not self.tasks:
             raise ConfigError("no tasks given: use --tasks hellaswag_offline,openbookqa_offline")
         names = [t.name for t in self.tasks]
@@ -126,9 +128,7 @@ class RunConfig:
         _choice("dtype", self.dtype, DTYPE_CHOICES)
         _choice("scorer", self.scorer, SCORER_CHOICES)
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
-            raise ConfigError(
-                f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}"
-            )
+            raise ConfigError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         for path in self.include_path:
             if not Path(path).expanduser().is_dir():
                 raise ConfigError(f"include path {path!r} is not a folder: give a folder of YAMLs")
@@ -183,7 +183,9 @@ class RunConfig:
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist: check the path") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML ({exc}): fix it") from None
+            raise ConfigError(
+                f"config file {str(path)!r} is not valid TOML ({exc}): fix it"
+            ) from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
         return cls.from_dict(data, source=str(path))

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+from gaprune_tui.config import RunConfig
 from gaprune_tui.store import RunStore
 
 
@@ -32,3 +33,18 @@ def spawn_engine(store: RunStore, *, resume: bool = False) -> subprocess.Popen[b
         )
     store.set_meta(pid=proc.pid)
     return proc
+
+
+def start_run(config: RunConfig) -> tuple[RunStore, subprocess.Popen[bytes]]:
+    """Validate, create the run folder and start its engine. The engine then reports through the store:
+    state "running" once the model and tasks are loaded, or "invalid" (with meta "error") when setup
+    failed on bad input, in which case the caller shows the error and calls ``store.discard()``.
+    """
+    config.validate()
+    store = RunStore.create(config)
+    return store, spawn_engine(store)
+
+
+def resume_run(store: RunStore) -> subprocess.Popen[bytes]:
+    """Continue a stopped or crashed run from its last generation boundary."""
+    return spawn_engine(store, resume=True)

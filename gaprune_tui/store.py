@@ -529,7 +529,9 @@ class Memo:
             """
         )
 
-    def get(self, context: str, kept: list[int]) -> tuple[dict[str, dict[str, float]], float] | None:
+    def get(
+        self, context: str, kept: list[int]
+    ) -> tuple[dict[str, dict[str, float]], float] | None:
         with self._lock:
             row = self._conn.execute(
                 "SELECT scores, seconds FROM memo WHERE context = ? AND kept = ?",

@@ -19,7 +19,10 @@ from gaprune_tui.errors import ModelError
 
 # (path to the ModuleList, config attributes holding the layer count), most common first.
 _LAYER_PATHS: tuple[tuple[str, ...], ...] = (
-    ("model", "layers"),  # Llama, Mistral, Qwen2/3, Gemma, Phi3, InternLM2 (remote code: model.layers)
+    (
+        "model",
+        "layers",
+    ),  # Llama, Mistral, Qwen2/3, Gemma, Phi3, InternLM2 (remote code: model.layers)
     ("model", "language_model", "layers"),  # multimodal wrappers (Gemma3, Llava-style)
     ("transformer", "h"),  # GPT-2, GPT-J, Falcon, Bloom
     ("gpt_neox", "layers"),  # GPT-NeoX, Pythia
