@@ -1,0 +1,407 @@
+"""A fake engine that writes a believable search into a real RunStore, for UI tests.
+
+The TUI only ever reads the run store, so a UI test does not need torch, a model or lm-eval: it
+needs a store with the same rows and events the real engine writes (see the event list in the
+engine's worker). This module writes exactly those, fast and deterministically under a seed, so
+Pilot and snapshot tests run in milliseconds. It is for UI tests only; the end-to-end test drives
+the real engine on the embedded model.
+
+- ``populate(store, ...)`` writes a whole search (or all of it but the ending) at once.
+- ``FakeEngine(store, ...)`` writes it one event per ``step()``, for live-update tests. Like the
+  real engine it honours control requests (pause / resume / stop) between evaluations, and it
+  can ``fail()`` (run_failed) or ``crash()`` (the engine process vanished) on demand.
+- ``fake_store(**kw)`` creates a run (``RunStore.create``) whose config.toml matches the fake.
+
+Fitness is a made-up but structured function of the genome (some layers hurt a lot, most a
+little), so the best genomes, memo hits and per-generation statistics look like a real search.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from gaprune_tui.config import RunConfig
+from gaprune_tui.store import (
+    FAILED,
+    FINISHED,
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    Evaluation,
+    Generation,
+    RunStore,
+)
+
+TASKS = ("hellaswag_offline", "openbookqa_offline")
+METRIC = "acc_norm"
+BASE_SCORES = {"hellaswag_offline": 0.44, "openbookqa_offline": 0.36}
+# SmolLM2-135M: 30 layers of 3,540,096 parameters each, 134,515,008 in all (tied embeddings).
+PARAMS_PER_LAYER = 3_540_096
+N_PARAMS_30 = 134_515_008
+
+
+def fitness_of(scores: dict[str, dict[str, float]]) -> float:
+    """The method's default fitness: mean of squared task scores."""
+    values = [next(iter(m.values())) for m in scores.values()]
+    return sum(v * v for v in values) / len(values)
+
+
+def dead_pid() -> int:
+    """A pid that belonged to a process which has exited and been reaped."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def fake_store(
+    *,
+    generations: int = 3,
+    population: int = 8,
+    prune: int = 4,
+    protect: int = 2,
+    seed: int = 0,
+    limit: int = 20,
+    run_id: str | None = None,
+) -> RunStore:
+    """Create a run folder whose config matches what the fake engine will write."""
+    config = RunConfig(
+        population=population,
+        generations=generations,
+        prune=prune,
+        protect=protect,
+        seed=seed,
+        limit=limit,
+    )
+    return RunStore.create(config, run_id=run_id)
+
+
+class FakeEngine:
+    """Writes one engine event per ``step()`` into a real store. See the module docstring."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        generations: int = 3,
+        population: int = 8,
+        n_layers: int = 30,
+        prune: int = 4,
+        protect: int = 2,
+        seed: int = 0,
+        finished: bool = True,
+        model: str = "demo",
+        seconds_per_eval: float = 2.5,
+    ) -> None:
+        self.store = store
+        self.generations = generations
+        self.population = population
+        self.n_layers = n_layers
+        self.prune = prune
+        self.protect = protect
+        self.finished = finished
+        self.model = model
+        self.seconds_per_eval = seconds_per_eval
+        self.rng = random.Random(seed)
+        # Per-layer damage per task: a few critical layers, most cheap to drop.
+        self._damage = {
+            task: [
+                self.rng.uniform(0.04, 0.09)
+                if self.rng.random() < 0.15
+                else self.rng.uniform(0.002, 0.02)
+                for _ in range(n_layers)
+            ]
+            for task in TASKS
+        }
+        self.memo: dict[tuple[int, ...], dict[str, dict[str, float]]] = {}
+        self.paused = False
+        self.done = False
+        self.events_written = 0
+        self._script: Iterator[None] = self._run()
+
+    # ---- public ------------------------------------------------------------------------------
+    def step(self) -> bool:
+        """Write the next event (or honour a pending control request). False once done."""
+        if self.done:
+            return False
+        if self._handle_control():
+            return not self.done
+        if self.paused:
+            return True
+        try:
+            next(self._script)
+        except StopIteration:
+            self.done = True
+            return False
+        self.events_written += 1
+        return True
+
+    def run(self, max_steps: int | None = None) -> int:
+        """Step until done (or ``max_steps``); return the number of steps taken."""
+        steps = 0
+        while (max_steps is None or steps < max_steps) and self.step():
+            steps += 1
+        return steps
+
+    def fail(self, error: str = "CUDA out of memory while scoring hellaswag_offline") -> None:
+        """End the run the way the engine does when an evaluation raises."""
+        self._log("Traceback (most recent call last):")
+        self._log(f"RuntimeError: {error}")
+        self.store.add_event("run_failed", error=error)
+        self.store.set_state(FAILED, error=error)
+        self.done = True
+
+    def crash(self) -> None:
+        """The engine process vanished (kill -9, OOM killer): state stays active, pid is dead."""
+        self._log("Killed")
+        self.store.set_meta(pid=dead_pid())
+        self.done = True
+
+    def scores_of(self, dropped: list[int]) -> dict[str, dict[str, float]]:
+        """Per-task scores of a genome (deterministic; rounded like accuracy over 100 items)."""
+        out = {}
+        for task in TASKS:
+            damage = sum(self._damage[task][i] for i in dropped)
+            # Dropping adjacent layers hurts a little more than the sum.
+            adjacent = sum(1 for a, b in zip(dropped, dropped[1:], strict=False) if b == a + 1)
+            value = max(0.18, BASE_SCORES[task] - damage - 0.01 * adjacent)
+            out[task] = {METRIC: round(value, 2)}
+        return out
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _handle_control(self) -> bool:
+        """Honour the oldest pending request, as the engine does between evaluations."""
+        pending = self.store.pending_requests()
+        if not pending:
+            return False
+        request_id, action = pending[0]
+        self.store.mark_handled(request_id)
+        if action == "pause" and not self.paused:
+            self.paused = True
+            self.store.add_event("run_paused")
+            self.store.set_state(PAUSED)
+            self._log("paused on request")
+        elif action == "resume" and self.paused:
+            self.paused = False
+            self.store.add_event("run_resumed")
+            self.store.set_state(RUNNING)
+            self._log("resumed on request")
+        elif action == "stop":
+            self.store.add_event("run_stopped")
+            self.store.set_state(STOPPED)
+            self._log("stopped on request")
+            self.done = True
+        return True
+
+    def _log(self, message: str) -> None:
+        with open(self.store.log_path, "a", encoding="utf-8") as fh:
+            fh.write(message + "\n")
+
+    def _log_event(self, message: str) -> None:
+        self._log(message)
+        self.store.add_event("log", message=message)
+
+    def _random_genome(self) -> list[int]:
+        return sorted(self.rng.sample(range(self.protect, self.n_layers), self.prune))
+
+    def _repair(self, genome: list[int]) -> list[int]:
+        """Replace duplicates and protected layers with unused allowed ones (the default)."""
+        seen: set[int] = set()
+        out = []
+        for gene in genome:
+            if gene < self.protect or gene in seen:
+                continue
+            seen.add(gene)
+            out.append(gene)
+        free = [i for i in range(self.protect, self.n_layers) if i not in seen]
+        while len(out) < self.prune:
+            gene = self.rng.choice(free)
+            free.remove(gene)
+            out.append(gene)
+        return sorted(out)
+
+    def _fitness(self, dropped: list[int]) -> float:
+        return fitness_of(self.scores_of(dropped))
+
+    def _tournament(self, population: list[list[int]]) -> list[int]:
+        group = self.rng.sample(population, min(5, len(population)))
+        return list(max(group, key=lambda g: (self._fitness(g), [-x for x in g])))
+
+    def _run(self) -> Iterator[None]:
+        store = self.store
+        store.set_meta(
+            pid=os.getpid(),
+            n_layers=self.n_layers,
+            n_params=N_PARAMS_30 if self.n_layers == 30 else PARAMS_PER_LAYER * self.n_layers,
+            params_per_layer=PARAMS_PER_LAYER,
+            max_evaluations=self.population * (1 + self.generations),
+        )
+        store.set_state(RUNNING)
+        store.add_event(
+            "run_started",
+            model=self.model,
+            n_layers=self.n_layers,
+            protect=self.protect,
+            prune=self.prune,
+            population=self.population,
+            generations=self.generations,
+            tasks=list(TASKS),
+            max_evaluations=self.population * (1 + self.generations),
+        )
+        self._log(f"loaded {self.model}: {self.n_layers} layers")
+        yield
+        self._log_event("scoring the base model")
+        yield
+        base = {t: {METRIC: v} for t, v in BASE_SCORES.items()}
+        store.add_event("base_scores", scores=base, fitness=fitness_of(base))
+        yield
+
+        best: tuple[float, list[int]] | None = None
+        population = [self._random_genome() for _ in range(self.population)]
+        invalid = list(range(len(population)))
+        new_evaluations = cache_hits = 0
+        for gen in range(self.generations + 1):
+            evaluated = from_memo = 0
+            gen_seconds = 0.0
+            for index, i in enumerate(invalid):
+                dropped = population[i]
+                kept = [x for x in range(self.n_layers) if x not in dropped]
+                store.add_event(
+                    "evaluation_started", generation=gen, index=index, dropped=dropped, kept=kept
+                )
+                yield
+                key = tuple(dropped)
+                hit = key in self.memo
+                scores = self.memo.get(key) or self.scores_of(dropped)
+                self.memo[key] = scores
+                seconds = 0.0 if hit else round(self.seconds_per_eval + 0.1 * (index % 3), 2)
+                gen_seconds += seconds
+                evaluated += 1
+                from_memo += int(hit)
+                cache_hits += int(hit)
+                new_evaluations += int(not hit)
+                fitness = fitness_of(scores)
+                store.add_evaluation(
+                    Evaluation(gen, dropped, kept, fitness, scores, seconds, from_memo=hit)
+                )
+                if best is None or fitness > best[0]:
+                    best = (fitness, dropped)
+                yield
+            fits = [self._fitness(g) for g in population]
+            assert best is not None
+            generation = Generation(
+                gen=gen,
+                evaluated=evaluated,
+                from_memo=from_memo,
+                min=min(fits),
+                mean=sum(fits) / len(fits),
+                max=max(fits),
+                best_dropped=best[1],
+                best_fitness=best[0],
+                seconds=round(gen_seconds, 2),
+                population=[list(g) for g in population],
+            )
+            store.add_generation(generation)
+            store.add_event(
+                "generation_finished",
+                gen=gen,
+                evaluated=evaluated,
+                from_memo=from_memo,
+                min=generation.min,
+                mean=generation.mean,
+                max=generation.max,
+                best_dropped=best[1],
+                best_fitness=best[0],
+                seconds=generation.seconds,
+                population=generation.population,
+            )
+            store.set_meta(best_fitness=best[0], best_dropped=best[1])
+            self._log(f"generation {gen}: best {best[0]:.4f} dropping {best[1]}")
+            yield
+            if gen == self.generations:
+                break
+            population, invalid = self._offspring(population)
+
+        if not self.finished:
+            return
+        hall = store.best_evaluations(10)
+        top = hall[0]
+        result: dict[str, Any] = {
+            "dropped_layers": top.dropped,
+            "kept_layers": top.kept,
+            "fitness": top.fitness,
+            "scores": top.scores,
+            "evaluations": new_evaluations,
+            "cache_hits": cache_hits,
+            "generations": self.generations,
+            "wall_seconds": round(new_evaluations * self.seconds_per_eval + 3.0, 2),
+            "model": self.model,
+            "tasks": list(TASKS),
+            "base_scores": base,
+            "hall_of_fame": [
+                {"dropped_layers": e.dropped, "fitness": e.fitness, "scores": e.scores}
+                for e in hall
+            ],
+        }
+        store.write_result(result)
+        store.add_event("run_finished", result=result)
+        store.set_state(FINISHED)
+        self._log("search finished")
+        yield
+
+    def _offspring(self, population: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+        """eaSimple's varAnd: select, one-point crossover, uniform-int mutation, repair."""
+        offspring = [self._tournament(population) for _ in population]
+        changed = [False] * len(offspring)
+        for i in range(1, len(offspring), 2):
+            if self.rng.random() < 0.5:
+                cut = self.rng.randrange(1, self.prune) if self.prune > 1 else 0
+                a, b = offspring[i - 1], offspring[i]
+                offspring[i - 1], offspring[i] = a[:cut] + b[cut:], b[:cut] + a[cut:]
+                changed[i - 1] = changed[i] = True
+        for i, genome in enumerate(offspring):
+            if self.rng.random() < 0.5:
+                for j in range(len(genome)):
+                    if self.rng.random() < 1 / self.prune:
+                        genome[j] = self.rng.randrange(0, self.n_layers)
+                changed[i] = True
+        offspring = [self._repair(g) if c else g for g, c in zip(offspring, changed, strict=True)]
+        return offspring, [i for i, c in enumerate(changed) if c]
+
+
+def populate(
+    store: RunStore,
+    *,
+    generations: int = 3,
+    population: int = 8,
+    n_layers: int = 30,
+    prune: int = 4,
+    protect: int = 2,
+    seed: int = 0,
+    finished: bool = True,
+) -> FakeEngine:
+    """Write a whole search into ``store``; with ``finished=False`` it stays running (no ending)."""
+    engine = FakeEngine(
+        store,
+        generations=generations,
+        population=population,
+        n_layers=n_layers,
+        prune=prune,
+        protect=protect,
+        seed=seed,
+        finished=finished,
+    )
+    engine.run()
+    return engine
+
+
+def write_log(store: RunStore, lines: list[str]) -> Path:
+    """Append raw lines to the run's engine.log (for log-tail tests)."""
+    with open(store.log_path, "a", encoding="utf-8") as fh:
+        fh.writelines(line + "\n" for line in lines)
+    return store.log_path
