@@ -1,0 +1,91 @@
+"""Fitness of one genome: memo first, else a layer view of the one base model scored by lm-eval."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+
+import torch
+
+from gaprune_tui.config import RunConfig
+from gaprune_tui.engine.model import LoadedModel
+from gaprune_tui.engine.scoring import SCORER_VERSION, make_lm
+from gaprune_tui.engine.search import Outcome, fitness_of
+from gaprune_tui.engine.tasks import TaskSet
+from gaprune_tui.store import Memo
+
+
+class Evaluator:
+    """Callable ``(dropped, limit) -> Outcome`` for ``Search``; counts its own work."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        taskset: TaskSet,
+        config: RunConfig,
+        memo: Memo,
+        *,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.taskset = taskset
+        self.config = config
+        self.memo = memo
+        self.lm = make_lm(
+            loaded,
+            config.scorer,
+            prefix_cache=config.prefix_cache,
+            prefix_cache_mb=config.prefix_cache_mb,
+            should_stop=should_stop,
+        )
+        self.eval_seconds = 0.0
+        self.evaluations = 0
+        self.cache_hits = 0
+
+    def context(self, limit: int | None = None) -> str:
+        """Everything besides the kept layers that decides a score: the memo key's context."""
+        return json.dumps(
+            {
+                "model": self.loaded.fingerprint,
+                "tasks": self.taskset.context(),
+                "scorer": f"{self.config.scorer}:{SCORER_VERSION}",
+                "screen": limit,
+            },
+            sort_keys=True,
+        )
+
+    def kept_of(self, dropped: list[int]) -> list[int]:
+        drop = set(dropped)
+        return [i for i in range(self.loaded.n_layers) if i not in drop]
+
+    def __call__(self, dropped: list[int], limit: int | None = None) -> Outcome:
+        kept = self.kept_of(dropped)
+        fidelity = "full" if limit is None else f"screen:{limit}"
+        context = self.context(limit)
+        hit = self.memo.get(context, kept)
+        if hit is not None:
+            scores, seconds = hit
+            self.cache_hits += 1
+            return Outcome(scores, fitness_of(scores, self.config.fitness), seconds, True, fidelity)
+        scores, seconds = self.score(kept, limit)
+        self.memo.put(context, kept, scores, seconds)
+        self.evaluations += 1
+        return Outcome(scores, fitness_of(scores, self.config.fitness), seconds, False, fidelity)
+
+    def score(self, kept: list[int], limit: int | None = None) -> tuple[dict, float]:
+        """Score a kept-layer set now, bypassing the memo. The global RNG is left untouched, so
+        whether a genome came from the memo cannot change anything downstream."""
+        rng_state = random.getstate()
+        start = time.perf_counter()
+        self.loaded.view.apply(kept)
+        try:
+            with torch.no_grad():
+                scores = self.taskset.evaluate(self.lm, limit=limit)
+        finally:
+            self.loaded.view.restore()
+            random.setstate(rng_state)
+        seconds = time.perf_counter() - start
+        self.eval_seconds += seconds
+        return scores, seconds

@@ -1,0 +1,358 @@
+"""The genetic search, as a generator of events.
+
+DEAP with the original method's operators: a genome is the sorted list of ``k`` layer indices to
+drop, drawn from ``[protect, n_layers)``; ``cxOnePoint``; ``mutUniformInt(low=0, up=n_layers-1,
+indpb=1/k)``; ``selTournament``; ``eaSimple``-style generations (``varAnd`` with cxpb/mutpb); a
+HallOfFame. Variation can produce invalid genomes (a repeated index, or a protected layer put back
+by the mutation, which draws from ``[0, n)``). By default they are repaired deterministically; with
+``invalid="zero"`` they score 0 as in the original.
+
+The generator yields plain dict events; the worker writes them to the run store and honours
+pause/stop between them. Everything random comes from one ``random.Random`` owned by the search,
+so the same config and seed give the same genomes, and evaluation code that touches the global
+``random`` module cannot change the sequence. The state at each generation boundary is yielded as
+a checkpoint so a killed run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from deap import algorithms, base, creator, tools
+
+from gaprune_tui.config import RunConfig
+
+if not hasattr(creator, "GapruneFitness"):
+    creator.create("GapruneFitness", base.Fitness, weights=(1.0,))
+if not hasattr(creator, "GapruneIndividual"):
+    creator.create("GapruneIndividual", list, fitness=creator.GapruneFitness)
+
+Individual = creator.GapruneIndividual
+CHECKPOINT_VERSION = 1
+
+
+def fitness_of(scores: dict[str, dict[str, float]], kind: str) -> float:
+    """Mean over tasks of the task score squared (the method's default), or the plain mean."""
+    values = [next(iter(metrics.values())) for metrics in scores.values()]
+    if not values:
+        return 0.0
+    if kind == "squared_mean":
+        return sum(v * v for v in values) / len(values)
+    if kind == "mean":
+        return sum(values) / len(values)
+    raise ValueError(f"unknown fitness {kind!r}")
+
+
+@dataclass
+class Outcome:
+    """What evaluating one genome produced."""
+
+    scores: dict[str, dict[str, float]]
+    fitness: float
+    seconds: float
+    from_memo: bool
+    fidelity: str = "full"
+
+
+# evaluate(dropped, limit) -> Outcome; limit None means each task's configured limit.
+EvaluateFn = Callable[[list[int], int | None], Outcome]
+
+
+@dataclass
+class SearchState:
+    """Everything needed to continue after generation ``gen``."""
+
+    gen: int
+    population: list[list[int]]
+    fitnesses: list[float]
+    fidelities: list[str]
+    hof: list[tuple[list[int], float]]
+    rng_state: Any
+    logbook: list[dict[str, Any]] = field(default_factory=list)
+    version: int = CHECKPOINT_VERSION
+
+    def dumps(self) -> bytes:
+        return pickle.dumps(self)
+
+    @staticmethod
+    def loads(blob: bytes) -> SearchState:
+        state = pickle.loads(blob)
+        if not isinstance(state, SearchState) or state.version != CHECKPOINT_VERSION:
+            raise ValueError("checkpoint from an incompatible gaprune-tui version")
+        return state
+
+
+def is_valid(genome: list[int], n_layers: int, protect: int, k: int) -> bool:
+    return (
+        len(genome) == k and len(set(genome)) == k and all(protect <= g < n_layers for g in genome)
+    )
+
+
+def repair(genome: list[int], n_layers: int, protect: int, rng: Any) -> list[int]:
+    """Replace repeated or protected indices with unused allowed layers; return sorted.
+
+    Deterministic under the search's RNG: the replacements are drawn from the sorted list of unused
+    allowed layers.
+    """
+    seen: set[int] = set()
+    keep: list[int] = []
+    missing = 0
+    for g in genome:
+        if protect <= g < n_layers and g not in seen:
+            seen.add(g)
+            keep.append(g)
+        else:
+            missing += 1
+    if missing:
+        pool = [i for i in range(protect, n_layers) if i not in seen]
+        keep.extend(rng.sample(pool, missing))
+    return sorted(keep)
+
+
+class Search:
+    """One GA run over a model with ``n_layers`` decoder layers."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        n_layers: int,
+        evaluate: EvaluateFn,
+        *,
+        state: SearchState | None = None,
+    ) -> None:
+        config.check_layers(n_layers)
+        self.config = config
+        self.n_layers = n_layers
+        self.k = config.prune
+        self.evaluate_fn = evaluate
+        self.rng = random.Random(config.seed)
+        self.state = state
+        self.toolbox = self._toolbox()
+        self.evaluated = 0
+        self.memo_hits = 0
+        self._gen_counts = [0, 0]
+        # (fitness, fidelity) of the population that produced the offspring being evaluated.
+        self.state_population: list[tuple[float, str]] = []
+        self.hof = tools.HallOfFame(max(10, min(50, config.population)))
+
+    # ---- DEAP toolbox ---------------------------------------------------------------------------
+    def _toolbox(self) -> base.Toolbox:
+        cfg, n = self.config, self.n_layers
+        tb = base.Toolbox()
+        tb.register(
+            "individual",
+            lambda: Individual(sorted(random.sample(range(cfg.protect, n), self.k))),
+        )
+        tb.register("population", tools.initRepeat, list, tb.individual)
+        tb.register("mate", tools.cxOnePoint)
+        tb.register("mutate", tools.mutUniformInt, low=0, up=n - 1, indpb=1.0 / self.k)
+        tb.register("select", tools.selTournament, tournsize=cfg.tournament)
+        return tb
+
+    @contextlib.contextmanager
+    def _own_random(self) -> Iterator[None]:
+        """Run DEAP (which draws from the global ``random``) on the search's own stream.
+
+        The global generator's state is swapped for ours around each block of GA work, so the
+        sequence depends only on the seed, whatever evaluation code does with ``random``.
+        """
+        outer = random.getstate()
+        random.setstate(self.rng.getstate())
+        try:
+            yield
+        finally:
+            self.rng.setstate(random.getstate())
+            random.setstate(outer)
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def _assess(self, ind: list[int], gen: int, index: int) -> Iterator[dict[str, Any]]:
+        """Evaluate one individual (validity, screening, full), yielding its events."""
+        dropped = sorted(ind)
+        kept = [i for i in range(self.n_layers) if i not in set(dropped)]
+        if self.config.invalid == "zero" and len(set(ind)) != len(ind):
+            outcome = Outcome(
+                scores={}, fitness=0.0, seconds=0.0, from_memo=False, fidelity="invalid"
+            )
+            ind.fitness.values = (0.0,)
+            ind.fidelity = outcome.fidelity  # type: ignore[attr-defined]
+            yield self._finished(gen, dropped, kept, outcome)
+            return
+        yield {
+            "kind": "evaluation_started",
+            "generation": gen,
+            "index": index,
+            "dropped": dropped,
+            "kept": kept,
+        }
+        outcome = self._call(dropped, None)
+        ind.fitness.values = (outcome.fitness,)
+        ind.fidelity = outcome.fidelity  # type: ignore[attr-defined]
+        yield self._finished(gen, dropped, kept, outcome)
+
+    def _call(self, dropped: list[int], limit: int | None) -> Outcome:
+        outcome = self.evaluate_fn(dropped, limit)
+        if outcome.from_memo:
+            self.memo_hits += 1
+            self._gen_counts[1] += 1
+        else:
+            self.evaluated += 1
+        self._gen_counts[0] += 1
+        return outcome
+
+    def _finished(
+        self, gen: int, dropped: list[int], kept: list[int], o: Outcome
+    ) -> dict[str, Any]:
+        return {
+            "kind": "evaluation_finished",
+            "generation": gen,
+            "dropped": dropped,
+            "kept": kept,
+            "fitness": o.fitness,
+            "scores": o.scores,
+            "seconds": o.seconds,
+            "from_memo": o.from_memo,
+            "fidelity": o.fidelity,
+        }
+
+    def _evaluate_all(self, inds: list[Any], gen: int) -> Iterator[dict[str, Any]]:
+        """Evaluate individuals without a fitness; a genome repeated within the batch is done once."""
+        todo = [ind for ind in inds if not ind.fitness.valid]
+        screen = self.config.screen
+        if screen and gen > 0 and self.state_population:
+            yield from self._screened(todo, gen, screen)
+            return
+        done: dict[tuple[int, ...], Any] = {}
+        for index, ind in enumerate(todo):
+            key = tuple(sorted(ind))
+            if key in done:
+                ind.fitness.values = done[key].fitness.values
+                ind.fidelity = done[key].fidelity  # type: ignore[attr-defined]
+                continue
+            yield from self._assess(ind, gen, index)
+            done[key] = ind
+
+    def _screened(self, todo: list[Any], gen: int, items: int) -> Iterator[dict[str, Any]]:
+        """Multi-fidelity: score offspring on ``items`` per task first; only those at or above the
+        median full-fidelity fitness of the current population get the full evaluation."""
+        parents = [f for f, fid in self.state_population if fid == "full"]
+        threshold = statistics.median(parents) if parents else float("-inf")
+        for index, ind in enumerate(todo):
+            dropped = sorted(ind)
+            kept = [i for i in range(self.n_layers) if i not in set(dropped)]
+            if self.config.invalid == "zero" and len(set(ind)) != len(ind):
+                yield from self._assess(ind, gen, index)
+                continue
+            yield {
+                "kind": "evaluation_started",
+                "generation": gen,
+                "index": index,
+                "dropped": dropped,
+                "kept": kept,
+                "fidelity": f"screen:{items}",
+            }
+            quick = self._call(dropped, items)
+            yield self._finished(gen, dropped, kept, quick)
+            if quick.fitness >= threshold:
+                yield from self._assess(ind, gen, index)
+            else:
+                ind.fitness.values = (quick.fitness,)
+                ind.fidelity = quick.fidelity  # type: ignore[attr-defined]
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def run(self) -> Iterator[dict[str, Any]]:
+        cfg = self.config
+        if self.state is None:
+            self.rng.seed(cfg.seed)
+            start = time.monotonic()
+            self._gen_counts = [0, 0]
+            with self._own_random():
+                population = self.toolbox.population(n=cfg.population)
+            yield from self._evaluate_all(population, 0)
+            self.hof.update(population)
+            yield self._generation_event(0, population, time.monotonic() - start)
+            first_gen = 1
+        else:
+            population = self._restore(self.state)
+            first_gen = self.state.gen + 1
+        for gen in range(first_gen, cfg.generations + 1):
+            start = time.monotonic()
+            self._gen_counts = [0, 0]
+            self.state_population = [(ind.fitness.values[0], ind.fidelity) for ind in population]
+            with self._own_random():
+                offspring = self.toolbox.select(population, len(population))
+                offspring = algorithms.varAnd(offspring, self.toolbox, cfg.cxpb, cfg.mutpb)
+                if cfg.invalid == "repair":
+                    for i, ind in enumerate(offspring):
+                        if ind.fitness.valid:
+                            continue
+                        if is_valid(list(ind), self.n_layers, cfg.protect, self.k):
+                            ind[:] = sorted(ind)
+                        else:
+                            offspring[i] = Individual(
+                                repair(list(ind), self.n_layers, cfg.protect, random)
+                            )
+            yield from self._evaluate_all(offspring, gen)
+            self.hof.update(offspring)
+            population[:] = offspring
+            yield self._generation_event(gen, population, time.monotonic() - start)
+        yield {"kind": "search_finished", **self.summary()}
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "hall_of_fame": [
+                {"dropped": sorted(ind), "fitness": ind.fitness.values[0]} for ind in self.hof
+            ],
+            "evaluated": self.evaluated,
+            "memo_hits": self.memo_hits,
+        }
+
+    def _generation_event(self, gen: int, population: list[Any], seconds: float) -> dict[str, Any]:
+        fits = [ind.fitness.values[0] for ind in population]
+        best = self.hof[0]
+        state = SearchState(
+            gen=gen,
+            population=[list(ind) for ind in population],
+            fitnesses=fits,
+            fidelities=[getattr(ind, "fidelity", "full") for ind in population],
+            hof=[(list(ind), ind.fitness.values[0]) for ind in self.hof],
+            rng_state=self.rng.getstate(),
+        )
+        return {
+            "kind": "generation_finished",
+            "gen": gen,
+            "evaluated": self._gen_counts[0] - self._gen_counts[1],
+            "from_memo": self._gen_counts[1],
+            "min": min(fits),
+            "mean": sum(fits) / len(fits),
+            "max": max(fits),
+            "best_dropped": sorted(best),
+            "best_fitness": best.fitness.values[0],
+            "seconds": seconds,
+            "population": [sorted(ind) for ind in population],
+            "checkpoint": state.dumps(),
+        }
+
+    def _restore(self, state: SearchState) -> list[Any]:
+        self.rng.setstate(state.rng_state)
+        population = []
+        for genome, fit, fid in zip(
+            state.population, state.fitnesses, state.fidelities, strict=True
+        ):
+            ind = Individual(genome)
+            ind.fitness.values = (fit,)
+            ind.fidelity = fid  # type: ignore[attr-defined]
+            population.append(ind)
+        hof_inds = []
+        for genome, fit in state.hof:
+            ind = Individual(genome)
+            ind.fitness.values = (fit,)
+            hof_inds.append(ind)
+        self.hof.update(hof_inds)
+        return population

@@ -1,0 +1,82 @@
+"""RunConfig: validation messages, TOML round trip, CLI-style task parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gaprune_tui.config import RunConfig, TaskSpec
+from gaprune_tui.errors import ConfigError
+
+
+def test_defaults_follow_the_method() -> None:
+    c = RunConfig().validate()
+    assert (c.population, c.generations, c.cxpb, c.mutpb, c.tournament) == (60, 10, 0.5, 0.5, 5)
+    assert c.protect == 2 and c.limit == 100 and c.fitness == "squared_mean"
+    assert [t.name for t in c.tasks] == ["hellaswag_offline", "openbookqa_offline"]
+    assert c.max_evaluations == 60 * 11
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("prune", 0, "prune must be an integer >= 1"),
+        ("population", 1, "population must be an integer >= 2"),
+        ("cxpb", 1.5, r"cxpb must be a probability in \[0, 1\]"),
+        ("mutpb", -0.1, r"mutpb must be a probability in \[0, 1\]"),
+        ("fitness", "max", "fitness must be one of squared_mean, mean"),
+        ("invalid", "drop", "invalid must be one of repair, zero"),
+        ("dtype", "int8", "dtype must be one of"),
+        ("device", "gpu", "device must be auto, cpu, mps, cuda or cuda:N"),
+        ("limit", 0, "limit must be an integer >= 1"),
+        ("tasks", [], "no tasks given"),
+        ("include_path", ["/nonexistent/tasks"], "is not a folder"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_fix(field: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        RunConfig(**{field: value}).validate()
+    assert "\n" not in str(err.value)
+
+
+def test_layer_checks() -> None:
+    with pytest.raises(ConfigError, match="prune=28 must be below the 28 droppable layers"):
+        RunConfig(prune=28).check_layers(30)
+    with pytest.raises(ConfigError, match="protect=30 leaves no droppable layer"):
+        RunConfig(protect=30).check_layers(30)
+    RunConfig(prune=27).check_layers(30)
+
+
+def test_dtype_aliases() -> None:
+    assert RunConfig(dtype="bf16").validate().dtype == "bfloat16"
+
+
+def test_toml_round_trip(tmp_path: Path) -> None:
+    c = RunConfig(
+        tasks=[TaskSpec("hellaswag_offline", metric="acc", limit=10), TaskSpec("arc_easy_offline")],
+        prune=3,
+        screen=5,
+    ).validate()
+    path = tmp_path / "run.toml"
+    c.save(path)
+    assert RunConfig.load(path) == c
+
+
+def test_toml_accepts_task_names_and_rejects_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('tasks = ["hellaswag_offline:acc", "piqa_offline"]\nprune = 2\n')
+    c = RunConfig.load(path)
+    assert c.tasks == [TaskSpec("hellaswag_offline", "acc"), TaskSpec("piqa_offline")]
+    path.write_text("prunes = 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'prunes'"):
+        RunConfig.load(path)
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("prune = = 3\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        RunConfig.load(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        RunConfig.load(tmp_path / "missing.toml")
