@@ -123,6 +123,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return config.validate()
 
 
+def precheck(config: RunConfig) -> None:
+    """Catch a missing or unusable model and bad layer counts in milliseconds, before any process
+    starts. The engine checks everything again (tasks included) once the libraries are loaded."""
+    from gaprune_tui.modelinfo import inspect_model
+
+    info = inspect_model(config.model)
+    if info.n_layers:
+        config.check_layers(info.n_layers)
+
+
 # ---- following a run ------------------------------------------------------------------------------
 def wait_started(store: RunStore, proc: Any) -> None:
     """Block until the engine has loaded the model and tasks, or rejected the run.
@@ -255,6 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gaprune_tui.launch import start_run
 
     config = config_from_args(args)
+    precheck(config)
     store, proc = start_run(config)
     if args.detach:
         print(f"starting run {store.id} (loading model and tasks)…", file=sys.stderr)
