@@ -1,0 +1,322 @@
+"""Follow a run store from the UI side: turn its event stream into one plain ``RunView``.
+
+The Run screen polls a few times a second; each poll reads every event written since the last one
+and folds them into the view in one go, so a burst of a hundred evaluations costs one repaint, not a
+hundred. Pure Python over the store (no textual), so the folding is unit-tested without an app and
+the same logic serves any future headless viewer.
+
+``LogTail`` follows ``engine.log`` the same way: only new bytes per poll, bounded on the first read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gaprune_tui.store import Event, RunStore
+
+LOG_TAIL_BYTES = 64 * 1024
+MAX_MESSAGES = 200
+
+
+@dataclass
+class GenerationRow:
+    """One finished generation, as the generation table shows it."""
+
+    gen: int
+    evaluated: int
+    from_memo: int
+    min: float
+    mean: float
+    max: float
+    best_dropped: list[int]
+    best_fitness: float
+    seconds: float
+
+
+@dataclass
+class InProgress:
+    """The genome the engine is scoring right now (from ``evaluation_started``)."""
+
+    generation: int
+    index: int
+    dropped: list[int]
+    task: str | None = None
+
+
+@dataclass
+class Scored:
+    """What the UI knows about one genome: fitness and per-task scores (full fidelity wins)."""
+
+    dropped: list[int]
+    fitness: float
+    scores: dict[str, dict[str, float]]
+    from_memo: bool
+    fidelity: str
+    seconds: float
+
+
+@dataclass
+class RunView:
+    """Everything the Run screen draws, derived only from the store's events (and its state)."""
+
+    run_id: str = ""
+    model: str = "?"
+    n_layers: int = 0
+    protect: int = 0
+    prune: int = 0
+    population_size: int = 0
+    generations: int = 0
+    tasks: list[str] = field(default_factory=list)
+    max_evaluations: int = 0
+    state: str = "created"
+    error: str | None = None
+    generation: int = 0
+    population: list[list[int]] = field(default_factory=list)
+    best_dropped: list[int] | None = None
+    best_fitness: float | None = None
+    rows: list[GenerationRow] = field(default_factory=list)
+    evaluating: InProgress | None = None
+    evaluations_done: int = 0
+    generation_done: int = 0
+    scored: dict[tuple[int, ...], Scored] = field(default_factory=dict)
+    base_scores: dict[str, dict[str, float]] | None = None
+    base_fitness: float | None = None
+    messages: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_MESSAGES))
+    result: dict[str, Any] | None = None
+    last_seq: int = 0
+    # Set when the run ended while we watched (not when we opened an already finished run).
+    finished_live: bool = False
+    exports: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best_history(self) -> list[float]:
+        return [r.best_fitness for r in self.rows]
+
+    @property
+    def mean_history(self) -> list[float]:
+        return [r.mean for r in self.rows]
+
+    @property
+    def search_fraction(self) -> float:
+        if self.state == "finished":
+            return 1.0
+        if not self.max_evaluations:
+            return 0.0
+        return min(1.0, self.evaluations_done / self.max_evaluations)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("created", "running", "paused")
+
+    def scored_for(self, dropped: list[int]) -> Scored | None:
+        return self.scored.get(tuple(dropped))
+
+    def fitness_of(self, dropped: list[int]) -> float | None:
+        found = self.scored.get(tuple(dropped))
+        return found.fitness if found else None
+
+
+class Follower:
+    """Reads new events from a store and folds them into ``self.view``."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.view = RunView(run_id=store.id)
+        meta = store.meta()
+        self.view.model = meta.get("model", "?")
+        self.view.n_layers = int(meta.get("n_layers") or 0)
+        self.view.max_evaluations = int(meta.get("max_evaluations") or 0)
+        self._loaded = False
+
+    def poll(self) -> bool:
+        """Apply every event written since the last poll; True when anything changed."""
+        events = self.store.events(after=self.view.last_seq)
+        first = not self._loaded
+        self._loaded = True
+        for event in events:
+            self.apply(event, live=not first)
+        changed = bool(events) or first
+        changed |= self._refresh_state()
+        return changed
+
+    def _refresh_state(self) -> bool:
+        """The store's state is the truth (it knows a dead engine); events only hint at it."""
+        meta = self.store.meta()
+        state = self.store.display_state()
+        error = meta.get("error") if state in ("failed", "crashed", "invalid") else None
+        changed = state != self.view.state or error != self.view.error
+        self.view.state = state
+        self.view.error = error
+        if not self.view.n_layers and meta.get("n_layers"):
+            self.view.n_layers = int(meta["n_layers"])
+            changed = True
+        return changed
+
+    def apply(self, event: Event, *, live: bool = True) -> None:
+        view = self.view
+        view.last_seq = max(view.last_seq, event.seq)
+        handler = getattr(self, f"_on_{event.kind}", None)
+        if handler is not None:
+            handler(event.payload, live)
+
+    # ---- handlers, one per event kind --------------------------------------------------------
+    def _on_run_started(self, p: dict[str, Any], live: bool) -> None:
+        view = self.view
+        view.model = p.get("model", view.model)
+        view.n_layers = int(p.get("n_layers", view.n_layers))
+        view.protect = int(p.get("protect", view.protect))
+        view.prune = int(p.get("prune", view.prune))
+        view.population_size = int(p.get("population", view.population_size))
+        view.generations = int(p.get("generations", view.generations))
+        view.tasks = list(p.get("tasks", view.tasks))
+        view.max_evaluations = int(p.get("max_evaluations", view.max_evaluations))
+        view.state = "running"
+        view.error = None
+
+    def _on_base_scores(self, p: dict[str, Any], live: bool) -> None:
+        self.view.base_scores = p.get("scores")
+        self.view.base_fitness = p.get("fitness")
+
+    def _on_evaluation_started(self, p: dict[str, Any], live: bool) -> None:
+        view = self.view
+        gen = int(p.get("generation", view.generation))
+        if gen != view.generation:
+            view.generation = gen
+            view.generation_done = 0
+        view.evaluating = InProgress(gen, int(p.get("index", 0)), list(p.get("dropped", [])))
+        view.evaluating.task = p.get("task")
+
+    def _on_evaluation_task(self, p: dict[str, Any], live: bool) -> None:
+        """Optional finer-grained progress: the task being scored inside one evaluation."""
+        if self.view.evaluating is not None:
+            self.view.evaluating.task = p.get("task")
+
+    def _on_evaluation_finished(self, p: dict[str, Any], live: bool) -> None:
+        view = self.view
+        dropped = list(p.get("dropped", []))
+        gen = int(p.get("generation", view.generation))
+        fidelity = str(p.get("fidelity", "full"))
+        scored = Scored(
+            dropped=dropped,
+            fitness=float(p.get("fitness", 0.0)),
+            scores=p.get("scores") or {},
+            from_memo=bool(p.get("from_memo", False)),
+            fidelity=fidelity,
+            seconds=float(p.get("seconds", 0.0)),
+        )
+        key = tuple(dropped)
+        old = view.scored.get(key)
+        if old is None or old.fidelity != "full" or fidelity == "full":
+            view.scored[key] = scored
+        if gen != view.generation:
+            view.generation = gen
+            view.generation_done = 0
+        if fidelity == "full":
+            view.evaluations_done += 1
+            view.generation_done += 1
+        if gen == 0 and not any(r.gen == 0 for r in view.rows) and dropped not in view.population:
+            # Before the first generation closes, the population is what has been scored so far.
+            view.population.append(dropped)
+        if fidelity == "full" and (view.best_fitness is None or scored.fitness > view.best_fitness):
+            view.best_fitness = scored.fitness
+            view.best_dropped = dropped
+        if view.evaluating is not None and view.evaluating.dropped == dropped:
+            view.evaluating = None
+
+    def _on_generation_finished(self, p: dict[str, Any], live: bool) -> None:
+        view = self.view
+        row = GenerationRow(
+            gen=int(p["gen"]),
+            evaluated=int(p.get("evaluated", 0)),
+            from_memo=int(p.get("from_memo", 0)),
+            min=float(p.get("min", 0.0)),
+            mean=float(p.get("mean", 0.0)),
+            max=float(p.get("max", 0.0)),
+            best_dropped=list(p.get("best_dropped", [])),
+            best_fitness=float(p.get("best_fitness", 0.0)),
+            seconds=float(p.get("seconds", 0.0)),
+        )
+        view.rows = [r for r in view.rows if r.gen != row.gen] + [row]
+        view.rows.sort(key=lambda r: r.gen)
+        view.population = [list(g) for g in p.get("population", view.population)]
+        view.best_fitness = row.best_fitness
+        view.best_dropped = row.best_dropped
+        view.generation = row.gen + 1 if row.gen < view.generations else row.gen
+        view.generation_done = 0
+        view.evaluating = None
+
+    def _on_run_paused(self, p: dict[str, Any], live: bool) -> None:
+        self.view.state = "paused"
+
+    def _on_run_resumed(self, p: dict[str, Any], live: bool) -> None:
+        self.view.state = "running"
+
+    def _on_run_stopped(self, p: dict[str, Any], live: bool) -> None:
+        self.view.state = "stopped"
+        self.view.evaluating = None
+
+    def _on_run_finished(self, p: dict[str, Any], live: bool) -> None:
+        view = self.view
+        view.state = "finished"
+        view.result = p.get("result")
+        view.evaluating = None
+        view.finished_live = view.finished_live or live
+
+    def _on_run_failed(self, p: dict[str, Any], live: bool) -> None:
+        self.view.state = "failed"
+        self.view.error = p.get("error")
+        self.view.evaluating = None
+
+    def _on_log(self, p: dict[str, Any], live: bool) -> None:
+        message = p.get("message")
+        if message:
+            self.view.messages.append(str(message))
+
+    def _on_export_finished(self, p: dict[str, Any], live: bool) -> None:
+        self.view.exports.append(dict(p))
+
+
+class LogTail:
+    """New lines of a growing log file, a bounded tail at first. Survives the file not existing."""
+
+    def __init__(self, path: Path, first_bytes: int = LOG_TAIL_BYTES) -> None:
+        self.path = Path(path)
+        self.first_bytes = first_bytes
+        self._offset: int | None = None
+        self._partial = ""
+
+    def read(self) -> list[str]:
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return []
+        if self._offset is None:
+            self._offset = max(0, size - self.first_bytes)
+            skip_partial = self._offset > 0
+        else:
+            skip_partial = False
+            if size < self._offset:  # truncated or replaced: start over
+                self._offset = 0
+                self._partial = ""
+        if size == self._offset:
+            return []
+        with open(self.path, "rb") as fh:
+            fh.seek(self._offset)
+            data = fh.read(size - self._offset)
+        self._offset = size
+        text = self._partial + data.decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        self._partial = lines.pop()
+        if skip_partial and lines:
+            lines = lines[1:]  # the first line of a mid-file tail is cut
+        return [line.rstrip("\r") for line in lines]
+
+
+def last_error_lines(path: Path, n: int = 6) -> list[str]:
+    """The end of engine.log, for showing why an engine died when meta has no error."""
+    tail = LogTail(path, first_bytes=16 * 1024).read()
+    return [line for line in tail if line.strip()][-n:]

@@ -1,0 +1,325 @@
+"""The Run screen: watch a search live and steer it from the keyboard.
+
+It follows the run store (``follow.Follower``) on a 4 Hz timer: each tick applies every new event
+at once and repaints each widget once, so a fast engine or a slow SSH link never floods the
+terminal. Steering is requests in the store (pause / resume / stop) that the engine honours
+between evaluations; the screen shows the engine's own run_paused / run_resumed / run_stopped
+answers rather than assuming them. A failed or vanished engine is shown with its error and can be
+resumed from here; the UI never depends on the engine being alive.
+"""
+
+from __future__ import annotations
+
+import os
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
+
+from gaprune_tui import launch
+from gaprune_tui.errors import GapruneError
+from gaprune_tui.follow import Follower, LogTail, RunView, last_error_lines
+from gaprune_tui.store import RunStore
+from gaprune_tui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
+from gaprune_tui.widgets.generation_table import GenerationTable, genome_text
+from gaprune_tui.widgets.layer_bitmap import BitmapRow, LayerBitmap
+
+POLL_SECONDS = 0.25
+LOG_LINES = 500
+RESUMABLE = ("stopped", "failed", "crashed")
+
+
+def deterministic() -> bool:
+    """Snapshot runs: no ETA, no clocks (``GAPRUNE_TUI_DETERMINISTIC=1``)."""
+    return os.environ.get("GAPRUNE_TUI_DETERMINISTIC") == "1"
+
+
+def state_label(state: str) -> str:
+    return {"created": "starting", "crashed": "crashed (engine gone)"}.get(state, state)
+
+
+class RunScreen(Screen[None]):
+    """Live view of one run. ``poll()`` is public so tests can apply new events without waiting."""
+
+    DEFAULT_CSS = """
+    RunScreen #run-title { height: 1; background: $panel; padding: 0 1; text-style: bold; }
+    RunScreen #banner { height: auto; padding: 0 1; display: none; }
+    RunScreen #banner.error { display: block; background: $error; color: $text; }
+    RunScreen #banner.info { display: block; background: $success 40%; }
+    RunScreen #banner.warning { display: block; background: $warning 40%; }
+    RunScreen #progress-row { height: 1; padding: 0 1; }
+    RunScreen #progress-row Label { width: auto; padding-right: 1; }
+    RunScreen #progress-row ProgressBar { width: 1fr; padding-right: 2; }
+    RunScreen #evaluating { height: 1; padding: 0 1; }
+    RunScreen #fitness-row { height: 1; padding: 0 1; }
+    RunScreen #fitness-row Label { width: auto; padding-right: 1; }
+    RunScreen #best-fitness { width: 24; }
+    RunScreen #best-summary { width: 1fr; padding-left: 2; }
+    RunScreen #body { height: 1fr; }
+    RunScreen #layer-bitmap { padding: 0 1; margin-bottom: 1; }
+    RunScreen #generations { margin: 0 1; }
+    RunScreen #engine-log { height: 8; min-height: 4; border-top: solid $panel; margin: 0 1; }
+    """
+
+    BINDINGS = [
+        Binding("p", "pause", "Pause"),
+        Binding("r", "resume", "Resume"),
+        Binding("s", "stop", "Stop"),
+        Binding("o", "results", "Results"),
+        Binding("q", "quit_run", "Quit"),
+    ]
+
+    def __init__(self, store: RunStore) -> None:
+        super().__init__(id="run")
+        self.store = store
+        self.follower = Follower(store)
+        self.log_tail = LogTail(store.log_path)
+        self._announced_end = False
+
+    @property
+    def view(self) -> RunView:
+        return self.follower.view
+
+    # ---- layout -------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        eta = not deterministic()
+        yield Static(f"run {self.store.id}", id="run-title")
+        yield Static("", id="banner")
+        with Horizontal(id="progress-row"):
+            yield Label("generation", id="gen-label")
+            yield ProgressBar(id="gen-progress", show_eta=False)
+            yield Label("search", id="search-label")
+            yield ProgressBar(id="search-progress", show_eta=eta)
+        yield Static("", id="evaluating")
+        with Horizontal(id="fitness-row"):
+            yield Label("best fitness")
+            yield Sparkline([], id="best-fitness")
+            yield Static("", id="best-summary")
+        with VerticalScroll(id="body"):
+            yield LayerBitmap(id="layer-bitmap")
+            yield GenerationTable(id="generations")
+            yield RichLog(id="engine-log", max_lines=LOG_LINES, wrap=False, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.poll()
+        self.query_one(LayerBitmap).focus()
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    # ---- following -------------------------------------------------------------------------------
+    def poll(self) -> None:
+        """Apply all new events and log lines, then repaint once."""
+        changed = self.follower.poll()
+        lines = self.log_tail.read()
+        if lines:
+            log = self.query_one("#engine-log", RichLog)
+            for line in lines:
+                log.write(line)
+        if changed:
+            self.refresh_view()
+
+    def refresh_view(self) -> None:
+        view = self.view
+        self._show_title(view)
+        self._show_banner(view)
+        self._show_progress(view)
+        self._show_evaluating(view)
+        best = view.best_history
+        self.query_one("#best-fitness", Sparkline).data = best
+        summary = ""
+        if view.best_fitness is not None and view.best_dropped is not None:
+            summary = f"{view.best_fitness:.4f}  dropping {genome_text(view.best_dropped)}"
+            if view.base_fitness is not None:
+                summary += f"  (base {view.base_fitness:.4f})"
+        self.query_one("#best-summary", Static).update(summary)
+        self.query_one(LayerBitmap).set_rows(view.n_layers, view.protect, self._bitmap_rows(view))
+        self.query_one(GenerationTable).show_rows(view.rows)
+        self._announce_end(view)
+
+    def _show_title(self, view: RunView) -> None:
+        gen = f"generation {view.generation}/{view.generations}" if view.generations else ""
+        parts = [f"run {self.store.id}", view.model, state_label(view.state), gen]
+        self.query_one("#run-title", Static).update(" · ".join(p for p in parts if p))
+
+    def _show_banner(self, view: RunView) -> None:
+        banner = self.query_one("#banner", Static)
+        banner.remove_class("error", "info", "warning")
+        if view.state in ("failed", "crashed"):
+            error = view.error
+            if not error:
+                tail = last_error_lines(self.store.log_path, 3)
+                error = " / ".join(tail) if tail else "the engine process is gone"
+            what = "failed" if view.state == "failed" else "stopped unexpectedly"
+            banner.update(
+                Text.assemble(
+                    (f"The engine {what}: ", "bold"),
+                    error,
+                    "\nPress r to resume from the last finished generation.",
+                )
+            )
+            banner.add_class("error")
+        elif view.state == "stopped":
+            banner.update("Search stopped. Press r to resume it, o for results.")
+            banner.add_class("warning")
+        elif view.state == "paused":
+            banner.update("Paused: the engine waits between evaluations. Press r to resume.")
+            banner.add_class("warning")
+        elif view.state == "finished":
+            banner.update("Search finished. Press o for the results and export.")
+            banner.add_class("info")
+
+    def _show_progress(self, view: RunView) -> None:
+        gen_bar = self.query_one("#gen-progress", ProgressBar)
+        search_bar = self.query_one("#search-progress", ProgressBar)
+        size = max(1, view.population_size or len(view.population) or 1)
+        done = size if view.state == "finished" else min(view.generation_done, size)
+        gen_bar.update(total=size, progress=done)
+        total = max(1, view.max_evaluations)
+        search_bar.update(total=total, progress=round(view.search_fraction * total))
+        self.query_one("#search-label", Label).update(
+            f"search {view.evaluations_done}/{view.max_evaluations or '?'}"
+        )
+        self.query_one("#gen-label", Label).update(f"gen {done}/{size}")
+
+    def _show_evaluating(self, view: RunView) -> None:
+        widget = self.query_one("#evaluating", Static)
+        current = view.evaluating
+        if current is not None and view.active:
+            task = current.task or ", ".join(view.tasks) or "the run's tasks"
+            widget.update(
+                f"evaluating gen {current.generation} #{current.index + 1}: "
+                f"dropping {genome_text(current.dropped)} on {task}"
+            )
+        elif view.messages and view.active:
+            widget.update(view.messages[-1])
+        else:
+            widget.update("")
+
+    def _bitmap_rows(self, view: RunView) -> list[BitmapRow]:
+        evaluating = view.evaluating.dropped if view.evaluating else None
+        rows = []
+        if view.best_dropped is not None:
+            rows.append(BitmapRow(list(view.best_dropped), view.best_fitness, best=True))
+        for genome in view.population:
+            rows.append(
+                BitmapRow(list(genome), view.fitness_of(genome), evaluating=genome == evaluating)
+            )
+        return rows
+
+    def _announce_end(self, view: RunView) -> None:
+        if self._announced_end:
+            return
+        if view.state == "finished" and view.finished_live:
+            self._announced_end = True
+            self.notify("Search finished: press o for the results.", title="Done", timeout=10)
+        elif view.state in ("failed", "crashed"):
+            self._announced_end = True
+            self.notify(
+                "The engine stopped with an error: see the banner; r resumes.",
+                severity="error",
+                timeout=10,
+            )
+
+    # ---- scores ------------------------------------------------------------------------------------
+    def show_scores(self, dropped: list[int], note: str | None = None) -> None:
+        view = self.view
+        scored = view.scored_for(dropped)
+        self.app.push_screen(
+            ScoresDialog(
+                dropped,
+                n_layers=view.n_layers,
+                fitness=scored.fitness if scored else None,
+                scores=scored.scores if scored else None,
+                base_scores=view.base_scores,
+                base_fitness=view.base_fitness,
+                note=note,
+            )
+        )
+
+    @on(LayerBitmap.Selected)
+    def _bitmap_selected(self, event: LayerBitmap.Selected) -> None:
+        self.show_scores(event.dropped)
+
+    @on(DataTable.RowSelected, "#generations")
+    def _generation_selected(self, event: DataTable.RowSelected) -> None:
+        best = self.query_one(GenerationTable).best_at_cursor()
+        if best is not None:
+            self.show_scores(best, note=f"best genome as of generation {event.row_key.value}")
+
+    # ---- actions ------------------------------------------------------------------------------------
+    def _engine_running(self) -> bool:
+        return self.view.active and self.store.alive()
+
+    def action_pause(self) -> None:
+        if not self._engine_running():
+            self.notify("The search is not running.", severity="warning")
+            return
+        if self.view.state == "paused":
+            self.notify("Already paused: r resumes.")
+            return
+        self.store.request("pause")
+        self.notify("Pause requested: the engine pauses after the current evaluation.")
+
+    def action_resume(self) -> None:
+        state = self.view.state
+        if state == "paused" and self.store.alive():
+            self.store.request("resume")
+            self.notify("Resume requested.")
+        elif state in RESUMABLE:
+            try:
+                launch.resume_run(self.store)
+            except (GapruneError, OSError) as exc:
+                self.notify(f"Cannot resume: {exc}", severity="error", timeout=10)
+                return
+            self._announced_end = False
+            self.notify("Engine restarted: resuming from the last finished generation.")
+        elif state == "finished":
+            self.notify("The search has finished: o opens the results.")
+        else:
+            self.notify("The search is already running.")
+
+    def action_stop(self) -> None:
+        if not self._engine_running():
+            self.notify("The search is not running.", severity="warning")
+            return
+
+        def answered(stop: bool | None) -> None:
+            if stop:
+                self.store.request("stop")
+                self.notify("Stop requested: the engine stops after the current batch.")
+
+        self.app.push_screen(
+            ConfirmDialog(
+                "Stop the search? It can be resumed later from its last finished generation.",
+                yes="Stop (y)",
+                no="Keep running (n)",
+            ),
+            answered,
+        )
+
+    def action_results(self) -> None:
+        opener = getattr(self.app, "open_results", None)
+        if callable(opener):
+            opener(self.store)
+        else:
+            from gaprune_tui.screens.results import ResultsScreen
+
+            self.app.push_screen(ResultsScreen(self.store))
+
+    def action_quit_run(self) -> None:
+        if not self._engine_running():
+            self.app.exit(0)
+            return
+
+        def answered(choice: str | None) -> None:
+            if choice == "stop":
+                self.store.request("stop")
+                self.app.exit(0)
+            elif choice == "detach":
+                self.app.exit(0)
+
+        self.app.push_screen(QuitDialog(), answered)

@@ -1,0 +1,172 @@
+"""Small modal dialogs of the Run and Results screens: confirm, quit-while-running, genome scores.
+
+Each is a ``ModalScreen`` that returns its answer through ``dismiss()`` (the caller passes a
+callback), has a plain-letter key for every button and ``escape`` to cancel, so all of them work
+over SSH with no mouse.
+"""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+DIALOG_CSS = """
+{name} {
+    align: center middle;
+}
+{name} > Vertical {
+    width: auto;
+    max-width: 90;
+    min-width: 40;
+    height: auto;
+    border: thick $primary;
+    background: $surface;
+    padding: 1 2;
+}
+{name} Horizontal {
+    height: auto;
+    margin-top: 1;
+}
+{name} Button {
+    margin-right: 2;
+}
+"""
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """A yes/no question; ``y`` confirms, ``n``/``escape`` cancels."""
+
+    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "ConfirmDialog")
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, *, yes: str = "Yes (y)", no: str = "No (n)") -> None:
+        super().__init__(id="confirm")
+        self.question = question
+        self.yes = yes
+        self.no = no
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.question, id="question")
+            with Horizontal():
+                yield Button(self.yes, id="yes", variant="error")
+                yield Button(self.no, id="no", variant="primary")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, answer: bool) -> None:
+        self.dismiss(answer)
+
+
+class QuitDialog(ModalScreen[str]):
+    """Quitting while a search runs: leave it running (``l``), stop it (``s``) or cancel."""
+
+    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "QuitDialog")
+    BINDINGS = [
+        Binding("l", "choose('detach')", "Leave running"),
+        Binding("s", "choose('stop')", "Stop and quit"),
+        Binding("c,escape", "choose('cancel')", "Cancel"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="quit-dialog")
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(
+                "The search is still running.\n"
+                "Leave it running in the background (reattach with `gaprune-tui attach RUN`),\n"
+                "stop it, or stay here?"
+            )
+            with Horizontal():
+                yield Button("Leave running (l)", id="detach", variant="primary")
+                yield Button("Stop and quit (s)", id="stop", variant="error")
+                yield Button("Cancel (c)", id="cancel")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id or "cancel")
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)
+
+
+def scores_table(
+    scores: dict[str, dict[str, float]] | None,
+    base: dict[str, dict[str, float]] | None,
+) -> Table:
+    """Per-task scores of a genome beside the unpruned model's, with the difference."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("task", "metric", "score", "base", "change"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+    for task, metrics in (scores or {}).items():
+        for metric, value in metrics.items():
+            base_value = (base or {}).get(task, {}).get(metric)
+            change = "" if base_value is None else f"{value - base_value:+.4f}"
+            table.add_row(
+                task,
+                metric,
+                f"{value:.4f}",
+                "" if base_value is None else f"{base_value:.4f}",
+                change,
+            )
+    return table
+
+
+class ScoresDialog(ModalScreen[None]):
+    """One genome's fitness and per-task scores; any of enter/escape/q closes it."""
+
+    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "ScoresDialog")
+    BINDINGS = [Binding("escape,enter,q", "close", "Close")]
+
+    def __init__(
+        self,
+        dropped: list[int],
+        *,
+        n_layers: int,
+        fitness: float | None,
+        scores: dict[str, dict[str, float]] | None,
+        base_scores: dict[str, dict[str, float]] | None = None,
+        base_fitness: float | None = None,
+        note: str | None = None,
+    ) -> None:
+        super().__init__(id="scores")
+        self.dropped = dropped
+        self.n_layers = n_layers
+        self.fitness = fitness
+        self.scores = scores
+        self.base_scores = base_scores
+        self.base_fitness = base_fitness
+        self.note = note
+
+    def compose(self) -> ComposeResult:
+        kept = self.n_layers - len(self.dropped) if self.n_layers else None
+        head = Text()
+        head.append("dropped layers ", style="bold")
+        head.append(str(self.dropped))
+        if kept is not None:
+            head.append(f"   kept {kept}/{self.n_layers}")
+        head.append("\nfitness ", style="bold")
+        head.append("not scored yet" if self.fitness is None else f"{self.fitness:.4f}")
+        if self.base_fitness is not None:
+            head.append(f"   (base model {self.base_fitness:.4f})")
+        with Vertical():
+            yield Static(head, id="scores-head")
+            if self.scores:
+                yield Static(scores_table(self.scores, self.base_scores), id="scores-table")
+            else:
+                yield Static("No per-task scores for this genome yet.", id="scores-table")
+            if self.note:
+                yield Static(self.note, id="scores-note")
+            yield Static("[dim]enter / escape closes[/dim]")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

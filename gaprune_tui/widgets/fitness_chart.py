@@ -1,0 +1,119 @@
+"""A small chart of best and mean fitness per generation, for the Results screen.
+
+Drawn as rich ``Text`` (no plotting dependency): generations along the bottom axis, fitness up
+the left axis with its bounds labelled, ``●`` for the best and ``○`` for the mean (``◉`` where
+they meet), so it reads without colour as well.
+"""
+
+from __future__ import annotations
+
+from rich.style import Style
+from rich.text import Text
+from textual.widget import Widget
+
+GLYPH_BEST = "●"
+GLYPH_MEAN = "○"
+GLYPH_BOTH = "◉"
+Y_LABEL = 8
+
+
+def _row_of(value: float, lo: float, hi: float, height: int) -> int:
+    """Row index counted from the top (0) for a value between lo and hi."""
+    if hi <= lo:
+        return height // 2
+    frac = (value - lo) / (hi - lo)
+    return height - 1 - round(frac * (height - 1))
+
+
+class FitnessChart(Widget):
+    """Best and mean fitness per generation; ``set_series`` replaces the data."""
+
+    DEFAULT_CSS = """
+    FitnessChart {
+        height: auto;
+        width: 1fr;
+    }
+    """
+
+    def __init__(
+        self, *, plot_height: int = 6, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(id=id, classes=classes)
+        self.plot_height = plot_height
+        self.best: list[float] = []
+        self.mean: list[float] = []
+
+    def on_mount(self) -> None:
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
+
+    def set_series(self, best: list[float], mean: list[float]) -> None:
+        self.best = list(best)
+        self.mean = list(mean)
+        self.refresh(layout=True)
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
+        return self.plot_height + 3
+
+    def render(self) -> Text:
+        return self.render_text(self.size.width or 60)
+
+    def render_text(self, width: int) -> Text:
+        variables = getattr(self.app, "theme_variables", {}) or {}
+        best_style = Style(color=variables.get("bitmap-best") or "#F2C14E", bold=True)
+        mean_style = Style(color=variables.get("bitmap-kept") or "#4FA3E0")
+        dim = Style(dim=True)
+        text = Text(no_wrap=True, overflow="crop")
+        text.append("fitness".ljust(Y_LABEL), dim)
+        text.append(GLYPH_BEST, best_style)
+        text.append(" best  ")
+        text.append(GLYPH_MEAN, mean_style)
+        text.append(" mean per generation\n")
+        n = len(self.best)
+        height = self.plot_height
+        if n == 0:
+            for _ in range(height):
+                text.append(" " * (Y_LABEL - 1) + "│\n", dim)
+            text.append(" " * (Y_LABEL - 1) + "└" + "─" * 10 + "\n", dim)
+            text.append(" " * Y_LABEL + "no generation finished yet", dim)
+            return text
+        values = self.best + self.mean
+        lo, hi = min(values), max(values)
+        step = max(2, min(6, (width - Y_LABEL - 2) // max(1, n)))
+        grid = [[" "] * (n * step) for _ in range(height)]
+        kinds = [[""] * (n * step) for _ in range(height)]
+        for g in range(n):
+            col = g * step + step // 2
+            rb = _row_of(self.best[g], lo, hi, height)
+            grid[rb][col], kinds[rb][col] = GLYPH_BEST, "best"
+            if g < len(self.mean):
+                rm = _row_of(self.mean[g], lo, hi, height)
+                if rm == rb:
+                    grid[rm][col] = GLYPH_BOTH
+                else:
+                    grid[rm][col], kinds[rm][col] = GLYPH_MEAN, "mean"
+        for r in range(height):
+            if r == 0:
+                label, tick = f"{hi:.4f}", "┤"
+            elif r == height - 1:
+                label, tick = f"{lo:.4f}", "┤"
+            else:
+                label, tick = "", "│"
+            text.append(label.rjust(Y_LABEL - 1), dim)
+            text.append(tick, dim)
+            for c, glyph in enumerate(grid[r]):
+                kind = kinds[r][c]
+                text.append(
+                    glyph,
+                    best_style
+                    if kind == "best" or glyph == GLYPH_BOTH
+                    else (mean_style if kind == "mean" else Style()),
+                )
+            text.append("\n")
+        text.append(" " * (Y_LABEL - 1) + "└", dim)
+        text.append("".join(("┬" if c % step == step // 2 else "─") for c in range(n * step)), dim)
+        text.append("\n" + " " * Y_LABEL)
+        axis = ""
+        for g in range(n):
+            axis += str(g).center(step)
+        text.append(axis + "  generation", dim)
+        return text

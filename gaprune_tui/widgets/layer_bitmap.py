@@ -1,0 +1,192 @@
+"""The layer-keep bitmap: one row per genome, one column per decoder layer.
+
+A custom widget drawing rich ``Text`` rather than a DataTable: a population of 60 over 80 layers
+is 4,800 cells, which a DataTable renders slowly, while one Text per refresh is cheap. Kept,
+dropped and protected layers differ in colour (theme variables ``bitmap-kept``, ``bitmap-dropped``,
+``bitmap-protected``, ``bitmap-best``) and also in glyph, so the bitmap reads on a 256-colour
+terminal, in monochrome and in a screenshot alike. The axis labels every layer (tens digit above,
+units below). Cells are two columns wide when the widget has room, one column otherwise, so 30
+layers fit 80 columns and 80 layers still fit 100; narrower than that, the parent scrolls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+GLYPH_KEPT = "█"
+GLYPH_DROPPED = "·"
+GLYPH_PROTECTED = "▓"
+FALLBACK_COLOURS = {
+    "bitmap-kept": "#4FA3E0",
+    "bitmap-dropped": "#E0565B",
+    "bitmap-protected": "#8A96A3",
+    "bitmap-best": "#F2C14E",
+}
+LABEL_WIDTH = 12  # "★ 0.1234  " + margin
+
+
+@dataclass
+class BitmapRow:
+    """One genome to draw. ``fitness`` is None while it has not been scored yet."""
+
+    dropped: list[int]
+    fitness: float | None = None
+    best: bool = False
+    evaluating: bool = False
+
+
+class LayerBitmap(Widget, can_focus=True):
+    """Draws ``rows`` over ``n_layers``; up/down move a cursor, enter selects the genome."""
+
+    DEFAULT_CSS = """
+    LayerBitmap {
+        height: auto;
+        width: 1fr;
+        min-height: 3;
+    }
+    """
+
+    BINDINGS = [
+        Binding("up", "cursor(-1)", "Up", show=False),
+        Binding("down", "cursor(1)", "Down", show=False),
+        Binding("enter", "select", "Scores"),
+    ]
+
+    cursor: reactive[int] = reactive(0)
+
+    class Selected(Message):
+        """The user pressed enter on a row: show that genome's scores."""
+
+        def __init__(self, bitmap: LayerBitmap, dropped: list[int]) -> None:
+            super().__init__()
+            self.bitmap = bitmap
+            self.dropped = dropped
+
+        @property
+        def control(self) -> LayerBitmap:
+            return self.bitmap
+
+    def __init__(
+        self,
+        n_layers: int = 0,
+        protect: int = 0,
+        rows: list[BitmapRow] | None = None,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.n_layers = n_layers
+        self.protect = protect
+        self.rows: list[BitmapRow] = rows or []
+
+    def on_mount(self) -> None:
+        # Colours come from the theme: repaint when the user switches themes.
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
+
+    def set_rows(self, n_layers: int, protect: int, rows: list[BitmapRow]) -> None:
+        """Replace what is drawn (one refresh); the cursor stays on the same index."""
+        size_changed = len(rows) != len(self.rows) or n_layers != self.n_layers
+        self.n_layers = n_layers
+        self.protect = protect
+        self.rows = rows
+        self.cursor = min(self.cursor, max(0, len(rows) - 1))
+        self.refresh(layout=size_changed)
+
+    @property
+    def selected(self) -> BitmapRow | None:
+        return self.rows[self.cursor] if 0 <= self.cursor < len(self.rows) else None
+
+    def action_cursor(self, delta: int) -> None:
+        if self.rows:
+            self.cursor = max(0, min(len(self.rows) - 1, self.cursor + delta))
+
+    def action_select(self) -> None:
+        row = self.selected
+        if row is not None:
+            self.post_message(self.Selected(self, list(row.dropped)))
+
+    def watch_cursor(self) -> None:
+        self.refresh()
+
+    # ---- drawing --------------------------------------------------------------------------------
+    def colours(self) -> dict[str, str]:
+        variables = getattr(self.app, "theme_variables", {}) or {}
+        return {k: variables.get(k) or v for k, v in FALLBACK_COLOURS.items()}
+
+    def cell_width(self, width: int) -> int:
+        return 2 if LABEL_WIDTH + 2 * self.n_layers <= width else 1
+
+    def get_content_width(self, container, viewport) -> int:  # type: ignore[no-untyped-def]
+        return LABEL_WIDTH + self.cell_width(container.width) * self.n_layers
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
+        axis = 2 if self.n_layers >= 10 else 1
+        return axis + max(1, len(self.rows)) + 1
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+    def render(self) -> Text:
+        return self.render_text(self.size.width or 80)
+
+    def render_text(self, width: int) -> Text:
+        """The whole bitmap as one Text: axis (2 lines), rows, legend."""
+        colours = self.colours()
+        cw = self.cell_width(width)
+        kept = Style(color=colours["bitmap-kept"])
+        dropped = Style(color=colours["bitmap-dropped"], bold=True)
+        protected = Style(color=colours["bitmap-protected"])
+        best = Style(color=colours["bitmap-best"], bold=True)
+        dim = Style(dim=True)
+        text = Text(no_wrap=True, overflow="crop")
+        pad = " " * (cw - 1)
+        if self.n_layers >= 10:
+            text.append("layer".ljust(LABEL_WIDTH), dim)
+            for i in range(self.n_layers):
+                text.append((str(i // 10) if i % 10 == 0 else " ") + pad, dim)
+            text.append("\n")
+        text.append(("layer" if self.n_layers < 10 else "").ljust(LABEL_WIDTH), dim)
+        for i in range(self.n_layers):
+            text.append(str(i % 10) + pad, dim)
+        text.append("\n")
+        if not self.rows:
+            text.append("  waiting for the first genomes…\n", dim)
+        for index, row in enumerate(self.rows):
+            marker = "★" if row.best else ("▶" if row.evaluating else " ")
+            score = "  …   " if row.fitness is None else f"{row.fitness:.4f}"
+            label = f"{marker} {score}".ljust(LABEL_WIDTH)
+            label_style = best if row.best else Style()
+            if index == self.cursor and self.has_focus:
+                label_style = label_style + Style(reverse=True)
+            text.append(label, label_style)
+            gone = set(row.dropped)
+            for i in range(self.n_layers):
+                if i in gone:
+                    text.append(GLYPH_DROPPED + pad, dropped)
+                elif i < self.protect:
+                    text.append(GLYPH_PROTECTED + pad, protected)
+                else:
+                    text.append(GLYPH_KEPT + pad, best if row.best else kept)
+            text.append("\n")
+        text.append(" " * LABEL_WIDTH)
+        text.append(GLYPH_KEPT, kept)
+        text.append(" kept  ")
+        text.append(GLYPH_DROPPED, dropped)
+        text.append(" dropped  ")
+        text.append(GLYPH_PROTECTED, protected)
+        text.append(" protected  ")
+        text.append("★", best)
+        text.append(" best so far")
+        return text
