@@ -1,0 +1,266 @@
+"""Pilot tests of the Results screen: hall of fame, base scores, chart, scores dialog, export.
+
+Export is tested with a stand-in command that speaks the export CLI's --progress-json protocol
+(stage lines, then a done or error line), injected through ``ResultsScreen.export_command``: the
+real export loads torch and MergeKit and takes minutes, which belongs to the export helper's and
+the e2e tests, while what this screen owns is following the child process, showing progress, the
+path and the verification outcome, and surviving a failure.
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from fake_engine import FakeEngine, fake_store, populate
+from textual.widgets import DataTable, RichLog, Static
+
+from gaprune_tui.app import GapruneApp
+from gaprune_tui.screens.results import (
+    HALL_OF_FAME,
+    ResultsScreen,
+    default_export_command,
+    params_removed,
+)
+from gaprune_tui.screens.run import RunScreen
+from gaprune_tui.store import RunStore
+from gaprune_tui.widgets.dialogs import ScoresDialog
+from gaprune_tui.widgets.fitness_chart import FitnessChart
+
+pytestmark = pytest.mark.anyio
+
+SIZE = (100, 30)
+
+STAND_IN = textwrap.dedent(
+    """
+    import json, sys
+    run = sys.argv[1]
+    rank = sys.argv[sys.argv.index("--rank") + 1]
+    mode = sys.argv[sys.argv.index("--mode") + 1]
+    assert "--progress-json" in sys.argv
+    print(json.dumps({"stage": "merge", "message": "passthrough, 2 slices"}), flush=True)
+    print("a stray warning from a library", flush=True)
+    if mode == "ok":
+        print(json.dumps({"stage": "verify", "message": "comparing logits"}), flush=True)
+        print(json.dumps({"done": True, "path": f"{run}/exports/rank-{rank}",
+                          "verified": True}), flush=True)
+    elif mode == "error":
+        print(json.dumps({"error": "disk full while writing model.safetensors"}), flush=True)
+        sys.exit(2)
+    else:
+        raise SystemExit("Traceback: something broke")
+    """
+)
+
+
+def stand_in(tmp_path: Path, mode: str):
+    script = tmp_path / "export_stand_in.py"
+    script.write_text(STAND_IN, encoding="utf-8")
+
+    def command(store: RunStore, rank: int) -> list[str]:
+        return [
+            sys.executable,
+            str(script),
+            str(store.path),
+            "--rank",
+            str(rank),
+            "--progress-json",
+            "--mode",
+            mode,
+        ]
+
+    return command
+
+
+def text_of(screen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).render())
+
+
+def cells(table: DataTable, row: int) -> list[str]:
+    return [str(c) for c in table.get_row_at(row)]
+
+
+async def test_hall_of_fame_beside_base_scores_and_chart() -> None:
+    store = fake_store()
+    populate(store)
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ResultsScreen) and screen.id == "results"
+        table = screen.query_one("#hall-of-fame", DataTable)
+        ranked = store.best_evaluations()
+        assert table.row_count == min(HALL_OF_FAME, len(ranked))
+        headers = [str(c.label) for c in table.columns.values()]
+        assert headers == [
+            "rank",
+            "dropped",
+            "kept",
+            "fitness",
+            "hellaswag_offline",
+            "openbookqa_offline",
+            "% params",
+        ]
+        first = cells(table, 0)
+        best = ranked[0]
+        assert first[:4] == [
+            "1",
+            "[" + ",".join(map(str, best.dropped)) + "]",
+            "26",
+            f"{best.fitness:.4f}",
+        ]
+        assert first[4] == f"{best.scores['hellaswag_offline']['acc_norm']:.4f}"
+        assert first[6] == f"{100 * 4 * 3_540_096 / 134_515_008:.1f}"  # 10.5
+        base = text_of(screen, "#base-scores")
+        assert "hellaswag_offline acc_norm 0.4400" in base and "all 30 layers" in base
+        chart = screen.query_one("#fitness-chart", FitnessChart)
+        assert chart.best == [g.best_fitness for g in store.generations()]
+        assert chart.mean == [g.mean for g in store.generations()]
+        plain = chart.render_text(80).plain
+        assert "generation" in plain and f"{max(chart.best):.4f}" in plain
+
+
+async def test_params_fall_back_to_layer_share_when_not_recorded() -> None:
+    store = fake_store()
+    populate(store)
+    store.set_meta(n_params=None, params_per_layer=None)
+    assert params_removed([3, 4, 5, 6], 30, store.meta()) == (pytest.approx(100 * 4 / 30), False)
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        table = app.screen.query_one("#hall-of-fame", DataTable)
+        assert [str(c.label) for c in table.columns.values()][-1] == "% layers*"
+        assert cells(table, 0)[-1] == "13.3"
+        assert "share of decoder layers" in text_of(app.screen, "#base-scores")
+
+
+async def test_enter_shows_the_rows_scores() -> None:
+    store = fake_store()
+    engine = populate(store)
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("down", "enter")
+        dialog = app.screen
+        assert isinstance(dialog, ScoresDialog)
+        second = store.best_evaluations()[1]
+        assert dialog.dropped == second.dropped
+        assert dialog.scores == engine.scores_of(second.dropped)
+        assert dialog.note == "rank 2 of the hall of fame"
+        await pilot.press("escape")
+        assert isinstance(app.screen, ResultsScreen)
+
+
+async def test_export_follows_progress_and_shows_path_and_verification(tmp_path: Path) -> None:
+    store = fake_store()
+    populate(store)
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.export_command = stand_in(tmp_path, "ok")
+        await pilot.press("down", "e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.export_error is None
+        assert screen.export_result == {
+            "done": True,
+            "path": f"{store.path}/exports/rank-2",
+            "verified": True,
+        }
+        status = text_of(screen, "#export-status")
+        assert f"{store.path}/exports/rank-2" in status and "verification passed" in status
+        log = [str(line.text) for line in screen.query_one("#export-log", RichLog).lines]
+        assert log == [
+            "merge: passthrough, 2 slices",
+            "a stray warning from a library",
+            "verify: comparing logits",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("error", "disk full while writing model.safetensors"),
+        ("crash", "exited with code 1: Traceback: something broke"),
+    ],
+)
+async def test_export_failure_is_shown_and_the_ui_keeps_working(
+    tmp_path: Path, mode: str, expected: str
+) -> None:
+    store = fake_store()
+    populate(store)
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.export_command = stand_in(tmp_path, mode)
+        await pilot.press("e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.export_result is None
+        assert expected in screen.export_error
+        assert "Export failed" in text_of(screen, "#export-status")
+        assert screen.query_one("#export-status").has_class("error")
+        await pilot.press("enter")
+        assert isinstance(app.screen, ScoresDialog)
+
+
+async def test_export_command_that_cannot_start(tmp_path: Path) -> None:
+    store = fake_store()
+    populate(store)
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.export_command = lambda store, rank: [str(tmp_path / "no-such-program")]
+        await pilot.press("e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert app.is_running
+        assert "could not run the export" in screen.export_error
+
+
+def test_default_export_command_is_the_cli() -> None:
+    store = fake_store()
+    assert default_export_command(store, 3) == [
+        sys.executable,
+        "-m",
+        "gaprune_tui",
+        "export",
+        str(store.path),
+        "--rank",
+        "3",
+        "--progress-json",
+    ]
+
+
+async def test_results_of_a_running_search_update_and_escape_goes_back() -> None:
+    store = fake_store()
+    engine = FakeEngine(store)
+    engine.run(20)
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        screen = app.screen
+        assert isinstance(screen, ResultsScreen)
+        table = screen.query_one("#hall-of-fame", DataTable)
+        before = table.row_count
+        assert before == len(store.best_evaluations())
+        engine.run(20)
+        screen.poll()
+        await pilot.pause()
+        assert table.row_count == min(HALL_OF_FAME, len(store.best_evaluations())) > before
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunScreen)
+
+
+async def test_export_with_nothing_evaluated_says_so() -> None:
+    store = fake_store()
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        screen = app.screen
+        await pilot.press("e")
+        await pilot.pause()
+        assert screen.export_result is None and screen.export_error is None
+        assert not screen.export_running
+        toasts = [str(t.render()) for t in screen.query("Toast")]
+        assert any("No evaluated genome to export yet" in t for t in toasts)

@@ -1,0 +1,285 @@
+"""Pilot tests of the Run screen: every binding, live updates, and a dead engine.
+
+The engine here is tests/fake_engine.py writing into a real run store, so the tests run in
+milliseconds; the real engine is driven end to end by the lead's e2e test. Pause/resume/stop are
+checked where they land: control rows in the store, and the engine's answer shown on screen.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from fake_engine import FakeEngine, fake_store, populate
+from rich.console import Console
+from textual.widgets import DataTable, Sparkline, Static
+
+from gaprune_tui import launch
+from gaprune_tui.app import GapruneApp
+from gaprune_tui.screens.results import ResultsScreen
+from gaprune_tui.screens.run import RunScreen
+from gaprune_tui.store import RunStore
+from gaprune_tui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
+from gaprune_tui.widgets.layer_bitmap import (
+    GLYPH_DROPPED,
+    GLYPH_KEPT,
+    GLYPH_PROTECTED,
+    LABEL_WIDTH,
+    LayerBitmap,
+)
+
+pytestmark = pytest.mark.anyio
+
+SIZE = (100, 30)
+
+
+def running_store(steps: int = 20) -> tuple[RunStore, FakeEngine]:
+    store = fake_store()
+    engine = FakeEngine(store)
+    engine.run(steps)
+    return store, engine
+
+
+def actions(store: RunStore) -> list[str]:
+    return [action for _, action in store.pending_requests()]
+
+
+def plain(renderable: object) -> str:
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def banner_text(screen: RunScreen) -> str:
+    return str(screen.query_one("#banner", Static).render())
+
+
+async def test_opens_on_a_running_search_and_follows_it_live() -> None:
+    store, engine = running_store(4)  # started, base scores, first evaluation started
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunScreen) and screen.id == "run"
+        table = screen.query_one("#generations", DataTable)
+        bitmap = screen.query_one("#layer-bitmap", LayerBitmap)
+        assert table.row_count == 0
+        evaluating = str(screen.query_one("#evaluating", Static).render())
+        assert "evaluating gen 0 #1" in evaluating
+        # The rest of generation 0 and generation 1 arrive while we watch.
+        engine.run(16 + 9)
+        screen.poll()
+        await pilot.pause()
+        gens = store.generations()
+        assert table.row_count == len(gens) == 2
+        assert screen.query_one("#best-fitness", Sparkline).data == [g.best_fitness for g in gens]
+        assert bitmap.rows[0].best and bitmap.rows[0].dropped == gens[-1].best_dropped
+        assert [r.dropped for r in bitmap.rows[1:]] == gens[-1].population
+        title = str(screen.query_one("#run-title", Static).render())
+        assert "running" in title and "generation 2/3" in title
+        # The timer alone (4 Hz) picks up the next events too.
+        engine.run()
+        await pilot.pause(0.6)
+        assert table.row_count == 4
+        assert "finished" in banner_text(screen)
+        log = screen.query_one("#engine-log")
+        assert any("search finished" in str(line.text) for line in log.lines)
+
+
+async def test_pause_and_resume_write_requests_and_show_the_engine_answer() -> None:
+    store, engine = running_store()
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        await pilot.press("p")
+        assert actions(store) == ["pause"]
+        assert "running" in str(screen.query_one("#run-title", Static).render())
+        engine.step()  # the engine honours it between evaluations
+        screen.poll()
+        await pilot.pause()
+        assert store.state == "paused"
+        assert "paused" in str(screen.query_one("#run-title", Static).render())
+        assert "Paused" in banner_text(screen)
+        await pilot.press("p")  # already paused: no second request
+        assert actions(store) == []
+        await pilot.press("r")
+        assert actions(store) == ["resume"]
+        engine.step()
+        screen.poll()
+        await pilot.pause()
+        assert "running" in str(screen.query_one("#run-title", Static).render())
+        await pilot.press("r")  # running: nothing to resume
+        assert actions(store) == []
+
+
+async def test_stop_asks_first() -> None:
+    store, engine = running_store()
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("n")
+        assert isinstance(app.screen, RunScreen)
+        assert actions(store) == []
+        await pilot.press("s")
+        await pilot.press("y")
+        assert actions(store) == ["stop"]
+        engine.step()
+        app.screen.poll()
+        await pilot.pause()
+        assert "stopped" in banner_text(app.screen)
+        await pilot.press("s")  # not running any more: nothing asked, nothing written
+        assert isinstance(app.screen, RunScreen)
+        assert actions(store) == []
+
+
+@pytest.mark.parametrize(("key", "requests", "exits"), [("c", [], False), ("l", [], True)])
+async def test_quit_while_running_asks(key: str, requests: list[str], exits: bool) -> None:
+    store, _engine = running_store()
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitDialog)
+        await pilot.press(key)
+        await pilot.pause()
+        assert actions(store) == requests
+        assert app.is_running is not exits
+        if not exits:
+            assert isinstance(app.screen, RunScreen)
+
+
+async def test_quit_and_stop() -> None:
+    store, _engine = running_store()
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.press("s")
+        await pilot.pause()
+        assert actions(store) == ["stop"]
+        assert not app.is_running
+
+
+async def test_quit_without_a_live_engine_does_not_ask() -> None:
+    store, engine = running_store()
+    engine.crash()
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.screen, RunScreen)
+        await pilot.press("q")
+        await pilot.pause()
+        assert not app.is_running
+
+
+async def test_enter_shows_scores_from_bitmap_and_generation_table() -> None:
+    store = fake_store()
+    engine = populate(store, finished=False)
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        bitmap = screen.query_one(LayerBitmap)
+        assert bitmap.has_focus
+        best = store.best_evaluations(1)[0]
+        await pilot.press("enter")
+        dialog = app.screen
+        assert isinstance(dialog, ScoresDialog)
+        assert dialog.dropped == best.dropped
+        assert dialog.scores == engine.scores_of(best.dropped)
+        table_text = plain(dialog.query_one("#scores-table", Static).content)
+        assert "hellaswag_offline" in table_text and "0.4400" in table_text  # base beside it
+        await pilot.press("escape")
+        assert app.screen is screen
+        await pilot.press("down", "enter")  # first individual of the population
+        assert app.screen.dropped == store.generations()[-1].population[0]
+        await pilot.press("escape")
+        screen.query_one("#generations", DataTable).focus()
+        await pilot.press("enter")  # generation 0's best
+        assert isinstance(app.screen, ScoresDialog)
+        assert app.screen.dropped == store.generations()[0].best_dropped
+        await pilot.press("enter")
+        assert app.screen is screen
+
+
+async def test_o_opens_results() -> None:
+    store, _engine = running_store(30)
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("o")
+        await pilot.pause()
+        assert isinstance(app.screen, ResultsScreen) and app.screen.id == "results"
+
+
+async def test_failed_run_shows_error_and_r_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # launch.resume_run is replaced by a recorder: starting a real engine is the e2e test's job.
+    started: list[RunStore] = []
+    monkeypatch.setattr(launch, "resume_run", lambda store: started.append(store))
+    store, engine = running_store()
+    engine.fail("CUDA out of memory while scoring hellaswag_offline")
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        text = banner_text(screen)
+        assert "failed" in text and "CUDA out of memory" in text and "r to resume" in text
+        assert screen.query_one("#banner").has_class("error")
+        await pilot.press("r")
+        assert [s.path for s in started] == [store.path]
+        # The UI keeps working: keys still answer.
+        await pilot.press("o")
+        assert isinstance(app.screen, ResultsScreen)
+
+
+async def test_crashed_engine_shows_log_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[RunStore] = []
+    monkeypatch.setattr(launch, "resume_run", lambda store: started.append(store))
+    store, engine = running_store()
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        engine.crash()  # kill -9 while we watch
+        screen.poll()
+        await pilot.pause()
+        text = banner_text(screen)
+        assert "stopped unexpectedly" in text and "Killed" in text
+        assert "crashed" in str(screen.query_one("#run-title", Static).render())
+        await pilot.press("p")  # nothing to pause: no request written
+        assert actions(store) == []
+        await pilot.press("r")
+        assert len(started) == 1
+
+
+async def test_bitmap_glyphs_and_width_at_80_columns() -> None:
+    store = fake_store()
+    populate(store, finished=False)
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        bitmap = app.screen.query_one(LayerBitmap)
+        assert bitmap.cell_width(bitmap.size.width) == 2
+        assert LABEL_WIDTH + 2 * 30 <= bitmap.size.width <= 80
+        lines = bitmap.render_text(bitmap.size.width).plain.splitlines()
+        assert lines[1].split() == [str(i % 10) for i in range(30)]
+        row = bitmap.rows[1]
+        cells = lines[3][LABEL_WIDTH::2]
+        for layer, glyph in enumerate(cells[:30]):
+            if layer in row.dropped:
+                assert glyph == GLYPH_DROPPED
+            elif layer < 2:
+                assert glyph == GLYPH_PROTECTED
+            else:
+                assert glyph == GLYPH_KEPT
+        assert max(len(line) for line in lines) <= bitmap.size.width
+
+
+async def test_bitmap_scales_to_80_layers() -> None:
+    store = fake_store(prune=10)
+    populate(store, n_layers=80, prune=10, finished=False)
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        bitmap = app.screen.query_one(LayerBitmap)
+        assert bitmap.n_layers == 80
+        assert bitmap.cell_width(bitmap.size.width) == 1
+        lines = bitmap.render_text(bitmap.size.width).plain.splitlines()
+        assert lines[1][LABEL_WIDTH:].startswith("0123456789012")
+        assert max(len(line) for line in lines) <= bitmap.size.width
+        assert lines[3][LABEL_WIDTH:].count(GLYPH_DROPPED) == 10
