@@ -137,6 +137,10 @@ def convert_gguf(gguf: Path, folder_name: str | None = None) -> Path:
     target = models / name
     if (target / ORIGIN_FILE).is_file():
         return target
+    # The same GGUF reached under another name (the demo's file passed as a path) is reused.
+    for existing in sorted(models.glob(f"*-{sha[:12]}")):
+        if (existing / ORIGIN_FILE).is_file():
+            return existing
     with _file_lock(models / f".{name}.lock"):
         if (target / ORIGIN_FILE).is_file():  # another process finished while we waited
             return target
