@@ -79,6 +79,7 @@ class RunScreen(Screen[None]):
         self.follower = Follower(store)
         self.log_tail = LogTail(store.log_path)
         self._announced_end = False
+        self._seen_active = False
 
     @property
     def view(self) -> RunView:
@@ -211,6 +212,11 @@ class RunScreen(Screen[None]):
         return rows
 
     def _announce_end(self, view: RunView) -> None:
+        """A toast when the run ends while we watch; an ended run we open only gets the banner."""
+        if not self._seen_active:
+            self._seen_active = view.active
+            if not view.active:
+                return
         if self._announced_end:
             return
         if view.state == "finished" and view.finished_live:
@@ -276,6 +282,7 @@ class RunScreen(Screen[None]):
                 self.notify(f"Cannot resume: {exc}", severity="error", timeout=10)
                 return
             self._announced_end = False
+            self._seen_active = True
             self.notify("Engine restarted: resuming from the last finished generation.")
         elif state == "finished":
             self.notify("The search has finished: o opens the results.")

@@ -1,0 +1,40 @@
+"""Snapshots of the Run and Results screens at 100x30, from the fake engine with a fixed run id.
+
+Deterministic by construction: GAPRUNE_TUI_DETERMINISTIC=1 (no ETA, no blink), a fixed run id
+(the default one holds the clock), and a seeded fake engine whose timings are made up, not measured.
+Update with `pytest tests/test_tui_snapshots_run.py --snapshot-update` after a deliberate change.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fake_engine import FakeEngine, fake_store, populate
+
+from gaprune_tui.app import GapruneApp
+
+SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAPRUNE_TUI_DETERMINISTIC", "1")
+
+
+def test_run_screen_mid_search(snap_compare) -> None:
+    store = fake_store(run_id="20260101-120000-demo")
+    FakeEngine(store).run(40)  # generation 2 in progress
+    assert snap_compare(GapruneApp(initial="run", run=str(store.path)), terminal_size=SIZE)
+
+
+def test_run_screen_failed_engine(snap_compare) -> None:
+    store = fake_store(run_id="20260101-120000-fail")
+    engine = FakeEngine(store)
+    engine.run(30)
+    engine.fail("CUDA out of memory while scoring hellaswag_offline")
+    assert snap_compare(GapruneApp(initial="run", run=str(store.path)), terminal_size=SIZE)
+
+
+def test_results_screen(snap_compare) -> None:
+    store = fake_store(run_id="20260101-120000-done")
+    populate(store)
+    assert snap_compare(GapruneApp(initial="results", run=str(store.path)), terminal_size=SIZE)
