@@ -1,0 +1,118 @@
+"""``gaprune-tui export RUN``: write the N-th best genome of a run as a standalone model.
+
+Human mode prints progress lines and the outcome with rich; ``--progress-json`` prints one JSON
+object per line instead (``{"stage", "message"}``, then ``{"done": true, ...}`` or
+``{"error": ...}``) so the TUI can run the export as a subprocess and follow it. Errors are raised
+as ``GapruneError``; cli.py prints them and exits 2. The engine is imported only when the command
+runs, so building the parser stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gaprune_tui.errors import GapruneError
+
+DTYPE_CHOICES = ("bfloat16", "float16", "float32")  # engine.export.EXPORT_DTYPES, kept light here
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a run's best genome as a standalone Hugging Face model (MergeKit)",
+        description="Export the N-th best genome of a run through MergeKit, verify it and write "
+        "a model card. The default folder is <run folder>/exports/rank<N>-drop-<layers>.",
+    )
+    parser.add_argument("run", help="run id, unique id prefix or run folder")
+    parser.add_argument("--rank", type=int, default=1, help="N-th best distinct genome (default 1)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPE_CHOICES,
+        default=None,
+        help="weights dtype of the export (default: the base checkpoint's, lossless)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the logits / generate / re-score checks against the layer view",
+    )
+    parser.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    parser.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="print one JSON object per line (for programs following the export)",
+    )
+    return parser
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from gaprune_tui.engine.export import export_run
+
+    kwargs = dict(
+        rank=args.rank, out=args.out, dtype=args.dtype, verify=not args.no_verify, force=args.force
+    )
+    if args.progress_json:
+        return _run_json(export_run, args.run, kwargs)
+    return _run_human(export_run, args.run, kwargs)
+
+
+def _run_json(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
+    def progress(message: str, stage: str = "") -> None:
+        _emit({"stage": stage, "message": message, "ts": round(time.time(), 3)})
+
+    try:
+        result = export_run(run_id, progress=progress, **kwargs)
+    except GapruneError as exc:
+        _emit({"error": str(exc)})
+        raise
+    except KeyboardInterrupt:
+        _emit({"error": "interrupted"})
+        raise
+    payload = result.to_json()
+    summary = result.verification.summary() if result.verification else None
+    _emit({"done": True, **payload, "summary": summary})
+    return 0
+
+
+def _run_human(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, highlight=False)
+    started = time.perf_counter()
+
+    def progress(message: str, stage: str = "") -> None:
+        console.print(
+            f"[dim]{time.perf_counter() - started:6.1f}s[/] [bold]{stage:<9}[/] {escape(message)}"
+        )
+
+    result = export_run(run_id, progress=progress, **kwargs)
+    out = Console(highlight=False)
+    before, after = result.params_before, result.params_after
+    removed = f" ({100 * (before - after) / before:.1f}% removed)" if before and after else ""
+    out.print(
+        f"exported rank {result.rank} of run {result.run_id} to [bold]{escape(str(result.path))}[/]"
+    )
+    out.print(
+        f"dropped layers {result.dropped}; parameters {before:,} -> {after:,}{removed}; "
+        f"{result.size_bytes / 2**20:.1f} MiB on disk ({result.dtype})"
+        if before and after
+        else f"dropped layers {result.dropped}; {result.size_bytes / 2**20:.1f} MiB on disk"
+    )
+    if result.verification is None:
+        out.print("[yellow]not verified (--no-verify)[/]")
+    else:
+        colour = "green" if result.verified else "red"
+        out.print(f"[{colour}]{escape(result.verification.summary())}[/]")
+    return 0
