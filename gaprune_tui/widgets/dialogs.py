@@ -20,9 +20,8 @@ DIALOG_CSS = """
     align: center middle;
 }
 {name} > Vertical {
-    width: auto;
-    max-width: 90;
-    min-width: 40;
+    width: 76;
+    max-width: 100%;
     height: auto;
     border: thick $primary;
     background: $surface;
