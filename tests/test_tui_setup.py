@@ -1,0 +1,502 @@
+"""The Setup screen, driven with Pilot: validation, cost preview, save/load, start, and its keys.
+
+Models are real: the embedded demo model (inspected, not loaded) and tiny HF folders from
+tests/tiny_models.py. The engine is never started here: ``launch.start_run`` is replaced by a
+stand-in that creates a real run store and hands back a fake process, because spawning the real
+engine (model load, lm-eval tasks) is the end-to-end test's job and would cost a minute per test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_engine import fake_store, populate
+from textual.widgets import Button, Input, Select, SelectionList, Static
+from tiny_models import build_tiny
+
+from gaprune_tui import launch, modelinfo
+from gaprune_tui.app import GapruneApp
+from gaprune_tui.config import RunConfig, TaskSpec
+from gaprune_tui.screens.setup import (
+    CPU_DEFAULTS,
+    SetupScreen,
+    TimingSample,
+    estimate_cost,
+    format_duration,
+    items_per_evaluation,
+    measure_timings,
+)
+from gaprune_tui.store import INVALID, RUNNING, RunStore
+
+pytestmark = pytest.mark.anyio
+SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny("llama", tmp_path_factory.mktemp("tiny") / "tiny-llama", n_layers=6)
+
+
+async def settle(pilot: Any) -> None:
+    """Let the screen's thread workers (model inspection, cache scan, task names) answer."""
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def setup_of(app: GapruneApp) -> SetupScreen:
+    screen = app.screen
+    assert isinstance(screen, SetupScreen)
+    assert screen.id == "setup"
+    return screen
+
+
+def text_of(screen: SetupScreen, selector: str) -> str:
+    return str(screen.query_one(selector, Static).render())
+
+
+def start_button(screen: SetupScreen) -> Button:
+    return screen.query_one("#start", Button)
+
+
+async def set_value(pilot: Any, screen: SetupScreen, ident: str, value: str) -> None:
+    screen.query_one(f"#{ident}", Input).value = value
+    await settle(pilot)
+
+
+# ---- defaults -----------------------------------------------------------------------------------
+async def test_cpu_defaults_are_scaled_and_said_so() -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        assert "No GPU found" in text_of(screen, "#cpu-note")
+        config = screen.build_config()
+        assert (config.population, config.generations, config.limit) == (
+            CPU_DEFAULTS["population"],
+            CPU_DEFAULTS["generations"],
+            CPU_DEFAULTS["limit"],
+        )
+        assert config.model == "demo"
+        assert [t.name for t in config.tasks] == [t.name for t in RunConfig().tasks]
+        assert not start_button(screen).disabled
+        assert "30 layers" in text_of(screen, "#model-info")
+
+
+async def test_gpu_machine_gets_the_methods_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "1")
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        assert not screen.query("#cpu-note")
+        config = screen.build_config()
+        assert dataclasses.asdict(config) == dataclasses.asdict(RunConfig().validate())
+
+
+# ---- validation ---------------------------------------------------------------------------------
+async def test_invalid_value_disables_start_and_fixing_it_enables_it() -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        population = screen.query_one("#population", Input)
+        population.focus()
+        await pilot.press("end", "backspace", "1")  # "8" -> "1": DEAP needs at least 2
+        await settle(pilot)
+        assert population.value == "1"
+        assert not population.is_valid
+        assert start_button(screen).disabled
+        assert "population must be an integer >= 2" in text_of(screen, "#form-error")
+        await pilot.press("2")
+        await settle(pilot)
+        assert population.value == "12"
+        assert not start_button(screen).disabled
+        assert "Ready" in text_of(screen, "#form-error")
+        await set_value(pilot, screen, "cxpb", "1.5")
+        assert start_button(screen).disabled
+        assert "cxpb" in text_of(screen, "#form-error")
+        await set_value(pilot, screen, "cxpb", "0.5")
+        await set_value(pilot, screen, "device", "gpu")
+        assert start_button(screen).disabled
+        assert "device" in text_of(screen, "#form-error")
+        await set_value(pilot, screen, "device", "cuda:1")
+        assert not start_button(screen).disabled
+
+
+async def test_bad_model_path_shows_inline_error(tmp_path: Path) -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        await set_value(pilot, screen, "model", str(tmp_path / "no-such-model"))
+        info = text_of(screen, "#model-info")
+        assert "does not exist" in info
+        assert screen.query_one("#model-info").has_class("error")
+        assert start_button(screen).disabled
+        assert "does not exist" in text_of(screen, "#form-error")
+        (tmp_path / "notes.txt").write_text("not a model")
+        await set_value(pilot, screen, "model", str(tmp_path / "notes.txt"))
+        assert "not a model" in text_of(screen, "#model-info")
+        assert start_button(screen).disabled
+
+
+async def test_local_model_layers_checked_against_prune_and_protect(tiny_llama: Path) -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        await set_value(pilot, screen, "model", str(tiny_llama))
+        assert "6 layers" in text_of(screen, "#model-info")
+        # 6 layers, 2 protected: 4 droppable, so prune 4 would drop them all.
+        assert start_button(screen).disabled
+        assert "prune=4 must be below the 4 droppable layers" in text_of(screen, "#form-error")
+        await set_value(pilot, screen, "prune", "3")
+        assert not start_button(screen).disabled
+        await set_value(pilot, screen, "protect", "6")
+        assert "protect=6 leaves no droppable layer" in text_of(screen, "#form-error")
+
+
+async def test_unknown_extra_task_lists_close_matches_and_known_one_passes() -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        await set_value(pilot, screen, "extra-tasks", "hellaswag_ofline")
+        error = text_of(screen, "#form-error")
+        assert "unknown task 'hellaswag_ofline'" in error
+        assert "did you mean hellaswag_offline" in error
+        assert start_button(screen).disabled
+        await set_value(pilot, screen, "extra-tasks", "lambada_openai")
+        assert not start_button(screen).disabled
+        names = [t.name for t in screen.build_config().tasks]
+        assert names == ["hellaswag_offline", "openbookqa_offline", "lambada_openai"]
+
+
+async def test_no_task_selected_disables_start() -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        screen.query_one("#tasks", SelectionList).deselect_all()
+        await settle(pilot)
+        assert start_button(screen).disabled
+        assert "no tasks given" in text_of(screen, "#form-error")
+        screen.query_one("#tasks", SelectionList).select("arc_easy_offline")
+        await settle(pilot)
+        assert not start_button(screen).disabled
+        assert [t.name for t in screen.build_config().tasks] == ["arc_easy_offline"]
+
+
+async def test_per_task_overrides_reach_the_config() -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        screen.query_one("#override-task", Select).value = "openbookqa_offline"
+        await settle(pilot)
+        await set_value(pilot, screen, "override-limit", "7")
+        await set_value(pilot, screen, "override-fewshot", "2")
+        await set_value(pilot, screen, "override-metric", "acc")
+        assert "openbookqa_offline: metric=acc, num_fewshot=2, limit=7" in text_of(
+            screen, "#overrides"
+        )
+        await set_value(pilot, screen, "override-limit", "0")
+        assert start_button(screen).disabled
+        assert "openbookqa_offline.limit" in text_of(screen, "#form-error")
+        await set_value(pilot, screen, "override-limit", "7")
+        config = screen.build_config()
+        assert config.tasks[1] == TaskSpec("openbookqa_offline", "acc", 2, 7)
+        assert config.tasks[0] == TaskSpec("hellaswag_offline")
+        # Switching the row to another task shows that task's (empty) overrides.
+        screen.query_one("#override-task", Select).value = "hellaswag_offline"
+        await settle(pilot)
+        assert screen.query_one("#override-limit", Input).value == ""
+
+
+async def test_hf_cache_models_are_listed_and_selectable(
+    tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache scan itself is modelinfo's to test; here its answer must fill the model field."""
+    info = modelinfo.inspect_model(str(tiny_llama))
+    info.name = str(tiny_llama)
+    monkeypatch.setattr(modelinfo, "scan_hf_cache", lambda: [info])
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        options = screen.query_one("#cache-models")
+        options.focus()
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        assert screen.query_one("#model", Input).value == str(tiny_llama)
+        assert "6 layers" in text_of(screen, "#model-info")
+
+
+# ---- cost preview ---------------------------------------------------------------------------------
+def test_estimate_uses_median_seconds_per_item_of_similar_runs() -> None:
+    config = RunConfig(population=8, generations=3, limit=20).validate()
+    assert items_per_evaluation(config) == 40
+    samples = [
+        TimingSample(frozenset({"hellaswag_offline"}), 0.05),
+        TimingSample(frozenset({"hellaswag_offline", "openbookqa_offline"}), 0.10),
+        TimingSample(frozenset({"hellaswag_offline"}), 0.20),
+        TimingSample(frozenset({"piqa_offline"}), 9.0),  # no task in common: ignored
+    ]
+    est = estimate_cost(config, samples)
+    assert est.max_evaluations == 32
+    assert est.samples == 3
+    assert est.seconds == pytest.approx(32 * 40 * 0.10)
+    assert estimate_cost(config, samples[3:]).seconds is None
+    unlimited = dataclasses.replace(config, limit=None)
+    assert estimate_cost(unlimited, samples).seconds is None
+
+
+def test_measure_timings_reads_computed_evaluations_only() -> None:
+    store = fake_store(limit=20)
+    engine = populate(store)
+    evaluations = store.evaluations()
+    computed = [e for e in evaluations if not e.from_memo and e.fidelity == "full"]
+    assert 0 < len(computed) < len(evaluations)  # the fake has memo hits too
+    samples = measure_timings("demo")
+    assert len(samples) == len(computed)
+    assert [s.seconds_per_item for s in samples] == pytest.approx(
+        [e.seconds / 40 for e in computed]
+    )
+    assert samples[0].tasks == frozenset(t.name for t in engine.store.config().tasks)
+    assert measure_timings("another-model") == []
+
+
+async def test_cost_preview_shows_max_evaluations_and_measured_estimate() -> None:
+    store = fake_store(limit=20)  # the demo model, 2 tasks x 20 items
+    populate(store)
+    median = statistics.median(
+        e.seconds for e in store.evaluations() if not e.from_memo and e.fidelity == "full"
+    )
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        cost = text_of(screen, "#cost")
+        assert "at most 32 evaluations" in cost
+        assert f"estimated ≤ {format_duration(32 * median)}" in cost
+        assert "estimate from" in cost
+        await set_value(pilot, screen, "generations", "9")
+        assert "at most 80 evaluations" in text_of(screen, "#cost")
+        await set_value(pilot, screen, "model", "demo ")  # same model: same measurement
+        assert f"estimated ≤ {format_duration(80 * median)}" in text_of(screen, "#cost")
+
+
+async def test_cost_preview_without_measurement_says_so() -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        cost = text_of(setup_of(app), "#cost")
+        assert "at most 32 evaluations" in cost
+        assert "no measurement yet" in cost
+
+
+# ---- save / load ---------------------------------------------------------------------------------
+async def test_save_and_load_round_trip_the_form(tmp_path: Path, tiny_llama: Path) -> None:
+    path = tmp_path / "my-run.toml"
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        edits = {
+            "model": str(tiny_llama),
+            "prune": "2",
+            "protect": "1",
+            "population": "6",
+            "generations": "2",
+            "cxpb": "0.7",
+            "mutpb": "0.3",
+            "tournament": "3",
+            "seed": "42",
+            "limit": "30",
+            "num-fewshot": "1",
+            "metric": "acc",
+            "device": "cpu",
+            "extra-tasks": "lambada_openai",
+        }
+        for ident, value in edits.items():
+            screen.query_one(f"#{ident}", Input).value = value
+        screen.query_one("#tasks", SelectionList).select("piqa_offline")
+        screen.query_one("#dtype", Select).value = "float32"
+        screen.query_one("#fitness", Select).value = "mean"
+        await settle(pilot)
+        screen.query_one("#override-task", Select).value = "piqa_offline"
+        await settle(pilot)
+        await set_value(pilot, screen, "override-limit", "5")
+        saved = screen.build_config()
+        screen.query_one("#config-path", Input).value = str(path)
+        await pilot.press("f2")
+        await settle(pilot)
+    assert path.is_file()
+    assert RunConfig.load(path).to_dict() == saved.to_dict()
+
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        screen.query_one("#config-path", Input).value = str(path)
+        await pilot.press("f3")
+        await settle(pilot)
+        loaded = screen.build_config()
+        assert loaded.to_dict() == saved.to_dict()
+        assert loaded.tasks == [
+            TaskSpec("hellaswag_offline"),
+            TaskSpec("openbookqa_offline"),
+            TaskSpec("piqa_offline", limit=5),
+            TaskSpec("lambada_openai"),
+        ]
+        assert not start_button(screen).disabled
+
+
+async def test_load_of_a_bad_file_reports_and_keeps_the_form(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("population = 'many'\nmystery = 1\n")
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        before = screen.build_config().to_dict()
+        screen.query_one("#config-path", Input).value = str(bad)
+        await pilot.press("f3")
+        await settle(pilot)
+        assert any("unknown key 'mystery'" in n.message for n in app._notifications)
+        assert screen.build_config().to_dict() == before
+        screen.query_one("#config-path", Input).value = str(tmp_path / "missing.toml")
+        await pilot.press("f3")
+        await settle(pilot)
+        assert any("does not exist" in n.message for n in app._notifications)
+
+
+# ---- start -----------------------------------------------------------------------------------------
+class FakeProc:
+    """Stands in for the engine's Popen: alive until ``returncode`` is set."""
+
+    pid = 0
+
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+@pytest.fixture
+def launches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[RunStore, FakeProc]]:
+    """Replace the engine spawn (see the module docstring) with a real store and a fake process."""
+    started: list[tuple[RunStore, FakeProc]] = []
+
+    def start_run(config: RunConfig) -> tuple[RunStore, FakeProc]:
+        config.validate()
+        store = RunStore.create(config)
+        started.append((store, FakeProc()))
+        return started[-1]
+
+    monkeypatch.setattr(launch, "start_run", start_run)
+    return started
+
+
+async def test_start_opens_the_run_screen_once_the_engine_runs(launches: list) -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        await pilot.press("f5")
+        await pilot.pause()
+        assert len(launches) == 1
+        store, _ = launches[0]
+        assert store.config().to_dict() == screen.build_config().to_dict()
+        assert start_button(screen).disabled
+        assert f"Starting run {store.id}" in text_of(screen, "#form-error")
+        await pilot.press("f5")  # a second press while starting starts nothing
+        await pilot.pause()
+        assert len(launches) == 1
+        store.set_state(RUNNING)
+        await pilot.pause(0.6)
+        assert app.screen.id == "run"
+
+
+async def test_invalid_setup_reported_by_the_engine_comes_back_to_the_form(
+    launches: list,
+) -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        await pilot.click("#start")
+        await pilot.pause()
+        store, _ = launches[0]
+        store.set_state(INVALID, error="task 'mutual' needs its dataset, which is not offline")
+        await pilot.pause(0.6)
+        assert app.screen is screen
+        assert "Not started: task 'mutual' needs its dataset" in text_of(screen, "#form-error")
+        assert not store.path.exists()  # discarded
+        assert not start_button(screen).disabled
+
+
+async def test_engine_that_dies_before_starting_is_reported(launches: list) -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        await pilot.press("f5")
+        await pilot.pause()
+        store, proc = launches[0]
+        store.log_path.write_text("Traceback...\nModuleNotFoundError: No module named 'torch'\n")
+        proc.returncode = 1
+        await pilot.pause(0.6)
+        error = text_of(screen, "#form-error")
+        assert "exited before starting" in error
+        assert "No module named 'torch'" in error
+
+
+# ---- keys ----------------------------------------------------------------------------------------
+async def test_keys_history_help_and_quit() -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.screen.query_one("#model", Input).has_focus
+        await pilot.press("f1")
+        await pilot.pause()
+        assert app.screen.query("HelpPanel")
+        await pilot.press("f1")
+        await pilot.pause()
+        assert not app.screen.query("HelpPanel")
+        await pilot.press("f4")
+        await pilot.pause()
+        assert app.screen.id == "history"
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen.id == "setup"
+        app.screen.query_one("#tasks").focus()
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert app.screen.query("HelpPanel")
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_q_types_into_a_field_instead_of_quitting() -> None:
+    app = GapruneApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = setup_of(app)
+        screen.query_one("#metric", Input).focus()
+        await pilot.press("q")
+        await pilot.pause()
+        assert app.is_running
+        assert screen.query_one("#metric", Input).value == "q"
