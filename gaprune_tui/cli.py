@@ -155,6 +155,7 @@ def follow(store: RunStore, proc: Any) -> int:
     console = Console(stderr=True)
     last = 0
     total = None
+    population = 0
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -174,6 +175,7 @@ def follow(store: RunStore, proc: Any) -> int:
                     p = event.payload
                     if event.kind == "run_started":
                         total = p["max_evaluations"]
+                        population = p["population"]
                         task_id = progress.add_task("evaluations", total=total, status="")
                         console.print(
                             f"[dim]run {store.id}: {p['model']}, {p['n_layers']} layers, drop "
@@ -189,6 +191,8 @@ def follow(store: RunStore, proc: Any) -> int:
                         if p["fidelity"] == "full" or p["fidelity"] == "invalid":
                             progress.advance(task_id)
                     elif event.kind == "generation_finished":
+                        if task_id is not None:  # repeats within a generation were scored once
+                            progress.update(task_id, completed=(p["gen"] + 1) * population)
                         console.print(
                             f"gen {p['gen']:>3}  new {p['evaluated']:>3}  memo {p['from_memo']:>3}  "
                             f"max {p['max']:.4f}  mean {p['mean']:.4f}  best drop {p['best_dropped']}"
@@ -267,9 +271,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     precheck(config)
     store, proc = start_run(config)
+    print(f"run {store.id}: loading model and tasks…", file=sys.stderr)
+    wait_started(store, proc)
     if args.detach:
-        print(f"starting run {store.id} (loading model and tasks)…", file=sys.stderr)
-        wait_started(store, proc)
         print(store.id)
         return 0
     return _foreground(store, proc, args.json)
@@ -277,10 +281,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _foreground(store: RunStore, proc: Any, as_json: bool) -> int:
     code = follow(store, proc)
-    if store.state == INVALID:
-        error = store.meta().get("error", "the engine rejected the run")
-        store.discard()
-        raise GapruneError(error)
     if code == 130:
         return code
     return print_result(store, as_json)
@@ -315,8 +315,9 @@ def cmd_runs(_: argparse.Namespace) -> int:
         print("no runs yet: start one with `gaprune-tui run` or `gaprune-tui`")
         return 0
     table = Table()
-    for col in ("run", "state", "model", "best fitness", "best dropped", "started"):
-        table.add_column(col)
+    table.add_column("run", no_wrap=True, min_width=len(runs[0].id))
+    for col in ("state", "model", "best fitness", "best dropped", "started"):
+        table.add_column(col, overflow="fold")
     for r in runs:
         table.add_row(
             r.id,
