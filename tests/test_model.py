@@ -8,22 +8,34 @@ fp32 on CPU runs the same kernels in the same order, so the logits must agree ex
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
 import torch
+from huggingface_hub import constants as hf_constants
 from tiny_models import FAMILIES, build_tiny
 
+from gaprune_tui.engine import model as model_module
 from gaprune_tui.engine.model import (
     LoadedModel,
+    convert_gguf,
+    embedded_model_dir,
     fingerprint_folder,
     load_model,
 )
 from gaprune_tui.errors import ModelError
+from gaprune_tui.modelinfo import embedded_gguf_path
+from gaprune_tui.paths import cache_dir
 
 torch.set_num_threads(2)
 
@@ -216,3 +228,382 @@ def test_dtype_and_device_choices(tiny_dirs: dict[str, Path]) -> None:
     else:
         with pytest.raises(ModelError, match="CUDA is not available.*--device cpu"):
             load_model(str(tiny_dirs["gpt2"]), device="cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# GGUF: a tiny Llama written the way llama.cpp writes it (Q/K rows permuted for its RoPE layout)
+
+_GGUF_NAMES = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+
+def _llama_cpp_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
+    rows = weight.shape[0]
+    return (
+        weight.reshape(n_head, 2, rows // n_head // 2, *weight.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weight.shape)
+    )
+
+
+def write_tiny_gguf(model: torch.nn.Module, tokenizer_dir: Path, path: Path) -> Path:
+    """Write a tiny LlamaForCausalLM and its byte-level BPE tokenizer as an F32 GGUF file."""
+    config = model.config
+    spec = json.loads((tokenizer_dir / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    special = {t["content"] for t in spec["added_tokens"] if t.get("special")}
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_merges(merges)
+    writer.add_token_types([3 if t in special else 1 for t in tokens])
+    writer.add_bos_token_id(config.bos_token_id)
+    writer.add_eos_token_id(config.eos_token_id)
+    writer.add_pad_token_id(config.pad_token_id)
+    for key, value in model.state_dict().items():
+        array = value.detach().to(torch.float32).numpy()
+        if key == "model.embed_tokens.weight":
+            name = "token_embd.weight"
+        elif key == "model.norm.weight":
+            name = "output_norm.weight"
+        elif key == "lm_head.weight":
+            name = "output.weight"
+        else:
+            _, _, layer, *sub, leaf = key.split(".")
+            part = ".".join(sub)
+            name = f"blk.{layer}.{_GGUF_NAMES[part]}.{leaf}"
+            if part == "self_attn.q_proj":
+                array = _llama_cpp_permute(array, config.num_attention_heads)
+            elif part == "self_attn.k_proj":
+                array = _llama_cpp_permute(array, config.num_key_value_heads)
+        writer.add_tensor(name, np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+@pytest.fixture
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache dir of this test's own, so conversions really happen here."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GAPRUNE_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(loaded: dict[str, LoadedModel], tiny_dirs: dict[str, Path], tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gguf") / "tiny-llama.gguf"
+    return write_tiny_gguf(loaded["llama"].model, tiny_dirs["llama"], path)
+
+
+def test_load_gguf_converts_once_and_matches_the_original(
+    tiny_gguf: Path, loaded: dict[str, LoadedModel], private_cache: Path, monkeypatch
+) -> None:
+    original = loaded["llama"]
+    models = private_cache / "models"
+    models.mkdir(parents=True)
+    sha = model_module._sha256(tiny_gguf)
+    # Leftovers of a killed conversion: a temp folder and a target without the origin file.
+    stale_tmp = models / f".tmp-tiny-llama-{sha[:12]}-killed"
+    stale_tmp.mkdir()
+    half = models / f"tiny-llama-{sha[:12]}"
+    half.mkdir()
+    (half / "config.json").write_text("{}")
+
+    lm = load_model(str(tiny_gguf))
+    assert lm.source == half  # rebuilt in place of the half folder
+    assert not stale_tmp.exists()
+    assert not list(models.glob(".tmp-*"))
+    origin = json.loads((lm.source / model_module.ORIGIN_FILE).read_text())
+    assert origin["gguf_sha256"] == sha
+    assert origin["gguf_path"] == str(tiny_gguf.resolve())
+    assert "quantization_config" not in json.loads((lm.source / "config.json").read_text())
+    assert (lm.name, lm.family, lm.n_layers) == ("tiny-llama", "llama", 6)
+    text = "The quick brown fox jumps over the lazy dog."
+    assert lm.tokenizer(text)["input_ids"] == original.tokenizer(text)["input_ids"]
+    ids, mask = _inputs(lm.model.config.vocab_size)
+    got = _logits(lm.model, ids, mask, use_cache=False)
+    assert torch.equal(got, _logits(original.model, ids, mask, use_cache=False))
+
+    # A second load reads the cache folder and never converts again.
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(model_module, "_convert_into", no_conversion)
+    again = load_model(str(tiny_gguf))
+    assert again.source == lm.source
+    assert again.fingerprint == lm.fingerprint
+
+
+def test_interrupted_conversion_leaves_nothing(tiny_gguf: Path, private_cache: Path, monkeypatch):
+    real = model_module._convert_into
+
+    def killed(gguf_path: Path, out: Path, sha: str) -> None:
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_module, "_convert_into", killed)
+    with pytest.raises(KeyboardInterrupt):
+        convert_gguf(tiny_gguf)
+    assert [
+        p.name for p in (private_cache / "models").iterdir() if not p.name.endswith(".lock")
+    ] == ["gguf-sha256.json"]
+    # Two concurrent conversions: one does the work, the other waits and reuses its folder.
+    calls: list[Path] = []
+
+    def counted(gguf_path: Path, out: Path, sha: str) -> None:
+        calls.append(out)
+        real(gguf_path, out, sha)
+
+    monkeypatch.setattr(model_module, "_convert_into", counted)
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: convert_gguf(tiny_gguf), range(2)))
+    assert folders[0] == folders[1]
+    assert len(calls) == 1
+    assert (folders[0] / "model.safetensors").is_file()
+
+
+def test_unreadable_gguf_files(tmp_path: Path, private_cache: Path) -> None:
+    garbage = tmp_path / "broken.gguf"
+    garbage.write_bytes(b"not a gguf at all" * 10)
+    with pytest.raises(ModelError, match=r"is not a GGUF file.*llama\.cpp"):
+        load_model(str(garbage))
+    odd = tmp_path / "odd.gguf"
+    writer = gguf.GGUFWriter(str(odd), "nosucharch")
+    writer.add_block_count(2)
+    writer.add_tensor("blk.0.x.weight", np.zeros((4, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(ModelError, match="transformers cannot read odd.gguf.*nosucharch") as err:
+        load_model(str(odd))
+    assert "\n" not in str(err.value)
+    assert not list((private_cache / "models").glob("odd-*"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Hub ids from the local Hugging Face cache
+
+
+def put_in_hub_cache(src: Path, repo_id: str) -> Path:
+    """Lay ``src`` out as huggingface_hub does: blobs, a snapshot of symlinks, refs/main."""
+    repo = Path(hf_constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for file in sorted(src.iterdir()):
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_load_hub_id_from_local_cache(tiny_dirs: dict[str, Path], loaded: dict[str, LoadedModel]):
+    snapshot = put_in_hub_cache(tiny_dirs["qwen3"], "tiny-org/tiny-qwen3-load")
+    lm = load_model("tiny-org/tiny-qwen3-load")
+    assert lm.source == snapshot
+    assert lm.name == "tiny-org/tiny-qwen3-load"
+    assert (lm.family, lm.n_layers) == ("qwen3", 6)
+    ids, mask = _inputs(lm.model.config.vocab_size)
+    base = loaded["qwen3"].model
+    assert torch.equal(_logits(lm.model, ids, mask, False), _logits(base, ids, mask, False))
+    # Content-addressed: the blob names identify the weights, wherever the snapshot lives.
+    assert lm.fingerprint == load_model("tiny-org/tiny-qwen3-load").fingerprint
+
+
+def test_hub_id_absent_from_cache() -> None:
+    with pytest.raises(ModelError, match="not in the local Hugging Face cache.*hf download") as err:
+        load_model("nobody-here/absent-model")
+    assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: each one a ModelError with one line that names the problem and the fix
+
+
+def test_bad_model_specs(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    cases = {
+        str(tmp_path / "no-such-model"): "does not exist: check the path",
+        str(tmp_path): "not a model folder \\(no config.json\\)",
+        str(tiny_dirs["llama"] / "config.json"): "is a file, not a model",
+    }
+    broken = tmp_path / "broken-config"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    cases[str(broken)] = "cannot read .*config.json"
+    masked = tmp_path / "masked-lm"
+    masked.mkdir()
+    (masked / "config.json").write_text(
+        json.dumps({"model_type": "bert", "architectures": ["BertForMaskedLM"]})
+    )
+    cases[str(masked)] = "not a causal language model \\(architectures: BertForMaskedLM\\)"
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(tiny_dirs["gpt2"], no_weights)
+    (no_weights / "model.safetensors").unlink()
+    cases[str(no_weights)] = "cannot load the model in"
+    for spec, pattern in cases.items():
+        with pytest.raises(ModelError, match=pattern) as err:
+            load_model(spec)
+        assert "\n" not in str(err.value), spec
+
+
+def test_causal_lm_without_a_decoder_layer_list(tiny_dirs: dict[str, Path], tmp_path: Path):
+    from transformers import BertConfig, BertLMHeadModel
+
+    folder = tmp_path / "bert-decoder"
+    config = BertConfig(
+        vocab_size=320,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        is_decoder=True,
+    )
+    BertLMHeadModel(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_dirs["llama"] / name, folder / name)
+    with pytest.raises(ModelError, match="no decoder-layer list found in BertLMHeadModel"):
+        load_model(str(folder))
+
+
+_REMOTE_CONFIG = """
+from transformers import LlamaConfig
+
+
+class TinyRemoteConfig(LlamaConfig):
+    model_type = "tiny_remote"
+"""
+_REMOTE_MODEL = """
+from transformers import LlamaForCausalLM
+
+from .configuration_tiny_remote import TinyRemoteConfig
+
+
+class TinyRemoteForCausalLM(LlamaForCausalLM):
+    config_class = TinyRemoteConfig
+"""
+
+
+def test_remote_code_needs_consent(tiny_dirs: dict[str, Path], tmp_path: Path, loaded) -> None:
+    folder = tmp_path / "tiny-remote"
+    shutil.copytree(tiny_dirs["llama"], folder)
+    (folder / "configuration_tiny_remote.py").write_text(_REMOTE_CONFIG)
+    (folder / "modeling_tiny_remote.py").write_text(_REMOTE_MODEL)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(
+        model_type="tiny_remote",
+        architectures=["TinyRemoteForCausalLM"],
+        auto_map={
+            "AutoConfig": "configuration_tiny_remote.TinyRemoteConfig",
+            "AutoModelForCausalLM": "modeling_tiny_remote.TinyRemoteForCausalLM",
+        },
+    )
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="needs its own Python code.*--trust-remote-code"):
+        load_model(str(folder))
+    lm = load_model(str(folder), trust_remote_code=True)
+    assert type(lm.model).__name__ == "TinyRemoteForCausalLM"
+    assert (lm.family, lm.layer_path, lm.n_layers) == ("tiny_remote", "model.layers", 6)
+    ids, mask = _inputs(lm.model.config.vocab_size)
+    base = loaded["llama"].model
+    assert torch.equal(_logits(lm.model, ids, mask, False), _logits(base, ids, mask, False))
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded SmolLM2-135M-Instruct (converted once into the shared test cache)
+
+
+@pytest.fixture(scope="module")
+def demo() -> LoadedModel:
+    return load_model("demo")
+
+
+@pytest.mark.slow
+def test_embedded_demo_model(demo: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert type(demo.model).__name__ == "LlamaForCausalLM"
+    assert (demo.n_layers, demo.family, demo.layer_path) == (30, "llama", "model.layers")
+    assert demo.name == "SmolLM2-135M-Instruct"
+    assert demo.source == embedded_model_dir()
+    assert demo.source.parent == cache_dir() / "models"
+    assert demo.source.name.startswith("smollm2-135m-instruct-")
+    assert (demo.source / "model.safetensors").is_file()
+    origin = json.loads((demo.source / model_module.ORIGIN_FILE).read_text())
+    assert Path(origin["gguf_path"]).name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert demo.source.name.endswith(origin["gguf_sha256"][:12])
+    n_params = sum(p.numel() for p in demo.model.parameters())
+    assert 130e6 < n_params < 140e6
+    # The tokenizer round-trips text and keeps the chat template.
+    ids = demo.tokenizer("The capital of France is")["input_ids"]
+    assert demo.tokenizer.decode(ids) == "The capital of France is"
+    prompt = demo.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True
+    )
+    assert "<|im_start|>user\nHi<|im_end|>" in prompt
+    # It is a working language model: greedy decoding continues a factual prompt sensibly.
+    with torch.no_grad():
+        out = demo.model.generate(
+            **demo.tokenizer("The capital of France is", return_tensors="pt"),
+            max_new_tokens=3,
+            do_sample=False,
+        )
+    assert "Paris" in demo.tokenizer.decode(out[0])
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(model_module, "_convert_into", no_conversion)
+    again = load_model("demo")
+    assert again.source == demo.source
+    assert again.fingerprint == demo.fingerprint
+    # The embedded GGUF passed as a path reuses the same converted folder.
+    assert load_model(origin["gguf_path"]).source == demo.source
+
+
+@pytest.mark.slow
+def test_converted_demo_equals_the_gguf_loaded_model(demo: LoadedModel) -> None:
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    gguf_path = embedded_gguf_path()
+    direct = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent,
+        gguf_file=gguf_path.name,
+        dtype=torch.float32,
+        quantization_config=GgufConfig(gguf_file=gguf_path.name, dequantize=True),
+    ).eval()
+    batch = demo.tokenizer(
+        ["The capital of France is", "A man is sitting on a roof. He"],
+        return_tensors="pt",
+        padding=True,
+    )
+    with torch.no_grad():
+        expected = direct(**batch).logits
+        got = demo.model(**batch).logits
+    assert torch.equal(got, expected)
