@@ -67,7 +67,9 @@ BUNDLED_TASKS: dict[str, BundledTask] = {
     )
 }
 
-_TASK_LINE = re.compile(r"^(?:task|group):\s*['\"]?([A-Za-z0-9_.\-:]+)['\"]?\s*(?:#.*)?$", re.M)
+_TASK_LINE = re.compile(
+    r"""^['"]?(?:task|group)['"]?:[ \t]*['"]?([^\s'"#\[\]{}]+)['"]?[ \t]*(?:#.*)?$""", re.M
+)
 
 
 def bundled_tasks_dir() -> Path:

