@@ -1,0 +1,201 @@
+"""The History screen: every search in the run store, finished, stopped, crashed or running.
+
+From here a user opens a finished run's results, attaches to a running one (the engine does not
+care who watches), resumes a stopped or crashed one, or deletes an ended one. The table is re-read
+from the store every few seconds, so a run started from another terminal shows up on its own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from gaprune_tui import launch
+from gaprune_tui.errors import GapruneError
+from gaprune_tui.store import FAILED, FINISHED, STOPPED, RunStore, RunSummary, list_runs
+
+REFRESH_SECONDS = 2.0
+# Runs whose results are worth opening as such; others (running, crashed) open on the Run screen.
+RESULT_STATES = (FINISHED, STOPPED)
+RESUMABLE = (STOPPED, FAILED, "crashed")
+DELETABLE = (FINISHED, STOPPED, FAILED, "crashed")
+_STATE_STYLE = {
+    "running": "bold green",
+    "paused": "yellow",
+    "created": "yellow",
+    "crashed": "bold red",
+    "failed": "red",
+    "stopped": "magenta",
+    "finished": "",
+}
+
+
+class HistoryScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open", "Open", show=False),
+        Binding("o", "open", "Open/attach"),
+        Binding("r", "resume", "Resume"),
+        Binding("d", "delete", "Delete"),
+        Binding("n", "new", "New search"),
+        Binding("f5", "refresh", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="history")
+        self.runs: list[RunSummary] = []
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False)
+        yield Static("", id="history-status")
+        table: DataTable[str | Text] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        for label, key in (
+            ("run", "id"),
+            ("state", "state"),
+            ("model", "model"),
+            ("best fitness", "best"),
+            ("started", "started"),
+            ("evaluations", "evaluations"),
+        ):
+            table.add_column(label, key=key)
+        self.refresh_runs()
+        self.set_interval(REFRESH_SECONDS, self.refresh_runs)
+        table.focus()
+
+    # ---- data ------------------------------------------------------------------------------------
+    def _evaluation_count(self, run: RunSummary) -> int:
+        """Rows in the run's evaluations table; cached for runs that no longer change."""
+        key = (run.id, run.state)
+        if key in self._counts:
+            return self._counts[key]
+        try:
+            store = RunStore(run.path)
+            try:
+                count = len(store.evaluations())
+            finally:
+                store.close()
+        except sqlite3.Error:
+            return 0
+        if run.state in DELETABLE:
+            self._counts[key] = count
+        return count
+
+    def refresh_runs(self) -> None:
+        """Re-read the store and redraw the table, keeping the cursor on the same run."""
+        table = self.query_one("#runs", DataTable)
+        selected = self.selected_run()
+        self.runs = list_runs()
+        deterministic = getattr(self.app, "deterministic", False)
+        table.clear()
+        for run in self.runs:
+            best = "—" if run.best_fitness is None else f"{run.best_fitness:.4f}"
+            started = (
+                "—"
+                if deterministic or not run.started
+                else time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started))
+            )
+            table.add_row(
+                run.id,
+                Text(run.state, style=_STATE_STYLE.get(run.state, "")),
+                run.model,
+                best,
+                started,
+                str(self._evaluation_count(run)),
+                key=run.id,
+            )
+        if selected is not None:
+            ids = [r.id for r in self.runs]
+            if selected.id in ids:
+                table.move_cursor(row=ids.index(selected.id))
+        status = self.query_one("#history-status", Static)
+        if not self.runs:
+            status.update("No searches yet: press n to set one up.")
+        else:
+            status.update(
+                f"{len(self.runs)} searches. o/enter: open results or attach · "
+                "r: resume a stopped or crashed run · d: delete an ended run"
+            )
+
+    def selected_run(self) -> RunSummary | None:
+        table = self.query_one("#runs", DataTable)
+        if not self.runs or table.row_count == 0:
+            return None
+        row = table.cursor_row
+        return self.runs[row] if 0 <= row < len(self.runs) else None
+
+    # ---- actions -----------------------------------------------------------------------------------
+    @on(DataTable.RowSelected, "#runs")
+    def _row_selected(self) -> None:
+        self.action_open()
+
+    def action_refresh(self) -> None:
+        self.refresh_runs()
+
+    def action_new(self) -> None:
+        self.app.open_setup()  # type: ignore[attr-defined]
+
+    def action_open(self) -> None:
+        """Results for an ended run, the live Run screen for an active or crashed one."""
+        run = self.selected_run()
+        if run is None:
+            return
+        store = RunStore(run.path)
+        if run.state in RESULT_STATES:
+            self.app.open_results(store)  # type: ignore[attr-defined]
+        else:
+            self.app.open_run(store)  # type: ignore[attr-defined]
+
+    def action_resume(self) -> None:
+        run = self.selected_run()
+        if run is None:
+            return
+        if run.state not in RESUMABLE:
+            self.notify(
+                f"run {run.id} is {run.state}: only stopped, failed or crashed runs resume",
+                severity="warning",
+            )
+            return
+        store = RunStore(run.path)
+        try:
+            launch.resume_run(store)
+        except (GapruneError, OSError) as exc:
+            self.notify(f"cannot resume {run.id}: {exc}", severity="error")
+            return
+        self.notify(f"resuming {run.id}")
+        self.app.open_run(store)  # type: ignore[attr-defined]
+
+    def action_delete(self) -> None:
+        from gaprune_tui.widgets.dialogs import ConfirmDialog
+
+        run = self.selected_run()
+        if run is None:
+            return
+        if run.state not in DELETABLE or run.alive:
+            self.notify(
+                f"run {run.id} is {run.state}: stop it before deleting it", severity="warning"
+            )
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                shutil.rmtree(run.path, ignore_errors=True)
+                self.notify(f"deleted {run.id}")
+                self.refresh_runs()
+
+        self.app.push_screen(
+            ConfirmDialog(f"Delete run {run.id} ({run.state}) and its files?"), answered
+        )

@@ -1,0 +1,241 @@
+"""The History screen on a real run store filled by tests/fake_engine (finished, running, crashed,
+stopped and failed runs), driven with Pilot through every key."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fake_engine import FakeEngine, fake_store, populate
+from textual.widgets import DataTable, Static
+
+from gaprune_tui import launch
+from gaprune_tui.app import GapruneApp
+from gaprune_tui.screens.history import HistoryScreen
+from gaprune_tui.store import STOPPED, RunStore, list_runs
+
+pytestmark = pytest.mark.anyio
+SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+
+
+@pytest.fixture
+def runs() -> dict[str, RunStore]:
+    """One run per state the screen treats differently; ids sort in this order, newest first."""
+    finished = fake_store(run_id="20260101-000001-aaaa")
+    populate(finished)
+    running = fake_store(run_id="20260101-000002-bbbb")
+    populate(running, finished=False)  # pid = this test process: alive
+    crashed = fake_store(run_id="20260101-000003-cccc")
+    engine = FakeEngine(crashed)
+    engine.run(max_steps=12)
+    engine.crash()
+    stopped = fake_store(run_id="20260101-000004-dddd")
+    populate(stopped, generations=1)
+    stopped.set_state(STOPPED)
+    failed = fake_store(run_id="20260101-000005-eeee")
+    engine = FakeEngine(failed)
+    engine.run(max_steps=5)
+    engine.fail()
+    return {
+        "finished": finished,
+        "running": running,
+        "crashed": crashed,
+        "stopped": stopped,
+        "failed": failed,
+    }
+
+
+def history_of(app: GapruneApp) -> HistoryScreen:
+    screen = app.screen
+    assert isinstance(screen, HistoryScreen)
+    assert screen.id == "history"
+    return screen
+
+
+def rows(screen: HistoryScreen) -> list[list[str]]:
+    table = screen.query_one("#runs", DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def select(pilot: Any, screen: HistoryScreen, run_id: str) -> None:
+    ids = [r.id for r in screen.runs]
+    table = screen.query_one("#runs", DataTable)
+    table.focus()
+    table.move_cursor(row=ids.index(run_id))
+    await pilot.pause()
+
+
+async def test_lists_runs_with_state_model_best_and_evaluations(runs: dict) -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = history_of(app)
+        table = rows(screen)
+        by_id = {row[0]: row for row in table}
+        assert [row[0] for row in table] == [r.id for r in list_runs()]
+        assert len(table) == 5
+        for name, store in runs.items():
+            row = by_id[store.id]
+            assert row[1] == name
+            assert row[2] == "demo"
+            assert row[5] == str(len(store.evaluations()))
+        best = runs["finished"].meta()["best_fitness"]
+        assert by_id[runs["finished"].id][3] == f"{best:.4f}"
+        assert "5 searches" in str(screen.query_one("#history-status", Static).render())
+
+
+async def test_empty_history_says_how_to_start() -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = history_of(app)
+        assert rows(screen) == []
+        assert "press n" in str(screen.query_one("#history-status", Static).render())
+        await pilot.press("o", "r", "d")  # nothing selected: nothing happens
+        await pilot.pause()
+        assert app.screen is screen
+
+
+async def test_new_runs_appear_on_refresh_and_cursor_stays(runs: dict) -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = history_of(app)
+        await select(pilot, screen, runs["crashed"].id)
+        newer = fake_store(run_id="20260101-000009-ffff")
+        populate(newer)
+        await pilot.press("f5")
+        await pilot.pause()
+        assert rows(screen)[0][0] == newer.id
+        assert screen.selected_run().id == runs["crashed"].id  # type: ignore[union-attr]
+        another = fake_store(run_id="20260101-000010-abcd")
+        await pilot.pause(2.5)  # the interval refresh picks it up without a key
+        assert rows(screen)[0][0] == another.id
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "screen_id"),
+    [
+        ("finished", "enter", "results"),
+        ("stopped", "o", "results"),
+        ("running", "o", "run"),
+        ("crashed", "enter", "run"),
+    ],
+)
+async def test_open_shows_results_or_attaches(
+    runs: dict, name: str, key: str, screen_id: str
+) -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await select(pilot, history_of(app), runs[name].id)
+        await pilot.press(key)
+        await pilot.pause()
+        assert app.screen.id == screen_id
+        assert app.screen.store.id == runs[name].id  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def resumes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record resume requests instead of spawning the engine: a real engine start (model load,
+    lm-eval) is the end-to-end test's job; here the screen's decision and hand-off are tested."""
+    calls: list[str] = []
+
+    def resume_run(store: RunStore) -> None:
+        calls.append(store.id)
+
+    monkeypatch.setattr(launch, "resume_run", resume_run)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["stopped", "crashed", "failed"])
+async def test_resume_spawns_for_ended_runs_and_attaches(
+    runs: dict, resumes: list[str], name: str
+) -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await select(pilot, history_of(app), runs[name].id)
+        await pilot.press("r")
+        await pilot.pause()
+        assert resumes == [runs[name].id]
+        assert app.screen.id == "run"
+
+
+@pytest.mark.parametrize("name", ["running", "finished"])
+async def test_resume_refuses_running_and_finished_runs(
+    runs: dict, resumes: list[str], name: str
+) -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = history_of(app)
+        await select(pilot, screen, runs[name].id)
+        await pilot.press("r")
+        await pilot.pause()
+        assert resumes == []
+        assert app.screen is screen
+        assert any("only stopped, failed or crashed" in n.message for n in app._notifications)
+
+
+async def test_delete_asks_and_removes_only_on_yes(runs: dict) -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = history_of(app)
+        target = runs["finished"]
+        await select(pilot, screen, target.id)
+        await pilot.press("d")
+        await pilot.pause()
+        assert app.screen.id == "confirm"
+        await pilot.press("n")
+        await pilot.pause()
+        assert target.path.is_dir()
+        await pilot.press("d")
+        await pilot.pause()
+        await pilot.press("y")
+        await pilot.pause()
+        assert not target.path.exists()
+        assert target.id not in [row[0] for row in rows(screen)]
+
+
+async def test_delete_refuses_a_running_run(runs: dict) -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = history_of(app)
+        await select(pilot, screen, runs["running"].id)
+        await pilot.press("d")
+        await pilot.pause()
+        assert app.screen is screen
+        assert runs["running"].path.is_dir()
+
+
+async def test_n_opens_setup_and_f4_comes_back(runs: dict) -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = history_of(app)
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen.id == "setup"
+        await pilot.press("f4")
+        await pilot.pause()
+        assert app.screen is screen
+        await pilot.press("q")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_attach_initial_screen_follows_the_run_state(runs: dict) -> None:
+    """``gaprune-tui attach RUN``: the Run screen for a live run, Results for a finished one."""
+    for name, expected in (("running", "run"), ("finished", "results")):
+        app = GapruneApp(initial="run", run=str(runs[name].path))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            assert app.screen.id == expected
