@@ -1,0 +1,48 @@
+"""Snapshots of the shell's screens (setup, history) at 100x30, plus setup at 80x24 (the smallest
+terminal the app promises to work in). Deterministic: GAPRUNE_TUI_DETERMINISTIC hides times and
+stops cursor blink, the GPU check is pinned, runs have fixed ids and seeded fake-engine data.
+Update after an intended change with ``pytest tests/test_tui_snapshots_shell.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fake_engine import FakeEngine, fake_store, populate
+
+from gaprune_tui.app import GapruneApp
+from gaprune_tui.store import STOPPED
+
+
+@pytest.fixture(autouse=True)
+def _deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAPRUNE_TUI_DETERMINISTIC", "1")
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+
+
+async def _settle(pilot: Any) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def test_setup_screen(snap_compare: Any) -> None:
+    assert snap_compare(GapruneApp(), terminal_size=(100, 30), run_before=_settle)
+
+
+def test_setup_screen_80x24(snap_compare: Any) -> None:
+    assert snap_compare(GapruneApp(), terminal_size=(80, 24), run_before=_settle)
+
+
+def test_history_screen(snap_compare: Any) -> None:
+    populate(fake_store(run_id="20260101-000001-aaaa"))
+    populate(fake_store(run_id="20260101-000002-bbbb"), finished=False)
+    crashed = fake_store(run_id="20260101-000003-cccc")
+    engine = FakeEngine(crashed)
+    engine.run(max_steps=12)
+    engine.crash()
+    stopped = fake_store(run_id="20260101-000004-dddd")
+    populate(stopped, generations=1)
+    stopped.set_state(STOPPED)
+    assert snap_compare(GapruneApp(initial="history"), terminal_size=(100, 30), run_before=_settle)
