@@ -333,10 +333,17 @@ def looks_like_hub_id(spec: str) -> bool:
     )
 
 
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read at call time (``HF_HUB_CACHE`` / ``HF_HOME`` at import)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
 def _hub_folder(repo_id: str) -> Path:
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, "config.json")
+    found = try_to_load_from_cache(repo_id, "config.json", cache_dir=hub_cache_dir())
     if not isinstance(found, str):
         raise ModelError(
             f"{repo_id} is not in the local Hugging Face cache: on a machine with internet run "
@@ -374,7 +381,7 @@ def scan_hf_cache() -> list[ModelInfo]:
     try:
         from huggingface_hub import scan_cache_dir
 
-        cache = scan_cache_dir()
+        cache = scan_cache_dir(hub_cache_dir())
     except Exception:  # a missing, empty or unreadable cache simply has no models to offer
         return []
     found: list[ModelInfo] = []

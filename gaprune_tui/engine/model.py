@@ -26,7 +26,13 @@ import torch
 
 from gaprune_tui.engine.layers import LayerView, locate_layers
 from gaprune_tui.errors import ModelError
-from gaprune_tui.modelinfo import DEMO_SPEC, EMBEDDED_NAME, embedded_gguf_path, looks_like_hub_id
+from gaprune_tui.modelinfo import (
+    DEMO_SPEC,
+    EMBEDDED_NAME,
+    embedded_gguf_path,
+    hub_cache_dir,
+    looks_like_hub_id,
+)
 from gaprune_tui.paths import cache_dir
 
 ORIGIN_FILE = "gaprune-origin.json"
@@ -238,7 +244,7 @@ def _hub_snapshot(repo_id: str) -> Path:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        folder = snapshot_download(repo_id, local_files_only=True)
+        folder = snapshot_download(repo_id, local_files_only=True, cache_dir=hub_cache_dir())
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
         raise ModelError(
             f"{repo_id} is not in the local Hugging Face cache: on a machine with internet run "
