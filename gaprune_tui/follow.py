@@ -39,12 +39,14 @@ class GenerationRow:
 
 @dataclass
 class InProgress:
-    """The genome the engine is scoring right now (from ``evaluation_started``)."""
+    """The genome the engine is scoring right now (from ``evaluation_started``). ``fidelity`` is
+    set (e.g. "screen:5") when it is a multi-fidelity screening pass on a few items."""
 
     generation: int
     index: int
     dropped: list[int]
     task: str | None = None
+    fidelity: str | None = None
 
 
 @dataclass
@@ -131,6 +133,8 @@ class Follower:
         self.view.n_layers = int(meta.get("n_layers") or 0)
         self.view.max_evaluations = int(meta.get("max_evaluations") or 0)
         self._loaded = False
+        self._counted: set[tuple[int, tuple[int, ...]]] = set()
+        self._per_gen: dict[int, int] = {}
 
     def poll(self) -> bool:
         """Apply every event written since the last poll; True when anything changed."""
@@ -186,9 +190,14 @@ class Follower:
         gen = int(p.get("generation", view.generation))
         if gen != view.generation:
             view.generation = gen
-            view.generation_done = 0
-        view.evaluating = InProgress(gen, int(p.get("index", 0)), list(p.get("dropped", [])))
-        view.evaluating.task = p.get("task")
+            view.generation_done = self._per_gen.get(gen, 0)
+        view.evaluating = InProgress(
+            gen,
+            int(p.get("index", 0)),
+            list(p.get("dropped", [])),
+            task=p.get("task"),
+            fidelity=p.get("fidelity"),
+        )
 
     def _on_evaluation_task(self, p: dict[str, Any], live: bool) -> None:
         """Optional finer-grained progress: the task being scored inside one evaluation."""
@@ -212,12 +221,15 @@ class Follower:
         old = view.scored.get(key)
         if old is None or old.fidelity != "full" or fidelity == "full":
             view.scored[key] = scored
-        if gen != view.generation:
-            view.generation = gen
-            view.generation_done = 0
-        if fidelity == "full":
+        view.generation = gen
+        # A genome counts once per generation: a screening pass and its promotion to the full
+        # evaluation are one slot of the budget, and a resumed engine replaying a generation
+        # (from the memo) does not count it twice.
+        if (gen, key) not in self._counted:
+            self._counted.add((gen, key))
+            self._per_gen[gen] = self._per_gen.get(gen, 0) + 1
             view.evaluations_done += 1
-            view.generation_done += 1
+        view.generation_done = self._per_gen.get(view.generation, 0)
         if gen == 0 and not any(r.gen == 0 for r in view.rows) and dropped not in view.population:
             # Before the first generation closes, the population is what has been scored so far.
             view.population.append(dropped)
@@ -246,7 +258,7 @@ class Follower:
         view.best_fitness = row.best_fitness
         view.best_dropped = row.best_dropped
         view.generation = row.gen + 1 if row.gen < view.generations else row.gen
-        view.generation_done = 0
+        view.generation_done = self._per_gen.get(view.generation, 0)
         view.evaluating = None
 
     def _on_run_paused(self, p: dict[str, Any], live: bool) -> None:

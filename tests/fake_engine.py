@@ -237,8 +237,8 @@ class FakeEngine:
         store.set_meta(
             pid=os.getpid(),
             n_layers=self.n_layers,
-            n_params=N_PARAMS_30 if self.n_layers == 30 else PARAMS_PER_LAYER * self.n_layers,
-            params_per_layer=PARAMS_PER_LAYER,
+            n_params=N_PARAMS_30 + PARAMS_PER_LAYER * (self.n_layers - 30),
+            params_per_layer=[PARAMS_PER_LAYER] * self.n_layers,
             max_evaluations=self.population * (1 + self.generations),
         )
         store.set_state(RUNNING)
@@ -258,7 +258,8 @@ class FakeEngine:
         self._log_event("scoring the base model")
         yield
         base = {t: {METRIC: v} for t, v in BASE_SCORES.items()}
-        store.add_event("base_scores", scores=base, fitness=fitness_of(base))
+        store.set_meta(base_scores=base, base_fitness=fitness_of(base))
+        store.add_event("base_scores", scores=base, fitness=fitness_of(base), from_memo=False)
         yield
 
         best: tuple[float, list[int]] | None = None
@@ -268,8 +269,12 @@ class FakeEngine:
         for gen in range(self.generations + 1):
             evaluated = from_memo = 0
             gen_seconds = 0.0
+            done_here: set[tuple[int, ...]] = set()
             for index, i in enumerate(invalid):
                 dropped = population[i]
+                if tuple(dropped) in done_here:
+                    continue  # like the engine: a genome repeated within a batch is done once
+                done_here.add(tuple(dropped))
                 kept = [x for x in range(self.n_layers) if x not in dropped]
                 store.add_event(
                     "evaluation_started", generation=gen, index=index, dropped=dropped, kept=kept
@@ -296,7 +301,7 @@ class FakeEngine:
             assert best is not None
             generation = Generation(
                 gen=gen,
-                evaluated=evaluated,
+                evaluated=evaluated - from_memo,
                 from_memo=from_memo,
                 min=min(fits),
                 mean=sum(fits) / len(fits),
@@ -310,7 +315,7 @@ class FakeEngine:
             store.add_event(
                 "generation_finished",
                 gen=gen,
-                evaluated=evaluated,
+                evaluated=generation.evaluated,
                 from_memo=from_memo,
                 min=generation.min,
                 mean=generation.mean,
@@ -331,26 +336,33 @@ class FakeEngine:
             return
         hall = store.best_evaluations(10)
         top = hall[0]
-        result: dict[str, Any] = {
+        n_params = N_PARAMS_30 + PARAMS_PER_LAYER * (self.n_layers - 30)
+        result: dict[str, Any] = {  # the keys the real worker writes
+            "run_id": store.id,
+            "model": self.model,
+            "n_layers": self.n_layers,
+            "tasks": [{"name": t, "metric": METRIC, "num_fewshot": 0, "limit": 20} for t in TASKS],
             "dropped_layers": top.dropped,
             "kept_layers": top.kept,
             "fitness": top.fitness,
+            "fitness_function": "squared_mean",
             "scores": top.scores,
+            "base_scores": base,
+            "base_fitness": fitness_of(base),
+            "hall_of_fame": [
+                {"dropped": e.dropped, "fitness": e.fitness, "scores": e.scores} for e in hall
+            ],
             "evaluations": new_evaluations,
             "cache_hits": cache_hits,
             "generations": self.generations,
+            "population": self.population,
             "wall_seconds": round(new_evaluations * self.seconds_per_eval + 3.0, 2),
-            "model": self.model,
-            "tasks": list(TASKS),
-            "base_scores": base,
-            "hall_of_fame": [
-                {"dropped_layers": e.dropped, "fitness": e.fitness, "scores": e.scores}
-                for e in hall
-            ],
+            "params_total": n_params,
+            "params_removed": PARAMS_PER_LAYER * len(top.dropped),
         }
         store.write_result(result)
-        store.add_event("run_finished", result=result)
         store.set_state(FINISHED)
+        store.add_event("run_finished", result=result)
         self._log("search finished")
         yield
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fake_engine import FakeEngine, fake_store, populate, write_log
 
 from gaprune_tui.follow import Follower, LogTail, last_error_lines
+from gaprune_tui.store import Evaluation
 
 
 def test_finished_run_folds_into_view() -> None:
@@ -144,3 +145,45 @@ def test_log_tail_is_bounded_on_first_read() -> None:
     assert got[-1] == "line 19999"
     assert 0 < len(got) < 100
     assert all(line.startswith("line ") and len(line) == 10 for line in got)
+
+
+def test_screening_and_replayed_evaluations_count_once() -> None:
+    """A screening pass promoted to a full evaluation is one genome of the budget, and a resumed
+    engine replaying a generation from the memo does not count its genomes again."""
+    store = fake_store()
+    store.add_event(
+        "run_started",
+        model="demo",
+        n_layers=30,
+        protect=2,
+        prune=4,
+        population=8,
+        generations=3,
+        tasks=["hellaswag_offline"],
+        max_evaluations=32,
+    )
+    genome = [3, 7, 9, 20]
+    kept = [i for i in range(30) if i not in genome]
+    store.add_event(
+        "evaluation_started", generation=1, index=0, dropped=genome, kept=kept, fidelity="screen:5"
+    )
+    follower = Follower(store)
+    follower.poll()
+    assert follower.view.evaluating.fidelity == "screen:5"
+    scores = {"hellaswag_offline": {"acc_norm": 0.4}}
+    store.add_evaluation(Evaluation(1, genome, kept, 0.2, scores, 1.0, False, "screen:5"))
+    follower.poll()
+    assert follower.view.best_fitness is None  # screening scores never make the best
+    assert follower.view.fitness_of(genome) == 0.2
+    store.add_event("evaluation_started", generation=1, index=0, dropped=genome, kept=kept)
+    store.add_evaluation(Evaluation(1, genome, kept, 0.16, scores, 4.0, False))
+    follower.poll()
+    assert follower.view.evaluations_done == 1
+    assert follower.view.generation_done == 1
+    assert follower.view.fitness_of(genome) == 0.16  # the full evaluation wins
+    assert follower.view.best_fitness == 0.16
+    store.add_event("run_started", model="demo", n_layers=30, resumed=True)
+    store.add_evaluation(Evaluation(1, genome, kept, 0.16, scores, 0.0, True))
+    follower.poll()
+    assert follower.view.evaluations_done == 1
+    assert follower.view.state == "created"  # the store's state is the truth, not the events

@@ -44,8 +44,11 @@ STAND_IN = textwrap.dedent(
     print("a stray warning from a library", flush=True)
     if mode == "ok":
         print(json.dumps({"stage": "verify", "message": "comparing logits"}), flush=True)
-        print(json.dumps({"done": True, "path": f"{run}/exports/rank-{rank}",
-                          "verified": True}), flush=True)
+        print(json.dumps({"done": True, "path": f"{run}/exports/rank-{rank}", "verified": True,
+                          "params_before": 134515008, "params_after": 120354624,
+                          "size_bytes": 481418496,
+                          "summary": "verified (float32): logits identical; generate ok"}),
+              flush=True)
     elif mode == "error":
         print(json.dumps({"error": "disk full while writing model.safetensors"}), flush=True)
         sys.exit(2)
@@ -127,6 +130,10 @@ async def test_params_fall_back_to_layer_share_when_not_recorded() -> None:
     populate(store)
     store.set_meta(n_params=None, params_per_layer=None)
     assert params_removed([3, 4, 5, 6], 30, store.meta()) == (pytest.approx(100 * 4 / 30), False)
+    # The engine records one count per layer; a single count for all layers works too.
+    per_layer = {"n_params": 1000, "params_per_layer": [10, 20, 30, 40]}
+    assert params_removed([1, 3], 4, per_layer) == (pytest.approx(6.0), True)
+    assert params_removed([1, 3], 4, {"n_params": 1000, "params_per_layer": 25}) == (5.0, True)
     app = GapruneApp(initial="results", run=str(store.path))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -163,13 +170,12 @@ async def test_export_follows_progress_and_shows_path_and_verification(tmp_path:
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert screen.export_error is None
-        assert screen.export_result == {
-            "done": True,
-            "path": f"{store.path}/exports/rank-2",
-            "verified": True,
-        }
+        assert screen.export_result["path"] == f"{store.path}/exports/rank-2"
+        assert screen.export_result["verified"] is True
         status = text_of(screen, "#export-status")
-        assert f"{store.path}/exports/rank-2" in status and "verification passed" in status
+        assert f"{store.path}/exports/rank-2" in status
+        assert "10.5% parameters removed" in status and "459.1 MiB" in status
+        assert "verified (float32): logits identical; generate ok" in status
         log = [str(line.text) for line in screen.query_one("#export-log", RichLog).lines]
         assert log == [
             "merge: passthrough, 2 slices",

@@ -22,7 +22,10 @@ def deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_run_screen_mid_search(snap_compare) -> None:
     store = fake_store(run_id="20260101-120000-demo")
-    FakeEngine(store).run(40)  # generation 2 in progress
+    engine = FakeEngine(store)
+    engine.run(36)
+    while store.events()[-1].kind != "evaluation_started":  # stop mid-evaluation, generation 2
+        engine.step()
     assert snap_compare(GapruneApp(initial="run", run=str(store.path)), terminal_size=SIZE)
 
 

@@ -53,12 +53,18 @@ def default_export_command(store: RunStore, rank: int) -> list[str]:
 def params_removed(
     dropped: list[int], n_layers: int, meta: dict[str, Any]
 ) -> tuple[float | None, bool]:
-    """(% of parameters removed, exact?) from meta n_params/params_per_layer, else the share of
-    decoder layers (not exact: it ignores embeddings and the head)."""
+    """(% of parameters removed, exact?) from meta ``n_params`` and ``params_per_layer`` (a list,
+    one count per layer, or one count for all), else the share of decoder layers (not exact: it
+    ignores embeddings and the head)."""
     n_params = meta.get("n_params")
     per_layer = meta.get("params_per_layer")
     if n_params and per_layer:
-        return 100.0 * len(dropped) * float(per_layer) / float(n_params), True
+        if isinstance(per_layer, list):
+            if all(0 <= i < len(per_layer) for i in dropped):
+                removed = sum(float(per_layer[i]) for i in dropped)
+                return 100.0 * removed / float(n_params), True
+        else:
+            return 100.0 * len(dropped) * float(per_layer) / float(n_params), True
     if n_layers:
         return 100.0 * len(dropped) / n_layers, False
     return None, False
@@ -297,14 +303,20 @@ class ResultsScreen(Screen[None]):
         status = self.query_one("#export-status", Static)
         status.remove_class("error")
         status.add_class("done")
-        status.update(
-            Text.assemble(
-                ("Exported to ", "bold"),
-                str(data.get("path", "?")),
-                " · ",
-                verified_text(data.get("verified")),
-            )
+        text = Text.assemble(("Exported to ", "bold"), str(data.get("path", "?")))
+        before, after = data.get("params_before"), data.get("params_after")
+        if before and after:
+            text.append(f" · {100 * (before - after) / before:.1f}% parameters removed")
+        if data.get("size_bytes"):
+            text.append(f" · {data['size_bytes'] / 2**20:.1f} MiB")
+        text.append("\n")
+        verdict = verified_text(data.get("verified"))
+        summary = data.get("summary")
+        text.append(
+            str(summary) if summary else verdict,
+            "bold" if data.get("verified") is not False else "bold red",
         )
+        status.update(text)
         self.notify(f"Exported to {data.get('path')}", title="Export done", timeout=10)
 
     def _export_failed(self, error: str) -> None:

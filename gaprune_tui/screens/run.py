@@ -184,19 +184,27 @@ class RunScreen(Screen[None]):
         self.query_one("#search-label", Label).update(
             f"search {view.evaluations_done}/{view.max_evaluations or '?'}"
         )
-        self.query_one("#gen-label", Label).update(f"gen {done}/{size}")
+        # After generation 0 only changed offspring are scored: the population size is a bound.
+        bound = "" if view.generation == 0 or view.state == "finished" else "≤"
+        self.query_one("#gen-label", Label).update(f"gen {done}/{bound}{size}")
 
     def _show_evaluating(self, view: RunView) -> None:
         widget = self.query_one("#evaluating", Static)
         current = view.evaluating
         if current is not None and view.active:
             task = current.task or ", ".join(view.tasks) or "the run's tasks"
+            what = "screening" if current.fidelity else "evaluating"
+            items = ""
+            if current.fidelity and ":" in current.fidelity:
+                items = f" ({current.fidelity.split(':', 1)[1]} items per task)"
             widget.update(
-                f"evaluating gen {current.generation} #{current.index + 1}: "
-                f"dropping {genome_text(current.dropped)} on {task}"
+                f"{what} gen {current.generation} #{current.index + 1}: "
+                f"dropping {genome_text(current.dropped)} on {task}{items}"
             )
-        elif view.messages and view.active:
-            widget.update(view.messages[-1])
+        elif view.state == "running" and not view.evaluations_done:
+            widget.update(view.messages[-1] if view.messages else "loading the model and tasks…")
+        elif view.state == "running":
+            widget.update("between evaluations…")
         else:
             widget.update("")
 
