@@ -102,8 +102,8 @@ async def test_hall_of_fame_beside_base_scores_and_chart() -> None:
             "dropped",
             "kept",
             "fitness",
-            "hellaswag_offline",
-            "openbookqa_offline",
+            "hellaswag",
+            "openbookqa",
             "% params",
         ]
         first = cells(table, 0)
@@ -270,3 +270,20 @@ async def test_export_with_nothing_evaluated_says_so() -> None:
         assert not screen.export_running
         toasts = [str(t.render()) for t in screen.query("Toast")]
         assert any("No evaluated genome to export yet" in t for t in toasts)
+
+
+async def test_real_export_cli_error_reaches_the_screen() -> None:
+    """The real `gaprune_tui export --progress-json` on a rank it refuses (fails before loading
+    any model, so it is fast): its error line must be understood and shown."""
+    store = fake_store()
+    populate(store)
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.export_command = lambda store, rank: default_export_command(store, rank + 100)
+        await pilot.press("e")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.export_result is None
+        assert "use --rank 1.." in screen.export_error
+        assert "Export failed" in text_of(screen, "#export-status")

@@ -70,6 +70,11 @@ def params_removed(
     return None, False
 
 
+def short_task(name: str) -> str:
+    """A column header: the bundled tasks' "_offline" suffix says nothing in a narrow table."""
+    return name.removesuffix("_offline")
+
+
 def verified_text(value: Any) -> str:
     if value is True:
         return "verification passed"
@@ -96,7 +101,7 @@ class ResultsScreen(Screen[None]):
     ResultsScreen #export-status { height: auto; padding: 0 1; }
     ResultsScreen #export-status.error { background: $error; color: $text; }
     ResultsScreen #export-status.done { background: $success 40%; }
-    ResultsScreen #export-log { height: 5; margin: 0 1; border-top: solid $panel; }
+    ResultsScreen #export-log { height: 4; margin: 0 1; border-top: solid $panel; }
     """
 
     BINDINGS = [
@@ -118,7 +123,7 @@ class ResultsScreen(Screen[None]):
         yield Static(f"results · run {self.store.id}", id="results-title")
         yield Static("", id="base-scores")
         yield DataTable(id="hall-of-fame", cursor_type="row", zebra_stripes=True)
-        yield FitnessChart(id="fitness-chart")
+        yield FitnessChart(id="fitness-chart", plot_height=5)
         yield Static("e exports the selected genome; enter shows its scores.", id="export-status")
         yield RichLog(id="export-log", max_lines=200, wrap=False, markup=False)
         yield Footer()
@@ -169,7 +174,7 @@ class ResultsScreen(Screen[None]):
         table = self.query_one("#hall-of-fame", DataTable)
         exact = bool(meta.get("n_params") and meta.get("params_per_layer"))
         pct_header = "% params" if exact else "% layers*"
-        columns = ("rank", "dropped", "kept", "fitness", *tasks, pct_header)
+        columns = ("rank", "dropped", "kept", "fitness", *map(short_task, tasks), pct_header)
         cursor = table.cursor_row
         if columns != self._columns:
             table.clear(columns=True)
