@@ -37,7 +37,8 @@ class GapruneApp(App[int]):
         Binding("f1", "toggle_help", "Help"),
         Binding("question_mark", "toggle_help", "Help", show=False),
         Binding("f9", "change_theme", "Theme"),
-        Binding("q", "quit_app", "Quit"),
+        Binding("q", "quit_app", "Quit", show=False),
+        Binding("f10", "quit_app", "Quit"),
     ]
 
     def __init__(
@@ -124,5 +125,14 @@ class GapruneApp(App[int]):
             self.action_show_help_panel()
 
     def action_quit_app(self) -> None:
-        """Quit at once. The Run screen binds ``q`` itself and asks about the running search."""
-        self.exit(0)
+        """Quit at once, except on a screen that must ask first (the Run screen, whose search
+        may still be running: it offers to leave it running detached or to stop it)."""
+        ask = getattr(self.screen, "action_quit_run", None)
+        if callable(ask):
+            ask()
+        else:
+            self.exit(0)
+
+    async def action_quit(self) -> None:
+        """ctrl+q and the palette's Quit go through the same question as ``q``/F10."""
+        self.action_quit_app()

@@ -239,3 +239,30 @@ async def test_attach_initial_screen_follows_the_run_state(runs: dict) -> None:
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             assert app.screen.id == expected
+
+
+def test_run_tui_rejects_an_unknown_run_before_touching_the_terminal() -> None:
+    from gaprune_tui.errors import StoreError
+    from gaprune_tui.tui import run_tui
+
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        run_tui(initial="run", run="nope")
+    with pytest.raises(ValueError, match="needs a run"):
+        GapruneApp(initial="results")
+
+
+@pytest.mark.parametrize("key", ["f10", "ctrl+q", "q"])
+async def test_quit_keys_ask_on_a_running_search(runs: dict, key: str) -> None:
+    """Every quit key reaches the Run screen's question while its search runs; elsewhere quit
+    is immediate (see test_n_opens_setup_and_f4_comes_back)."""
+    app = GapruneApp(initial="run", run=str(runs["running"].path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        assert app.screen.id == "run"
+        await pilot.press(key)
+        await pilot.pause()
+        assert app.screen.id == "quit-dialog"
+        assert app.is_running
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen.id == "run"

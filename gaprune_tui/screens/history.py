@@ -42,11 +42,11 @@ _STATE_STYLE = {
 class HistoryScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open", show=False),
-        Binding("o", "open", "Open/attach"),
+        Binding("o", "open", "Open"),
         Binding("r", "resume", "Resume"),
         Binding("d", "delete", "Delete"),
         Binding("n", "new", "New search"),
-        Binding("f5", "refresh", "Refresh"),
+        Binding("f5", "refresh", "Refresh", show=False),
     ]
 
     def __init__(self) -> None:
