@@ -296,6 +296,21 @@ def test_evaluate_matches_simple_evaluate() -> None:
     assert scores == {"openbookqa_offline": {"acc_norm": expected}}
 
 
+def test_cached_templates_render_as_lm_eval() -> None:
+    """The memoised ``apply_template`` renders exactly what lm-eval's own renders, every time."""
+    from lm_eval import utils
+
+    tasks = build_tasks(RunConfig(tasks=[TaskSpec("arc_easy_offline")]).validate())
+    original = utils.apply_template.__wrapped__
+    task = tasks.tasks[0].task
+    templates = [task.config.doc_to_text, task.config.doc_to_target, task.config.doc_to_choice]
+    for doc in list(task.eval_docs)[:20]:
+        for template in templates:
+            rendered = utils.apply_template(template, doc)
+            assert rendered == original(template, doc)
+            assert utils.apply_template(template, doc) == rendered
+
+
 @pytest.fixture(scope="module")
 def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Any:
     import torch
