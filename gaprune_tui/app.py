@@ -57,6 +57,8 @@ class GapruneApp(App[int]):
         for theme in found.themes.values():
             self.register_theme(theme)
         self.theme_problems = found.problems
+        if DEFAULT_THEME in self.available_themes:
+            self.theme = DEFAULT_THEME  # before the first frame: no restyle after mount
 
     # ---- theme ---------------------------------------------------------------------------------
     def get_theme_variable_defaults(self) -> dict[str, str]:
@@ -64,8 +66,6 @@ class GapruneApp(App[int]):
         return dict(BITMAP_DEFAULTS)
 
     def on_mount(self) -> None:
-        if DEFAULT_THEME in self.available_themes:
-            self.theme = DEFAULT_THEME
         for problem in self.theme_problems:
             self.notify(f"theme skipped: {problem}", severity="warning", timeout=10)
         self._open_initial()
