@@ -1,0 +1,857 @@
+"""Loglikelihood scoring of a layer view behind lm-eval's ``LM`` interface: same numbers, less compute.
+
+lm-eval stays the source of truth for prompts, few-shot and metrics; this module only answers its
+``loglikelihood`` requests. ``FastLM`` returns what lm-eval's ``HFLM`` returns (same tokenisation, same
+context truncation, same ``is_greedy``) while doing less work:
+
+* every ``(context, continuation)`` pair is tokenised once per run, not once per genome;
+* requests that share a token prefix (the choices of one multiple-choice document, or Winogrande's
+  two contexts up to the blank) are packed into ONE row: the shared prefix once, then each request's
+  own tokens as a branch that sees the prefix and its own earlier tokens but not its siblings
+  (a tree-shaped 4D attention mask, position ids restarting after the prefix for every branch).
+  Measured here, scoring one document at a time against a KV cache was slower than lm-eval on CPU
+  (each forward has a large fixed cost), so rows are batched across documents up to a token budget;
+* the LM head runs only at the positions whose log-probabilities are needed;
+* across genomes, hidden states after a kept-layer prefix are cached per batch (``PrefixCache``), so a
+  genome whose first dropped layer is ``j`` starts at layer ``j`` instead of 0;
+* an out-of-memory error halves the token budget and retries (logged).
+
+Families whose attention ignores a custom mask (or whose head does something unusual) are detected
+by a probe at start-up that compares against the model's own forward, and fall back to plain padded
+rows and/or the model's full head: slower, never wrong.
+
+Only multiple-choice scoring (``loglikelihood``) is implemented: the engine only uses such tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from lm_eval.api.model import TemplateLM
+from torch import nn
+
+from gaprune_tui.engine.layers import LayerLocation, LayerView, locate_layers
+from gaprune_tui.errors import ConfigError
+
+# Bump whenever a change could move a score: it is part of the fitness memo key.
+SCORER_VERSION = "fast-1"
+
+logger = logging.getLogger("gaprune_tui.scoring")
+
+_DEFAULT_MAX_LENGTH = 2048  # lm-eval's HFLM._DEFAULT_MAX_LENGTH
+_CPU_TOKEN_BUDGET = 4096  # tokens per forward on CPU: big enough to amortise the fixed cost
+_MAX_ROW_TOKENS = 1024  # a packed row never grows past this (unless one request alone is longer)
+_HEAD_CHUNK = 512  # positions per LM-head call: bounds the (positions x vocab) logits tensor
+
+
+class StopRequested(Exception):
+    """Raised between batches when ``should_stop()`` says the run must stop now."""
+
+
+# --------------------------------------------------------------------------------------------
+# Packing requests into tree-shaped rows
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """One request after lm-eval's tokenisation: the model input and the tokens to score.
+
+    ``inp`` is ``(context + continuation)[-(max_length + 1):][:-1]`` exactly as ``HFLM`` builds it;
+    position ``len(inp) - len(cont) + t`` of ``inp`` predicts ``cont[t]``.
+    """
+
+    inp: tuple[int, ...]
+    cont: tuple[int, ...]
+
+    def scored_positions(self) -> range:
+        return range(len(self.inp) - len(self.cont), len(self.inp))
+
+
+@dataclass
+class Row:
+    """One packed row: a shared prefix then one branch per member request."""
+
+    tokens: list[int]
+    positions: list[int]
+    branches: list[int]  # -1 = shared prefix, i = member i's own tokens
+    members: list[int]  # indices into the request list
+    # Per member: the row index of each scored position (aligned with the member's ``cont``).
+    gather: list[list[int]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _make_row(reqs: Sequence[TokenRequest], members: list[int], share: bool) -> Row:
+    """Pack ``members`` into one row around their longest common token prefix."""
+    if not share:
+        (only,) = members
+        r = reqs[only]
+        n = len(r.inp)
+        return Row(
+            tokens=list(r.inp),
+            positions=list(range(n)),
+            branches=[0] * n,
+            members=[only],
+            gather=[list(r.scored_positions())],
+        )
+    prefix = reqs[members[0]].inp
+    plen = len(prefix)
+    for m in members[1:]:
+        plen = min(plen, _lcp(prefix, reqs[m].inp))
+    tokens = list(prefix[:plen])
+    positions = list(range(plen))
+    branches = [-1] * plen
+    gather: list[list[int]] = []
+    for b, m in enumerate(members):
+        inp = reqs[m].inp
+        offset = len(tokens)
+        tokens.extend(inp[plen:])
+        positions.extend(range(plen, len(inp)))
+        branches.extend([b] * (len(inp) - plen))
+        gather.append([q if q < plen else offset + q - plen for q in reqs[m].scored_positions()])
+    return Row(tokens, positions, branches, list(members), gather)
+
+
+def pack_rows(
+    reqs: Sequence[TokenRequest], *, share: bool = True, max_row: int = _MAX_ROW_TOKENS
+) -> list[Row]:
+    """Group requests by shared token prefix (not by string) and pack each group into a row.
+
+    Requests are sorted by their token ids so that the choices of one document (or the contexts
+    of one Winogrande item) are neighbours; a request joins the current group when it shares at
+    least half of its tokens with the group's prefix and the row stays under ``max_row``.
+    Returns rows longest first, which keeps padding small when rows are batched.
+    """
+    order = sorted(range(len(reqs)), key=lambda i: reqs[i].inp)
+    rows: list[Row] = []
+    if not share:
+        rows = [_make_row(reqs, [i], share=False) for i in order]
+    else:
+        group: list[int] = []
+        prefix: tuple[int, ...] = ()
+        length = 0
+        for i in order:
+            inp = reqs[i].inp
+            if group:
+                p = _lcp(prefix, inp)
+                new_length = length + len(inp) - p
+                # Existing members' branches grow when the shared prefix shrinks.
+                new_length += (len(prefix) - p) * (len(group) - 1)
+                if p >= max(1, math.ceil(0.5 * min(len(inp), len(reqs[group[0]].inp)))) and (
+                    new_length <= max(max_row, len(inp))
+                ):
+                    group.append(i)
+                    prefix = prefix[:p]
+                    length = new_length
+                    continue
+                rows.append(_make_row(reqs, group, share=True))
+            group, prefix, length = [i], inp, len(inp)
+        if group:
+            rows.append(_make_row(reqs, group, share=True))
+    rows.sort(key=lambda r: (-len(r), r.tokens))
+    return rows
+
+
+def batch_rows(
+    rows: Sequence[Row], token_budget: int, max_rows: int | None = None
+) -> list[list[int]]:
+    """Split rows (longest first) into batches whose padded size stays within ``token_budget``."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i, row in enumerate(rows):
+        w = max(width, len(row))
+        if current and (
+            w * (len(current) + 1) > token_budget or (max_rows and len(current) >= max_rows)
+        ):
+            batches.append(current)
+            current, w = [], len(row)
+        current.append(i)
+        width = w
+    if current:
+        batches.append(current)
+    return batches
+
+
+# --------------------------------------------------------------------------------------------
+# Prefix cache across genomes
+
+
+class PrefixCache:
+    """Hidden states after a kept-layer prefix, per batch, within a byte budget.
+
+    Key: (batch key, kept base-layer prefix). The input to the view's layer ``m`` depends only on the
+    batch and on ``kept[:m]``, so any genome that starts with the same kept layers can start there.
+    Base-model prefixes (``range(m)``) at a grid of boundaries chosen to fit 3/4 of the budget are
+    kept per batch layout (the newest layouts win when a run alternates request sets, e.g. screening
+    and full fidelity); other prefixes (where genomes of a population diverge) live in an LRU tier
+    with what is left.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.base: dict[tuple[str, int], torch.Tensor] = {}
+        self.lru: OrderedDict[tuple[str, tuple[int, ...]], torch.Tensor] = OrderedDict()
+        # layout -> (base grid, estimated bytes of its base tier)
+        self.layouts: OrderedDict[str, tuple[frozenset[int], int]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _bytes(tensors: Iterator[torch.Tensor] | list[torch.Tensor]) -> int:
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    @property
+    def used_bytes(self) -> int:
+        return self._bytes(list(self.base.values())) + self._bytes(list(self.lru.values()))
+
+    def use_layout(self, layout: str, n_layers: int, bytes_per_boundary: int) -> None:
+        """Register a batch layout and choose its base grid; evict the oldest layouts to fit."""
+        if layout in self.layouts:
+            self.layouts.move_to_end(layout)
+            return
+        base_budget = int(self.budget_bytes * 0.75)
+        fit = base_budget // max(1, bytes_per_boundary)
+        grid: frozenset[int] = frozenset()
+        if fit > 0 and n_layers > 1:
+            stride = max(1, math.ceil((n_layers - 1) / fit))
+            grid = frozenset(range(stride, n_layers, stride))
+        self.layouts[layout] = (grid, len(grid) * bytes_per_boundary)
+        while sum(b for _, b in self.layouts.values()) > base_budget and len(self.layouts) > 1:
+            old, _ = self.layouts.popitem(last=False)
+            for key in [k for k in self.base if k[0].startswith(old + ":")]:
+                del self.base[key]
+            for key in [k for k in self.lru if k[0].startswith(old + ":")]:
+                del self.lru[key]
+
+    @staticmethod
+    def _base_len(kept: tuple[int, ...]) -> int:
+        n = 0
+        while n < len(kept) and kept[n] == n:
+            n += 1
+        return n
+
+    def lookup(self, batch: str, kept: tuple[int, ...]) -> tuple[int, torch.Tensor | None]:
+        """The longest cached prefix of ``kept`` for this batch: (view index to start at, state)."""
+        best_m, best = 0, None
+        for m in range(self._base_len(kept), 0, -1):
+            t = self.base.get((batch, m))
+            if t is not None:
+                best_m, best = m, t
+                break
+        for m in range(len(kept), best_m, -1):
+            key = (batch, kept[:m])
+            t = self.lru.get(key)
+            if t is not None:
+                self.lru.move_to_end(key)
+                best_m, best = m, t
+                break
+        if best is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return best_m, best
+
+    def wanted(self, batch: str, kept: tuple[int, ...], start: int) -> dict[int, str]:
+        """View indices ``m`` (> start) whose state is worth recording, and into which tier."""
+        grid = self.layouts.get(batch.split(":", 1)[0], (frozenset(), 0))[0]
+        base_len = self._base_len(kept)
+        out: dict[int, str] = {}
+        for m in grid:
+            if start < m <= base_len and m < len(kept) and (batch, m) not in self.base:
+                out[m] = "base"
+        # Divergence points: just before each gap in the kept list (where genomes branch off).
+        for m in range(start + 1, len(kept)):
+            if kept[m] != kept[m - 1] + 1 and m not in out and (batch, kept[:m]) not in self.lru:
+                out[m] = "lru"
+        return out
+
+    def store(
+        self, batch: str, kept: tuple[int, ...], m: int, tier: str, state: torch.Tensor
+    ) -> None:
+        if tier == "base":
+            self.base[(batch, m)] = state
+            return
+        room = self.budget_bytes - self._bytes(list(self.base.values()))
+        if state.numel() * state.element_size() > room:
+            return
+        self.lru[(batch, kept[:m])] = state
+        lru_bytes = self._bytes(list(self.lru.values()))
+        while lru_bytes > room and self.lru:
+            _, old = self.lru.popitem(last=False)
+            lru_bytes -= old.numel() * old.element_size()
+
+
+class _Inject(nn.Module):
+    """Stands in for view layer 0 on a cache hit: returns the cached state, ignores its input."""
+
+    def __init__(self, state: torch.Tensor) -> None:
+        super().__init__()
+        self.state = state
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.state
+
+
+class _Skip(nn.Module):
+    """Stands in for view layers 1..m-1 on a cache hit: passes the hidden state through."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return hidden_states
+
+
+# --------------------------------------------------------------------------------------------
+# The LM
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(
+        torch.cuda, "OutOfMemoryError", None
+    )
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+@dataclass
+class ScoreStats:
+    """What the last ``loglikelihood`` call pushed through the model (for the benchmark)."""
+
+    requests: int = 0
+    rows: int = 0
+    batches: int = 0
+    tokens: int = 0  # real (non-padding) token positions per forward
+    layer_tokens: int = 0  # real token positions x decoder layers actually run
+    padded_tokens: int = 0
+    head_positions: int = 0
+    cache_hits: int = 0
+    layers_skipped: int = 0
+    seconds: float = 0.0
+
+
+class FastLM(TemplateLM):
+    """lm-eval ``LM`` that scores multiple-choice requests on an in-memory (layer-viewed) model."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        view: LayerView | None = None,
+        prefix_cache: bool = True,
+        prefix_cache_mb: float = 1024,
+        batch_size: int | str = "auto",
+        token_budget: int | None = None,
+        max_length: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.view = view
+        self.location: LayerLocation = view.location if view is not None else locate_layers(model)
+        self.n_base_layers = (
+            view.n_layers
+            if view is not None
+            else len(getattr(self.location.parent, self.location.attr))
+        )
+        self.config = model.config
+        self._device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.should_stop = should_stop
+        self.max_rows = None if batch_size == "auto" else int(batch_size)
+        self.token_budget = int(token_budget) if token_budget else self._auto_budget()
+        self.cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache else None
+        self._max_length = max_length
+        self._layout = ""
+        self._encoded: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self.stats = ScoreStats()
+        self.decoder: nn.Module = model.get_decoder() if hasattr(model, "get_decoder") else model
+        self.head: nn.Module | None = model.get_output_embeddings()
+        self.mask_types: tuple[str, ...] | None = self._mask_types()
+        self.tree_ok, self.head_ok = self._probe()
+        logger.info(
+            "FastLM: tree packing %s, head-only %s, token budget %d, prefix cache %s",
+            "on" if self.tree_ok else "off (plain rows)",
+            "on" if self.head_ok else "off (full logits)",
+            self.token_budget,
+            f"{prefix_cache_mb:g} MB" if prefix_cache else "off",
+        )
+
+    # ---- lm-eval plumbing (mirrors HFLM) --------------------------------------------------
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        if self.tokenizer.bos_token_id is not None:
+            return self.tokenizer.bos_token_id
+        return self.tokenizer.eos_token_id
+
+    @property
+    def max_length(self) -> int:
+        if self._max_length:
+            return self._max_length
+        from lm_eval.models.utils import resolve_max_length
+
+        return resolve_max_length(self.config, self.tokenizer, default=_DEFAULT_MAX_LENGTH)
+
+    def tok_encode(
+        self, string: str, add_special_tokens: bool | None = None, **kwargs: Any
+    ) -> list[int]:
+        """HFLM.tok_encode with ``add_bos_token=None``: the tokenizer's own special-token default,
+        except that a string already starting with the BOS text gets no second BOS."""
+        special: dict[str, bool] = {}
+        if add_special_tokens is not None:
+            special["add_special_tokens"] = add_special_tokens
+        elif string.startswith(self.tokenizer.decode(self.prefix_token_id)):
+            special["add_special_tokens"] = False
+        return self.tokenizer.encode(string, **special)
+
+    def loglikelihood(
+        self, requests: list[Any], disable_tqdm: bool = False
+    ) -> list[tuple[float, bool]]:
+        """TemplateLM.loglikelihood with a per-run tokenisation cache (later genomes pay nothing)."""
+        new_reqs = []
+        for req in requests:
+            key = tuple(req.args)
+            enc = self._encoded.get(key)
+            if enc is None:
+                enc = self._encode(*key)
+                self._encoded[key] = enc
+            new_reqs.append((key, enc[0], enc[1]))
+        return self._loglikelihood_tokens(new_reqs, disable_tqdm=disable_tqdm)
+
+    def _encode(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if context == "":
+            cont = self.tok_encode(continuation, add_special_tokens=False)
+            if self.prefix_token_id != cont[0]:
+                return [self.prefix_token_id], cont
+            return cont[:1], cont[1:]
+        return self._encode_pair(context, continuation)
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        raise NotImplementedError(
+            "FastLM scores multiple-choice tasks only (loglikelihood); use --scorer hflm for "
+            "perplexity-style tasks"
+        )
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        raise NotImplementedError(
+            "FastLM scores multiple-choice tasks only (loglikelihood); use --scorer hflm for "
+            "generative tasks"
+        )
+
+    # ---- scoring ---------------------------------------------------------------------------
+
+    def _loglikelihood_tokens(
+        self, requests: list[tuple[Any, list[int], list[int]]], disable_tqdm: bool = False, **_: Any
+    ) -> list[tuple[float, bool]]:
+        t0 = time.perf_counter()
+        L = self.max_length
+        uniq: dict[TokenRequest, int] = {}
+        index: list[int] = []
+        for _key, ctx, cont in requests:
+            if not ctx or not cont:
+                raise ValueError("a loglikelihood request needs a context and a continuation token")
+            if len(cont) > L:
+                raise ValueError(f"continuation of {len(cont)} tokens exceeds max length {L}")
+            tr = TokenRequest(tuple((ctx + cont)[-(L + 1) :][:-1]), tuple(cont))
+            index.append(uniq.setdefault(tr, len(uniq)))
+        reqs = list(uniq)
+        self.stats = ScoreStats(requests=len(requests))
+        results = self.score(reqs)
+        self.stats.seconds = time.perf_counter() - t0
+        return [results[i] for i in index]
+
+    def score(self, reqs: Sequence[TokenRequest]) -> list[tuple[float, bool]]:
+        """Score tokenised requests on the current layer view: (sum log p(cont), is_greedy)."""
+        rows = pack_rows(reqs, share=self.tree_ok)
+        self.stats.rows = len(rows)
+        out: list[tuple[float, bool] | None] = [None] * len(reqs)
+        kept = self.view.kept if self.view is not None else tuple(range(self.n_base_layers))
+        done = 0
+        while done < len(rows):
+            first = done
+            batches = batch_rows(rows[first:], self.token_budget, self.max_rows)
+            self._reset_cache_layout(rows, first, batches)
+            try:
+                for batch in batches:
+                    if self.should_stop is not None and self.should_stop():
+                        raise StopRequested("stop requested")
+                    picked = [rows[first + i] for i in batch]
+                    self._run_batch(picked, reqs, kept, out)
+                    done += len(batch)
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                widest = len(rows[done])
+                if self.token_budget <= widest and (self.max_rows is None or self.max_rows <= 1):
+                    raise
+                self.token_budget = max(widest, self.token_budget // 2)
+                if self.max_rows and self.token_budget == widest:
+                    self.max_rows = max(1, self.max_rows // 2)
+                logger.warning(
+                    "out of memory on a batch (%s); token budget halved to %d, retrying",
+                    type(exc).__name__,
+                    self.token_budget,
+                )
+        if any(r is None for r in out):
+            raise RuntimeError("internal error: some requests were not scored")
+        return out  # type: ignore[return-value]
+
+    def _reset_cache_layout(self, rows: Sequence[Row], done: int, batches: list[list[int]]) -> None:
+        if self.cache is None:
+            return
+        digest = hashlib.blake2b(digest_size=16)
+        for b in batches:
+            digest.update(repr([tuple(rows[done + i].tokens) for i in b]).encode())
+        per_boundary = (
+            sum(max(len(rows[done + i]) for i in b) * len(b) for b in batches)
+            * self._hidden_size()
+            * torch.finfo(self.dtype).bits
+            // 8
+        )
+        self._layout = digest.hexdigest()
+        self.cache.use_layout(self._layout, self.n_base_layers, per_boundary)
+
+    def _hidden_size(self) -> int:
+        for attr in ("hidden_size", "n_embd", "d_model"):
+            value = getattr(self.config, attr, None)
+            if isinstance(value, int):
+                return value
+        return 4096
+
+    def _tensors(self, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        pos = torch.zeros((len(rows), width), dtype=torch.long)
+        br = torch.full((len(rows), width), -3, dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r)
+            ids[i, :n] = torch.tensor(r.tokens)
+            pos[i, :n] = torch.tensor(r.positions)
+            br[i, :n] = torch.tensor(r.branches)
+        return ids.to(self.device), pos.to(self.device), br.to(self.device)
+
+    def _masks(self, pos: torch.Tensor, br: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Tree-shaped additive masks: a token sees earlier tokens of the shared prefix and of its
+        own branch. Sliding-window layers also cut by position distance (positions restart per
+        branch, so the distance is the one the request has on its own)."""
+        width = pos.shape[1]
+        idx = torch.arange(width, device=pos.device)
+        causal = idx[None, :, None] >= idx[None, None, :]
+        tree = causal & ((br[:, None, :] == -1) | (br[:, None, :] == br[:, :, None]))
+        neg = torch.finfo(self.dtype).min
+
+        def additive(allowed: torch.Tensor) -> torch.Tensor:
+            mask = torch.zeros(allowed.shape, dtype=self.dtype, device=pos.device)
+            return mask.masked_fill_(~allowed, neg)[:, None, :, :]
+
+        if not self.mask_types:
+            return additive(tree)
+        out: dict[str, torch.Tensor] = {}
+        for kind in self.mask_types:
+            if kind == "sliding_attention":
+                window = int(self.config.sliding_window)
+                near = (pos[:, :, None] - pos[:, None, :]) < window
+                out[kind] = additive(tree & near)
+            else:
+                out[kind] = additive(tree)
+        return out
+
+    def _mask_types(self) -> tuple[str, ...] | None:
+        types = getattr(self.config, "layer_types", None)
+        if not types:
+            return None
+        return tuple(sorted(set(types)))
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden)
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        scale = getattr(self.model, "logit_scale", None)
+        if isinstance(scale, int | float):
+            logits = logits * scale
+        div = getattr(self.config, "logits_scaling", None)
+        if isinstance(div, int | float) and div != 1:
+            logits = logits / div
+        return logits
+
+    @contextlib.contextmanager
+    def _layers_from(self, m: int, state: torch.Tensor | None) -> Iterator[None]:
+        """Run the current view from its layer ``m`` on, fed ``state`` (a prefix-cache hit)."""
+        if state is None or m == 0:
+            yield
+            return
+        parent, attr = self.location.parent, self.location.attr
+        current: nn.ModuleList = getattr(parent, attr)
+        stand_ins = [_Inject(state)] + [_Skip() for _ in range(m - 1)]
+        setattr(parent, attr, nn.ModuleList(stand_ins + list(current[m:])))
+        try:
+            yield
+        finally:
+            setattr(parent, attr, current)
+
+    @contextlib.contextmanager
+    def _record(self, wanted: dict[int, str], sink: dict[int, torch.Tensor]) -> Iterator[None]:
+        """Keep the output of view layer ``m - 1`` (= the input of layer ``m``) for each wanted m."""
+        current: nn.ModuleList = getattr(self.location.parent, self.location.attr)
+        handles = []
+        for m in wanted:
+
+            def hook(_mod: nn.Module, _args: Any, output: Any, m: int = m) -> None:
+                sink[m] = (output[0] if isinstance(output, tuple) else output).detach()
+
+            handles.append(current[m - 1].register_forward_hook(hook))
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _forward_hidden(
+        self, ids: torch.Tensor, pos: torch.Tensor, br: torch.Tensor
+    ) -> torch.Tensor:
+        if self.tree_ok:
+            out = self.decoder(
+                input_ids=ids,
+                attention_mask=self._masks(pos, br),
+                position_ids=pos,
+                use_cache=False,
+            )
+        else:
+            out = self.decoder(input_ids=ids, use_cache=False)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+    def _forward_logits(
+        self, ids: torch.Tensor, pos: torch.Tensor, br: torch.Tensor
+    ) -> torch.Tensor:
+        if self.tree_ok:
+            return self.model(
+                input_ids=ids,
+                attention_mask=self._masks(pos, br),
+                position_ids=pos,
+                use_cache=False,
+            ).logits
+        return self.model(input_ids=ids, use_cache=False).logits
+
+    def _run_batch(
+        self,
+        rows: Sequence[Row],
+        reqs: Sequence[TokenRequest],
+        kept: tuple[int, ...],
+        out: list[tuple[float, bool] | None],
+    ) -> None:
+        ids, pos, br = self._tensors(rows)
+        n_real = sum(len(r) for r in rows)
+        rows_idx: list[int] = []
+        cols_idx: list[int] = []
+        for i, r in enumerate(rows):
+            for g in r.gather:
+                rows_idx.extend([i] * len(g))
+                cols_idx.extend(g)
+        ri = torch.tensor(rows_idx, device=self.device)
+        ci = torch.tensor(cols_idx, device=self.device)
+        targets = torch.tensor(
+            [t for r in rows for m in r.members for t in reqs[m].cont], device=self.device
+        )
+        start, state, wanted = 0, None, {}
+        batch_key = ""
+        if self.cache is not None:
+            content = hashlib.blake2b(digest_size=16)
+            for r in rows:
+                content.update(repr((r.tokens, r.positions, r.branches)).encode())
+            batch_key = f"{self._layout}:{content.hexdigest()}"
+            start, state = self.cache.lookup(batch_key, kept)
+            wanted = self.cache.wanted(batch_key, kept, start)
+        recorded: dict[int, torch.Tensor] = {}
+        with (
+            torch.inference_mode(),
+            self._layers_from(start, state),
+            self._record(wanted, recorded),
+        ):
+            if self.head_ok:
+                hidden = self._forward_hidden(ids, pos, br)[ri, ci]
+                lp_parts, greedy_parts = [], []
+                for s in range(0, hidden.shape[0], _HEAD_CHUNK):
+                    logp = torch.log_softmax(self._head(hidden[s : s + _HEAD_CHUNK]), dim=-1)
+                    tgt = targets[s : s + _HEAD_CHUNK]
+                    lp_parts.append(logp.gather(1, tgt[:, None])[:, 0].float())
+                    greedy_parts.append(logp.argmax(dim=-1) == tgt)
+                lp = torch.cat(lp_parts)
+                greedy = torch.cat(greedy_parts)
+            else:
+                logp = torch.log_softmax(self._forward_logits(ids, pos, br), dim=-1)[ri, ci]
+                lp = logp.gather(1, targets[:, None])[:, 0].float()
+                greedy = logp.argmax(dim=-1) == targets
+        if self.cache is not None:
+            for m, tensor in recorded.items():
+                self.cache.store(batch_key, kept, m, wanted[m], tensor)
+        lp_list = lp.cpu().tolist()
+        greedy_list = greedy.cpu().tolist()
+        k = 0
+        for r in rows:
+            for m in r.members:
+                n = len(reqs[m].cont)
+                out[m] = (float(sum(lp_list[k : k + n])), all(greedy_list[k : k + n]))
+                k += n
+        s = self.stats
+        s.batches += 1
+        s.tokens += n_real
+        s.layer_tokens += n_real * (len(kept) - start)
+        s.padded_tokens += ids.numel()
+        s.head_positions += len(rows_idx)
+        s.cache_hits += 1 if start else 0
+        s.layers_skipped += start
+
+    # ---- start-up --------------------------------------------------------------------------
+
+    def _auto_budget(self) -> int:
+        """Tokens per forward: a fixed budget on CPU, a share of free memory on a GPU."""
+        if self.device.type != "cuda":
+            return _CPU_TOKEN_BUDGET
+        free, _total = torch.cuda.mem_get_info(self.device)
+        hidden = self._hidden_size()
+        inter = int(getattr(self.config, "intermediate_size", 4 * hidden) or 4 * hidden)
+        elem = torch.finfo(self.dtype).bits // 8
+        per_token = elem * (8 * hidden + 3 * inter) + 4 * _MAX_ROW_TOKENS
+        return int(max(_MAX_ROW_TOKENS, min(1 << 17, 0.4 * free / per_token)))
+
+    def _probe(self) -> tuple[bool, bool]:
+        """Check on a tiny input that tree masks and the head-only path reproduce the model's own
+        forward; fall back (plain rows / full logits) for whatever does not."""
+        vocab = int(getattr(self.config, "vocab_size", 0) or 2)
+        g = torch.Generator().manual_seed(0)
+        base = torch.randint(0, vocab, (12,), generator=g).tolist()
+        a = tuple(base[:9] + [base[9]])
+        b = tuple(base[:9] + base[10:12])
+        reqs = [TokenRequest(a, a[-3:]), TokenRequest(b, b[-3:])]
+        tol = 1e-3 if self.dtype == torch.float32 else 5e-2
+
+        def reference(r: TokenRequest) -> torch.Tensor:
+            ids = torch.tensor([r.inp], device=self.device)
+            logp = torch.log_softmax(
+                self.model(input_ids=ids, use_cache=False).logits[0].float(), -1
+            )
+            q = torch.tensor(list(r.scored_positions()), device=self.device)
+            return logp[q, torch.tensor(r.cont, device=self.device)]
+
+        def ours(tree: bool, head: bool) -> list[torch.Tensor]:
+            rows = pack_rows(reqs, share=tree)
+            ids, pos, br = self._tensors(rows)
+            self.tree_ok, self.head_ok = tree, head
+            if head:
+                hidden = self._forward_hidden(ids, pos, br)
+                logits = self._head(hidden)
+            else:
+                logits = self._forward_logits(ids, pos, br)
+            logp = torch.log_softmax(logits.float(), -1)
+            res: list[torch.Tensor | None] = [None, None]
+            for i, r in enumerate(rows):
+                for m, gat in zip(r.members, r.gather, strict=True):
+                    tgt = torch.tensor(reqs[m].cont, device=self.device)
+                    res[m] = logp[i, torch.tensor(gat, device=self.device), tgt]
+            return res  # type: ignore[return-value]
+
+        def close(x: list[torch.Tensor], y: list[torch.Tensor]) -> bool:
+            return all(
+                bool(torch.allclose(p, q, atol=tol, rtol=tol)) for p, q in zip(x, y, strict=True)
+            )
+
+        with torch.inference_mode():
+            want = [reference(r) for r in reqs]
+            head_ok = False
+            if self.head is not None:
+                with contextlib.suppress(Exception):
+                    head_ok = close(ours(False, True), want)
+            tree_ok = False
+            with contextlib.suppress(Exception):
+                tree_ok = close(ours(True, head_ok), want)
+        if not tree_ok:
+            logger.warning(
+                "%s: tree-masked packing not reproducible; using plain rows",
+                type(self.model).__name__,
+            )
+        if not head_ok:
+            logger.warning(
+                "%s: head-only path not reproducible; using full logits", type(self.model).__name__
+            )
+        return tree_ok, head_ok
+
+
+# --------------------------------------------------------------------------------------------
+# Factory
+
+
+def make_lm(
+    loaded: Any,
+    kind: str = "fast",
+    *,
+    prefix_cache: bool = True,
+    prefix_cache_mb: float = 1024,
+    batch_size: int | str = "auto",
+    should_stop: Callable[[], bool] | None = None,
+    token_budget: int | None = None,
+) -> Any:
+    """The lm-eval ``LM`` for a loaded model: ``"fast"`` (FastLM) or ``"hflm"`` (lm-eval's HFLM on
+    the same in-memory model, the reference path). Both follow whatever layer view is applied."""
+    if kind == "fast":
+        return FastLM(
+            loaded.model,
+            loaded.tokenizer,
+            view=getattr(loaded, "view", None),
+            prefix_cache=prefix_cache,
+            prefix_cache_mb=prefix_cache_mb,
+            batch_size=batch_size,
+            token_budget=token_budget,
+            should_stop=should_stop,
+        )
+    if kind == "hflm":
+        return _make_hflm(loaded, batch_size, should_stop)
+    raise ConfigError(f"unknown scorer {kind!r}: use 'fast' or 'hflm'")
+
+
+def _make_hflm(loaded: Any, batch_size: int | str, should_stop: Callable[[], bool] | None) -> Any:
+    from lm_eval.models.huggingface import HFLM
+
+    class _StoppableHFLM(HFLM):
+        """HFLM that polls ``should_stop`` before every model call (i.e. between batches)."""
+
+        def _model_call(self, inps: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+            if should_stop is not None and should_stop():
+                raise StopRequested("stop requested")
+            return super()._model_call(inps, *args, **kwargs)
+
+    model = loaded.model
+    device = next(model.parameters()).device
+    if batch_size == "auto" and device.type != "cuda":
+        # HFLM's auto detection probes max_length-wide batches: far too slow and big on a CPU.
+        batch_size = 16
+    return _StoppableHFLM(pretrained=model, tokenizer=loaded.tokenizer, batch_size=batch_size)
