@@ -37,7 +37,16 @@ from gaprune_tui.errors import ModelError
 from gaprune_tui.modelinfo import embedded_gguf_path
 from gaprune_tui.paths import cache_dir
 
-torch.set_num_threads(2)
+
+@pytest.fixture(autouse=True)
+def torch_threads(request: pytest.FixtureRequest):
+    """One thread for the tiny models (a second thread costs 20x on a busy 2-core machine),
+    two for the embedded model's real matmuls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2 if "demo" in request.fixturenames else 1)
+    yield
+    torch.set_num_threads(before)
+
 
 # Dropped-layer sets for 6-layer models with the first two layers protected: the first droppable,
 # the last, a contiguous block, a scattered set, and layer 0 itself (LayerView must not care).

@@ -326,6 +326,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(value)
     except RuntimeError as exc:
         raise ModelError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelError(
+            f"device {device} asked for but MPS is not available here: use --device cpu or auto"
+        )
+    if resolved.type == "cuda" and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ModelError(
+                f"device {device} does not exist (this machine has {count} CUDA devices): use cuda:0..cuda:{count - 1}"
+            )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(
             f"device {device} asked for but CUDA is not available here: use --device cpu or auto"
@@ -346,7 +356,9 @@ def resolve_dtype(
         stored = config.get("dtype") or config.get("torch_dtype")
         if isinstance(stored, str) and stored in _DTYPES:
             return _DTYPES[stored]
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
     if value not in _DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}: use auto, bfloat16, float16 or float32")
     return _DTYPES[value]
