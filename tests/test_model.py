@@ -335,12 +335,13 @@ def test_load_gguf_converts_once_and_matches_the_original(
     models = private_cache / "models"
     models.mkdir(parents=True)
     sha = model_module._sha256(tiny_gguf)
-    # Leftovers of a killed conversion: a temp folder and a target without the origin file.
+    # Leftovers: a killed conversion's temp folder, and a folder an older converter wrote.
     stale_tmp = models / f".tmp-tiny-llama-{sha[:12]}-killed"
     stale_tmp.mkdir()
     half = models / f"tiny-llama-{sha[:12]}"
     half.mkdir()
     (half / "config.json").write_text("{}")
+    (half / model_module.ORIGIN_FILE).write_text(json.dumps({"conversion_version": 0}))
 
     lm = load_model(str(tiny_gguf))
     assert lm.source == half  # rebuilt in place of the half folder

@@ -16,6 +16,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def _gguf_sha256(path: Path) -> str:
     index[key] = value
     with contextlib.suppress(OSError):
         index_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
+        tmp = index_path.with_name(f".{index_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(index, indent=1))
         os.replace(tmp, index_path)
     return value
@@ -133,6 +134,15 @@ def _check_gguf_readable(path: Path) -> None:
         )
 
 
+def _is_converted(folder: Path) -> bool:
+    """A finished conversion by this version of the converter (the origin file is written last)."""
+    try:
+        origin = json.loads((folder / ORIGIN_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(origin, dict) and origin.get("conversion_version") == CONVERSION_VERSION
+
+
 def convert_gguf(gguf: Path, folder_name: str | None = None) -> Path:
     """Dequantize ``gguf`` into a safetensors folder in the cache (once) and return the folder."""
     gguf = gguf.resolve()
@@ -141,19 +151,19 @@ def convert_gguf(gguf: Path, folder_name: str | None = None) -> Path:
     name = f"{folder_name or _slug(gguf.stem)}-{sha[:12]}"
     models = cache_dir() / "models"
     target = models / name
-    if (target / ORIGIN_FILE).is_file():
+    if _is_converted(target):
         return target
     # The same GGUF reached under another name (the demo's file passed as a path) is reused.
     for existing in sorted(models.glob(f"*-{sha[:12]}")):
-        if (existing / ORIGIN_FILE).is_file():
+        if _is_converted(existing):
             return existing
     with _file_lock(models / f".{name}.lock"):
-        if (target / ORIGIN_FILE).is_file():  # another process finished while we waited
+        if _is_converted(target):  # another process finished while we waited
             return target
         # Under the lock any temp folder for this name is left over from a killed conversion.
         for stale in models.glob(f".tmp-{name}-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        if target.exists():  # a folder without the origin file is not ours to trust
+        if target.exists():  # a folder without a current origin file is not ours to trust
             shutil.rmtree(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=models))
         try:
@@ -378,7 +388,7 @@ def _read_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def _check_causal(config: dict[str, Any], folder: Path, trust_remote_code: bool) -> None:
+def _check_causal(config: dict[str, Any], where: str, trust_remote_code: bool) -> None:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -390,25 +400,25 @@ def _check_causal(config: dict[str, Any], folder: Path, trust_remote_code: bool)
         if auto_map:
             if not trust_remote_code:
                 raise ModelError(
-                    f"{folder.name} needs its own Python code (model_type {model_type!r}, auto_map in config.json): "
+                    f"{where} needs its own Python code (model_type {model_type!r}, auto_map in config.json): "
                     "pass --trust-remote-code if you trust its author"
                 )
             if "AutoModelForCausalLM" not in auto_map:
                 raise ModelError(
-                    f"{folder.name} is not a causal language model (its code has no AutoModelForCausalLM): pass a decoder-only LM"
+                    f"{where} is not a causal language model (its code has no AutoModelForCausalLM): pass a decoder-only LM"
                 )
             return
         raise ModelError(
-            f"{folder.name} has an unknown model_type {model_type!r}: upgrade transformers or pass a supported causal LM"
+            f"{where} has an unknown model_type {model_type!r}: upgrade transformers or pass a supported causal LM"
         )
     if architectures and not any(a.endswith(_CAUSAL_SUFFIXES) for a in architectures):
         raise ModelError(
-            f"{folder.name} is not a causal language model (architectures: {', '.join(architectures)}): "
+            f"{where} is not a causal language model (architectures: {', '.join(architectures)}): "
             "pass a decoder-only LM (…ForCausalLM / …LMHeadModel)"
         )
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ModelError(
-            f"{folder.name} ({model_type}) is not a causal language model transformers can load: "
+            f"{where} ({model_type}) is not a causal language model transformers can load: "
             "pass a decoder-only LM (…ForCausalLM / …LMHeadModel)"
         )
 
@@ -429,7 +439,7 @@ def load_model(
     resolved = _resolve(spec)
     folder = resolved.folder
     config = _read_config(folder)
-    _check_causal(config, folder, trust_remote_code)
+    _check_causal(config, resolved.name, trust_remote_code)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device, config)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
