@@ -201,8 +201,15 @@ class RunScreen(Screen[None]):
                 f"{what} gen {current.generation} #{current.index + 1}: "
                 f"dropping {genome_text(current.dropped)} on {task}{items}"
             )
-        elif view.state == "running" and not view.evaluations_done:
-            widget.update(view.messages[-1] if view.messages else "loading the model and tasks…")
+        elif view.state in ("created", "running") and not view.evaluations_done:
+            if view.messages:
+                widget.update(view.messages[-1])
+            elif not view.tasks:
+                widget.update("loading the model and tasks…")
+            elif view.base_scores is None:
+                widget.update("scoring the unpruned model (for comparison)…")
+            else:
+                widget.update("starting the search…")
         elif view.state == "running":
             widget.update("between evaluations…")
         else:
