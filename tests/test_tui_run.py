@@ -21,6 +21,7 @@ from gaprune_tui.screens.run import RunScreen
 from gaprune_tui.store import RunStore
 from gaprune_tui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
 from gaprune_tui.widgets.layer_bitmap import (
+    FALLBACK_COLOURS,
     GLYPH_DROPPED,
     GLYPH_KEPT,
     GLYPH_PROTECTED,
@@ -283,3 +284,32 @@ async def test_bitmap_scales_to_80_layers() -> None:
         assert lines[1][LABEL_WIDTH:].startswith("0123456789012")
         assert max(len(line) for line in lines) <= bitmap.size.width
         assert lines[3][LABEL_WIDTH:].count(GLYPH_DROPPED) == 10
+
+
+async def test_bitmap_colours_follow_the_theme() -> None:
+    store = fake_store()
+    populate(store, finished=False)
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        bitmap = app.screen.query_one(LayerBitmap)
+        for theme in ("gaprune-dark", "gaprune-light"):
+            app.theme = theme
+            await pilot.pause()
+            variables = app.get_theme(theme).variables
+            assert bitmap.colours() == {k: variables[k] for k in FALLBACK_COLOURS}
+            line = bitmap.render_text(bitmap.size.width)
+            styles = {str(span.style.color.name) for span in line.spans if span.style.color}
+            assert variables["bitmap-dropped"].lower() in {s.lower() for s in styles}
+        app.theme = "textual-dark"  # a theme without bitmap variables: the fallbacks
+        await pilot.pause()
+        assert set(bitmap.colours()) == set(FALLBACK_COLOURS)
+        assert all(bitmap.colours().values())
+
+
+async def test_invalid_run_shows_why() -> None:
+    store = fake_store()
+    store.set_state("invalid", error="model 'nope' not found: give a folder, a .gguf or demo")
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE):
+        assert "could not start" in banner_text(app.screen)
+        assert "model 'nope' not found" in banner_text(app.screen)

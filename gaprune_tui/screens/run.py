@@ -35,7 +35,7 @@ RESUMABLE = ("stopped", "failed", "crashed")
 
 def deterministic() -> bool:
     """Snapshot runs: no ETA, no clocks (``GAPRUNE_TUI_DETERMINISTIC=1``)."""
-    return os.environ.get("GAPRUNE_TUI_DETERMINISTIC") == "1"
+    return os.environ.get("GAPRUNE_TUI_DETERMINISTIC", "") not in ("", "0")
 
 
 def state_label(state: str) -> str:
@@ -149,7 +149,12 @@ class RunScreen(Screen[None]):
     def _show_banner(self, view: RunView) -> None:
         banner = self.query_one("#banner", Static)
         banner.remove_class("error", "info", "warning")
-        if view.state in ("failed", "crashed"):
+        if view.state == "invalid":
+            banner.update(
+                Text.assemble(("The search could not start: ", "bold"), view.error or "bad input")
+            )
+            banner.add_class("error")
+        elif view.state in ("failed", "crashed"):
             error = view.error
             if not error:
                 tail = last_error_lines(self.store.log_path, 3)
