@@ -175,11 +175,16 @@ async def test_unknown_extra_task_lists_close_matches_and_known_one_passes() -> 
         error = text_of(screen, "#form-error")
         assert "unknown task 'hellaswag_ofline'" in error
         assert "did you mean hellaswag_offline" in error
+        assert "unknown task 'hellaswag_ofline'" in text_of(screen, "#tasks-info")
+        assert screen.query_one("#tasks-info").has_class("error")
         assert start_button(screen).disabled
         await set_value(pilot, screen, "extra-tasks", "lambada_openai")
         assert not start_button(screen).disabled
+        assert "✓ lm-eval task lambada_openai" in text_of(screen, "#tasks-info")
         names = [t.name for t in screen.build_config().tasks]
         assert names == ["hellaswag_offline", "openbookqa_offline", "lambada_openai"]
+        await set_value(pilot, screen, "extra-tasks", "")
+        assert not screen.query_one("#tasks-info").display
 
 
 async def test_no_task_selected_disables_start() -> None:

@@ -502,13 +502,13 @@ class SetupScreen(Screen[None]):
         """Recheck the whole form; enable Start only when nothing is wrong."""
         error: str | None = None
         config: RunConfig | None = None
+        task_error = self._show_task_check()
         try:
             config = self.build_config()
         except ConfigError as exc:
             error = str(exc)
         if error is None:
-            assert config is not None
-            error = self._unknown_task_error([t.name for t in config.tasks])
+            error = task_error
         if error is None:
             if self.inspected_spec != config.model:  # type: ignore[union-attr]
                 error = "checking the model…"
@@ -532,6 +532,24 @@ class SetupScreen(Screen[None]):
             status.set_class(False, "error")
         self.query_one("#start", Button).disabled = error is not None
         self._show_cost()
+
+    def _show_task_check(self) -> str | None:
+        """Check the typed task names inline, under the field; the error, if any, for Start."""
+        names = self.task_names()
+        listed = set(self._listed_tasks)
+        extra = [n for n in names if n not in listed]
+        error = self._unknown_task_error(names)
+        info = self.query_one("#tasks-info", Static)
+        info.set_class(error is not None and not error.startswith("checking"), "error")
+        info.display = bool(extra)
+        if error:
+            info.update(f"✗ {_escape(error)}")
+        elif extra:
+            info.update(
+                f"✓ lm-eval {'task' if len(extra) == 1 else 'tasks'} {_escape(', '.join(extra))}: "
+                "the engine loads them at start (their data must be downloadable or cached)"
+            )
+        return error
 
     def _show_cost(self) -> None:
         cost = self.query_one("#cost", Static)
