@@ -325,7 +325,15 @@ class LogTail:
         self._partial = lines.pop()
         if skip_partial and lines:
             lines = lines[1:]  # the first line of a mid-file tail is cut
-        return [line.rstrip("\r") for line in lines]
+        return [_as_shown(line) for line in lines]
+
+
+def _as_shown(line: str) -> str:
+    """What a terminal would show for a line rewritten with carriage returns (tqdm bars)."""
+    if "\r" not in line:
+        return line
+    parts = [part for part in line.split("\r") if part.strip()]
+    return parts[-1] if parts else ""
 
 
 def last_error_lines(path: Path, n: int = 6) -> list[str]:

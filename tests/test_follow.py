@@ -134,6 +134,9 @@ def test_log_tail_reads_only_new_complete_lines(tmp_path) -> None:
     assert tail.read() == []
     path.write_text("new\n", encoding="utf-8")  # truncated and rewritten
     assert tail.read() == ["new"]
+    with open(path, "a", encoding="utf-8") as fh:  # a progress bar redrawn with \r, as tqdm does
+        fh.write("  0%|   | 0/8\r100%|███| 8/8\r\nnext\r\n")
+    assert tail.read() == ["100%|███| 8/8", "next"]
 
 
 def test_log_tail_is_bounded_on_first_read() -> None:
