@@ -22,6 +22,7 @@ def spawn_engine(store: RunStore, *, resume: bool = False) -> subprocess.Popen[b
         cmd.append("--resume")
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("TQDM_DISABLE", "1")  # lm-eval's per-call progress bars would flood engine.log
     with open(store.log_path, "ab") as log:
         proc = subprocess.Popen(
             cmd,

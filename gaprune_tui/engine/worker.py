@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stdout,
         force=True,
     )
+    # lm-eval logs and draws progress bars on every evaluate() call: one genome would flood the log.
+    for noisy in ("lm_eval", "lm-eval", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     store = RunStore(args.run_dir)
     store.set_meta(pid=os.getpid())
     return Worker(store, resume=args.resume).run()
