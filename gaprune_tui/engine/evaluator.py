@@ -49,6 +49,8 @@ class Evaluator:
         return json.dumps(
             {
                 "model": self.loaded.fingerprint,
+                # CPU and GPU kernels round differently: scores from one are not the other's.
+                "device": self.loaded.device.type,
                 "tasks": self.taskset.context(),
                 "scorer": f"{self.config.scorer}:{SCORER_VERSION}",
                 "screen": limit,
