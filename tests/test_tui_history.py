@@ -266,3 +266,20 @@ async def test_quit_keys_ask_on_a_running_search(runs: dict, key: str) -> None:
         await pilot.press("escape")
         await pilot.pause()
         assert app.screen.id == "run"
+
+
+async def test_highlighted_run_shows_its_error_and_what_to_do(runs: dict) -> None:
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = history_of(app)
+        detail = screen.query_one("#run-detail", Static)
+        await select(pilot, screen, runs["failed"].id)
+        assert "error: CUDA out of memory" in str(detail.render())
+        assert "r resumes it" in str(detail.render())
+        await select(pilot, screen, runs["crashed"].id)
+        assert "the engine process died" in str(detail.render())
+        await select(pilot, screen, runs["finished"].id)
+        best = runs["finished"].meta()["best_dropped"]
+        assert f"best: drop {best}" in str(detail.render())
+        assert "error" not in str(detail.render())

@@ -12,6 +12,7 @@ import sqlite3
 import time
 from typing import ClassVar
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -59,6 +60,7 @@ class HistoryScreen(Screen[None]):
         yield Static("", id="history-status")
         table: DataTable[str | Text] = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield table
+        yield Static("", id="run-detail")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -121,6 +123,7 @@ class HistoryScreen(Screen[None]):
             ids = [r.id for r in self.runs]
             if selected.id in ids:
                 table.move_cursor(row=ids.index(selected.id))
+        self._show_detail()
         status = self.query_one("#history-status", Static)
         if not self.runs:
             status.update("No searches yet: press n to set one up.")
@@ -136,6 +139,25 @@ class HistoryScreen(Screen[None]):
             return None
         row = table.cursor_row
         return self.runs[row] if 0 <= row < len(self.runs) else None
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _show_detail(self) -> None:
+        """The highlighted run's best genome, and its error when it failed or crashed."""
+        detail = self.query_one("#run-detail", Static)
+        run = self.selected_run()
+        if run is None:
+            detail.update("")
+            return
+        parts = [f"[b]{run.id}[/]"]
+        if run.best_dropped is not None:
+            parts.append(f"best: drop {run.best_dropped}")
+        if run.state == "crashed":
+            parts.append("[b red]the engine process died[/]: r resumes from the last generation")
+        if run.error:
+            parts.append(f"[red]error: {escape(run.error)}[/]")
+        if run.state in RESUMABLE and run.state != "crashed":
+            parts.append("r resumes it")
+        detail.update(" · ".join(parts))
 
     # ---- actions -----------------------------------------------------------------------------------
     @on(DataTable.RowSelected, "#runs")
