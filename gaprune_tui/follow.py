@@ -325,10 +325,10 @@ class LogTail:
         self._partial = lines.pop()
         if skip_partial and lines:
             lines = lines[1:]  # the first line of a mid-file tail is cut
-        return [_as_shown(line) for line in lines]
+        return [as_shown(line) for line in lines]
 
 
-def _as_shown(line: str) -> str:
+def as_shown(line: str) -> str:
     """What a terminal would show for a line rewritten with carriage returns (tqdm bars)."""
     if "\r" not in line:
         return line

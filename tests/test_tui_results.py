@@ -42,6 +42,8 @@ STAND_IN = textwrap.dedent(
     assert "--progress-json" in sys.argv
     print(json.dumps({"stage": "merge", "message": "passthrough, 2 slices"}), flush=True)
     print("a stray warning from a library", flush=True)
+    # A progress bar redrawn with CR: one 170 kB "line", past asyncio's 64 kB line limit.
+    print("\\r".join("Map: %6d/100000" % i for i in range(0, 100000, 10)), flush=True)
     if mode == "ok":
         print(json.dumps({"stage": "verify", "message": "comparing logits"}), flush=True)
         print(json.dumps({"done": True, "path": f"{run}/exports/rank-{rank}", "verified": True,
@@ -180,6 +182,7 @@ async def test_export_follows_progress_and_shows_path_and_verification(tmp_path:
         assert log == [
             "merge: passthrough, 2 slices",
             "a stray warning from a library",
+            "Map:  99990/100000",
             "verify: comparing logits",
         ]
 

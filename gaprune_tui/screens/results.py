@@ -25,7 +25,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 from textual.worker import Worker, WorkerState
 
-from gaprune_tui.follow import Follower
+from gaprune_tui.follow import Follower, as_shown
 from gaprune_tui.store import Evaluation, RunStore
 from gaprune_tui.widgets.dialogs import ScoresDialog
 from gaprune_tui.widgets.fitness_chart import FitnessChart
@@ -265,11 +265,16 @@ class ResultsScreen(Screen[None]):
         )
         other: list[str] = []
         assert proc.stdout is not None
+        pending = b""
         try:
-            async for raw in proc.stdout:
-                line = raw.decode("utf-8", errors="replace").rstrip()
-                if line and not self._export_line(line):
-                    other.append(line)
+            # Read chunks, not lines: a library's progress bar redrawn with \r can make one
+            # "line" longer than asyncio's line-length limit.
+            while chunk := await proc.stdout.read(1 << 16):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for raw in lines:
+                    self._export_output(raw, other)
+            if pending:
+                self._export_output(pending, other)
             code = await proc.wait()
         except asyncio.CancelledError:
             with contextlib.suppress(ProcessLookupError):
@@ -278,6 +283,11 @@ class ResultsScreen(Screen[None]):
         if self.export_result is None and self.export_error is None:
             reason = other[-1] if other else "no output"
             self._export_failed(f"the export exited with code {code}: {reason}")
+
+    def _export_output(self, raw: bytes, other: list[str]) -> None:
+        line = as_shown(raw.decode("utf-8", errors="replace")).rstrip()
+        if line and not self._export_line(line):
+            other.append(line)
 
     def _export_line(self, line: str) -> bool:
         """Apply one line of the export's output; False when it is not a protocol line."""
