@@ -103,6 +103,21 @@ async def test_gpu_machine_gets_the_methods_defaults(monkeypatch: pytest.MonkeyP
         assert dataclasses.asdict(config) == dataclasses.asdict(RunConfig().validate())
 
 
+def test_gpu_detection_without_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from gaprune_tui.screens import setup
+
+    monkeypatch.delenv("GAPRUNE_ASSUME_GPU")
+    monkeypatch.setattr(setup.shutil, "which", lambda name: None)
+    monkeypatch.setattr(setup, "Path", lambda p: tmp_path / "no-driver")
+    assert not setup.gpu_available()
+    assert setup.default_config().population == CPU_DEFAULTS["population"]
+    monkeypatch.setattr(setup.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert setup.gpu_available()
+    assert setup.default_config().population == RunConfig().population
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+    assert not setup.gpu_available()
+
+
 # ---- validation ---------------------------------------------------------------------------------
 async def test_invalid_value_disables_start_and_fixing_it_enables_it() -> None:
     app = GapruneApp()
