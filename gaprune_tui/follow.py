@@ -128,18 +128,20 @@ class Follower:
     def __init__(self, store: RunStore) -> None:
         self.store = store
         self.view = RunView(run_id=store.id)
-        meta = store.meta()
-        self.view.model = meta.get("model", "?")
-        self.view.n_layers = int(meta.get("n_layers") or 0)
-        self.view.max_evaluations = int(meta.get("max_evaluations") or 0)
         self._loaded = False
         self._counted: set[tuple[int, tuple[int, ...]]] = set()
         self._per_gen: dict[int, int] = {}
 
     def poll(self) -> bool:
-        """Apply every event written since the last poll; True when anything changed."""
-        events = self.store.events(after=self.view.last_seq)
+        """Apply every event written since the last poll; True when anything changed.
+        Construction touches nothing: store errors surface here, where callers handle them."""
         first = not self._loaded
+        if first:
+            meta = self.store.meta()
+            self.view.model = meta.get("model", "?")
+            self.view.n_layers = int(meta.get("n_layers") or 0)
+            self.view.max_evaluations = int(meta.get("max_evaluations") or 0)
+        events = self.store.events(after=self.view.last_seq)
         self._loaded = True
         for event in events:
             self.apply(event, live=not first)

@@ -313,3 +313,19 @@ async def test_invalid_run_shows_why() -> None:
     async with app.run_test(size=SIZE):
         assert "could not start" in banner_text(app.screen)
         assert "model 'nope' not found" in banner_text(app.screen)
+
+
+async def test_unreadable_store_is_reported_not_raised() -> None:
+    store, _engine = running_store()
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.store.close()  # what the screen holds can no longer be read
+        screen.poll()
+        await pilot.pause(0.5)  # the 4 Hz timer polls too
+        assert app.is_running
+        assert "Cannot read the run store" in banner_text(screen)
+        await pilot.press("o")
+        assert isinstance(app.screen, ResultsScreen)
+        await pilot.pause(1.2)
+        assert app.is_running

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 from textual.worker import Worker, WorkerState
 
+from gaprune_tui.errors import GapruneError
 from gaprune_tui.follow import Follower, as_shown
 from gaprune_tui.store import Evaluation, RunStore
 from gaprune_tui.widgets.dialogs import ScoresDialog
@@ -118,6 +120,7 @@ class ResultsScreen(Screen[None]):
         self.export_result: dict[str, Any] | None = None
         self.export_error: str | None = None
         self._columns: tuple[str, ...] = ()
+        self._store_failed = False
 
     def compose(self) -> ComposeResult:
         yield Static(f"results · run {self.store.id}", id="results-title")
@@ -135,9 +138,17 @@ class ResultsScreen(Screen[None]):
 
     # ---- data ------------------------------------------------------------------------------
     def poll(self) -> None:
-        """Reload when the store has news (a running search keeps adding genomes)."""
-        if self.follower.poll():
-            self.reload()
+        """Reload when the store has news (a running search keeps adding genomes). A store
+        that cannot be read is reported once, never raised into the app."""
+        try:
+            if self.follower.poll():
+                self.reload()
+        except (sqlite3.Error, OSError, GapruneError) as exc:
+            if not self._store_failed:
+                self._store_failed = True
+                self.notify(f"Cannot read the run store: {exc}", severity="error", timeout=10)
+            return
+        self._store_failed = False
 
     def reload(self) -> None:
         view = self.follower.view

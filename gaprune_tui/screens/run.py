@@ -11,6 +11,7 @@ resumed from here; the UI never depends on the engine being alive.
 from __future__ import annotations
 
 import os
+import sqlite3
 
 from rich.text import Text
 from textual import on
@@ -80,6 +81,7 @@ class RunScreen(Screen[None]):
         self.log_tail = LogTail(store.log_path)
         self._announced_end = False
         self._seen_active = False
+        self._store_error: str | None = None
 
     @property
     def view(self) -> RunView:
@@ -113,8 +115,21 @@ class RunScreen(Screen[None]):
 
     # ---- following -------------------------------------------------------------------------------
     def poll(self) -> None:
-        """Apply all new events and log lines, then repaint once."""
-        changed = self.follower.poll()
+        """Apply all new events and log lines, then repaint once. A store that cannot be read
+        (deleted, disk gone) is reported once and retried; it never takes the UI down."""
+        try:
+            changed = self.follower.poll()
+        except (sqlite3.Error, OSError, GapruneError) as exc:
+            if self._store_error is None:
+                self._store_error = str(exc)
+                banner = self.query_one("#banner", Static)
+                banner.update(f"Cannot read the run store {self.store.path}: {exc}")
+                banner.remove_class("info", "warning")
+                banner.add_class("error")
+            return
+        if self._store_error is not None:
+            self._store_error = None
+            changed = True
         lines = self.log_tail.read()
         if lines:
             log = self.query_one("#engine-log", RichLog)
