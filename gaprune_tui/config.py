@@ -152,6 +152,10 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["tasks"] = [{k: v for k, v in t.items() if v is not None} for t in data["tasks"]]
+        if self.limit is None:
+            data["limit"] = (
+                "all"  # TOML has no null; "all" keeps a blank limit through a round trip
+            )
         return {k: v for k, v in data.items() if v is not None}
 
     @classmethod
@@ -163,6 +167,8 @@ class RunConfig:
                 f"unknown key {unknown[0]!r} in {source}: valid keys are {', '.join(sorted(known))}"
             )
         values = dict(data)
+        if values.get("limit") == "all":
+            values["limit"] = None
         if "tasks" in values:
             values["tasks"] = _parse_tasks(values["tasks"], source)
         if "include_path" in values and isinstance(values["include_path"], str):

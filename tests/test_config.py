@@ -80,3 +80,10 @@ def test_malformed_toml(tmp_path: Path) -> None:
         RunConfig.load(path)
     with pytest.raises(ConfigError, match="does not exist"):
         RunConfig.load(tmp_path / "missing.toml")
+
+
+def test_all_items_limit_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    RunConfig(limit=None).save(path)
+    assert 'limit = "all"' in path.read_text()
+    assert RunConfig.load(path).limit is None
