@@ -58,7 +58,7 @@ def banner_text(screen: RunScreen) -> str:
 async def test_opens_on_a_running_search_and_follows_it_live() -> None:
     store, engine = running_store(4)  # started, base scores, first evaluation started
     app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, RunScreen) and screen.id == "run"
@@ -83,6 +83,8 @@ async def test_opens_on_a_running_search_and_follows_it_live() -> None:
         await pilot.pause(0.6)
         assert table.row_count == 4
         assert "finished" in banner_text(screen)
+        toasts = [str(t.render()) for t in screen.query("Toast")]
+        assert any("press o for the results" in t for t in toasts)  # offered, not forced
         log = screen.query_one("#engine-log")
         assert any("search finished" in str(line.text) for line in log.lines)
 
@@ -234,13 +236,15 @@ async def test_crashed_engine_shows_log_tail(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(launch, "resume_run", lambda store: started.append(store))
     store, engine = running_store()
     app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
         screen = app.screen
         engine.crash()  # kill -9 while we watch
         screen.poll()
         await pilot.pause()
         text = banner_text(screen)
         assert "stopped unexpectedly" in text and "Killed" in text
+        toasts = [str(t.render()) for t in screen.query("Toast")]
+        assert any("stopped with an error" in t for t in toasts)
         assert "crashed" in str(screen.query_one("#run-title", Static).render())
         await pilot.press("p")  # nothing to pause: no request written
         assert actions(store) == []
