@@ -7,6 +7,11 @@ Update with `pytest tests/test_tui_snapshots_run.py --snapshot-update` after a d
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from fake_engine import FakeEngine, fake_store, populate
 
@@ -41,3 +46,26 @@ def test_results_screen(snap_compare) -> None:
     store = fake_store(run_id="20260101-120000-done")
     populate(store)
     assert snap_compare(GapruneApp(initial="results", run=str(store.path)), terminal_size=SIZE)
+
+
+def test_screenshot_script_saves_every_screen(tmp_path: Path) -> None:
+    """scripts/screenshots.py --fake: one SVG per screen, each showing what it should."""
+    out = tmp_path / "shots"
+    env = {**os.environ, "GAPRUNE_HOME": str(tmp_path / "home")}
+    script = Path(__file__).resolve().parent.parent / "scripts" / "screenshots.py"
+    subprocess.run(
+        [sys.executable, str(script), "--fake", "--theme", "gaprune-dark", "--out", str(out)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        f"{screen}-gaprune-dark.svg"
+        for screen in sorted(("setup", "run", "run-scores", "results", "history"))
+    ]
+    run_svg = (out / "run-gaprune-dark.svg").read_text(encoding="utf-8")
+    assert "20260101-120000-demo" in run_svg and "best&#160;so&#160;far" in run_svg
+    results_svg = (out / "results-gaprune-dark.svg").read_text(encoding="utf-8")
+    assert "%&#160;params" in results_svg
