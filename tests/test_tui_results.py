@@ -290,3 +290,15 @@ async def test_real_export_cli_error_reaches_the_screen() -> None:
         assert screen.export_result is None
         assert "use --rank 1.." in screen.export_error
         assert "Export failed" in text_of(screen, "#export-status")
+
+
+async def test_base_scores_from_meta_when_the_event_is_missing() -> None:
+    store = fake_store()
+    store.set_meta(
+        n_layers=30, base_scores={"hellaswag_offline": {"acc_norm": 0.41}}, base_fitness=0.1681
+    )
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        base = text_of(app.screen, "#base-scores")
+        assert "hellaswag_offline acc_norm 0.4100" in base and "fitness 0.1681" in base

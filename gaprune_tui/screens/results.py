@@ -154,6 +154,10 @@ class ResultsScreen(Screen[None]):
         view = self.follower.view
         meta = self.store.meta()
         n_layers = view.n_layers or int(meta.get("n_layers") or 0)
+        # The engine also keeps the base scores in meta: use them if the event is missing.
+        if view.base_scores is None and meta.get("base_scores"):
+            view.base_scores = meta["base_scores"]
+            view.base_fitness = meta.get("base_fitness")
         self.ranked = self.store.best_evaluations(HALL_OF_FAME)
         tasks = list(view.tasks) or sorted({t for e in self.ranked for t in e.scores})
         title = [f"results · run {self.store.id}", view.model, view.state]
