@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +58,20 @@ def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def _quiet_libraries() -> None:
+    """Our progress lines replace the libraries' bars and warnings (datasets maps, lm-eval's
+    request bars, MergeKit's deprecation notes). tqdm reads its environment at import time, so
+    this runs before the engine is imported; in a process that already imported tqdm it is a no-op
+    for the bars."""
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("lm_eval", "mergekit", "transformers", "datasets"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def run(args: argparse.Namespace) -> int:
+    _quiet_libraries()
     from gaprune_tui.engine.export import export_run
 
     kwargs = dict(

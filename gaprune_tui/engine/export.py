@@ -41,9 +41,10 @@ from gaprune_tui.config import RunConfig
 from gaprune_tui.errors import ExportError, GapruneError, StoreError
 
 EXPORT_DTYPES = ("bfloat16", "float16", "float32")
-# Logits of the export against the layer view of the same genome, at the same dtype: the weights
-# are bit-identical, so we expect 0 everywhere; half precision is allowed a small margin relative to
-# the logit scale because kernels may order reductions differently for different module instances.
+# Logits of the export against the layer view of the same genome, both loaded by from_pretrained at
+# the export's dtype: the weights are bit-identical, so we expect 0 (measured: 0 in float32 and
+# bfloat16 on CPU). Half precision is allowed a margin relative to the logit scale because GPU
+# kernels may pick different reduction orders; float32 must be exact.
 LOGIT_TOLERANCE = {"float32": 0.0, "bfloat16": 2e-2, "float16": 2e-3}
 FITNESS_TOLERANCE = 1e-9
 VERIFY_PROMPTS = (
@@ -71,6 +72,8 @@ LINEAGE_FILE = "gaprune.json"
 MERGEKIT_FILE = "mergekit_config.yml"
 RUN_CONFIG_FILE = "gaprune-run-config.toml"
 FAILED_FILE = "FAILED.txt"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # upstream of the embedded GGUF
+EMBEDDED_LICENSE = "apache-2.0"
 
 Progress = Callable[..., None]
 
@@ -600,13 +603,10 @@ def _generate(model: Any, tokenizer: Any, ids: list[int], device: Any) -> list[i
     return out[0, len(ids) :].tolist()
 
 
-def _reference(loaded: Any, kept: list[int], export_dtype: str) -> _Reference:
-    """Logits and a greedy continuation of the layer view, at the export's dtype."""
+def _reference(loaded: Any, kept: list[int], search_dtype: str) -> _Reference:
+    """Logits and a greedy continuation of the layer view (``loaded`` is at the export's dtype)."""
     import torch
 
-    search_dtype = _dtype_name(loaded.dtype)
-    if search_dtype != export_dtype:
-        loaded.model.to(_torch_dtype(export_dtype))
     tok = loaded.tokenizer
     input_ids = [tok(p, add_special_tokens=True)["input_ids"] for p in VERIFY_PROMPTS]
     logits = []
@@ -615,7 +615,7 @@ def _reference(loaded: Any, kept: list[int], export_dtype: str) -> _Reference:
             x = torch.tensor([ids], device=loaded.device)
             logits.append(loaded.model(x).logits[0].float().cpu())
         generated = _generate(loaded.model, tok, input_ids[0], loaded.device)
-    return _Reference(input_ids, logits, generated, export_dtype, search_dtype)
+    return _Reference(input_ids, logits, generated, _dtype_name(loaded.dtype), search_dtype)
 
 
 def _collect() -> None:
@@ -692,6 +692,67 @@ def fitness_of(scores: dict[str, dict[str, float]], kind: str) -> float:
     return search_fitness(scores, kind)
 
 
+def _verify(
+    folder: Path,
+    ref: _Reference,
+    device: Any,
+    taskset: Any,
+    config: RunConfig,
+    best: Any,
+    progress: Progress | None,
+) -> Verification:
+    """Compare the export in ``folder`` with the layer view (``ref``) and re-score it."""
+    from gaprune_tui.engine.model import load_model
+
+    started = time.perf_counter()
+    _report(progress, "verify", "comparing logits and generate with the layer view")
+    diff, tokenizer_ok, generate_ok, generated, text = _compare_export(
+        folder, ref, device, config.trust_remote_code
+    )
+    scale = max(1.0, max(float(t.abs().max()) for t in ref.logits))
+    tolerance = LOGIT_TOLERANCE[ref.dtype] * scale
+    _report(progress, "rescore", "re-scoring the export on the run's tasks")
+    exported = load_model(
+        str(folder), dtype=ref.dtype, device=device, trust_remote_code=config.trust_remote_code
+    )
+    scores = _score(exported, taskset, config)
+    del exported
+    _collect()
+    fitness = fitness_of(scores, config.fitness)
+    # Scores only have to reproduce when the export computes in the dtype the search used.
+    required = ref.dtype == ref.search_dtype
+    fitness_ok = abs(fitness - best.fitness) <= FITNESS_TOLERANCE and _scores_equal(
+        best.scores, scores
+    )
+    matches_view = generated == ref.generated
+    verification = Verification(
+        dtype=ref.dtype,
+        search_dtype=ref.search_dtype,
+        prompts=len(VERIFY_PROMPTS),
+        logits_max_abs_diff=diff,
+        logits_tolerance=tolerance,
+        logits_ok=diff <= tolerance,
+        tokenizer_ok=tokenizer_ok,
+        generate_ok=generate_ok,
+        generate_matches_view=matches_view,
+        generated_text=text,
+        fitness_stored=best.fitness,
+        fitness_export=fitness,
+        fitness_required=required,
+        fitness_ok=fitness_ok,
+        scores_stored=best.scores,
+        scores_export=scores,
+        seconds=time.perf_counter() - started,
+        passed=diff <= tolerance
+        and tokenizer_ok
+        and generate_ok
+        and matches_view
+        and (fitness_ok or not required),
+    )
+    _report(progress, "verify", verification.summary())
+    return verification
+
+
 # ---------------------------------------------------------------------------------------------
 # Model card
 
@@ -715,18 +776,23 @@ def _fmt_bytes(n: int) -> str:
 
 
 def reproduce_commands(config: RunConfig, rank: int, dtype: str | None) -> list[str]:
-    """The ``gaprune-tui run`` flags of the config (or the shipped TOML) and the export command."""
+    """The ``gaprune-tui run`` flags of the config (or the shipped TOML) and the export command.
+
+    The flags that define the search are always spelled out, so the line still reproduces the run
+    if a default changes; the rest only when they differ from the default.
+    """
     default = RunConfig()
+    always = ("model", "limit", "num_fewshot", "prune", "protect", "population", "generations")
+    always += ("seed", "fitness")
     expressible = all(t.num_fewshot is None and t.limit is None for t in config.tasks)
     if expressible:
-        parts = ["gaprune-tui run"]
-        for key, value in config.to_dict().items():
-            if key in ("tasks", "include_path", "trust_remote_code", "prefix_cache"):
-                continue
-            if value != getattr(default, key):
-                parts.append(f"--{key.replace('_', '-')} {_shell(str(value))}")
         tasks = ",".join(t.name + (f":{t.metric}" if t.metric else "") for t in config.tasks)
-        parts.insert(2, f"--tasks {_shell(tasks)}")
+        parts = ["gaprune-tui run", f"--model {_shell(config.model)}", f"--tasks {_shell(tasks)}"]
+        for key, value in config.to_dict().items():
+            if key in ("model", "tasks", "include_path", "trust_remote_code", "prefix_cache"):
+                continue
+            if key in always or value != getattr(default, key):
+                parts.append(f"--{key.replace('_', '-')} {_shell(str(value))}")
         parts.extend(f"--include-path {_shell(p)}" for p in config.include_path)
         if config.trust_remote_code:
             parts.append("--trust-remote-code")
@@ -762,6 +828,8 @@ def render_card(lineage: dict[str, Any]) -> str:
     ]
     if base.get("hub_id"):
         lines.append(f"base_model: {base['hub_id']}")
+    if base.get("license"):
+        lines.append(f"license: {base['license']}")
     lines += [
         "---",
         "",
@@ -774,7 +842,7 @@ def render_card(lineage: dict[str, Any]) -> str:
         "",
         "| | |",
         "|---|---|",
-        f"| Base model | `{base['spec']}` ({base.get('model_type', '?')}) |",
+        f"| Base model | {base['name']} (`--model {base['spec']}`, {base.get('model_type', '?')}) |",
         f"| Dropped layers | {', '.join(map(str, dropped))} |",
         f"| Kept layers | {_ranges(kept)} ({len(kept)} of {n}) |",
         f"| Parameters | {_fmt_params(before)} -> {_fmt_params(after)} ({removed} removed) |",
@@ -951,112 +1019,77 @@ def _export_run(
     verification: Verification | None = None
     state: dict[str, Any] = {}
 
+    source = _source_dir(config)
+    src_config = _read_json(source / "config.json")
+    out_dtype = _resolve_dtype(dtype, src_config)
+    params_before = safetensors_params(source)
     if verify:
-        from gaprune_tui.engine.model import load_model
+        from gaprune_tui.engine.model import load_model, resolve_device, resolve_dtype
         from gaprune_tui.engine.tasks import build_tasks
 
-        _report(progress, "load", f"loading the base model {config.model}")
-        loaded = load_model(
-            config.model,
-            dtype=config.dtype,
-            device=config.device,
-            trust_remote_code=config.trust_remote_code,
-        )
-        if loaded.n_layers != len(best.kept) + len(best.dropped):
-            raise ExportError(
-                f"the run's genome covers {len(best.kept) + len(best.dropped)} layers but "
-                f"{config.model} now has {loaded.n_layers}: the base model changed since the run"
-            )
-        source = Path(loaded.source)
-        params_before = safetensors_params(source) or sum(
-            p.numel() for p in loaded.model.parameters()
-        )
-        out_dtype = _resolve_dtype(dtype, _read_json(source / "config.json"))
+        device = resolve_device(config.device)
+        search_dtype = _dtype_name(resolve_dtype(config.dtype, device, src_config))
         taskset = build_tasks(config)
+
+        def load(dtype_name: str) -> Any:
+            _report(progress, "load", f"loading the base model {config.model} ({dtype_name})")
+            loaded = load_model(
+                config.model,
+                dtype=dtype_name,
+                device=device,
+                trust_remote_code=config.trust_remote_code,
+            )
+            if loaded.n_layers != len(best.kept) + len(best.dropped):
+                raise ExportError(
+                    f"the run's genome covers {len(best.kept) + len(best.dropped)} layers but "
+                    f"{config.model} now has {loaded.n_layers}: the base model changed since the run"
+                )
+            return loaded
+
+        loaded = None
         if base_scores is None:
+            # Base scores belong to the search's dtype, whatever the export's.
+            loaded = load(search_dtype)
             _report(progress, "base", "scoring the base model (no base_scores in the run)")
             base_scores = _score(loaded, taskset, config)
             base_fitness = fitness_of(base_scores, config.fitness)
+        if loaded is None or search_dtype != out_dtype:
+            # Loaded at the export's dtype rather than cast with .to(): from_pretrained keeps some
+            # buffers (rotary inv_freq) in float32 that .to() would round, and the export itself is
+            # loaded the from_pretrained way.
+            del loaded
+            _collect()
+            loaded = load(out_dtype)
+        if params_before is None:
+            params_before = sum(p.numel() for p in loaded.model.parameters())
         _report(progress, "reference", f"layer view of the genome on the base model ({out_dtype})")
-        ref = _reference(loaded, best.kept, out_dtype)
+        ref = _reference(loaded, best.kept, search_dtype)
         device = loaded.device
         del loaded
         _collect()
 
         def finalize(folder: Path) -> None:
             nonlocal verification
-            t0 = time.perf_counter()
-            _report(progress, "verify", "comparing logits and generate with the layer view")
-            diff, tok_ok, gen_ok, generated, text = _compare_export(
-                folder, ref, device, config.trust_remote_code
-            )
-            scale = max(1.0, max(float(t.abs().max()) for t in ref.logits))
-            tolerance = LOGIT_TOLERANCE[out_dtype] * scale
-            _report(progress, "rescore", "re-scoring the export on the run's tasks")
-            exported = load_model(
-                str(folder),
-                dtype=out_dtype,
-                device=device,
-                trust_remote_code=config.trust_remote_code,
-            )
-            scores = _score(exported, taskset, config)
-            del exported
-            _collect()
-            fitness = fitness_of(scores, config.fitness)
-            required = out_dtype == ref.search_dtype
-            fitness_ok = abs(fitness - best.fitness) <= FITNESS_TOLERANCE and _scores_equal(
-                best.scores, scores
-            )
-            verification = Verification(
-                dtype=out_dtype,
-                search_dtype=ref.search_dtype,
-                prompts=len(VERIFY_PROMPTS),
-                logits_max_abs_diff=diff,
-                logits_tolerance=tolerance,
-                logits_ok=diff <= tolerance,
-                tokenizer_ok=tok_ok,
-                generate_ok=gen_ok,
-                generate_matches_view=generated == ref.generated,
-                generated_text=text,
-                fitness_stored=best.fitness,
-                fitness_export=fitness,
-                fitness_required=required,
-                fitness_ok=fitness_ok,
-                scores_stored=best.scores,
-                scores_export=scores,
-                seconds=time.perf_counter() - t0,
-                passed=False,
-            )
-            verification.passed = (
-                verification.logits_ok
-                and tok_ok
-                and gen_ok
-                and verification.generate_matches_view
-                and (fitness_ok or not required)
-            )
-            _report(progress, "verify", verification.summary())
+            verification = _verify(folder, ref, device, taskset, config, best, progress)
             if not verification.passed:
                 raise ExportError(f"verification failed: {verification.summary()}")
             _write_card(folder)
 
     else:
-        source = _source_dir(config)
-        params_before = safetensors_params(source)
-        out_dtype = _resolve_dtype(dtype, _read_json(source / "config.json"))
 
         def finalize(folder: Path) -> None:
             _write_card(folder)
 
     def _write_card(folder: Path) -> None:
         _report(progress, "card", "writing the model card and gaprune.json")
-        src_config = _read_json(source / "config.json")
         lineage = {
             "gaprune_version": __version__,
             "base_model": {
                 "spec": config.model,
                 "name": _display_name(config.model, source),
                 "path": str(source),
-                "hub_id": config.model if _is_hub_id(config.model) else None,
+                "hub_id": _hub_id(config.model),
+                "license": EMBEDDED_LICENSE if config.model == "demo" else None,
                 "model_type": src_config.get("model_type"),
                 "n_layers": len(best.kept) + len(best.dropped),
             },
@@ -1131,6 +1164,13 @@ def _export_run(
         size_bytes=result.size_bytes,
     )
     return result
+
+
+def _hub_id(spec: str) -> str | None:
+    """The base model's hub id for the card's ``base_model`` (the embedded demo's upstream too)."""
+    if spec == "demo":
+        return EMBEDDED_HUB_ID
+    return spec if _is_hub_id(spec) else None
 
 
 def _is_hub_id(spec: str) -> bool:
