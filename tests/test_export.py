@@ -345,3 +345,32 @@ def test_cli_export_json_progress_and_errors(
     assert main(["export", "nope", "--progress-json"]) == 2
     out = capsys.readouterr().out.strip().splitlines()
     assert json.loads(out[-1])["error"].startswith("no run 'nope'")
+
+
+def test_bfloat16_export_run_is_exact_against_a_bfloat16_view(
+    scored_run_data: dict, tmp_path: Path
+) -> None:
+    store = _make_run(scored_run_data)
+    result = export_run(store.id, out=tmp_path / "bf16", dtype="bfloat16")
+    ver = result.verification
+    assert ver is not None and result.verified is True
+    assert ver.dtype == "bfloat16" and ver.search_dtype == "float32"
+    assert ver.logits_max_abs_diff == 0.0 and ver.generate_matches_view
+    assert ver.fitness_required is False  # the search scored in float32: reported, not required
+    assert "informational" in ver.summary()
+
+
+def test_a_tokenizer_mergekit_failed_to_copy_fails_the_export(
+    tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MergeKit logs a failed tokenizer copy and carries on; we refuse the tokenizer-less model."""
+    import mergekit.merge as mk
+
+    def fail(*args, **kwargs):
+        raise OSError("tokenizer.json: permission denied")
+
+    monkeypatch.setattr(mk, "_copy_tokenizer", fail)
+    with pytest.raises(ExportError, match="MergeKit wrote no tokenizer"):
+        export_genome(tiny["gpt2"], KEPT, tmp_path / "notok")
+    assert not (tmp_path / "notok").exists()
+    assert len(list(tmp_path.glob("notok.failed-*"))) == 1
