@@ -101,7 +101,12 @@ def test_mergekit_hook_is_restored_after_export(exported: dict[str, Path]) -> No
 
 
 def test_bfloat16_export_is_cast_and_loads(tiny: dict[str, Path], tmp_path: Path) -> None:
-    out = export_genome(tiny["qwen3"], KEPT, tmp_path / "bf16", dtype="bfloat16")
+    messages: list[str] = []  # a plain one-argument callback gets the messages without stages
+    out = export_genome(
+        tiny["qwen3"], KEPT, tmp_path / "bf16", dtype="bfloat16", progress=messages.append
+    )
+    assert any("3 slices (bfloat16)" in m for m in messages)
+    assert any("sliced per-layer config fields: layer_types" in m for m in messages)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out)
