@@ -1,0 +1,103 @@
+"""End to end on the embedded SmolLM2-135M-Instruct: a small real search, then export of its winner.
+
+Slow (the engine process loads the real model and lm-eval tasks); runs in CI all the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gaprune_tui.store import RunStore, list_runs
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gaprune_tui", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    home = tmp_path_factory.mktemp("e2e-home")
+    os.environ["GAPRUNE_HOME"] = str(home)
+    try:
+        proc = cli(
+            "run",
+            "--prune",
+            "4",
+            "--population",
+            "4",
+            "--generations",
+            "1",
+            "--limit",
+            "8",
+            "--json",
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout), home
+    finally:
+        del os.environ["GAPRUNE_HOME"]
+
+
+def test_demo_search_result(demo_run: tuple[dict, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    result, home = demo_run
+    monkeypatch.setenv("GAPRUNE_HOME", str(home))
+    assert result["model"] == "SmolLM2-135M-Instruct"
+    assert result["n_layers"] == 30
+    assert len(result["dropped_layers"]) == 4 and min(result["dropped_layers"]) >= 2
+    assert len(result["kept_layers"]) == 26
+    assert set(result["scores"]) == {"hellaswag_offline", "openbookqa_offline"}
+    assert set(result["base_scores"]) == set(result["scores"])
+    values = [next(iter(m.values())) for m in result["scores"].values()]
+    assert result["fitness"] == pytest.approx(sum(v * v for v in values) / 2)
+    assert result["scorer"] == "fast" and result["eval_seconds"] > 0
+    store = RunStore.open(list_runs()[0].id)
+    kinds = {e.kind for e in store.events()}
+    assert {"run_started", "base_scores", "evaluation_finished", "generation_finished"} <= kinds
+    assert {"run_finished"} <= kinds and store.state == "finished"
+
+
+def test_export_winner_verifies_and_loads_without_gaprune(
+    demo_run: tuple[dict, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, home = demo_run
+    monkeypatch.setenv("GAPRUNE_HOME", str(home))
+    run_id = list_runs()[0].id
+    out = home / "export"
+    proc = cli("export", run_id, "--out", str(out), "--progress-json")
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    final = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert final["done"] is True and final["verified"] is True
+    lineage = json.loads((out / "gaprune.json").read_text())
+    assert lineage["dropped_layers"] == result["dropped_layers"]
+    card = (out / "README.md").read_text()
+    assert "Dropped layers" in card or "dropped" in card.lower()
+    # A fresh interpreter with no gaprune import loads and runs the export.
+    code = (
+        "import sys, torch, json;"
+        "from transformers import AutoModelForCausalLM, AutoTokenizer;"
+        f"m = AutoModelForCausalLM.from_pretrained({str(out)!r});"
+        f"t = AutoTokenizer.from_pretrained({str(out)!r});"
+        "ids = t('The capital of France is', return_tensors='pt').input_ids;"
+        "g = m.generate(ids, max_new_tokens=5, do_sample=False);"
+        "print(json.dumps({'layers': m.config.num_hidden_layers, 'new': g.shape[1] - ids.shape[1],"
+        " 'gaprune': any(k.startswith('gaprune') for k in sys.modules)}))"
+    )
+    check = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert check.returncode == 0, check.stderr[-3000:]
+    info = json.loads(check.stdout.strip().splitlines()[-1])
+    assert info == {"layers": 26, "new": 5, "gaprune": False}
