@@ -1,0 +1,77 @@
+"""The whole TUI path on the real engine and the embedded model: Setup -> Run -> Results -> Export.
+
+Nothing is faked: F5 spawns the engine process, the Run screen follows its store, and `e` on the
+Results screen runs the real export CLI (MergeKit, verification). A tiny budget keeps it to a few
+minutes on 2 cores. Slow; runs in CI.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from textual.widgets import Input
+
+from gaprune_tui.app import GapruneApp
+from gaprune_tui.store import RunStore, list_runs
+
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+
+
+async def wait_for(pilot: Any, condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await pilot.pause(0.5)
+
+
+async def test_setup_run_results_export_on_the_real_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+    app = GapruneApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        screen = app.screen
+        assert screen.id == "setup"
+        for ident, value in {
+            "model": "demo",
+            "prune": "4",
+            "population": "4",
+            "generations": "1",
+            "limit": "6",
+        }.items():
+            screen.query_one(f"#{ident}", Input).value = value
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not screen.query_one("#start").disabled
+        await pilot.press("f5")
+
+        await wait_for(pilot, lambda: app.screen.id == "run", 300, "the Run screen")
+        store = RunStore.open(list_runs()[0].id)
+        await wait_for(pilot, lambda: store.state == "finished", 600, "the search to finish")
+        await pilot.pause(1.0)
+        if app.screen.id != "results":
+            await pilot.press("o")
+        await wait_for(pilot, lambda: app.screen.id == "results", 30, "the Results screen")
+        results = app.screen
+        assert len(results.ranked) >= 1
+        hof = results.query_one("#hall-of-fame")
+        assert hof.row_count >= 1
+
+        await pilot.press("e")
+        await wait_for(
+            pilot,
+            lambda: results.export_result is not None or results.export_error is not None,
+            600,
+            "the export",
+        )
+        await app.workers.wait_for_complete()  # the export process has exited
+        assert results.export_error is None, results.export_error
+        assert results.export_result["verified"] is True
+    result = store.result()
+    assert result is not None and len(result["dropped_layers"]) == 4
+    exports = list((store.path / "exports").iterdir())
+    assert any((e / "config.json").is_file() for e in exports)
