@@ -9,6 +9,7 @@ start on, paints without loading them.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import ClassVar
 
 from textual.app import App
@@ -31,7 +32,7 @@ class GapruneApp(App[int]):
     """gaprune-tui. ``initial`` picks the first screen; ``run`` is a run id or folder for
     "run"/"results"; ``config`` pre-fills the setup form."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "gaprune-tui"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("f1", "toggle_help", "Help"),
