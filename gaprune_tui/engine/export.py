@@ -835,7 +835,7 @@ def render_card(lineage: dict[str, Any]) -> str:
         "",
         f"# {base['name']} with {len(dropped)} of {n} decoder layers removed",
         "",
-        f"Pruned by [gaprune-tui](https://pypi.org/project/gaprune-tui/) {lineage['gaprune_version']}: "
+        f"Pruned by gaprune-tui {lineage['gaprune_version']}: "
         "a genetic algorithm chose which whole decoder layers to drop, scoring each candidate on "
         "lm-eval benchmarks; the winner was written with MergeKit's passthrough method. "
         "No retraining.",
