@@ -16,9 +16,14 @@ from gaprune_tui.store import STOPPED
 
 
 @pytest.fixture(autouse=True)
-def _deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+def _deterministic(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("GAPRUNE_TUI_DETERMINISTIC", "1")
     monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+    # The setup screen lists Hugging Face cache models; other tests put models in the session's
+    # cache, so give these snapshots an empty one of their own.
+    from huggingface_hub import constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-hub"))
 
 
 async def _settle(pilot: Any) -> None:
