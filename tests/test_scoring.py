@@ -164,24 +164,38 @@ def test_prefix_cache_on_off_identical_over_genomes(tiny: Any) -> None:
 
 
 def test_oom_halves_the_batch_and_retries(tiny: Any, caplog: pytest.LogCaptureFixture) -> None:
-    ref = make_lm(tiny, "fast", prefix_cache=False).loglikelihood(_instances(_TEXT_REQUESTS))
+    # Rows of equal length (different contexts, nothing shared) so that batches hold several rows.
+    pairs = [(f"Question {i}: what grows in soil?", " Plants") for i in range(8)]
+    ref_lm = make_lm(tiny, "fast", prefix_cache=False, token_budget=4096)
+    seen: list[tuple[int, int]] = []
+
+    def record(_module: Any, args: Any, kwargs: dict) -> None:
+        ids = kwargs["input_ids"]
+        seen.append((ids.numel(), ids.shape[1]))
+
+    handle = ref_lm.decoder.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        ref = ref_lm.loglikelihood(_instances(pairs))
+    finally:
+        handle.remove()
+    biggest, widest = max(n for n, _ in seen), max(w for _, w in seen)
+    assert biggest > widest, "the reference must have a multi-row batch to shrink"
+    limit = max(widest, biggest - 1)  # tokens per forward this "device" can hold
+
     fast = make_lm(tiny, "fast", prefix_cache=False, token_budget=4096)
-    limit = 80  # tokens per forward this "device" can hold
 
     def fake_oom(_module: Any, args: Any, kwargs: dict) -> None:
-        ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is not None and ids.numel() > limit:
+        if kwargs["input_ids"].numel() > limit:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
 
     handle = fast.decoder.register_forward_pre_hook(fake_oom, with_kwargs=True)
     try:
         with caplog.at_level(logging.WARNING, logger="gaprune_tui.scoring"):
-            got = fast.loglikelihood(_instances(_TEXT_REQUESTS))
+            got = fast.loglikelihood(_instances(pairs))
     finally:
         handle.remove()
     _compare(got, ref)
-    assert fast.token_budget <= limit
-    assert fast.stats.batches > 1
+    assert fast.token_budget < 4096
     assert any("out of memory" in r.getMessage() for r in caplog.records)
 
 
@@ -272,7 +286,7 @@ def embedded() -> Any:
 def embedded_tasks() -> Any:
     from gaprune_tui.engine.tasks import build_tasks
 
-    config = RunConfig(tasks=[TaskSpec(n) for n in EMBEDDED_TASKS], limit=6).validate()
+    config = RunConfig(tasks=[TaskSpec(n) for n in EMBEDDED_TASKS], limit=4).validate()
     return build_tasks(config)
 
 
@@ -288,7 +302,7 @@ def _task_instances(taskset: Any, limit: int) -> dict[str, list[Instance]]:
 def test_embedded_matches_hflm_on_four_tasks(embedded: Any, embedded_tasks: Any) -> None:
     fast = make_lm(embedded, "fast")
     hflm = make_lm(embedded, "hflm", batch_size=16)
-    per_task = _task_instances(embedded_tasks, limit=6)
+    per_task = _task_instances(embedded_tasks, limit=4)
     kept = [i for i in range(embedded.n_layers) if i not in (20, 24, 27)]
     for kept_view in (None, kept):
         if kept_view is not None:
@@ -299,7 +313,8 @@ def test_embedded_matches_hflm_on_four_tasks(embedded: Any, embedded_tasks: Any)
                 ref = hflm.loglikelihood(requests, disable_tqdm=True)
                 _compare(got, ref)
                 assert fast.stats.rows < len(requests), name  # every task shared something
-            assert embedded_tasks.evaluate(fast) == embedded_tasks.evaluate(hflm)
+            if kept_view is not None:  # task scores once, on the pruned view (HFLM is slow)
+                assert embedded_tasks.evaluate(fast) == embedded_tasks.evaluate(hflm)
         finally:
             embedded.view.restore()
 
@@ -323,7 +338,7 @@ def test_embedded_prefix_cache_genome_sequence(embedded: Any, embedded_tasks: An
             assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
             assert ga == gb
     assert got_on[3] >= 18  # drop {20, 24, 27} starts near layer 20 from the base model's states
-    assert got_on[7] >= 24  # drop {20, 25, 27} shares the kept prefix up to layer 25
+    assert got_on[7] == 23  # drop {20, 25, 27} shares kept[:23] with drop {20, 24, 27}
 
 
 def test_loaded_model_interface_is_enough(tmp_path: Path) -> None:

@@ -171,17 +171,21 @@ def pack_rows(
 
 
 def batch_rows(
-    rows: Sequence[Row], token_budget: int, max_rows: int | None = None
+    rows: Sequence[Row], token_budget: int, max_rows: int | None = None, *, min_fill: float = 0.7
 ) -> list[list[int]]:
-    """Split rows (longest first) into batches whose padded size stays within ``token_budget``."""
+    """Split rows (longest first) into batches whose padded size stays within ``token_budget``.
+
+    A batch also ends when the next row is shorter than ``min_fill`` of the batch's width, so
+    padding stays under ~17% on hellaswag + openbookqa (0.85 gave 6% padding but was slower:
+    smaller matmuls run less efficiently on CPU; measured).
+    """
     batches: list[list[int]] = []
     current: list[int] = []
     width = 0
     for i, row in enumerate(rows):
         w = max(width, len(row))
-        if current and (
-            w * (len(current) + 1) > token_budget or (max_rows and len(current) >= max_rows)
-        ):
+        full = w * (len(current) + 1) > token_budget or (max_rows and len(current) >= max_rows)
+        if current and (full or len(row) < min_fill * width):
             batches.append(current)
             current, w = [], len(row)
         current.append(i)
