@@ -16,25 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaprune_tui.store import Event, RunStore
+from gaprune_tui.store import Event, Generation, RunStore
 
 LOG_TAIL_BYTES = 64 * 1024
 MAX_MESSAGES = 200
-
-
-@dataclass
-class GenerationRow:
-    """One finished generation, as the generation table shows it."""
-
-    gen: int
-    evaluated: int
-    from_memo: int
-    min: float
-    mean: float
-    max: float
-    best_dropped: list[int]
-    best_fitness: float
-    seconds: float
 
 
 @dataclass
@@ -80,7 +65,7 @@ class RunView:
     population: list[list[int]] = field(default_factory=list)
     best_dropped: list[int] | None = None
     best_fitness: float | None = None
-    rows: list[GenerationRow] = field(default_factory=list)
+    rows: list[Generation] = field(default_factory=list)
     evaluating: InProgress | None = None
     evaluations_done: int = 0
     generation_done: int = 0
@@ -243,7 +228,7 @@ class Follower:
 
     def _on_generation_finished(self, p: dict[str, Any], live: bool) -> None:
         view = self.view
-        row = GenerationRow(
+        row = Generation(
             gen=int(p["gen"]),
             evaluated=int(p.get("evaluated", 0)),
             from_memo=int(p.get("from_memo", 0)),
@@ -253,10 +238,11 @@ class Follower:
             best_dropped=list(p.get("best_dropped", [])),
             best_fitness=float(p.get("best_fitness", 0.0)),
             seconds=float(p.get("seconds", 0.0)),
+            population=[list(g) for g in p.get("population", view.population)],
         )
         view.rows = [r for r in view.rows if r.gen != row.gen] + [row]
         view.rows.sort(key=lambda r: r.gen)
-        view.population = [list(g) for g in p.get("population", view.population)]
+        view.population = row.population
         view.best_fitness = row.best_fitness
         view.best_dropped = row.best_dropped
         view.generation = row.gen + 1 if row.gen < view.generations else row.gen

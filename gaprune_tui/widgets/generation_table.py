@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from gaprune_tui.follow import GenerationRow
+from gaprune_tui.store import Generation
 
 COLUMNS = ("gen", "evaluated", "memo", "min", "mean", "max", "best genome (dropped)", "seconds")
 
@@ -39,7 +39,7 @@ class GenerationTable(DataTable[str]):
         for name in columns:
             self.add_column(name, key=name)
 
-    def cells(self, row: GenerationRow) -> tuple[str, ...]:
+    def cells(self, row: Generation) -> tuple[str, ...]:
         cells = (
             str(row.gen),
             str(row.evaluated),
@@ -51,7 +51,7 @@ class GenerationTable(DataTable[str]):
         )
         return cells + (f"{row.seconds:.1f}",) if self.show_seconds else cells
 
-    def show_rows(self, rows: list[GenerationRow]) -> None:
+    def show_rows(self, rows: list[Generation]) -> None:
         for row in rows:
             cells = self.cells(row)
             self._best[row.gen] = row.best_dropped
