@@ -208,6 +208,8 @@ def assert_one_line_error_keep_runs(proc: subprocess.CompletedProcess[str], frag
 
 
 def test_pause_resume_stop_requests(tiny_llama: Path) -> None:
+    # Far more generations than will ever run (the test stops it): a short search on a tiny
+    # model could finish before the pause request is read.
     start = cli(
         "run",
         "--model",
@@ -216,7 +218,7 @@ def test_pause_resume_stop_requests(tiny_llama: Path) -> None:
         "--population",
         "6",
         "--generations",
-        "6",
+        "500",
         "--detach",
     )
     assert start.returncode == 0, start.stderr
