@@ -15,6 +15,7 @@ import os
 import shutil
 import sqlite3
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -236,6 +237,17 @@ class SetupScreen(Screen[None]):
             widget.cursor_blink = blink
             return widget
 
+        def choice(ident: str, choices: tuple[str, ...]) -> Iterator[Label | Select[str]]:
+            """A labelled drop-down for one of RunConfig's fixed-choice fields."""
+            yield Label(ident)
+            yield Select(
+                [(c, c) for c in choices],
+                value=getattr(cfg, ident),
+                allow_blank=False,
+                id=ident,
+                compact=True,
+            )
+
         yield Header(show_clock=False)
         with VerticalScroll(id="setup-form"):
             if self.scaled_for_cpu:
@@ -307,22 +319,8 @@ class SetupScreen(Screen[None]):
                 for ident in ("cxpb", "mutpb"):
                     yield Label(ident)
                     yield field(ident, getattr(cfg, ident), validators=[Number(0, 1)], compact=True)
-                yield Label("fitness")
-                yield Select(
-                    [(c, c) for c in FITNESS_CHOICES],
-                    value=cfg.fitness,
-                    allow_blank=False,
-                    id="fitness",
-                    compact=True,
-                )
-                yield Label("invalid")
-                yield Select(
-                    [(c, c) for c in INVALID_CHOICES],
-                    value=cfg.invalid,
-                    allow_blank=False,
-                    id="invalid",
-                    compact=True,
-                )
+                yield from choice("fitness", FITNESS_CHOICES)
+                yield from choice("invalid", INVALID_CHOICES)
             yield Label("Hardware", classes="section")
             with Grid(classes="params"):
                 yield Label("device")
@@ -332,22 +330,8 @@ class SetupScreen(Screen[None]):
                     validators=[Function(_device_ok, "auto, cpu, mps, cuda or cuda:N")],
                     compact=True,
                 )
-                yield Label("dtype")
-                yield Select(
-                    [(c, c) for c in DTYPE_CHOICES],
-                    value=cfg.dtype,
-                    allow_blank=False,
-                    id="dtype",
-                    compact=True,
-                )
-                yield Label("scorer")
-                yield Select(
-                    [(c, c) for c in SCORER_CHOICES],
-                    value=cfg.scorer,
-                    allow_blank=False,
-                    id="scorer",
-                    compact=True,
-                )
+                yield from choice("dtype", DTYPE_CHOICES)
+                yield from choice("scorer", SCORER_CHOICES)
                 yield Label("")
                 yield Label("")
         with Vertical(id="setup-bottom"):
