@@ -156,21 +156,19 @@ def test_run_then_repeat_is_all_memo(tiny_llama: Path) -> None:
     assert listing.returncode == 0 and runs[0].id in listing.stdout
 
 
-def test_kill_9_then_resume_redoes_nothing(tiny_llama: Path) -> None:
-    start = cli(
-        "run",
-        "--model",
-        str(tiny_llama),
-        *TINY_RUN,
-        "--population",
-        "6",
-        "--generations",
-        "4",
-        "--detach",
-    )
+def start_detached(model: Path, generations: int, limit: int = 4) -> tuple[str, RunStore]:
+    """Start a search in the background on a tiny model; its id and store."""
+    args = ["--population", "6", "--generations", str(generations), "--limit", str(limit)]
+    start = cli("run", "--model", str(model), *TINY_RUN, *args, "--detach")
     assert start.returncode == 0, start.stderr
     run_id = start.stdout.strip().splitlines()[-1]
-    store = RunStore.open(run_id)
+    return run_id, RunStore.open(run_id)
+
+
+def test_kill_9_then_resume_redoes_nothing(tiny_llama: Path) -> None:
+    # 40 items per evaluation: slow enough that the search cannot finish between the moment
+    # generation 2 shows up and the kill.
+    run_id, store = start_detached(tiny_llama, generations=4, limit=40)
     deadline = time.monotonic() + 240
     # Kill mid-generation: after generation 1 has begun and some of its evaluations finished.
     while time.monotonic() < deadline:
@@ -210,20 +208,7 @@ def assert_one_line_error_keep_runs(proc: subprocess.CompletedProcess[str], frag
 def test_pause_resume_stop_requests(tiny_llama: Path) -> None:
     # Far more generations than will ever run (the test stops it): a short search on a tiny
     # model could finish before the pause request is read.
-    start = cli(
-        "run",
-        "--model",
-        str(tiny_llama),
-        *TINY_RUN,
-        "--population",
-        "6",
-        "--generations",
-        "500",
-        "--detach",
-    )
-    assert start.returncode == 0, start.stderr
-    run_id = start.stdout.strip().splitlines()[-1]
-    store = RunStore.open(run_id)
+    run_id, store = start_detached(tiny_llama, generations=500)
     assert cli("pause", run_id).returncode == 0
     deadline = time.monotonic() + 120
     while store.state != "paused" and time.monotonic() < deadline:
