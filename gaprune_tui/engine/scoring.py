@@ -853,6 +853,10 @@ def _make_hflm(loaded: Any, batch_size: int | str, should_stop: Callable[[], boo
                 raise StopRequested("stop requested")
             return super()._model_call(inps, *args, **kwargs)
 
+        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = True) -> list[Any]:
+            # lm-eval draws two progress bars per call: one search would flood engine.log.
+            return super().loglikelihood(requests, disable_tqdm=True)
+
     model = loaded.model
     device = next(model.parameters()).device
     if batch_size == "auto" and device.type != "cuda":
