@@ -8,9 +8,7 @@ fp32 on CPU runs the same kernels in the same order, so the logits must agree ex
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -23,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import constants as hf_constants
-from tiny_models import FAMILIES, build_tiny
+from tiny_models import FAMILIES, build_tiny, put_in_hub_cache
 
 from gaprune_tui.engine import model as model_module
 from gaprune_tui.engine.model import (
@@ -419,25 +417,10 @@ def test_unreadable_gguf_files(tmp_path: Path, private_cache: Path) -> None:
 # Hub ids from the local Hugging Face cache
 
 
-def put_in_hub_cache(src: Path, repo_id: str) -> Path:
-    """Lay ``src`` out as huggingface_hub does: blobs, a snapshot of symlinks, refs/main."""
-    repo = Path(hf_constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for file in sorted(src.iterdir()):
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
-
-
 def test_load_hub_id_from_local_cache(tiny_dirs: dict[str, Path], loaded: dict[str, LoadedModel]):
-    snapshot = put_in_hub_cache(tiny_dirs["qwen3"], "tiny-org/tiny-qwen3-load")
+    snapshot = put_in_hub_cache(
+        Path(hf_constants.HF_HUB_CACHE), tiny_dirs["qwen3"], "tiny-org/tiny-qwen3-load"
+    )
     lm = load_model("tiny-org/tiny-qwen3-load")
     assert lm.source == snapshot
     assert lm.name == "tiny-org/tiny-qwen3-load"

@@ -7,9 +7,7 @@ model and one the embedded SmolLM2 GGUF, cross-checked against the ``gguf`` pack
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 from huggingface_hub import constants as hf_constants
 from safetensors.numpy import save_file
-from tiny_models import build_tiny
+from tiny_models import build_tiny, put_in_hub_cache
 
 from gaprune_tui.errors import ModelError
 from gaprune_tui.modelinfo import embedded_gguf_path, inspect_model, scan_hf_cache
@@ -63,23 +61,6 @@ def _write_gguf(path: Path, arch: str, blocks: int | None) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
-
-
-def _put_in_hub_cache(hub: Path, src: Path, repo_id: str, repo_type: str = "model") -> Path:
-    """Lay ``src`` out as huggingface_hub does: blobs, a snapshot of symlinks, refs/main."""
-    repo = hub / f"{repo_type}s--{repo_id.replace('/', '--')}"
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    snapshot = repo / "snapshots" / commit
-    snapshot.mkdir(parents=True)
-    (repo / "blobs").mkdir()
-    for file in sorted(src.iterdir()):
-        data = file.read_bytes()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
-        blob.write_bytes(data)
-        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    return snapshot
 
 
 @pytest.fixture
@@ -162,7 +143,7 @@ def test_gguf_file(tmp_path: Path) -> None:
 
 def test_hub_id_in_local_cache(tmp_path: Path, hub: Path) -> None:
     src = _model_folder(tmp_path / "src", LLAMA_CONFIG)
-    snapshot = _put_in_hub_cache(hub, src, "some-org/some-model")
+    snapshot = put_in_hub_cache(hub, src, "some-org/some-model")
     info = inspect_model("some-org/some-model")
     assert (info.kind, info.name, info.path) == ("hub", "some-org/some-model", snapshot)
     assert (info.n_layers, info.n_params) == (4, 44)
@@ -222,14 +203,14 @@ def test_scan_of_missing_and_empty_cache(tmp_path: Path, monkeypatch, hub: Path)
 
 
 def test_scan_lists_causal_lms_only(tmp_path: Path, hub: Path) -> None:
-    _put_in_hub_cache(hub, _model_folder(tmp_path / "a", LLAMA_CONFIG), "org/causal-lm")
+    put_in_hub_cache(hub, _model_folder(tmp_path / "a", LLAMA_CONFIG), "org/causal-lm")
     masked = {"model_type": "bert", "architectures": ["BertForMaskedLM"], "num_hidden_layers": 2}
-    _put_in_hub_cache(hub, _model_folder(tmp_path / "b", masked), "org/masked-lm")
+    put_in_hub_cache(hub, _model_folder(tmp_path / "b", masked), "org/masked-lm")
     no_config = tmp_path / "c"
     no_config.mkdir()
     (no_config / "README.md").write_text("weights elsewhere")
-    _put_in_hub_cache(hub, no_config, "org/no-config")
-    _put_in_hub_cache(hub, _model_folder(tmp_path / "d", LLAMA_CONFIG), "org/data", "dataset")
+    put_in_hub_cache(hub, no_config, "org/no-config")
+    put_in_hub_cache(hub, _model_folder(tmp_path / "d", LLAMA_CONFIG), "org/data", "dataset")
     found = scan_hf_cache()
     assert [(i.name, i.kind, i.n_layers, i.n_params) for i in found] == [
         ("org/causal-lm", "hub", 4, 44)

@@ -7,6 +7,8 @@ lm-eval can tokenise any English prompt with it.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import torch
@@ -106,3 +108,21 @@ def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int =
     model.eval()
     model.save_pretrained(path)
     return path
+
+
+def put_in_hub_cache(hub: Path, src: Path, repo_id: str, repo_type: str = "model") -> Path:
+    """Lay ``src`` out in the hub cache ``hub`` as huggingface_hub does: blobs, a snapshot of
+    symlinks, refs/main. Returns the snapshot folder."""
+    repo = Path(hub) / f"{repo_type}s--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for file in sorted(src.iterdir()):
+        data = file.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
