@@ -165,6 +165,35 @@ def test_prefix_cache_on_off_identical_over_genomes(tiny: Any) -> None:
     assert on.cache.hits > 0 and on.cache.used_bytes > 0
 
 
+def test_population_plan_records_branch_points(tiny: Any) -> None:
+    """Two genomes that branch apart where only the second one has a gap: the first records the
+    state at the branch point only when the generation was announced (``plan``)."""
+    n = tiny.view.n_layers
+    first = tuple(i for i in range(n) if i not in (2, n - 1))  # 0 1 3 4 ...
+    second = tuple(i for i in range(n) if i not in (2, 4))  # 0 1 3 5 ...
+    assert first[:3] == second[:3] and first[3] != second[3]
+    requests = _instances(_TEXT_REQUESTS)
+    runs = {}
+    for planned in (False, True):
+        lm = make_lm(tiny, "fast", prefix_cache=True, token_budget=64)
+        if planned:
+            lm.plan([first, second])
+        runs[planned] = _genome_sequence(lm, tiny.view, requests, [first, second])
+    off = _genome_sequence(
+        make_lm(tiny, "fast", prefix_cache=False, token_budget=64),
+        tiny.view,
+        requests,
+        [first, second],
+    )
+    assert runs[False][3] == 2  # the base prefix (0, 1) only
+    assert runs[True][3] == 3  # (0, 1, 3): the branch point
+    for got in (runs[False], runs[True]):
+        for i in (0, 2):
+            assert [r[1] for r in got[i]] == [r[1] for r in off[i]]
+            for (a, _), (b, _) in zip(got[i], off[i], strict=True):
+                assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
+
+
 def test_oom_halves_the_batch_and_retries(tiny: Any, caplog: pytest.LogCaptureFixture) -> None:
     # Rows of equal length (different contexts, nothing shared) so that batches hold several rows.
     pairs = [(f"Question {i}: what grows in soil?", " Plants") for i in range(8)]

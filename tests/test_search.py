@@ -101,6 +101,34 @@ def test_duplicates_in_a_generation_are_evaluated_once() -> None:
         assert len(gen_genomes) == len(set(gen_genomes))
 
 
+class PlannedObjective:
+    """The objective plus a ``plan`` hook, recording what the search announces and then asks."""
+
+    def __init__(self) -> None:
+        self.plans: list[list[list[int]]] = []
+        self.calls: list[list[int]] = []
+
+    def plan(self, dropped_lists: list[list[int]]) -> None:
+        self.plans.append([list(d) for d in dropped_lists])
+
+    def __call__(self, dropped: list[int], limit: int | None = None) -> Outcome:
+        self.calls.append(list(dropped))
+        return objective(dropped, limit)
+
+
+def test_each_generation_is_announced_and_evaluated_in_tree_order() -> None:
+    planned = PlannedObjective()
+    evs = events(Search(cfg(), N, planned))
+    assert len(planned.plans) == 5  # the initial population and four generations
+    calls = iter(planned.calls)
+    for announced in planned.plans:
+        assert announced == sorted(announced)  # genomes sharing first dropped layers adjacent
+        distinct = list(dict.fromkeys(map(tuple, announced)))
+        assert [tuple(next(calls)) for _ in distinct] == distinct
+    # An evaluator with the hook and one without see the same genomes.
+    assert genomes(evs) == genomes(events(Search(cfg(), N, objective)))
+
+
 def test_zero_mode_scores_invalid_offspring_zero_without_evaluating() -> None:
     seen: list[list[int]] = []
 

@@ -62,6 +62,13 @@ class Evaluator:
         drop = set(dropped)
         return [i for i in range(self.loaded.n_layers) if i not in drop]
 
+    def plan(self, dropped_lists: list[list[int]]) -> None:
+        """The genomes about to be evaluated (a generation, in order): lets the scorer evaluate
+        them as a tree of layer paths, sharing the layers they agree on."""
+        plan = getattr(self.lm, "plan", None)
+        if plan is not None:
+            plan([self.kept_of(d) for d in dropped_lists])
+
     def __call__(self, dropped: list[int], limit: int | None = None) -> Outcome:
         kept = self.kept_of(dropped)
         fidelity = "full" if limit is None else f"screen:{limit}"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import math
 import time
@@ -216,6 +217,8 @@ class PrefixCache:
         self.lru: OrderedDict[tuple[str, tuple[int, ...]], torch.Tensor] = OrderedDict()
         # layout -> (base grid, estimated bytes of its base tier)
         self.layouts: OrderedDict[str, tuple[frozenset[int], int]] = OrderedDict()
+        # Kept-layer prefixes where the planned genomes of a generation branch apart.
+        self.planned: frozenset[tuple[int, ...]] = frozenset()
         self.hits = 0
         self.misses = 0
 
@@ -245,6 +248,21 @@ class PrefixCache:
                 del self.base[key]
             for key in [k for k in self.lru if k[0].startswith(old + ":")]:
                 del self.lru[key]
+
+    def plan(self, paths: Sequence[Sequence[int]]) -> None:
+        """Announce the kept-layer paths about to be scored (one generation), so that the state
+        where two of them branch apart is recorded by whichever comes first.
+
+        In lexicographic order, the longest prefix a path shares with any other is the one it shares
+        with a neighbour, so the branch points of the population's tree are the neighbours'
+        longest common prefixes. Replaces the previous plan."""
+        ordered = sorted({tuple(p) for p in paths})
+        points = set()
+        for a, b in itertools.pairwise(ordered):
+            n = _lcp(a, b)
+            if n > 0:
+                points.add(a[:n])
+        self.planned = frozenset(points)
 
     @staticmethod
     def _base_len(kept: tuple[int, ...]) -> int:
@@ -282,9 +300,11 @@ class PrefixCache:
         for m in grid:
             if start < m <= base_len and m < len(kept) and (batch, m) not in self.base:
                 out[m] = "base"
-        # Divergence points: just before each gap in the kept list (where genomes branch off).
+        # Divergence points: just before each gap in the kept list (where genomes branch off), and
+        # where the planned paths of this generation branch apart.
         for m in range(start + 1, len(kept)):
-            if kept[m] != kept[m - 1] + 1 and m not in out and (batch, kept[:m]) not in self.lru:
+            branch = kept[m] != kept[m - 1] + 1 or kept[:m] in self.planned
+            if branch and m not in out and (batch, kept[:m]) not in self.lru:
                 out[m] = "lru"
         return out
 
@@ -401,6 +421,11 @@ class FastLM(TemplateLM):
             self.token_budget,
             f"{prefix_cache_mb:g} MB" if prefix_cache else "off",
         )
+
+    def plan(self, paths: Sequence[Sequence[int]]) -> None:
+        """The kept-layer paths of the genomes about to be scored: see ``PrefixCache.plan``."""
+        if self.cache is not None:
+            self.cache.plan(paths)
 
     # ---- lm-eval plumbing (mirrors HFLM) --------------------------------------------------
 

@@ -223,7 +223,13 @@ class Search:
 
     def _evaluate_all(self, inds: list[Any], gen: int) -> Iterator[dict[str, Any]]:
         """Evaluate individuals without a fitness; a genome repeated within the batch is done once."""
-        todo = [ind for ind in inds if not ind.fitness.valid]
+        # Tree order: genomes sharing their first dropped layers are scored one after another, so
+        # the scorer can reuse the layers they agree on (a stable sort: the GA sees no difference,
+        # each individual keeps its own fitness).
+        todo = sorted((ind for ind in inds if not ind.fitness.valid), key=lambda i: sorted(i))
+        plan = getattr(self.evaluate_fn, "plan", None)
+        if plan is not None:
+            plan([sorted(ind) for ind in todo])
         screen = self.config.screen
         if screen and gen > 0 and self.state_population:
             yield from self._screened(todo, gen, screen)
