@@ -46,7 +46,11 @@ _RUN_FLAGS: list[tuple[str, Any, str]] = [
     ("dtype", str, "auto (default), bfloat16, float16 or float32"),
     ("scorer", str, "fast (default) or hflm (lm-eval's reference HFLM)"),
     ("screen", int, "multi-fidelity: screen offspring on N items per task first"),
-    ("prefix-cache-mb", int, "memory budget for the cross-genome prefix cache (default 1024)"),
+    (
+        "prefix-cache-mb",
+        int,
+        "memory budget for the cross-genome prefix cache (default 4096; at most a quarter of free memory)",
+    ),
 ]
 
 

@@ -71,7 +71,7 @@ class RunConfig:
     scorer: str = "fast"
     screen: int | None = None
     prefix_cache: bool = True
-    prefix_cache_mb: int = 1024
+    prefix_cache_mb: int = 4096
 
     # ---- derived -------------------------------------------------------------------------
     def task_metric(self, spec: TaskSpec) -> str | None:

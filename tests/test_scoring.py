@@ -23,6 +23,7 @@ from gaprune_tui.engine.layers import LayerView
 from gaprune_tui.engine.scoring import (
     SCORER_VERSION,
     FastLM,
+    PrefixCache,
     StopRequested,
     TokenRequest,
     make_lm,
@@ -192,6 +193,24 @@ def test_population_plan_records_branch_points(tiny: Any) -> None:
             assert [r[1] for r in got[i]] == [r[1] for r in off[i]]
             for (a, _), (b, _) in zip(got[i], off[i], strict=True):
                 assert a == pytest.approx(b, rel=1e-6, abs=1e-6)
+
+
+def test_planned_states_are_evicted_last() -> None:
+    """A state that an announced genome will start from outlives newer, unneeded ones."""
+    state = torch.zeros(256)  # 1 KiB
+    cache = PrefixCache(budget_bytes=3 * 1024)
+    cache.use_layout("L", 8, bytes_per_boundary=10**9)  # no base grid: everything is LRU
+    parent = (0, 1, 3, 4, 6, 7)
+    cache.store("L:b", parent, 3, "lru", state)  # state after (0, 1, 3): the oldest entry
+    cache.store("L:b", (0, 2, 3, 4, 5, 7), 2, "lru", state)
+    cache.plan([(0, 1, 3, 5, 6, 7), (0, 1, 4, 5, 6, 7)])  # a child of ``parent`` comes next
+    for m in (3, 4, 5):
+        cache.store("L:b", (0, 2, 3, 4, 5, 6), m, "lru", state)
+    assert ("L:b", (0, 1, 3)) in cache.lru  # pinned by the plan: the oldest, yet kept
+    assert ("L:b", (0, 2)) not in cache.lru  # not needed: evicted before it
+    assert ("L:b", (0, 2, 3, 4, 5)) in cache.lru
+    assert cache.used_bytes <= 3 * 1024
+    assert cache.lookup("L:b", (0, 1, 3, 5, 6, 7)) == (3, state)
 
 
 def test_oom_halves_the_batch_and_retries(tiny: Any, caplog: pytest.LogCaptureFixture) -> None:

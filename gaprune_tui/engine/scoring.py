@@ -30,6 +30,7 @@ import hashlib
 import itertools
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -219,6 +220,7 @@ class PrefixCache:
         self.layouts: OrderedDict[str, tuple[frozenset[int], int]] = OrderedDict()
         # Kept-layer prefixes where the planned genomes of a generation branch apart.
         self.planned: frozenset[tuple[int, ...]] = frozenset()
+        self.pinned: set[tuple[str, tuple[int, ...]]] = set()
         self.hits = 0
         self.misses = 0
 
@@ -263,6 +265,13 @@ class PrefixCache:
             if n > 0:
                 points.add(a[:n])
         self.planned = frozenset(points)
+        # The states these paths will start from (often a parent's, from an earlier generation)
+        # are evicted last while this plan stands.
+        self.pinned = {
+            key
+            for key in self.lru
+            if any(len(p) > len(key[1]) and p[: len(key[1])] == key[1] for p in ordered)
+        }
 
     @staticmethod
     def _base_len(kept: tuple[int, ...]) -> int:
@@ -319,8 +328,16 @@ class PrefixCache:
             return
         self.lru[(batch, kept[:m])] = state
         lru_bytes = self._bytes(list(self.lru.values()))
-        while lru_bytes > room and self.lru:
-            _, old = self.lru.popitem(last=False)
+        if lru_bytes <= room:
+            return
+        # Least recently used first, states the current plan will start from last.
+        victims = [k for k in self.lru if k not in self.pinned]
+        victims += [k for k in self.lru if k in self.pinned]
+        for key in victims:
+            if lru_bytes <= room:
+                break
+            old = self.lru.pop(key)
+            self.pinned.discard(key)
             lru_bytes -= old.numel() * old.element_size()
 
 
@@ -383,7 +400,7 @@ class FastLM(TemplateLM):
         *,
         view: LayerView | None = None,
         prefix_cache: bool = True,
-        prefix_cache_mb: float = 1024,
+        prefix_cache_mb: float = 4096,
         batch_size: int | str = "auto",
         token_budget: int | None = None,
         max_length: int | None = None,
@@ -405,7 +422,7 @@ class FastLM(TemplateLM):
         self.should_stop = should_stop
         self.max_rows = None if batch_size == "auto" else int(batch_size)
         self.token_budget = int(token_budget) if token_budget else self._auto_budget()
-        self.cache = PrefixCache(int(prefix_cache_mb * 2**20)) if prefix_cache else None
+        self.cache = PrefixCache(self._cache_budget(prefix_cache_mb)) if prefix_cache else None
         self._max_length = max_length
         self._layout = ""
         self._encoded: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
@@ -762,6 +779,25 @@ class FastLM(TemplateLM):
 
     # ---- start-up --------------------------------------------------------------------------
 
+    def _cache_budget(self, mb: float) -> int:
+        """The prefix cache's byte budget: ``mb``, but at most a quarter of the memory free now
+        (GPU memory on a GPU, RAM on the CPU), so the cache cannot starve the forward passes."""
+        wanted = int(mb * 2**20)
+        free: int | None = None
+        if self._device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self._device)
+        elif hasattr(os, "sysconf"):
+            with contextlib.suppress(ValueError, OSError):
+                free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        if free is not None and free // 4 < wanted:
+            logger.info(
+                "prefix cache: %d MB asked, %d MB used (a quarter of the free memory)",
+                wanted >> 20,
+                (free // 4) >> 20,
+            )
+            return free // 4
+        return wanted
+
     def _auto_budget(self) -> int:
         """Tokens per forward: a fixed budget on CPU, a share of free memory on a GPU."""
         if self.device.type != "cuda":
@@ -844,7 +880,7 @@ def make_lm(
     kind: str = "fast",
     *,
     prefix_cache: bool = True,
-    prefix_cache_mb: float = 1024,
+    prefix_cache_mb: float = 4096,
     batch_size: int | str = "auto",
     should_stop: Callable[[], bool] | None = None,
     token_budget: int | None = None,
