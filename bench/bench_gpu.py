@@ -36,7 +36,8 @@ SHAPES = {
         num_key_value_heads=8,
         vocab_size=128256,
         rope_theta=500000.0,
-        max_position_embeddings=131072,
+        # 8192, not 131072: HFLM sizes its batches from max_length; requests here are < 300 tokens.
+        max_position_embeddings=8192,
     ),
     "tiny": dict(
         hidden_size=64,
@@ -58,7 +59,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--drop", default="20,24,27")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--hflm-batch", default="auto", help="HFLM batch size, or auto")
+    parser.add_argument("--hflm-batch", default="64", help="HFLM batch size, or auto")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

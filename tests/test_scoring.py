@@ -27,6 +27,7 @@ from gaprune_tui.engine.scoring import (
     StopRequested,
     TokenRequest,
     make_lm,
+    merge_rows,
     pack_rows,
 )
 from gaprune_tui.errors import ConfigError
@@ -214,28 +215,28 @@ def test_planned_states_are_evicted_last() -> None:
 
 
 def test_oom_halves_the_batch_and_retries(tiny: Any, caplog: pytest.LogCaptureFixture) -> None:
-    # Rows of equal length (different contexts, nothing shared) so that batches hold several rows.
+    # Equal-length requests, nothing shared: merged side by side into one row of all eight.
     pairs = [(f"Question {i}: what grows in soil?", " Plants") for i in range(8)]
     ref_lm = make_lm(tiny, "fast", prefix_cache=False, token_budget=4096)
-    seen: list[tuple[int, int]] = []
+    seen: list[int] = []
 
     def record(_module: Any, args: Any, kwargs: dict) -> None:
-        ids = kwargs["input_ids"]
-        seen.append((ids.numel(), ids.shape[1]))
+        seen.append(kwargs["input_ids"].numel())
 
     handle = ref_lm.decoder.register_forward_pre_hook(record, with_kwargs=True)
     try:
         ref = ref_lm.loglikelihood(_instances(pairs))
     finally:
         handle.remove()
-    biggest, widest = max(n for n, _ in seen), max(w for _, w in seen)
-    assert biggest > widest, "the reference must have a multi-row batch to shrink"
-    limit = max(widest, biggest - 1)  # tokens per forward this "device" can hold
+    assert len(seen) == 1, "the reference must score everything in one merged row"
+    limit = seen[0] // 2  # tokens per forward this "device" can hold
 
     fast = make_lm(tiny, "fast", prefix_cache=False, token_budget=4096)
+    sizes: list[int] = []
 
     def fake_oom(_module: Any, args: Any, kwargs: dict) -> None:
-        if kwargs["input_ids"].numel() > limit:
+        sizes.append(kwargs["input_ids"].numel())
+        if sizes[-1] > limit:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
 
     handle = fast.decoder.register_forward_pre_hook(fake_oom, with_kwargs=True)
@@ -245,8 +246,11 @@ def test_oom_halves_the_batch_and_retries(tiny: Any, caplog: pytest.LogCaptureFi
     finally:
         handle.remove()
     _compare(got, ref)
-    assert fast.token_budget < 4096
-    assert any("out of memory" in r.getMessage() for r in caplog.records)
+    # The batch shrank (token budget) and the merged row was split (merge width), both logged.
+    assert fast.token_budget < 4096 and fast.merge_width < 256
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("token budget halved" in m for m in messages)
+    assert any("rows now merged up to" in m for m in messages)
 
 
 def test_oom_on_a_single_row_is_raised(tiny: Any) -> None:
@@ -271,6 +275,7 @@ def test_stop_between_batches(tiny: Any) -> None:
         return calls["n"] > 2
 
     fast = make_lm(tiny, "fast", token_budget=32, should_stop=should_stop)
+    fast.merge_width = 1  # one request group per row: several batches to stop between
     with pytest.raises(StopRequested):
         fast.loglikelihood(_instances(_TEXT_REQUESTS))
     assert fast.stats.batches == 2
@@ -312,6 +317,29 @@ def test_pack_rows_shares_prefixes_not_strings() -> None:
                 assert row.positions[g] == q
     mc_row = next(r for r in rows if len(r.members) == 3)
     assert len(mc_row) == len(ctx) + 2 + 1 + 0  # the context once, then each branch's own tokens
+
+
+def test_merge_rows_puts_short_rows_side_by_side() -> None:
+    reqs = [
+        TokenRequest(tuple(range(b, b + n)), (b + n,)) for b, n in ((0, 30), (100, 12), (200, 9))
+    ]
+    reqs += [TokenRequest(tuple(range(300, 320)) + (c,), (c + 1,)) for c in (1, 2)]
+    rows = pack_rows(reqs)
+    merged = merge_rows(rows, 32)
+    # Longest first, first fit: 30 | 22 (room 10) | 12 (room 20); then 9 joins the 22.
+    assert [len(r) for r in merged] == [31, 30, 12]
+    assert [len(r.members) for r in merged] == [3, 1, 1]
+    assert sorted(m for r in merged for m in r.members) == list(range(len(reqs)))
+    for row in merged:
+        assert not row.segments or len(row.segments) == len(row)
+        for member, gather in zip(row.members, row.gather, strict=True):
+            req = reqs[member]
+            for q, g in zip(req.scored_positions(), gather, strict=True):
+                assert row.tokens[g] == req.inp[q]
+                assert row.positions[g] == q
+            # A member's tokens all lie in one segment.
+            if row.segments:
+                assert len({row.segments[g] for g in gather}) == 1
 
 
 # ---- the embedded model on real offline benchmarks ------------------------------------------
