@@ -77,7 +77,7 @@ def main() -> int:
             " ".join(f"{t:.2f}" for t in times),
             f"{statistics.mean(fits):.4f}",
         )
-    console = Console()
+    console = Console(width=160)
     console.print(table)
     same = all(f == fitness_by_row[0] for f in fitness_by_row)
     console.print(f"genomes (dropped): {genomes}; identical fitness across scorers: {same}")

@@ -87,7 +87,7 @@ def main() -> int:
     from gaprune_tui.engine.tasks import build_tasks, bundled_tasks_dir
 
     torch.set_num_threads(args.threads)
-    console = Console()
+    console = Console(width=160)
     names = ["hellaswag_offline", "openbookqa_offline"]
     dropped = [int(x) for x in args.drop.split(",")]
     loaded = load_model("demo", dtype="float32", device="cpu")

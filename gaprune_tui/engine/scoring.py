@@ -11,10 +11,14 @@ context truncation, same ``is_greedy``) while doing less work:
   (a tree-shaped 4D attention mask, position ids restarting after the prefix for every branch).
   Measured here, scoring one document at a time against a KV cache was slower than lm-eval on CPU
   (each forward has a large fixed cost), so rows are batched across documents up to a token budget;
+* short rows are merged side by side as independent segments of one row (``merge_rows``), so
+  batches carry no padding;
 * the LM head runs only at the positions whose log-probabilities are needed;
 * across genomes, hidden states after a kept-layer prefix are cached per batch (``PrefixCache``), so a
-  genome whose first dropped layer is ``j`` starts at layer ``j`` instead of 0;
-* an out-of-memory error halves the token budget and retries (logged).
+  genome whose first dropped layer is ``j`` starts at layer ``j`` instead of 0; the search announces
+  each generation (``plan``) and scores it in tree order, so a genome also starts where it branches
+  off a genome scored before it;
+* an out-of-memory error halves the token budget (then the merge width) and retries (logged).
 
 Families whose attention ignores a custom mask (or whose head does something unusual) are detected
 by a probe at start-up that compares against the model's own forward, and fall back to plain padded
