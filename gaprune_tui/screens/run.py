@@ -71,7 +71,8 @@ class RunScreen(Screen[None]):
         Binding("r", "resume", "Resume"),
         Binding("s", "stop", "Stop"),
         Binding("o", "results", "Results"),
-        Binding("q", "quit_run", "Quit"),
+        # The app's f10 Quit (shown in the footer) asks the same question; q stays as a shortcut.
+        Binding("q", "quit_run", "Quit", show=False),
     ]
 
     def __init__(self, store: RunStore) -> None:
