@@ -412,6 +412,29 @@ def populate(
     return engine
 
 
+def history_runs(*, failed: bool = True) -> dict[str, RunStore]:
+    """One run per state the History screen treats differently (finished, running, crashed,
+    stopped, and with ``failed`` a failed one), with fixed ids in this order."""
+    finished = fake_store(run_id="20260101-000001-aaaa")
+    populate(finished)
+    running = fake_store(run_id="20260101-000002-bbbb")
+    populate(running, finished=False)  # pid = this test process: alive
+    crashed = fake_store(run_id="20260101-000003-cccc")
+    engine = FakeEngine(crashed)
+    engine.run(max_steps=12)
+    engine.crash()
+    stopped = fake_store(run_id="20260101-000004-dddd")
+    populate(stopped, generations=1)
+    stopped.set_state(STOPPED)
+    runs = {"finished": finished, "running": running, "crashed": crashed, "stopped": stopped}
+    if failed:
+        runs["failed"] = fake_store(run_id="20260101-000005-eeee")
+        engine = FakeEngine(runs["failed"])
+        engine.run(max_steps=5)
+        engine.fail()
+    return runs
+
+
 def write_log(store: RunStore, lines: list[str]) -> Path:
     """Append raw lines to the run's engine.log (for log-tail tests)."""
     with open(store.log_path, "a", encoding="utf-8") as fh:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fake_engine import FakeEngine, fake_store, populate
+from fake_engine import fake_store, history_runs, populate
 from textual.widgets import DataTable, Static
 
 from gaprune_tui import launch
 from gaprune_tui.app import GapruneApp
 from gaprune_tui.screens.history import HistoryScreen
-from gaprune_tui.store import STOPPED, RunStore, list_runs
+from gaprune_tui.store import RunStore, list_runs
 
 pytestmark = pytest.mark.anyio
 SIZE = (100, 30)
@@ -26,28 +26,7 @@ def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def runs() -> dict[str, RunStore]:
     """One run per state the screen treats differently; ids sort in this order, newest first."""
-    finished = fake_store(run_id="20260101-000001-aaaa")
-    populate(finished)
-    running = fake_store(run_id="20260101-000002-bbbb")
-    populate(running, finished=False)  # pid = this test process: alive
-    crashed = fake_store(run_id="20260101-000003-cccc")
-    engine = FakeEngine(crashed)
-    engine.run(max_steps=12)
-    engine.crash()
-    stopped = fake_store(run_id="20260101-000004-dddd")
-    populate(stopped, generations=1)
-    stopped.set_state(STOPPED)
-    failed = fake_store(run_id="20260101-000005-eeee")
-    engine = FakeEngine(failed)
-    engine.run(max_steps=5)
-    engine.fail()
-    return {
-        "finished": finished,
-        "running": running,
-        "crashed": crashed,
-        "stopped": stopped,
-        "failed": failed,
-    }
+    return history_runs()
 
 
 def history_of(app: GapruneApp) -> HistoryScreen:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fake_engine import FakeEngine, fake_store, populate
+from fake_engine import history_runs
 
 from gaprune_tui.app import GapruneApp
-from gaprune_tui.store import STOPPED
 
 
 @pytest.fixture(autouse=True)
@@ -41,13 +40,5 @@ def test_setup_screen_80x24(snap_compare: Any) -> None:
 
 
 def test_history_screen(snap_compare: Any) -> None:
-    populate(fake_store(run_id="20260101-000001-aaaa"))
-    populate(fake_store(run_id="20260101-000002-bbbb"), finished=False)
-    crashed = fake_store(run_id="20260101-000003-cccc")
-    engine = FakeEngine(crashed)
-    engine.run(max_steps=12)
-    engine.crash()
-    stopped = fake_store(run_id="20260101-000004-dddd")
-    populate(stopped, generations=1)
-    stopped.set_state(STOPPED)
+    history_runs(failed=False)
     assert snap_compare(GapruneApp(initial="history"), terminal_size=(100, 30), run_before=_settle)
