@@ -604,8 +604,8 @@ class FastLM(TemplateLM):
         kept: tuple[int, ...],
         out: list[tuple[float, bool] | None],
     ) -> None:
-        """Score ``rows`` in batches; on out-of-memory shrink and return early (``score`` retries
-        what is left)."""
+        """Score ``rows`` in batches. Out of memory, a smaller token budget re-batches the rows
+        left here; a narrower merge width returns early, and ``score`` re-merges what is left."""
         done = 0
         while done < len(rows):
             first = done
