@@ -23,7 +23,7 @@ CHILD = r"""
 import json, sys, time
 t_spawn = float(sys.argv[1])
 from textual import events, on
-from gaprune_tui.app import GapruneApp
+from gaprune_tui.ui.app import GapruneApp
 
 class Bench(GapruneApp):
     first_frame = None

@@ -37,13 +37,13 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from gaprune_tui.config import RunConfig
+    from gaprune_tui.core.config import RunConfig
+    from gaprune_tui.core.store import Memo
     from gaprune_tui.engine.evaluator import Evaluator
     from gaprune_tui.engine.model import load_model
     from gaprune_tui.engine.search import fitness_of
     from gaprune_tui.engine.tasks import build_tasks
     from gaprune_tui.engine.worker import set_threads
-    from gaprune_tui.store import Memo
 
     threads = set_threads()
     t0 = time.perf_counter()

@@ -71,7 +71,7 @@ def main() -> int:
     from rich.table import Table
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from gaprune_tui.config import RunConfig, TaskSpec
+    from gaprune_tui.core.config import RunConfig, TaskSpec
     from gaprune_tui.engine.layers import LayerView
     from gaprune_tui.engine.model import load_model
     from gaprune_tui.engine.scoring import make_lm

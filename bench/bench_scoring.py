@@ -81,7 +81,7 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from gaprune_tui.config import RunConfig, TaskSpec
+    from gaprune_tui.core.config import RunConfig, TaskSpec
     from gaprune_tui.engine.model import load_model
     from gaprune_tui.engine.scoring import make_lm
     from gaprune_tui.engine.tasks import build_tasks, bundled_tasks_dir

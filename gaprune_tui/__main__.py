@@ -1,3 +1,3 @@
-from gaprune_tui.cli import main
+from gaprune_tui.cli.main import main
 
 raise SystemExit(main())

@@ -50,8 +50,8 @@ async def _shoot(
     out: Path,
     size: tuple[int, int],
 ) -> Path:
-    from gaprune_tui.app import GapruneApp
-    from gaprune_tui.store import RunStore
+    from gaprune_tui.core.store import RunStore
+    from gaprune_tui.ui.app import GapruneApp
 
     app = GapruneApp(initial="setup")
     store = RunStore(run_path)
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     width, _, height = args.size.partition("x")
     size = (int(width), int(height))
 
-    from gaprune_tui.store import resolve_run
-    from gaprune_tui.themes import load_themes
+    from gaprune_tui.core.store import resolve_run
+    from gaprune_tui.ui.themes import load_themes
 
     run_path = _fake_runs() if args.fake else resolve_run(args.run)
     themes = args.theme or sorted(load_themes().themes)

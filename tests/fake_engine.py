@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gaprune_tui.config import RunConfig
-from gaprune_tui.store import (
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.store import (
     FAILED,
     FINISHED,
     PAUSED,

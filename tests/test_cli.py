@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from tiny_models import build_tiny
 
-from gaprune_tui import paths
-from gaprune_tui.store import RunStore, list_runs
+from gaprune_tui.core import paths
+from gaprune_tui.core.store import RunStore, list_runs
 
 TINY_RUN = ["--tasks", "hellaswag_offline", "--limit", "4", "--prune", "2", "--protect", "1"]
 

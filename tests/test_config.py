@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gaprune_tui.config import RunConfig, TaskSpec
-from gaprune_tui.errors import ConfigError
+from gaprune_tui.core.config import RunConfig, TaskSpec
+from gaprune_tui.core.errors import ConfigError
 
 
 def test_defaults_follow_the_method() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gaprune_tui.store import RunStore, list_runs
+from gaprune_tui.core.store import RunStore, list_runs
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,9 @@ import pytest
 import torch
 from tiny_models import build_tiny
 
-from gaprune_tui.config import RunConfig, TaskSpec
+from gaprune_tui.core.config import RunConfig, TaskSpec
+from gaprune_tui.core.errors import ExportError
+from gaprune_tui.core.store import Evaluation, RunStore
 from gaprune_tui.engine.export import (
     FAILED_FILE,
     check_target,
@@ -23,8 +25,6 @@ from gaprune_tui.engine.export import (
     partial_dir,
 )
 from gaprune_tui.engine.layers import LayerView
-from gaprune_tui.errors import ExportError
-from gaprune_tui.store import Evaluation, RunStore
 
 torch.set_num_threads(2)
 
@@ -332,7 +332,7 @@ def test_bad_rank_and_unknown_run(scored_run_data: dict) -> None:
 def test_cli_export_json_progress_and_errors(
     scored_run_data: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gaprune_tui.cli import main
+    from gaprune_tui.cli.main import main
 
     store = _make_run(scored_run_data)
     code = main(

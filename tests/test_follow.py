@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fake_engine import FakeEngine, fake_store, populate, write_log
 
-from gaprune_tui.follow import Follower, LogTail, last_error_lines
-from gaprune_tui.store import Evaluation
+from gaprune_tui.core.follow import Follower, LogTail, last_error_lines
+from gaprune_tui.core.store import Evaluation
 
 
 def test_finished_run_folds_into_view() -> None:

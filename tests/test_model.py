@@ -23,6 +23,9 @@ import torch
 from huggingface_hub import constants as hf_constants
 from tiny_models import FAMILIES, build_tiny, put_in_hub_cache
 
+from gaprune_tui.core.errors import ModelError
+from gaprune_tui.core.modelinfo import embedded_gguf_path
+from gaprune_tui.core.paths import cache_dir
 from gaprune_tui.engine import model as model_module
 from gaprune_tui.engine.model import (
     LoadedModel,
@@ -31,9 +34,6 @@ from gaprune_tui.engine.model import (
     fingerprint_folder,
     load_model,
 )
-from gaprune_tui.errors import ModelError
-from gaprune_tui.modelinfo import embedded_gguf_path
-from gaprune_tui.paths import cache_dir
 
 
 @pytest.fixture(autouse=True)

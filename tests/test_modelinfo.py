@@ -19,8 +19,8 @@ from huggingface_hub import constants as hf_constants
 from safetensors.numpy import save_file
 from tiny_models import build_tiny, put_in_hub_cache
 
-from gaprune_tui.errors import ModelError
-from gaprune_tui.modelinfo import embedded_gguf_path, inspect_model, scan_hf_cache
+from gaprune_tui.core.errors import ModelError
+from gaprune_tui.core.modelinfo import embedded_gguf_path, inspect_model, scan_hf_cache
 
 LLAMA_CONFIG = {
     "model_type": "llama",
@@ -126,7 +126,7 @@ def test_embedded_demo_is_described_without_converting(tmp_path, monkeypatch) ->
 
 def test_inspecting_imports_no_ml_stack() -> None:
     code = (
-        "import sys; from gaprune_tui.modelinfo import inspect_model; inspect_model('demo'); "
+        "import sys; from gaprune_tui.core.modelinfo import inspect_model; inspect_model('demo'); "
         "print(sorted(m for m in ('torch', 'transformers', 'gguf', 'lm_eval') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -18,7 +18,8 @@ import torch
 from lm_eval.api.instance import Instance
 from tiny_models import FAMILIES, build_tiny
 
-from gaprune_tui.config import RunConfig, TaskSpec
+from gaprune_tui.core.config import RunConfig, TaskSpec
+from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.engine.layers import LayerView
 from gaprune_tui.engine.scoring import (
     SCORER_VERSION,
@@ -30,7 +31,6 @@ from gaprune_tui.engine.scoring import (
     merge_rows,
     pack_rows,
 )
-from gaprune_tui.errors import ConfigError
 
 REL_TOL = 1e-4
 

@@ -11,7 +11,7 @@ import random
 import pytest
 from deap import tools
 
-from gaprune_tui.config import RunConfig
+from gaprune_tui.core.config import RunConfig
 from gaprune_tui.engine.search import Outcome, Search, SearchState, fitness_of, is_valid, repair
 
 N = 16

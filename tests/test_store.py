@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gaprune_tui import paths
-from gaprune_tui.config import RunConfig
-from gaprune_tui.errors import StoreError
-from gaprune_tui.store import (
+from gaprune_tui.core import paths
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.errors import StoreError
+from gaprune_tui.core.store import (
     Evaluation,
     Generation,
     Memo,

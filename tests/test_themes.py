@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gaprune_tui import paths
-from gaprune_tui.app import GapruneApp
-from gaprune_tui.themes import (
+from gaprune_tui.core import paths
+from gaprune_tui.ui.app import GapruneApp
+from gaprune_tui.ui.themes import (
     BITMAP_VARIABLES,
     DEFAULT_THEME,
     builtin_themes_dir,

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from textual.widgets import Input
 
-from gaprune_tui.app import GapruneApp
-from gaprune_tui.store import RunStore, list_runs
+from gaprune_tui.core.store import RunStore, list_runs
+from gaprune_tui.ui.app import GapruneApp
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 

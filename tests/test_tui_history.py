@@ -9,10 +9,10 @@ import pytest
 from fake_engine import fake_store, history_runs, populate
 from textual.widgets import DataTable, Static
 
-from gaprune_tui import launch
-from gaprune_tui.app import GapruneApp
-from gaprune_tui.screens.history import HistoryScreen
-from gaprune_tui.store import RunStore, list_runs
+from gaprune_tui.core import launch
+from gaprune_tui.core.store import RunStore, list_runs
+from gaprune_tui.ui.app import GapruneApp
+from gaprune_tui.ui.screens.history import HistoryScreen
 
 pytestmark = pytest.mark.anyio
 SIZE = (100, 30)
@@ -221,8 +221,8 @@ async def test_attach_initial_screen_follows_the_run_state(runs: dict) -> None:
 
 
 def test_run_tui_rejects_an_unknown_run_before_touching_the_terminal() -> None:
-    from gaprune_tui.errors import StoreError
-    from gaprune_tui.tui import run_tui
+    from gaprune_tui.core.errors import StoreError
+    from gaprune_tui.ui.tui import run_tui
 
     with pytest.raises(StoreError, match="no run 'nope'"):
         run_tui(initial="run", run="nope")

@@ -17,17 +17,17 @@ import pytest
 from fake_engine import FakeEngine, fake_store, populate
 from textual.widgets import DataTable, RichLog, Static
 
-from gaprune_tui.app import GapruneApp
-from gaprune_tui.screens.results import (
+from gaprune_tui.core.store import RunStore
+from gaprune_tui.ui.app import GapruneApp
+from gaprune_tui.ui.screens.results import (
     HALL_OF_FAME,
     ResultsScreen,
     default_export_command,
     params_removed,
 )
-from gaprune_tui.screens.run import RunScreen
-from gaprune_tui.store import RunStore
-from gaprune_tui.widgets.dialogs import ScoresDialog
-from gaprune_tui.widgets.fitness_chart import FitnessChart
+from gaprune_tui.ui.screens.run import RunScreen
+from gaprune_tui.ui.widgets.dialogs import ScoresDialog
+from gaprune_tui.ui.widgets.fitness_chart import FitnessChart
 
 pytestmark = pytest.mark.anyio
 

@@ -14,13 +14,13 @@ from fake_engine import FakeEngine, fake_store, populate
 from rich.console import Console
 from textual.widgets import DataTable, Sparkline, Static
 
-from gaprune_tui import launch
-from gaprune_tui.app import GapruneApp
-from gaprune_tui.screens.results import ResultsScreen
-from gaprune_tui.screens.run import RunScreen
-from gaprune_tui.store import RunStore
-from gaprune_tui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
-from gaprune_tui.widgets.layer_bitmap import (
+from gaprune_tui.core import launch
+from gaprune_tui.core.store import RunStore
+from gaprune_tui.ui.app import GapruneApp
+from gaprune_tui.ui.screens.results import ResultsScreen
+from gaprune_tui.ui.screens.run import RunScreen
+from gaprune_tui.ui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
+from gaprune_tui.ui.widgets.layer_bitmap import (
     FALLBACK_COLOURS,
     GLYPH_DROPPED,
     GLYPH_KEPT,

@@ -18,10 +18,11 @@ from fake_engine import fake_store, populate
 from textual.widgets import Button, Input, Select, SelectionList, Static
 from tiny_models import build_tiny
 
-from gaprune_tui import launch, modelinfo
-from gaprune_tui.app import GapruneApp
-from gaprune_tui.config import RunConfig, TaskSpec
-from gaprune_tui.screens.setup import (
+from gaprune_tui.core import launch, modelinfo
+from gaprune_tui.core.config import RunConfig, TaskSpec
+from gaprune_tui.core.store import INVALID, RUNNING, RunStore
+from gaprune_tui.ui.app import GapruneApp
+from gaprune_tui.ui.screens.setup import (
     CPU_DEFAULTS,
     SetupScreen,
     TimingSample,
@@ -30,7 +31,6 @@ from gaprune_tui.screens.setup import (
     items_per_evaluation,
     measure_timings,
 )
-from gaprune_tui.store import INVALID, RUNNING, RunStore
 
 pytestmark = pytest.mark.anyio
 SIZE = (100, 30)
@@ -104,7 +104,7 @@ async def test_gpu_machine_gets_the_methods_defaults(monkeypatch: pytest.MonkeyP
 
 
 def test_gpu_detection_without_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from gaprune_tui.screens import setup
+    from gaprune_tui.ui.screens import setup
 
     monkeypatch.delenv("GAPRUNE_ASSUME_GPU")
     monkeypatch.setattr(setup.shutil, "which", lambda name: None)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from fake_engine import FakeEngine, fake_store, populate
 
-from gaprune_tui.app import GapruneApp
+from gaprune_tui.ui.app import GapruneApp
 
 SIZE = (100, 30)
 

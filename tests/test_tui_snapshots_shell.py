@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fake_engine import history_runs
 
-from gaprune_tui.app import GapruneApp
+from gaprune_tui.ui.app import GapruneApp
 
 
 @pytest.fixture(autouse=True)

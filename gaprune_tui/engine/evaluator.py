@@ -9,12 +9,12 @@ from collections.abc import Callable
 
 import torch
 
-from gaprune_tui.config import RunConfig
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.store import Memo
 from gaprune_tui.engine.model import LoadedModel
 from gaprune_tui.engine.scoring import SCORER_VERSION, make_lm
 from gaprune_tui.engine.search import Outcome, fitness_of
 from gaprune_tui.engine.tasks import TaskSet
-from gaprune_tui.store import Memo
 
 
 class Evaluator:

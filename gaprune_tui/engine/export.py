@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaprune_tui.config import RunConfig
-from gaprune_tui.errors import ExportError, GapruneError, StoreError
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.errors import ExportError, GapruneError, StoreError
 
 EXPORT_DTYPES = ("bfloat16", "float16", "float32")
 # Logits of the export against the layer view of the same genome, both loaded by from_pretrained at
@@ -929,7 +929,7 @@ def _score_table(lineage: dict[str, Any]) -> list[str]:
 
 
 def _open_run(run: str | Path) -> Any:
-    from gaprune_tui.store import RunStore
+    from gaprune_tui.core.store import RunStore
 
     try:
         return RunStore.open(run)

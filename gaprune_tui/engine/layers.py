@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from gaprune_tui.errors import ModelError
+from gaprune_tui.core.errors import ModelError
 
 # (path to the ModuleList, config attributes holding the layer count), most common first.
 _LAYER_PATHS: tuple[tuple[str, ...], ...] = (

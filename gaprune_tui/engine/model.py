@@ -25,16 +25,16 @@ from typing import Any
 
 import torch
 
-from gaprune_tui.engine.layers import LayerView, locate_layers
-from gaprune_tui.errors import ModelError
-from gaprune_tui.modelinfo import (
+from gaprune_tui.core.errors import ModelError
+from gaprune_tui.core.modelinfo import (
     DEMO_SPEC,
     EMBEDDED_NAME,
     embedded_gguf_path,
     hub_cache_dir,
     looks_like_hub_id,
 )
-from gaprune_tui.paths import cache_dir
+from gaprune_tui.core.paths import cache_dir
+from gaprune_tui.engine.layers import LayerView, locate_layers
 
 ORIGIN_FILE = "gaprune-origin.json"
 # Bump when the conversion changes what lands in the cache folder, so old folders are not reused.

@@ -45,8 +45,8 @@ import torch
 from lm_eval.api.model import TemplateLM
 from torch import nn
 
+from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.engine.layers import LayerLocation, LayerView, locate_layers
-from gaprune_tui.errors import ConfigError
 
 # Bump whenever a change could move a score: it is part of the fitness memo key.
 SCORER_VERSION = "fast-2"

@@ -27,7 +27,7 @@ from typing import Any
 
 from deap import algorithms, base, creator, tools
 
-from gaprune_tui.config import RunConfig
+from gaprune_tui.core.config import RunConfig
 
 if not hasattr(creator, "GapruneFitness"):
     creator.create("GapruneFitness", base.Fitness, weights=(1.0,))

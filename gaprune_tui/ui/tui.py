@@ -6,7 +6,7 @@ exit 2, before any terminal setup) without knowing the app's internals.
 
 from __future__ import annotations
 
-from gaprune_tui.store import resolve_run
+from gaprune_tui.core.store import resolve_run
 
 
 def run_tui(initial: str = "setup", run: str | None = None) -> int:
@@ -16,7 +16,7 @@ def run_tui(initial: str = "setup", run: str | None = None) -> int:
     the Run screen, or the Results screen when that run has already ended). An unknown run raises
     ``StoreError`` before the terminal is touched, so the CLI prints it like any other error.
     """
-    from gaprune_tui.app import GapruneApp
+    from gaprune_tui.ui.app import GapruneApp
 
     run_path = str(resolve_run(run)) if run is not None else None
     app = GapruneApp(initial=initial, run=run_path)

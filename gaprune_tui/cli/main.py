@@ -1,7 +1,7 @@
 """``gaprune-tui``: the TUI by default, and a headless CLI over the same run store.
 
 Bad input exits 2 with one line on stderr and no traceback. Heavy libraries are never imported
-here: the engine runs in its own process (see ``launch.py``).
+here: the engine runs in its own process (see ``core/launch.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gaprune_tui import __version__
-from gaprune_tui.config import RunConfig, TaskSpec
-from gaprune_tui.errors import GapruneError, StoreError
-from gaprune_tui.store import (
+from gaprune_tui.core.config import RunConfig, TaskSpec
+from gaprune_tui.core.errors import GapruneError, StoreError
+from gaprune_tui.core.store import (
     ACTIVE_STATES,
     FINISHED,
     INVALID,
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("run")
 
     try:
-        from gaprune_tui import cli_export
+        from gaprune_tui.cli import export as cli_export
     except ImportError:  # the export command ships with the export module
         pass
     else:
@@ -130,7 +130,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def precheck(config: RunConfig) -> None:
     """Catch a missing or unusable model and bad layer counts in milliseconds, before any process
     starts. The engine checks everything again (tasks included) once the libraries are loaded."""
-    from gaprune_tui.modelinfo import inspect_model
+    from gaprune_tui.core.modelinfo import inspect_model
 
     info = inspect_model(config.model)
     if info.n_layers:
@@ -270,7 +270,7 @@ def print_result(store: RunStore, as_json: bool = False) -> int:
 
 # ---- commands -----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from gaprune_tui.launch import start_run
+    from gaprune_tui.core.launch import start_run
 
     config = config_from_args(args)
     precheck(config)
@@ -291,7 +291,7 @@ def _foreground(store: RunStore, proc: Any, as_json: bool) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from gaprune_tui.launch import resume_run
+    from gaprune_tui.core.launch import resume_run
 
     store = RunStore.open(args.run)
     state = store.display_state()
@@ -348,7 +348,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    from gaprune_tui.tui import run_tui
+    from gaprune_tui.ui.tui import run_tui
 
     if getattr(args, "run", None):
         store = RunStore.open(args.run)
@@ -373,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stop": cmd_control,
     }
     if command == "export":
-        from gaprune_tui import cli_export
+        from gaprune_tui.cli import export as cli_export
 
         handler = cli_export.run
     else:

@@ -21,13 +21,13 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
 
-from gaprune_tui import launch
-from gaprune_tui.errors import GapruneError
-from gaprune_tui.follow import Follower, LogTail, RunView, last_error_lines
-from gaprune_tui.store import RunStore
-from gaprune_tui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
-from gaprune_tui.widgets.generation_table import GenerationTable, genome_text
-from gaprune_tui.widgets.layer_bitmap import BitmapRow, LayerBitmap
+from gaprune_tui.core import launch
+from gaprune_tui.core.errors import GapruneError
+from gaprune_tui.core.follow import Follower, LogTail, RunView, last_error_lines
+from gaprune_tui.core.store import RunStore
+from gaprune_tui.ui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
+from gaprune_tui.ui.widgets.generation_table import GenerationTable, genome_text
+from gaprune_tui.ui.widgets.layer_bitmap import BitmapRow, LayerBitmap
 
 POLL_SECONDS = 0.25
 LOG_LINES = 500
@@ -349,7 +349,7 @@ class RunScreen(Screen[None]):
         if callable(opener):
             opener(self.store)
         else:
-            from gaprune_tui.screens.results import ResultsScreen
+            from gaprune_tui.ui.screens.results import ResultsScreen
 
             self.app.push_screen(ResultsScreen(self.store))
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gaprune_tui.errors import GapruneError
+from gaprune_tui.core.errors import GapruneError
 
 DTYPE_CHOICES = ("bfloat16", "float16", "float32")  # engine.export.EXPORT_DTYPES, kept light here
 

@@ -17,7 +17,7 @@ from typing import Any
 from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
-from gaprune_tui import paths
+from gaprune_tui.core import paths
 
 DEFAULT_THEME = "gaprune-dark"
 BITMAP_VARIABLES = ("bitmap-kept", "bitmap-dropped", "bitmap-protected", "bitmap-best")

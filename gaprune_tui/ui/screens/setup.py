@@ -2,7 +2,7 @@
 
 Everything here is checked before anything starts: the model with ``modelinfo.inspect_model`` as
 the user types (a thread worker: a hub spec or a big folder must not freeze typing), extra task
-names against ``taskinfo.known_task_names()``, every number with an Input validator, the whole form
+names against ``tasknames.known_task_names()``, every number with an Input validator, the whole form
 with ``RunConfig.validate()`` and ``check_layers``. Start stays disabled until all of that passes,
 and the screen says why. The cost preview names the worst case (``max_evaluations``) and, when past
 runs of the same model were timed on this machine, an estimated duration.
@@ -39,8 +39,8 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
-from gaprune_tui import launch, modelinfo, taskinfo
-from gaprune_tui.config import (
+from gaprune_tui.core import launch, modelinfo, tasknames
+from gaprune_tui.core.config import (
     DTYPE_CHOICES,
     FITNESS_CHOICES,
     INVALID_CHOICES,
@@ -48,9 +48,9 @@ from gaprune_tui.config import (
     RunConfig,
     TaskSpec,
 )
-from gaprune_tui.errors import ConfigError, GapruneError
-from gaprune_tui.messages import CacheScanned, ModelInspected, TimingsMeasured
-from gaprune_tui.store import FAILED, FINISHED, INVALID, RUNNING, RunStore, list_runs
+from gaprune_tui.core.errors import ConfigError, GapruneError
+from gaprune_tui.core.store import FAILED, FINISHED, INVALID, RUNNING, RunStore, list_runs
+from gaprune_tui.ui.messages import CacheScanned, ModelInspected, TimingsMeasured
 
 # What a CPU-only machine gets instead of the method's defaults, so the first search ends in minutes.
 CPU_DEFAULTS = {"population": 8, "generations": 3, "limit": 20}
@@ -222,7 +222,7 @@ class SetupScreen(Screen[None]):
         self._proc: Any = None
         self._poll_timer: Any = None
         self._listed_tasks = list(
-            dict.fromkeys([*taskinfo.bundled_task_names(), *taskinfo.SEED_TASKS])
+            dict.fromkeys([*tasknames.bundled_task_names(), *tasknames.SEED_TASKS])
         )
 
     # ---- layout --------------------------------------------------------------------------------
@@ -374,8 +374,8 @@ class SetupScreen(Screen[None]):
 
     @staticmethod
     def _task_label(name: str) -> str:
-        metric = taskinfo.default_metric(name) or "?"
-        bundled = taskinfo.BUNDLED_TASKS.get(name)
+        metric = tasknames.default_metric(name) or "?"
+        bundled = tasknames.BUNDLED_TASKS.get(name)
         if bundled is not None:
             return f"{name}  ({metric}, offline, {bundled.items} items)"
         return f"{name}  ({metric}, lm-eval, needs its data online once)"
@@ -477,7 +477,7 @@ class SetupScreen(Screen[None]):
             return "checking task names…"
         for name in extra:
             if name not in self.known_tasks:
-                close = taskinfo.close_matches(name)
+                close = tasknames.close_matches(name)
                 hint = f": did you mean {', '.join(close[:3])}?" if close else ""
                 return f"unknown task {name!r}{hint}"
         return None
@@ -678,7 +678,7 @@ class SetupScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="task-names")
     def _load_task_names(self) -> None:
-        names = set(taskinfo.known_task_names())
+        names = set(tasknames.known_task_names())
         self.app.call_from_thread(self._task_names_loaded, names)
 
     def _task_names_loaded(self, names: set[str]) -> None:

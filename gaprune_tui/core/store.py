@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaprune_tui import paths
-from gaprune_tui.config import RunConfig
-from gaprune_tui.errors import StoreError
+from gaprune_tui.core import paths
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.errors import StoreError
 
 SCHEMA_VERSION = 1
 

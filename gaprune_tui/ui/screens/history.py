@@ -20,9 +20,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from gaprune_tui import launch
-from gaprune_tui.errors import GapruneError
-from gaprune_tui.store import FAILED, FINISHED, STOPPED, RunStore, RunSummary, list_runs
+from gaprune_tui.core import launch
+from gaprune_tui.core.errors import GapruneError
+from gaprune_tui.core.store import FAILED, FINISHED, STOPPED, RunStore, RunSummary, list_runs
 
 REFRESH_SECONDS = 2.0
 # Runs whose results are worth opening as such; others (running, crashed) open on the Run screen.
@@ -201,7 +201,7 @@ class HistoryScreen(Screen[None]):
         self.app.open_run(store)  # type: ignore[attr-defined]
 
     def action_delete(self) -> None:
-        from gaprune_tui.widgets.dialogs import ConfirmDialog
+        from gaprune_tui.ui.widgets.dialogs import ConfirmDialog
 
         run = self.selected_run()
         if run is None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import tomli_w
 
-from gaprune_tui.errors import ConfigError
+from gaprune_tui.core.errors import ConfigError
 
 DEFAULT_TASKS = ("hellaswag_offline", "openbookqa_offline")
 FITNESS_CHOICES = ("squared_mean", "mean")

@@ -12,8 +12,8 @@ import os
 import subprocess
 import sys
 
-from gaprune_tui.config import RunConfig
-from gaprune_tui.store import RunStore
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.store import RunStore
 
 
 def spawn_engine(store: RunStore, *, resume: bool = False) -> subprocess.Popen[bytes]:

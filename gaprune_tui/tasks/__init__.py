@@ -1,1 +1,0 @@
-"""lm-eval task YAMLs bundled with gaprune-tui: offline copies of built-in tasks (see taskinfo)."""
