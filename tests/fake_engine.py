@@ -27,16 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from gaprune_tui.core.config import RunConfig
-from gaprune_tui.core.store import (
-    FAILED,
-    FINISHED,
-    PAUSED,
-    RUNNING,
-    STOPPED,
-    Evaluation,
-    Generation,
-    RunStore,
+from gaprune_tui.core.events import (
+    BaseScores,
+    EvaluationStarted,
+    LogMessage,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunStopped,
 )
+from gaprune_tui.core.store import ControlAction, Evaluation, Generation, RunState, RunStore
 
 TASKS = ("hellaswag_offline", "openbookqa_offline")
 METRIC = "acc_norm"
@@ -152,8 +154,8 @@ class FakeEngine:
         """End the run the way the engine does when an evaluation raises."""
         self._log("Traceback (most recent call last):")
         self._log(f"RuntimeError: {error}")
-        self.store.add_event("run_failed", error=error)
-        self.store.set_state(FAILED, error=error)
+        self.store.add_event(RunFailed(error=error))
+        self.store.set_state(RunState.FAILED, error=error)
         self.done = True
 
     def crash(self) -> None:
@@ -179,21 +181,21 @@ class FakeEngine:
         pending = self.store.pending_requests()
         if not pending:
             return False
-        request_id, action = pending[0]
-        self.store.mark_handled(request_id)
-        if action == "pause" and not self.paused:
+        request = pending[0]
+        self.store.mark_handled(request.id)
+        if request.action == ControlAction.PAUSE and not self.paused:
             self.paused = True
-            self.store.add_event("run_paused")
-            self.store.set_state(PAUSED)
+            self.store.add_event(RunPaused())
+            self.store.set_state(RunState.PAUSED)
             self._log("paused on request")
-        elif action == "resume" and self.paused:
+        elif request.action == ControlAction.UNPAUSE and self.paused:
             self.paused = False
-            self.store.add_event("run_resumed")
-            self.store.set_state(RUNNING)
+            self.store.add_event(RunResumed())
+            self.store.set_state(RunState.RUNNING)
             self._log("resumed on request")
-        elif action == "stop":
-            self.store.add_event("run_stopped")
-            self.store.set_state(STOPPED)
+        elif request.action == ControlAction.STOP:
+            self.store.add_event(RunStopped())
+            self.store.set_state(RunState.STOPPED)
             self._log("stopped on request")
             self.done = True
         return True
@@ -204,7 +206,7 @@ class FakeEngine:
 
     def _log_event(self, message: str) -> None:
         self._log(message)
-        self.store.add_event("log", message=message)
+        self.store.add_event(LogMessage(message=message))
 
     def _random_genome(self) -> list[int]:
         return sorted(self.rng.sample(range(self.protect, self.n_layers), self.prune))
@@ -241,17 +243,18 @@ class FakeEngine:
             params_per_layer=[PARAMS_PER_LAYER] * self.n_layers,
             max_evaluations=self.population * (1 + self.generations),
         )
-        store.set_state(RUNNING)
+        store.set_state(RunState.RUNNING)
         store.add_event(
-            "run_started",
-            model=self.model,
-            n_layers=self.n_layers,
-            protect=self.protect,
-            prune=self.prune,
-            population=self.population,
-            generations=self.generations,
-            tasks=list(TASKS),
-            max_evaluations=self.population * (1 + self.generations),
+            RunStarted(
+                model=self.model,
+                n_layers=self.n_layers,
+                protect=self.protect,
+                prune=self.prune,
+                population=self.population,
+                generations=self.generations,
+                tasks=list(TASKS),
+                max_evaluations=self.population * (1 + self.generations),
+            )
         )
         self._log(f"loaded {self.model}: {self.n_layers} layers")
         yield
@@ -259,7 +262,7 @@ class FakeEngine:
         yield
         base = {t: {METRIC: v} for t, v in BASE_SCORES.items()}
         store.set_meta(base_scores=base, base_fitness=fitness_of(base))
-        store.add_event("base_scores", scores=base, fitness=fitness_of(base), from_memo=False)
+        store.add_event(BaseScores(scores=base, fitness=fitness_of(base), from_memo=False))
         yield
 
         best: tuple[float, list[int]] | None = None
@@ -277,7 +280,7 @@ class FakeEngine:
                 done_here.add(tuple(dropped))
                 kept = [x for x in range(self.n_layers) if x not in dropped]
                 store.add_event(
-                    "evaluation_started", generation=gen, index=index, dropped=dropped, kept=kept
+                    EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
                 )
                 yield
                 key = tuple(dropped)
@@ -312,19 +315,7 @@ class FakeEngine:
                 population=[list(g) for g in population],
             )
             store.add_generation(generation)
-            store.add_event(
-                "generation_finished",
-                gen=gen,
-                evaluated=generation.evaluated,
-                from_memo=from_memo,
-                min=generation.min,
-                mean=generation.mean,
-                max=generation.max,
-                best_dropped=best[1],
-                best_fitness=best[0],
-                seconds=generation.seconds,
-                population=generation.population,
-            )
+            store.add_event(generation.event())
             store.set_meta(best_fitness=best[0], best_dropped=best[1])
             self._log(f"generation {gen}: best {best[0]:.4f} dropping {best[1]}")
             yield
@@ -361,8 +352,8 @@ class FakeEngine:
             "params_removed": PARAMS_PER_LAYER * len(top.dropped),
         }
         store.write_result(result)
-        store.set_state(FINISHED)
-        store.add_event("run_finished", result=result)
+        store.set_state(RunState.FINISHED)
+        store.add_event(RunFinished(result=result))
         self._log("search finished")
         yield
 
@@ -425,7 +416,7 @@ def history_runs(*, failed: bool = True) -> dict[str, RunStore]:
     engine.crash()
     stopped = fake_store(run_id="20260101-000004-dddd")
     populate(stopped, generations=1)
-    stopped.set_state(STOPPED)
+    stopped.set_state(RunState.STOPPED)
     runs = {"finished": finished, "running": running, "crashed": crashed, "stopped": stopped}
     if failed:
         runs["failed"] = fake_store(run_id="20260101-000005-eeee")
