@@ -15,19 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from gaprune_tui import __version__
+from gaprune_tui.core import events
 from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.errors import GapruneError, StoreError
-from gaprune_tui.core.events import (
-    BaseScores,
-    EvaluationStarted,
-    GenerationFinished,
-    RunEvent,
-    RunFailed,
-    RunPaused,
-    RunResumed,
-    RunStarted,
-    RunStopped,
-)
 from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume, list_runs
 
 # The run-control verbs and what each asks of the engine. ``resume`` is not one of them: it
@@ -218,29 +208,29 @@ def follow(store: RunStore, proc: Any) -> int:
 
 
 def _print_event(
-    event: RunEvent, store: RunStore, console: Any, progress: Any, bar: list[Any]
+    event: events.RunEvent, store: RunStore, console: Any, progress: Any, bar: list[Any]
 ) -> None:
     """The terminal's line for one event (most print nothing: the bar shows them)."""
-    if isinstance(event, RunStarted):
+    if isinstance(event, events.RunStarted):
         if not bar:
             bar.append(progress.add_task("evaluations", total=event.max_evaluations, status=""))
         console.print(
             f"[dim]run {store.id}: {event.model}, {event.n_layers} layers, drop "
             f"{event.prune}, tasks {', '.join(event.tasks)}[/]"
         )
-    elif isinstance(event, BaseScores):
+    elif isinstance(event, events.BaseScores):
         console.print(f"base model fitness {event.fitness:.4f}  {_fmt(event.scores)}")
-    elif isinstance(event, EvaluationStarted) and bar:
+    elif isinstance(event, events.EvaluationStarted) and bar:
         progress.update(bar[0], status=f"gen {event.generation} drop {event.dropped}")
-    elif isinstance(event, GenerationFinished):
+    elif isinstance(event, events.GenerationFinished):
         console.print(
             f"gen {event.generation:>3}  new {event.evaluated:>3}  memo {event.from_memo:>3}  "
             f"max {event.max:.4f}  mean {event.mean:.4f}  best drop {event.best_dropped}"
             f"  ({event.seconds:.1f} s)"
         )
-    elif isinstance(event, RunPaused | RunResumed | RunStopped):
+    elif isinstance(event, events.RunPaused | events.RunResumed | events.RunStopped):
         console.print(f"[yellow]{event.kind.removeprefix('run_')}[/]")
-    elif isinstance(event, RunFailed):
+    elif isinstance(event, events.RunFailed):
         console.print(f"[red]engine failed: {event.error}[/]")
 
 

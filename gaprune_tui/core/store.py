@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -166,30 +166,20 @@ class Evaluation:
 
     @classmethod
     def from_event(cls, event: EvaluationFinished) -> Evaluation:
-        return cls(
-            generation=event.generation,
-            dropped=list(event.dropped),
-            kept=list(event.kept),
-            fitness=event.fitness,
-            scores=event.scores,
-            seconds=event.seconds,
-            from_memo=event.from_memo,
-            fidelity=event.fidelity,
-        )
+        return cls(**{name: getattr(event, name) for name in _EVALUATION_FIELDS})
 
     def event(self) -> EvaluationFinished:
         """The ``evaluation_finished`` event that announces this row."""
-        return EvaluationFinished(
-            generation=self.generation,
-            dropped=self.dropped,
-            kept=self.kept,
-            fitness=self.fitness,
-            scores=self.scores,
-            seconds=self.seconds,
-            from_memo=self.from_memo,
-            fidelity=self.fidelity,
-            ts=self.ts,
-        )
+        return EvaluationFinished(ts=self.ts, **{n: getattr(self, n) for n in _EVALUATION_FIELDS})
+
+
+# The fields a row shares with its event (the row adds ``ts``; a generation row says ``gen``).
+_EVALUATION_FIELDS = [f.name for f in fields(EvaluationFinished) if not f.kw_only]
+_GENERATION_FIELDS = [
+    f.name
+    for f in fields(GenerationFinished)
+    if not (f.kw_only or f.metadata or f.name == "generation")
+]
 
 
 @dataclass
@@ -209,32 +199,12 @@ class Generation:
     @classmethod
     def from_event(cls, event: GenerationFinished) -> Generation:
         """The row of a ``generation_finished`` event (the table keeps its column name ``gen``)."""
-        return cls(
-            gen=event.generation,
-            evaluated=event.evaluated,
-            from_memo=event.from_memo,
-            min=event.min,
-            mean=event.mean,
-            max=event.max,
-            best_dropped=list(event.best_dropped),
-            best_fitness=event.best_fitness,
-            seconds=event.seconds,
-            population=[list(g) for g in event.population],
-        )
+        values = {name: getattr(event, name) for name in _GENERATION_FIELDS}
+        return cls(gen=event.generation, **values)
 
     def event(self) -> GenerationFinished:
-        return GenerationFinished(
-            generation=self.gen,
-            evaluated=self.evaluated,
-            from_memo=self.from_memo,
-            min=self.min,
-            mean=self.mean,
-            max=self.max,
-            best_dropped=self.best_dropped,
-            best_fitness=self.best_fitness,
-            seconds=self.seconds,
-            population=self.population,
-        )
+        values = {name: getattr(self, name) for name in _GENERATION_FIELDS}
+        return GenerationFinished(generation=self.gen, **values)
 
 
 @dataclass
@@ -314,13 +284,8 @@ class RunStore:
             config.save(folder / "config.toml")
             store = cls(folder)
             now = time.time()
-            store.set_meta(
-                schema=SCHEMA_VERSION,
-                state=RunState.CREATED,
-                created=now,
-                updated=now,
-                model=config.model,
-            )
+            meta = {"schema": SCHEMA_VERSION, "state": RunState.CREATED, "model": config.model}
+            store.set_meta(**meta, created=now, updated=now)
         except (OSError, sqlite3.Error) as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise StoreError(f"cannot write the run store in {str(folder)!r}: {exc}") from None

@@ -210,16 +210,8 @@ class Search:
     def _finished(
         self, gen: int, dropped: list[int], kept: list[int], o: Outcome
     ) -> EvaluationFinished:
-        return EvaluationFinished(
-            generation=gen,
-            dropped=dropped,
-            kept=kept,
-            fitness=o.fitness,
-            scores=o.scores,
-            seconds=o.seconds,
-            from_memo=o.from_memo,
-            fidelity=o.fidelity,
-        )
+        # Outcome's fields are the scoring half of the event's.
+        return EvaluationFinished(generation=gen, dropped=dropped, kept=kept, **vars(o))
 
     def _evaluate_all(self, inds: list[Any], gen: int) -> Iterator[RunEvent]:
         """Evaluate individuals without a fitness; a genome repeated within the batch is done once."""

@@ -20,20 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gaprune_tui.core import events
 from gaprune_tui.core.errors import GapruneError
-from gaprune_tui.core.events import (
-    BaseScores,
-    EvaluationFinished,
-    GenerationFinished,
-    RunEvent,
-    RunFailed,
-    RunFinished,
-    RunPaused,
-    RunResumed,
-    RunStarted,
-    RunStopped,
-    SearchFinished,
-)
 from gaprune_tui.core.store import (
     ControlAction,
     Evaluation,
@@ -52,6 +40,8 @@ if TYPE_CHECKING:
     from gaprune_tui.engine.tasks import TaskSet
 
 log = logging.getLogger(__name__)
+# The config values a run_started event repeats for the screens.
+_SEARCH_SHAPE = ("protect", "prune", "population", "generations", "max_evaluations")
 
 
 def set_threads() -> int:
@@ -102,18 +92,19 @@ class Worker:
                 if request.action == ControlAction.STOP:
                     raise StopRequested("stop requested")
                 if request.action == ControlAction.PAUSE and not paused:
-                    paused = True
-                    self.store.set_state(RunState.PAUSED)
-                    self.store.add_event(RunPaused())
-                    log.info("paused")
+                    paused = self._set_paused(True)
                 elif request.action == ControlAction.UNPAUSE and paused:
-                    paused = False
-                    self.store.set_state(RunState.RUNNING)
-                    self.store.add_event(RunResumed())
-                    log.info("resumed")
+                    paused = self._set_paused(False)
             if not paused:
                 return
             time.sleep(0.25)
+
+    def _set_paused(self, paused: bool) -> bool:
+        """Record a pause or an unpause: state, event and log line. Returns ``paused``."""
+        self.store.set_state(RunState.PAUSED if paused else RunState.RUNNING)
+        self.store.add_event(events.RunPaused() if paused else events.RunResumed())
+        log.info("paused" if paused else "resumed")
+        return paused
 
     # ---- main ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -124,7 +115,7 @@ class Worker:
             log.error("%s", exc)
             # A resumed run was valid once: keep it (failed, resumable) rather than discard it.
             store.set_state(RunState.FAILED if self.resume else RunState.INVALID, error=str(exc))
-            store.add_event(RunFailed(error=str(exc)))
+            store.add_event(events.RunFailed(error=str(exc)))
             return 2
         except Exception as exc:
             return self.fail(exc)
@@ -140,14 +131,14 @@ class Worker:
         for request in self.store.pending_requests():
             self.store.mark_handled(request.id)
         self.store.set_state(RunState.STOPPED)
-        self.store.add_event(RunStopped())
+        self.store.add_event(events.RunStopped())
         log.info("stopped; resume with: gaprune-tui resume %s", self.store.id)
 
     def fail(self, exc: BaseException) -> int:
         log.error("engine failed:\n%s", traceback.format_exc())
         message = f"{type(exc).__name__}: {exc}".splitlines()[0]
         self.store.set_state(RunState.FAILED, error=message)
-        self.store.add_event(RunFailed(error=message))
+        self.store.add_event(events.RunFailed(error=message))
         return 1
 
     def setup(self) -> Setup:
@@ -195,7 +186,7 @@ class Worker:
         result = self.build_result(setup, base, size)
         self.store.write_result(result)
         self.store.set_state(RunState.FINISHED)
-        self.store.add_event(RunFinished(result=result))
+        self.store.add_event(events.RunFinished(result=result))
         log.info("finished: drop %s fitness %.4f", result["dropped_layers"], result["fitness"])
 
     def record_model(self, setup: Setup) -> ModelSize:
@@ -219,34 +210,32 @@ class Worker:
             family=loaded.family,
         )
         self.store.add_event(
-            RunStarted(
+            events.RunStarted(
                 model=loaded.name,
                 n_layers=loaded.n_layers,
-                protect=config.protect,
-                prune=config.prune,
-                population=config.population,
-                generations=config.generations,
                 tasks=[t.name for t in setup.taskset.tasks],
-                max_evaluations=config.max_evaluations,
                 resumed=setup.state is not None,
+                **{name: getattr(config, name) for name in _SEARCH_SHAPE},
             )
         )
         return size
 
-    def score_base(self, setup: Setup) -> BaseScores:
+    def score_base(self, setup: Setup) -> events.BaseScores:
         """Score the unpruned model: the reference of every genome (usually from the memo)."""
         base = setup.evaluator([], None)
         self.store.set_meta(base_scores=base.scores, base_fitness=base.fitness)
-        event = BaseScores(scores=base.scores, fitness=base.fitness, from_memo=base.from_memo)
+        event = events.BaseScores(
+            scores=base.scores, fitness=base.fitness, from_memo=base.from_memo
+        )
         self.store.add_event(event)
         log.info("base model: fitness %.4f %s", base.fitness, base.scores)
         return event
 
-    def record(self, event: RunEvent) -> None:
+    def record(self, event: events.RunEvent) -> None:
         """Write one search event: evaluations and generations also get their rows (and the
         generation its checkpoint); the search's own summary is not stored."""
         store = self.store
-        if isinstance(event, EvaluationFinished):
+        if isinstance(event, events.EvaluationFinished):
             ev = Evaluation.from_event(event)
             store.add_evaluation(ev)
             best = store.meta().get("best_fitness")
@@ -260,7 +249,7 @@ class Worker:
                 "memo " if ev.from_memo else "",
                 ev.seconds,
             )
-        elif isinstance(event, GenerationFinished):
+        elif isinstance(event, events.GenerationFinished):
             store.add_generation(Generation.from_event(event))
             store.save_checkpoint(event.generation, event.checkpoint)
             store.add_event(event)
@@ -271,10 +260,12 @@ class Worker:
                 event.mean,
                 event.best_dropped,
             )
-        elif not isinstance(event, SearchFinished):
+        elif not isinstance(event, events.SearchFinished):
             store.add_event(event)
 
-    def build_result(self, setup: Setup, base: BaseScores, size: ModelSize) -> dict[str, Any]:
+    def build_result(
+        self, setup: Setup, base: events.BaseScores, size: ModelSize
+    ) -> dict[str, Any]:
         """result.json: the best genome, how it was found and what it removes."""
         from gaprune_tui.engine.search import fitness_of
 
