@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "show": lambda a: print_result(RunStore.open(a.run)),
         **dict.fromkeys(CONTROL_VERBS, cmd_control),
     }
+    handler: Callable[[argparse.Namespace], int]
     if command == "export":
         from gaprune_tui.cli import export as cli_export
 
