@@ -122,6 +122,13 @@ def test_run_then_repeat_is_all_memo(tiny_llama: Path) -> None:
     first = cli(*args, "--json")
     assert first.returncode == 0, first.stderr
     result = json.loads(first.stdout)
+    # The progress lines come from the events, folded by the same Follower as the Run screen.
+    assert "base model fitness" in first.stderr
+    assert [line.split()[1] for line in first.stderr.splitlines() if line.startswith("gen ")] == [
+        "0",
+        "1",
+        "2",
+    ]
     for key in (
         "dropped_layers",
         "kept_layers",
