@@ -56,6 +56,7 @@ def main() -> int:
     from rich.table import Table
 
     from gaprune_tui.core.config import RunConfig, TaskSpec
+    from gaprune_tui.core.events import GenerationFinished, SearchFinished
     from gaprune_tui.core.store import Memo
     from gaprune_tui.engine.evaluator import Evaluator
     from gaprune_tui.engine.model import load_model
@@ -106,16 +107,16 @@ def main() -> int:
             evaluator.eval_seconds = 0.0
             final = None
             for event in Search(config, n, evaluator).run():
-                if event["kind"] == "generation_finished":
+                if isinstance(event, GenerationFinished):
                     console.print(
-                        f"  {key}: generation {event['gen']} done, "
+                        f"  {key}: generation {event.generation} done, "
                         f"{evaluator.evaluations} genomes, {evaluator.eval_seconds:.0f} s"
                     )
                 final = event
-            assert final is not None and final["kind"] == "search_finished"
+            assert isinstance(final, SearchFinished)
             per = evaluator.eval_seconds / max(1, evaluator.evaluations)
-            best = final["hall_of_fame"][0]["dropped"]
-            fitness = final["hall_of_fame"][0]["fitness"]
+            best = final.hall_of_fame[0]["dropped"]
+            fitness = final.hall_of_fame[0]["fitness"]
             results[key] = (evaluator.evaluations, per, best, fitness)
             table.add_row(
                 label,

@@ -27,16 +27,18 @@ from pathlib import Path
 from typing import Any
 
 from gaprune_tui.core.config import RunConfig
-from gaprune_tui.core.store import (
-    FAILED,
-    FINISHED,
-    PAUSED,
-    RUNNING,
-    STOPPED,
-    Evaluation,
-    Generation,
-    RunStore,
+from gaprune_tui.core.events import (
+    BaseScores,
+    EvaluationStarted,
+    LogMessage,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunStopped,
 )
+from gaprune_tui.core.store import ControlAction, Evaluation, Generation, RunState, RunStore
 
 TASKS = ("hellaswag_offline", "openbookqa_offline")
 METRIC = "acc_norm"
@@ -122,6 +124,8 @@ class FakeEngine:
         self.paused = False
         self.done = False
         self.events_written = 0
+        self._best: tuple[float, list[int]] | None = None  # (fitness, dropped) so far
+        self._new_evaluations = self._cache_hits = 0
         self._script: Iterator[None] = self._run()
 
     # ---- public ------------------------------------------------------------------------------
@@ -152,8 +156,8 @@ class FakeEngine:
         """End the run the way the engine does when an evaluation raises."""
         self._log("Traceback (most recent call last):")
         self._log(f"RuntimeError: {error}")
-        self.store.add_event("run_failed", error=error)
-        self.store.set_state(FAILED, error=error)
+        self.store.add_event(RunFailed(error=error))
+        self.store.set_state(RunState.FAILED, error=error)
         self.done = True
 
     def crash(self) -> None:
@@ -179,21 +183,21 @@ class FakeEngine:
         pending = self.store.pending_requests()
         if not pending:
             return False
-        request_id, action = pending[0]
-        self.store.mark_handled(request_id)
-        if action == "pause" and not self.paused:
+        request = pending[0]
+        self.store.mark_handled(request.id)
+        if request.action == ControlAction.PAUSE and not self.paused:
             self.paused = True
-            self.store.add_event("run_paused")
-            self.store.set_state(PAUSED)
+            self.store.add_event(RunPaused())
+            self.store.set_state(RunState.PAUSED)
             self._log("paused on request")
-        elif action == "resume" and self.paused:
+        elif request.action == ControlAction.UNPAUSE and self.paused:
             self.paused = False
-            self.store.add_event("run_resumed")
-            self.store.set_state(RUNNING)
+            self.store.add_event(RunResumed())
+            self.store.set_state(RunState.RUNNING)
             self._log("resumed on request")
-        elif action == "stop":
-            self.store.add_event("run_stopped")
-            self.store.set_state(STOPPED)
+        elif request.action == ControlAction.STOP:
+            self.store.add_event(RunStopped())
+            self.store.set_state(RunState.STOPPED)
             self._log("stopped on request")
             self.done = True
         return True
@@ -204,7 +208,7 @@ class FakeEngine:
 
     def _log_event(self, message: str) -> None:
         self._log(message)
-        self.store.add_event("log", message=message)
+        self.store.add_event(LogMessage(message=message))
 
     def _random_genome(self) -> list[int]:
         return sorted(self.rng.sample(range(self.protect, self.n_layers), self.prune))
@@ -233,6 +237,26 @@ class FakeEngine:
         return list(max(group, key=lambda g: (self._fitness(g), [-x for x in g])))
 
     def _run(self) -> Iterator[None]:
+        """The engine's script, one store write (or a few) per step."""
+        yield from self._start()
+        base = {t: {METRIC: v} for t, v in BASE_SCORES.items()}
+        self.store.set_meta(base_scores=base, base_fitness=fitness_of(base))
+        self.store.add_event(BaseScores(scores=base, fitness=fitness_of(base), from_memo=False))
+        yield
+
+        population = [self._random_genome() for _ in range(self.population)]
+        invalid = list(range(len(population)))
+        for gen in range(self.generations + 1):
+            yield from self._generation(gen, population, invalid)
+            if gen == self.generations:
+                break
+            population, invalid = self._offspring(population)
+        if not self.finished:
+            return
+        self._finish(base)
+        yield
+
+    def _start(self) -> Iterator[None]:
         store = self.store
         store.set_meta(
             pid=os.getpid(),
@@ -241,99 +265,87 @@ class FakeEngine:
             params_per_layer=[PARAMS_PER_LAYER] * self.n_layers,
             max_evaluations=self.population * (1 + self.generations),
         )
-        store.set_state(RUNNING)
+        store.set_state(RunState.RUNNING)
         store.add_event(
-            "run_started",
-            model=self.model,
-            n_layers=self.n_layers,
-            protect=self.protect,
-            prune=self.prune,
-            population=self.population,
-            generations=self.generations,
-            tasks=list(TASKS),
-            max_evaluations=self.population * (1 + self.generations),
+            RunStarted(
+                model=self.model,
+                n_layers=self.n_layers,
+                protect=self.protect,
+                prune=self.prune,
+                population=self.population,
+                generations=self.generations,
+                tasks=list(TASKS),
+                max_evaluations=self.population * (1 + self.generations),
+            )
         )
         self._log(f"loaded {self.model}: {self.n_layers} layers")
         yield
         self._log_event("scoring the base model")
         yield
-        base = {t: {METRIC: v} for t, v in BASE_SCORES.items()}
-        store.set_meta(base_scores=base, base_fitness=fitness_of(base))
-        store.add_event("base_scores", scores=base, fitness=fitness_of(base), from_memo=False)
+
+    def _generation(
+        self, gen: int, population: list[list[int]], invalid: list[int]
+    ) -> Iterator[None]:
+        """Score the genomes without a fitness (a repeat within the batch once), then close."""
+        store = self.store
+        evaluated = from_memo = 0
+        gen_seconds = 0.0
+        done_here: set[tuple[int, ...]] = set()
+        for index, i in enumerate(invalid):
+            dropped = population[i]
+            if tuple(dropped) in done_here:
+                continue  # like the engine: a genome repeated within a batch is done once
+            done_here.add(tuple(dropped))
+            kept = [x for x in range(self.n_layers) if x not in dropped]
+            store.add_event(
+                EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
+            )
+            yield
+            hit = tuple(dropped) in self.memo
+            seconds = 0.0 if hit else round(self.seconds_per_eval + 0.1 * (index % 3), 2)
+            self._evaluate(gen, dropped, kept, hit, seconds)
+            gen_seconds += seconds
+            evaluated += 1
+            from_memo += int(hit)
+            yield
+        fits = [self._fitness(g) for g in population]
+        best = self._best
+        assert best is not None
+        generation = Generation(
+            gen=gen,
+            evaluated=evaluated - from_memo,
+            from_memo=from_memo,
+            min=min(fits),
+            mean=sum(fits) / len(fits),
+            max=max(fits),
+            best_dropped=best[1],
+            best_fitness=best[0],
+            seconds=round(gen_seconds, 2),
+            population=[list(g) for g in population],
+        )
+        store.add_generation(generation)
+        store.add_event(generation.event())
+        store.set_meta(best_fitness=best[0], best_dropped=best[1])
+        self._log(f"generation {gen}: best {best[0]:.4f} dropping {best[1]}")
         yield
 
-        best: tuple[float, list[int]] | None = None
-        population = [self._random_genome() for _ in range(self.population)]
-        invalid = list(range(len(population)))
-        new_evaluations = cache_hits = 0
-        for gen in range(self.generations + 1):
-            evaluated = from_memo = 0
-            gen_seconds = 0.0
-            done_here: set[tuple[int, ...]] = set()
-            for index, i in enumerate(invalid):
-                dropped = population[i]
-                if tuple(dropped) in done_here:
-                    continue  # like the engine: a genome repeated within a batch is done once
-                done_here.add(tuple(dropped))
-                kept = [x for x in range(self.n_layers) if x not in dropped]
-                store.add_event(
-                    "evaluation_started", generation=gen, index=index, dropped=dropped, kept=kept
-                )
-                yield
-                key = tuple(dropped)
-                hit = key in self.memo
-                scores = self.memo.get(key) or self.scores_of(dropped)
-                self.memo[key] = scores
-                seconds = 0.0 if hit else round(self.seconds_per_eval + 0.1 * (index % 3), 2)
-                gen_seconds += seconds
-                evaluated += 1
-                from_memo += int(hit)
-                cache_hits += int(hit)
-                new_evaluations += int(not hit)
-                fitness = fitness_of(scores)
-                store.add_evaluation(
-                    Evaluation(gen, dropped, kept, fitness, scores, seconds, from_memo=hit)
-                )
-                if best is None or fitness > best[0]:
-                    best = (fitness, dropped)
-                yield
-            fits = [self._fitness(g) for g in population]
-            assert best is not None
-            generation = Generation(
-                gen=gen,
-                evaluated=evaluated - from_memo,
-                from_memo=from_memo,
-                min=min(fits),
-                mean=sum(fits) / len(fits),
-                max=max(fits),
-                best_dropped=best[1],
-                best_fitness=best[0],
-                seconds=round(gen_seconds, 2),
-                population=[list(g) for g in population],
-            )
-            store.add_generation(generation)
-            store.add_event(
-                "generation_finished",
-                gen=gen,
-                evaluated=generation.evaluated,
-                from_memo=from_memo,
-                min=generation.min,
-                mean=generation.mean,
-                max=generation.max,
-                best_dropped=best[1],
-                best_fitness=best[0],
-                seconds=generation.seconds,
-                population=generation.population,
-            )
-            store.set_meta(best_fitness=best[0], best_dropped=best[1])
-            self._log(f"generation {gen}: best {best[0]:.4f} dropping {best[1]}")
-            yield
-            if gen == self.generations:
-                break
-            population, invalid = self._offspring(population)
+    def _evaluate(
+        self, gen: int, dropped: list[int], kept: list[int], hit: bool, seconds: float
+    ) -> None:
+        """Score one genome (from the memo on a repeat) and store it as the engine does."""
+        scores = self.memo.get(tuple(dropped)) or self.scores_of(dropped)
+        self.memo[tuple(dropped)] = scores
+        self._cache_hits += int(hit)
+        self._new_evaluations += int(not hit)
+        fitness = fitness_of(scores)
+        self.store.add_evaluation(
+            Evaluation(gen, dropped, kept, fitness, scores, seconds, from_memo=hit)
+        )
+        if self._best is None or fitness > self._best[0]:
+            self._best = (fitness, dropped)
 
-        if not self.finished:
-            return
+    def _finish(self, base: dict[str, dict[str, float]]) -> None:
+        store = self.store
         hall = store.best_evaluations(10)
         top = hall[0]
         n_params = N_PARAMS_30 + PARAMS_PER_LAYER * (self.n_layers - 30)
@@ -352,19 +364,18 @@ class FakeEngine:
             "hall_of_fame": [
                 {"dropped": e.dropped, "fitness": e.fitness, "scores": e.scores} for e in hall
             ],
-            "evaluations": new_evaluations,
-            "cache_hits": cache_hits,
+            "evaluations": self._new_evaluations,
+            "cache_hits": self._cache_hits,
             "generations": self.generations,
             "population": self.population,
-            "wall_seconds": round(new_evaluations * self.seconds_per_eval + 3.0, 2),
+            "wall_seconds": round(self._new_evaluations * self.seconds_per_eval + 3.0, 2),
             "params_total": n_params,
             "params_removed": PARAMS_PER_LAYER * len(top.dropped),
         }
         store.write_result(result)
-        store.set_state(FINISHED)
-        store.add_event("run_finished", result=result)
+        store.set_state(RunState.FINISHED)
+        store.add_event(RunFinished(result=result))
         self._log("search finished")
-        yield
 
     def _offspring(self, population: list[list[int]]) -> tuple[list[list[int]], list[int]]:
         """eaSimple's varAnd: select, one-point crossover, uniform-int mutation, repair."""
@@ -425,7 +436,7 @@ def history_runs(*, failed: bool = True) -> dict[str, RunStore]:
     engine.crash()
     stopped = fake_store(run_id="20260101-000004-dddd")
     populate(stopped, generations=1)
-    stopped.set_state(STOPPED)
+    stopped.set_state(RunState.STOPPED)
     runs = {"finished": finished, "running": running, "crashed": crashed, "stopped": stopped}
     if failed:
         runs["failed"] = fake_store(run_id="20260101-000005-eeee")

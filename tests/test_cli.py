@@ -122,6 +122,13 @@ def test_run_then_repeat_is_all_memo(tiny_llama: Path) -> None:
     first = cli(*args, "--json")
     assert first.returncode == 0, first.stderr
     result = json.loads(first.stdout)
+    # The progress lines come from the events, folded by the same Follower as the Run screen.
+    assert "base model fitness" in first.stderr
+    assert [line.split()[1] for line in first.stderr.splitlines() if line.startswith("gen ")] == [
+        "0",
+        "1",
+        "2",
+    ]
     for key in (
         "dropped_layers",
         "kept_layers",
@@ -205,7 +212,7 @@ def assert_one_line_error_keep_runs(proc: subprocess.CompletedProcess[str], frag
     assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_pause_resume_stop_requests(tiny_llama: Path) -> None:
+def test_pause_unpause_stop_requests(tiny_llama: Path) -> None:
     # Far more generations than will ever run (the test stops it): a short search on a tiny
     # model could finish before the pause request is read.
     run_id, store = start_detached(tiny_llama, generations=500)
@@ -217,7 +224,7 @@ def test_pause_resume_stop_requests(tiny_llama: Path) -> None:
     count = len(store.evaluations())
     time.sleep(1.5)
     assert len(store.evaluations()) == count, "a paused engine evaluates nothing"
-    assert cli("resume-run", run_id).returncode == 0
+    assert cli("unpause", run_id).returncode == 0
     assert cli("stop", run_id).returncode == 0
     while store.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -226,3 +233,7 @@ def test_pause_resume_stop_requests(tiny_llama: Path) -> None:
     assert "run_paused" in kinds and "run_stopped" in kinds
     stopped = cli("stop", run_id)
     assert stopped.returncode == 2 and "not running" in stopped.stderr
+    # The old verb still reaches ``unpause`` (and says so).
+    old = cli("resume-run", run_id)
+    assert old.returncode == 2 and "nothing to unpause" in old.stderr
+    assert "`resume-run` is now `unpause`" in old.stderr

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fake_engine import FakeEngine, fake_store, populate, write_log
 
+from gaprune_tui.core.events import EvaluationStarted, RunStarted
 from gaprune_tui.core.follow import Follower, LogTail, last_error_lines
-from gaprune_tui.core.store import Evaluation
+from gaprune_tui.core.store import ControlAction, Evaluation, RunState
 
 
 def test_finished_run_folds_into_view() -> None:
@@ -91,7 +94,7 @@ def test_pause_resume_stop_are_reflected_from_the_engine() -> None:
     engine.step()
     follower.poll()
     assert follower.view.state == "paused"
-    store.request("resume")
+    store.request(ControlAction.UNPAUSE)
     engine.step()
     follower.poll()
     assert follower.view.state == "running"
@@ -154,8 +157,7 @@ def test_screening_and_replayed_evaluations_count_once() -> None:
     """A screening pass promoted to a full evaluation is one genome of the budget, and a resumed
     engine replaying a generation from the memo does not count its genomes again."""
     store = fake_store()
-    store.add_event(
-        "run_started",
+    started = RunStarted(
         model="demo",
         n_layers=30,
         protect=2,
@@ -165,10 +167,11 @@ def test_screening_and_replayed_evaluations_count_once() -> None:
         tasks=["hellaswag_offline"],
         max_evaluations=32,
     )
+    store.add_event(started)
     genome = [3, 7, 9, 20]
     kept = [i for i in range(30) if i not in genome]
     store.add_event(
-        "evaluation_started", generation=1, index=0, dropped=genome, kept=kept, fidelity="screen:5"
+        EvaluationStarted(generation=1, index=0, dropped=genome, kept=kept, fidelity="screen:5")
     )
     follower = Follower(store)
     follower.poll()
@@ -178,15 +181,31 @@ def test_screening_and_replayed_evaluations_count_once() -> None:
     follower.poll()
     assert follower.view.best_fitness is None  # screening scores never make the best
     assert follower.view.fitness_of(genome) == 0.2
-    store.add_event("evaluation_started", generation=1, index=0, dropped=genome, kept=kept)
+    store.add_event(EvaluationStarted(generation=1, index=0, dropped=genome, kept=kept))
     store.add_evaluation(Evaluation(1, genome, kept, 0.16, scores, 4.0, False))
     follower.poll()
     assert follower.view.evaluations_done == 1
     assert follower.view.generation_done == 1
     assert follower.view.fitness_of(genome) == 0.16  # the full evaluation wins
     assert follower.view.best_fitness == 0.16
-    store.add_event("run_started", model="demo", n_layers=30, resumed=True)
+    store.add_event(replace(started, resumed=True))
     store.add_evaluation(Evaluation(1, genome, kept, 0.16, scores, 0.0, True))
     follower.poll()
     assert follower.view.evaluations_done == 1
     assert follower.view.state == "created"  # the store's state is the truth, not the events
+
+
+def test_read_returns_the_events_it_folded_and_poll_reports_changes() -> None:
+    """The CLI prints from ``read()``; the screens repaint on ``poll()``: one fold serves both."""
+    store = fake_store()
+    engine = FakeEngine(store)
+    follower = Follower(store)
+    assert follower.poll() is True  # the first poll always draws
+    assert follower.poll() is False
+    engine.run(4)
+    events = follower.read()
+    assert [e.kind for e in events][:2] == ["run_started", "log"]
+    assert isinstance(events[0], RunStarted) and events[0].max_evaluations == 32
+    assert follower.view.last_seq == events[-1].seq
+    assert follower.view.state is RunState.RUNNING
+    assert follower.read() == []

@@ -241,7 +241,7 @@ def test_oom_halves_the_batch_and_retries(tiny: Any, caplog: pytest.LogCaptureFi
 
     handle = fast.decoder.register_forward_pre_hook(fake_oom, with_kwargs=True)
     try:
-        with caplog.at_level(logging.WARNING, logger="gaprune_tui.scoring"):
+        with caplog.at_level(logging.WARNING, logger="gaprune_tui.engine.scoring"):
             got = fast.loglikelihood(_instances(pairs))
     finally:
         handle.remove()

@@ -12,6 +12,13 @@ import pytest
 from deap import tools
 
 from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.events import (
+    EvaluationFinished,
+    EvaluationStarted,
+    GenerationFinished,
+    RunEvent,
+    SearchFinished,
+)
 from gaprune_tui.engine.search import Outcome, Search, SearchState, fitness_of, is_valid, repair
 
 N = 16
@@ -38,12 +45,20 @@ def cfg(**kw) -> RunConfig:
     return RunConfig(**base).validate()
 
 
-def events(search: Search) -> list[dict]:
+def events(search: Search) -> list[RunEvent]:
     return list(search.run())
 
 
-def genomes(evs: list[dict]) -> list[list[int]]:
-    return [e["dropped"] for e in evs if e["kind"] == "evaluation_finished"]
+def finished(evs: list[RunEvent]) -> list[EvaluationFinished]:
+    return [e for e in evs if isinstance(e, EvaluationFinished)]
+
+
+def generations(evs: list[RunEvent]) -> list[GenerationFinished]:
+    return [e for e in evs if isinstance(e, GenerationFinished)]
+
+
+def genomes(evs: list[RunEvent]) -> list[list[int]]:
+    return [e.dropped for e in finished(evs)]
 
 
 def test_fitness_functions() -> None:
@@ -69,12 +84,15 @@ def test_same_seed_same_genomes_and_valid_in_repair_mode() -> None:
     assert genomes(a) == genomes(b)
     assert genomes(a) != genomes(c)
     assert all(is_valid(g, N, 2, 3) for g in genomes(a))
-    gens = [e for e in a if e["kind"] == "generation_finished"]
-    assert [g["gen"] for g in gens] == [0, 1, 2, 3, 4]
+    gens = generations(a)
+    assert [g.generation for g in gens] == [0, 1, 2, 3, 4]
     # The hall of fame's best is the best genome ever evaluated.
     best = max(objective(g).fitness for g in genomes(a))
-    assert gens[-1]["best_fitness"] == pytest.approx(best)
-    assert all(g["min"] <= g["mean"] <= g["max"] for g in gens)
+    assert gens[-1].best_fitness == pytest.approx(best)
+    assert all(g.min <= g.mean <= g.max for g in gens)
+    assert isinstance(a[-1], SearchFinished) and a[-1].hall_of_fame[0]["fitness"] == pytest.approx(
+        best
+    )
 
 
 def test_global_random_use_during_evaluation_does_not_change_the_search() -> None:
@@ -94,9 +112,8 @@ def test_duplicates_in_a_generation_are_evaluated_once() -> None:
 
     evs = events(Search(cfg(generations=6), N, counting))
     per_gen: dict[int, list[tuple[int, ...]]] = {}
-    for e in evs:
-        if e["kind"] == "evaluation_finished":
-            per_gen.setdefault(e["generation"], []).append(tuple(e["dropped"]))
+    for e in finished(evs):
+        per_gen.setdefault(e.generation, []).append(tuple(e.dropped))
     for gen_genomes in per_gen.values():
         assert len(gen_genomes) == len(set(gen_genomes))
 
@@ -137,9 +154,9 @@ def test_zero_mode_scores_invalid_offspring_zero_without_evaluating() -> None:
         return objective(dropped, limit)
 
     evs = events(Search(cfg(invalid="zero", generations=8, prune=4), N, recording))
-    invalid = [e for e in evs if e["kind"] == "evaluation_finished" and e["fidelity"] == "invalid"]
+    invalid = [e for e in finished(evs) if e.fidelity == "invalid"]
     assert invalid, "with seed 7 the original operators produce repeated indices"
-    assert all(e["fitness"] == 0.0 and len(set(e["dropped"])) < 4 for e in invalid)
+    assert all(e.fitness == 0.0 and len(set(e.dropped)) < 4 for e in invalid)
     assert all(len(set(d)) == len(d) for d in seen)
 
 
@@ -154,16 +171,15 @@ def test_repair_is_deterministic_and_valid() -> None:
 
 def test_resume_from_checkpoint_continues_the_same_sequence() -> None:
     full = events(Search(cfg(), N, objective))
-    checkpoint = next(
-        e["checkpoint"] for e in full if e["kind"] == "generation_finished" and e["gen"] == 2
-    )
+    checkpoint = next(e.checkpoint for e in generations(full) if e.generation == 2)
+    assert "checkpoint" not in generations(full)[0].to_payload()  # stored apart, never an event
     resumed = events(Search(cfg(), N, objective, state=SearchState.loads(checkpoint)))
-    after = [e for e in full if e["kind"] == "evaluation_finished" and e["generation"] > 2]
-    assert genomes(resumed) == [e["dropped"] for e in after]
-    last_full = [e for e in full if e["kind"] == "generation_finished"][-1]
-    last_resumed = [e for e in resumed if e["kind"] == "generation_finished"][-1]
-    assert last_resumed["best_dropped"] == last_full["best_dropped"]
-    assert last_resumed["population"] == last_full["population"]
+    after = [e for e in finished(full) if e.generation > 2]
+    assert genomes(resumed) == [e.dropped for e in after]
+    last_full = generations(full)[-1]
+    last_resumed = generations(resumed)[-1]
+    assert last_resumed.best_dropped == last_full.best_dropped
+    assert last_resumed.population == last_full.population
 
 
 def test_screening_spends_the_full_limit_only_on_promising_offspring() -> None:
@@ -174,14 +190,12 @@ def test_screening_spends_the_full_limit_only_on_promising_offspring() -> None:
         return objective(dropped, limit)
 
     evs = events(Search(cfg(screen=5, generations=5), N, recording))
-    fids = {e["fidelity"] for e in evs if e["kind"] == "evaluation_finished"}
+    fids = {e.fidelity for e in finished(evs)}
     assert "screen:5" in fids and "full" in fids
     screened = calls.count(5)
-    full_after_gen0 = sum(
-        1
-        for e in evs
-        if e["kind"] == "evaluation_finished" and e["generation"] > 0 and e["fidelity"] == "full"
-    )
+    full_after_gen0 = sum(1 for e in finished(evs) if e.generation > 0 and e.fidelity == "full")
+    started = [e for e in evs if isinstance(e, EvaluationStarted)]
+    assert {e.fidelity for e in started} == {None, "screen:5"}
     assert full_after_gen0 < screened
 
 

@@ -42,7 +42,7 @@ def running_store(steps: int = 20) -> tuple[RunStore, FakeEngine]:
 
 
 def actions(store: RunStore) -> list[str]:
-    return [action for _, action in store.pending_requests()]
+    return [request.action for request in store.pending_requests()]
 
 
 def plain(renderable: object) -> str:

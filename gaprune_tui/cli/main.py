@@ -10,20 +10,25 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from gaprune_tui import __version__
+from gaprune_tui.core import events
 from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.errors import GapruneError, StoreError
-from gaprune_tui.core.store import (
-    ACTIVE_STATES,
-    FINISHED,
-    INVALID,
-    RunStore,
-    list_runs,
-)
+from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume, list_runs
+
+# The run-control verbs and what each asks of the engine. ``resume`` is not one of them: it
+# starts a new engine on a stopped or crashed run (``cmd_resume``).
+CONTROL_VERBS: dict[str, tuple[ControlAction, str]] = {
+    "pause": (ControlAction.PAUSE, "pause a running search"),
+    "unpause": (ControlAction.UNPAUSE, "continue a paused search"),
+    "stop": (ControlAction.STOP, "stop a search (resume it later with `resume`)"),
+}
+# Old spellings still accepted on the command line (not shown in --help): old -> new.
+DEPRECATED_VERBS = {"resume-run": "unpause"}
 
 # Flags that map 1:1 onto RunConfig fields: (flag, type, help).
 _RUN_FLAGS: list[tuple[str, Any, str]] = [
@@ -91,12 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", help="list runs")
     show = sub.add_parser("show", help="print a run's result")
     show.add_argument("run")
-    for action, text in (
-        ("pause", "pause a running search"),
-        ("resume-run", "resume a paused search"),
-        ("stop", "stop a search (resumable later)"),
-    ):
-        p = sub.add_parser(action, help=text)
+    for verb, (_, text) in CONTROL_VERBS.items():
+        p = sub.add_parser(verb, help=text)
         p.add_argument("run")
 
     try:
@@ -143,23 +144,26 @@ def wait_started(store: RunStore, proc: Any) -> None:
 
     A rejected run (bad model, task or layer count) is discarded so it never looks like a real run.
     """
-    while store.state == "created" and proc.poll() is None:
+    while store.state == RunState.CREATED and proc.poll() is None:
         time.sleep(0.2)
-    if store.state == INVALID:
+    if store.state == RunState.INVALID:
         error = store.meta().get("error") or "the engine rejected the run (see engine.log)"
         store.discard()
         raise GapruneError(error)
 
 
 def follow(store: RunStore, proc: Any) -> int:
-    """Show a run's progress until its engine exits. Ctrl-C asks the engine to stop."""
+    """Show a run's progress until its engine exits. Ctrl-C asks the engine to stop.
+
+    The events are folded by ``Follower``, as on the Run screen, so the bar counts what the
+    screen counts; this only prints the lines a terminal user wants to keep.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from gaprune_tui.core.follow import Follower
+
     console = Console(stderr=True)
-    last = 0
-    total = None
-    population = 0
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -169,45 +173,24 @@ def follow(store: RunStore, proc: Any) -> int:
         console=console,
         transient=False,
     )
-    task_id = None
+    follower = Follower(store)
+    bar: list[Any] = []  # the progress task, once the engine has started
     stop_sent = False
     with progress:
         while True:
             try:
-                for event in store.events(after=last):
-                    last = event.seq
-                    p = event.payload
-                    if event.kind == "run_started":
-                        total = p["max_evaluations"]
-                        population = p["population"]
-                        task_id = progress.add_task("evaluations", total=total, status="")
-                        console.print(
-                            f"[dim]run {store.id}: {p['model']}, {p['n_layers']} layers, drop "
-                            f"{p['prune']}, tasks {', '.join(p['tasks'])}[/]"
-                        )
-                    elif event.kind == "base_scores":
-                        console.print(f"base model fitness {p['fitness']:.4f}  {_fmt(p['scores'])}")
-                    elif event.kind == "evaluation_started" and task_id is not None:
-                        progress.update(
-                            task_id, status=f"gen {p['generation']} drop {p['dropped']}"
-                        )
-                    elif event.kind == "evaluation_finished" and task_id is not None:
-                        if p["fidelity"] == "full" or p["fidelity"] == "invalid":
-                            progress.advance(task_id)
-                    elif event.kind == "generation_finished":
-                        if task_id is not None:  # repeats within a generation were scored once
-                            progress.update(task_id, completed=(p["gen"] + 1) * population)
-                        console.print(
-                            f"gen {p['gen']:>3}  new {p['evaluated']:>3}  memo {p['from_memo']:>3}  "
-                            f"max {p['max']:.4f}  mean {p['mean']:.4f}  best drop {p['best_dropped']}"
-                            f"  ({p['seconds']:.1f} s)"
-                        )
-                    elif event.kind in ("run_paused", "run_resumed", "run_stopped"):
-                        console.print(f"[yellow]{event.kind.removeprefix('run_')}[/]")
-                    elif event.kind == "run_failed":
-                        console.print(f"[red]engine failed: {p['error']}[/]")
+                for event in follower.read():
+                    _print_event(event, store, console, progress, bar)
+                view = follower.view
+                if bar:  # the screen's count; a finished search used all of its budget
+                    done = view.max_evaluations if view.state == RunState.FINISHED else None
+                    progress.update(
+                        bar[0],
+                        total=view.max_evaluations,
+                        completed=done if done is not None else view.evaluations_done,
+                    )
                 # Stop once the engine has exited and everything it wrote has been shown.
-                if proc.poll() is not None and not store.events(after=last):
+                if proc.poll() is not None and not store.events(after=view.last_seq):
                     break
                 time.sleep(0.2)
             except KeyboardInterrupt:
@@ -219,9 +202,36 @@ def follow(store: RunStore, proc: Any) -> int:
                 console.print(
                     "[yellow]stopping after the current batch… (Ctrl-C again to detach)[/]"
                 )
-                store.request("stop")
+                store.request(ControlAction.STOP)
                 stop_sent = True
     return proc.returncode or 0
+
+
+def _print_event(
+    event: events.RunEvent, store: RunStore, console: Any, progress: Any, bar: list[Any]
+) -> None:
+    """The terminal's line for one event (most print nothing: the bar shows them)."""
+    if isinstance(event, events.RunStarted):
+        if not bar:
+            bar.append(progress.add_task("evaluations", total=event.max_evaluations, status=""))
+        console.print(
+            f"[dim]run {store.id}: {event.model}, {event.n_layers} layers, drop "
+            f"{event.prune}, tasks {', '.join(event.tasks)}[/]"
+        )
+    elif isinstance(event, events.BaseScores):
+        console.print(f"base model fitness {event.fitness:.4f}  {_fmt(event.scores)}")
+    elif isinstance(event, events.EvaluationStarted) and bar:
+        progress.update(bar[0], status=f"gen {event.generation} drop {event.dropped}")
+    elif isinstance(event, events.GenerationFinished):
+        console.print(
+            f"gen {event.generation:>3}  new {event.evaluated:>3}  memo {event.from_memo:>3}  "
+            f"max {event.max:.4f}  mean {event.mean:.4f}  best drop {event.best_dropped}"
+            f"  ({event.seconds:.1f} s)"
+        )
+    elif isinstance(event, events.RunPaused | events.RunResumed | events.RunStopped):
+        console.print(f"[yellow]{event.kind.removeprefix('run_')}[/]")
+    elif isinstance(event, events.RunFailed):
+        console.print(f"[red]engine failed: {event.error}[/]")
 
 
 def _fmt(scores: dict[str, dict[str, float]]) -> str:
@@ -234,9 +244,9 @@ def print_result(store: RunStore, as_json: bool = False) -> int:
         state = store.display_state()
         error = store.meta().get("error")
         print(f"run {store.id} is {state}" + (f": {error}" if error else ""))
-        if state in ("stopped", "failed", "crashed"):
+        if can_resume(state, store.alive()):
             print(f"resume it with: gaprune-tui resume {store.id}")
-        return 0 if state == "stopped" else 1
+        return 0 if state == RunState.STOPPED else 1
     if as_json:
         print(json.dumps(result, indent=2))
         return 0
@@ -295,13 +305,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     store = RunStore.open(args.run)
     state = store.display_state()
-    if state == FINISHED:
+    alive = store.alive()
+    if state == RunState.FINISHED:
         raise StoreError(f"run {store.id} already finished: start a new run, or export it")
-    if store.alive():
+    if alive:
         raise StoreError(
             f"run {store.id} is still running: attach with gaprune-tui attach {store.id}"
         )
-    if state not in ("stopped", "failed", "crashed", "created"):
+    if not can_resume(state, alive):
         raise StoreError(f"run {store.id} is {state} and cannot be resumed")
     proc = resume_run(store)
     if args.detach:
@@ -341,9 +352,9 @@ def cmd_control(args: argparse.Namespace) -> int:
         raise StoreError(
             f"run {store.id} is {store.display_state()}, not running: nothing to {args.command}"
         )
-    action = {"resume-run": "resume"}.get(args.command, args.command)
+    action, _ = CONTROL_VERBS[args.command]
     store.request(action)
-    print(f"{action} requested for run {store.id}")
+    print(f"{args.command} requested for run {store.id}")
     return 0
 
 
@@ -352,13 +363,18 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
     if getattr(args, "run", None):
         store = RunStore.open(args.run)
-        initial = "run" if store.state in ACTIVE_STATES else "results"
+        initial = "run" if store.state.active else "results"
         return run_tui(initial=initial, run=str(store.path))
     return run_tui()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DEPRECATED_VERBS:
+        new = DEPRECATED_VERBS[argv[0]]
+        print(f"note: `{argv[0]}` is now `{new}`", file=sys.stderr)
+        argv[0] = new
     args = parser.parse_args(argv)
     command = args.command or "tui"
     handlers = {
@@ -368,10 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resume": cmd_resume,
         "runs": cmd_runs,
         "show": lambda a: print_result(RunStore.open(a.run)),
-        "pause": cmd_control,
-        "resume-run": cmd_control,
-        "stop": cmd_control,
+        **dict.fromkeys(CONTROL_VERBS, cmd_control),
     }
+    handler: Callable[[argparse.Namespace], int]
     if command == "export":
         from gaprune_tui.cli import export as cli_export
 

@@ -12,11 +12,28 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gaprune_tui.core.store import Event, Generation, RunStore
+from gaprune_tui.core.events import (
+    BaseScores,
+    EvaluationFinished,
+    EvaluationStarted,
+    EvaluationTask,
+    ExportFinished,
+    GenerationFinished,
+    LogMessage,
+    RunEvent,
+    RunFailed,
+    RunFinished,
+    RunPaused,
+    RunResumed,
+    RunStarted,
+    RunStopped,
+)
+from gaprune_tui.core.store import Generation, RunState, RunStore
 
 LOG_TAIL_BYTES = 64 * 1024
 MAX_MESSAGES = 200
@@ -59,7 +76,7 @@ class RunView:
     generations: int = 0
     tasks: list[str] = field(default_factory=list)
     max_evaluations: int = 0
-    state: str = "created"
+    state: RunState = RunState.CREATED
     error: str | None = None
     generation: int = 0
     population: list[list[int]] = field(default_factory=list)
@@ -77,7 +94,7 @@ class RunView:
     last_seq: int = 0
     # Set when the run ended while we watched (not when we opened an already finished run).
     finished_live: bool = False
-    exports: list[dict[str, Any]] = field(default_factory=list)
+    exports: list[ExportFinished] = field(default_factory=list)
 
     @property
     def best_history(self) -> list[float]:
@@ -89,7 +106,7 @@ class RunView:
 
     @property
     def search_fraction(self) -> float:
-        if self.state == "finished":
+        if self.state == RunState.FINISHED:
             return 1.0
         if not self.max_evaluations:
             return 0.0
@@ -97,7 +114,7 @@ class RunView:
 
     @property
     def active(self) -> bool:
-        return self.state in ("created", "running", "paused")
+        return self.state.active
 
     def scored_for(self, dropped: list[int]) -> Scored | None:
         return self.scored.get(tuple(dropped))
@@ -116,10 +133,33 @@ class Follower:
         self._loaded = False
         self._counted: set[tuple[int, tuple[int, ...]]] = set()
         self._per_gen: dict[int, int] = {}
+        self._state_changed = False
+        self._handlers: dict[type[RunEvent], Callable[[Any, bool], None]] = {
+            RunStarted: self._on_run_started,
+            BaseScores: self._on_base_scores,
+            EvaluationStarted: self._on_evaluation_started,
+            EvaluationTask: self._on_evaluation_task,
+            EvaluationFinished: self._on_evaluation_finished,
+            GenerationFinished: self._on_generation_finished,
+            RunPaused: self._on_run_paused,
+            RunResumed: self._on_run_resumed,
+            RunStopped: self._on_run_stopped,
+            RunFinished: self._on_run_finished,
+            RunFailed: self._on_run_failed,
+            LogMessage: self._on_log,
+            ExportFinished: self._on_export_finished,
+        }
 
     def poll(self) -> bool:
         """Apply every event written since the last poll; True when anything changed.
         Construction touches nothing: store errors surface here, where callers handle them."""
+        first = not self._loaded
+        events = self.read()
+        return bool(events) or first or self._state_changed
+
+    def read(self) -> list[RunEvent]:
+        """Apply every event written since the last call and refresh the state; the events
+        applied, for a reader that also prints them (the CLI)."""
         first = not self._loaded
         if first:
             meta = self.store.meta()
@@ -130,15 +170,15 @@ class Follower:
         self._loaded = True
         for event in events:
             self.apply(event, live=not first)
-        changed = bool(events) or first
-        changed |= self._refresh_state()
-        return changed
+        self._state_changed = self._refresh_state()
+        return events
 
     def _refresh_state(self) -> bool:
         """The store's state is the truth (it knows a dead engine); events only hint at it."""
         meta = self.store.meta()
         state = self.store.display_state()
-        error = meta.get("error") if state in ("failed", "crashed", "invalid") else None
+        failed = (RunState.FAILED, RunState.CRASHED, RunState.INVALID)
+        error = meta.get("error") if state in failed else None
         changed = state != self.view.state or error != self.view.error
         self.view.state = state
         self.view.error = error
@@ -147,66 +187,60 @@ class Follower:
             changed = True
         return changed
 
-    def apply(self, event: Event, *, live: bool = True) -> None:
+    def apply(self, event: RunEvent, *, live: bool = True) -> None:
         view = self.view
         view.last_seq = max(view.last_seq, event.seq)
-        handler = getattr(self, f"_on_{event.kind}", None)
+        handler = self._handlers.get(type(event))
         if handler is not None:
-            handler(event.payload, live)
+            handler(event, live)
 
     # ---- handlers, one per event kind --------------------------------------------------------
-    def _on_run_started(self, p: dict[str, Any], live: bool) -> None:
+    def _on_run_started(self, e: RunStarted, live: bool) -> None:
         view = self.view
-        view.model = p.get("model", view.model)
-        view.n_layers = int(p.get("n_layers", view.n_layers))
-        view.protect = int(p.get("protect", view.protect))
-        view.prune = int(p.get("prune", view.prune))
-        view.population_size = int(p.get("population", view.population_size))
-        view.generations = int(p.get("generations", view.generations))
-        view.tasks = list(p.get("tasks", view.tasks))
-        view.max_evaluations = int(p.get("max_evaluations", view.max_evaluations))
-        view.state = "running"
+        view.model = e.model
+        view.n_layers = e.n_layers
+        view.protect = e.protect
+        view.prune = e.prune
+        view.population_size = e.population
+        view.generations = e.generations
+        view.tasks = list(e.tasks)
+        view.max_evaluations = e.max_evaluations
+        view.state = RunState.RUNNING
         view.error = None
 
-    def _on_base_scores(self, p: dict[str, Any], live: bool) -> None:
-        self.view.base_scores = p.get("scores")
-        self.view.base_fitness = p.get("fitness")
+    def _on_base_scores(self, e: BaseScores, live: bool) -> None:
+        self.view.base_scores = e.scores
+        self.view.base_fitness = e.fitness
 
-    def _on_evaluation_started(self, p: dict[str, Any], live: bool) -> None:
+    def _on_evaluation_started(self, e: EvaluationStarted, live: bool) -> None:
         view = self.view
-        gen = int(p.get("generation", view.generation))
-        if gen != view.generation:
-            view.generation = gen
-            view.generation_done = self._per_gen.get(gen, 0)
+        if e.generation != view.generation:
+            view.generation = e.generation
+            view.generation_done = self._per_gen.get(e.generation, 0)
         view.evaluating = InProgress(
-            gen,
-            int(p.get("index", 0)),
-            list(p.get("dropped", [])),
-            task=p.get("task"),
-            fidelity=p.get("fidelity"),
+            e.generation, e.index, list(e.dropped), task=e.task, fidelity=e.fidelity
         )
 
-    def _on_evaluation_task(self, p: dict[str, Any], live: bool) -> None:
+    def _on_evaluation_task(self, e: EvaluationTask, live: bool) -> None:
         """Optional finer-grained progress: the task being scored inside one evaluation."""
         if self.view.evaluating is not None:
-            self.view.evaluating.task = p.get("task")
+            self.view.evaluating.task = e.task
 
-    def _on_evaluation_finished(self, p: dict[str, Any], live: bool) -> None:
+    def _on_evaluation_finished(self, e: EvaluationFinished, live: bool) -> None:
         view = self.view
-        dropped = list(p.get("dropped", []))
-        gen = int(p.get("generation", view.generation))
-        fidelity = str(p.get("fidelity", "full"))
+        dropped = list(e.dropped)
+        gen = e.generation
         scored = Scored(
             dropped=dropped,
-            fitness=float(p.get("fitness", 0.0)),
-            scores=p.get("scores") or {},
-            from_memo=bool(p.get("from_memo", False)),
-            fidelity=fidelity,
-            seconds=float(p.get("seconds", 0.0)),
+            fitness=e.fitness,
+            scores=e.scores or {},
+            from_memo=e.from_memo,
+            fidelity=e.fidelity,
+            seconds=e.seconds,
         )
         key = tuple(dropped)
         old = view.scored.get(key)
-        if old is None or old.fidelity != "full" or fidelity == "full":
+        if old is None or old.fidelity != "full" or e.fidelity == "full":
             view.scored[key] = scored
         view.generation = gen
         # A genome counts once per generation: a screening pass and its promotion to the full
@@ -220,26 +254,17 @@ class Follower:
         if gen == 0 and not any(r.gen == 0 for r in view.rows) and dropped not in view.population:
             # Before the first generation closes, the population is what has been scored so far.
             view.population.append(dropped)
-        if fidelity == "full" and (view.best_fitness is None or scored.fitness > view.best_fitness):
-            view.best_fitness = scored.fitness
+        if e.fidelity == "full" and (view.best_fitness is None or e.fitness > view.best_fitness):
+            view.best_fitness = e.fitness
             view.best_dropped = dropped
         if view.evaluating is not None and view.evaluating.dropped == dropped:
             view.evaluating = None
 
-    def _on_generation_finished(self, p: dict[str, Any], live: bool) -> None:
+    def _on_generation_finished(self, e: GenerationFinished, live: bool) -> None:
         view = self.view
-        row = Generation(
-            gen=int(p["gen"]),
-            evaluated=int(p.get("evaluated", 0)),
-            from_memo=int(p.get("from_memo", 0)),
-            min=float(p.get("min", 0.0)),
-            mean=float(p.get("mean", 0.0)),
-            max=float(p.get("max", 0.0)),
-            best_dropped=list(p.get("best_dropped", [])),
-            best_fitness=float(p.get("best_fitness", 0.0)),
-            seconds=float(p.get("seconds", 0.0)),
-            population=[list(g) for g in p.get("population", view.population)],
-        )
+        row = Generation.from_event(e)
+        if not e.population:  # an old payload without the population: keep what we have
+            row.population = [list(g) for g in view.population]
         view.rows = [r for r in view.rows if r.gen != row.gen] + [row]
         view.rows.sort(key=lambda r: r.gen)
         view.population = row.population
@@ -249,35 +274,34 @@ class Follower:
         view.generation_done = self._per_gen.get(view.generation, 0)
         view.evaluating = None
 
-    def _on_run_paused(self, p: dict[str, Any], live: bool) -> None:
-        self.view.state = "paused"
+    def _on_run_paused(self, e: RunPaused, live: bool) -> None:
+        self.view.state = RunState.PAUSED
 
-    def _on_run_resumed(self, p: dict[str, Any], live: bool) -> None:
-        self.view.state = "running"
+    def _on_run_resumed(self, e: RunResumed, live: bool) -> None:
+        self.view.state = RunState.RUNNING
 
-    def _on_run_stopped(self, p: dict[str, Any], live: bool) -> None:
-        self.view.state = "stopped"
+    def _on_run_stopped(self, e: RunStopped, live: bool) -> None:
+        self.view.state = RunState.STOPPED
         self.view.evaluating = None
 
-    def _on_run_finished(self, p: dict[str, Any], live: bool) -> None:
+    def _on_run_finished(self, e: RunFinished, live: bool) -> None:
         view = self.view
-        view.state = "finished"
-        view.result = p.get("result")
+        view.state = RunState.FINISHED
+        view.result = e.result
         view.evaluating = None
         view.finished_live = view.finished_live or live
 
-    def _on_run_failed(self, p: dict[str, Any], live: bool) -> None:
-        self.view.state = "failed"
-        self.view.error = p.get("error")
+    def _on_run_failed(self, e: RunFailed, live: bool) -> None:
+        self.view.state = RunState.FAILED
+        self.view.error = e.error
         self.view.evaluating = None
 
-    def _on_log(self, p: dict[str, Any], live: bool) -> None:
-        message = p.get("message")
-        if message:
-            self.view.messages.append(str(message))
+    def _on_log(self, e: LogMessage, live: bool) -> None:
+        if e.message:
+            self.view.messages.append(str(e.message))
 
-    def _on_export_finished(self, p: dict[str, Any], live: bool) -> None:
-        self.view.exports.append(dict(p))
+    def _on_export_finished(self, e: ExportFinished, live: bool) -> None:
+        self.view.exports.append(e)
 
 
 class LogTail:

@@ -2,7 +2,7 @@
 
 One folder per run under ``paths.runs_dir()`` holds ``config.toml``, ``run.db`` (SQLite, WAL),
 ``engine.log`` and, at the end, ``result.json``. The engine appends events, evaluations, generation
-summaries and checkpoints; the UI and CLI read them and append control requests (pause, resume,
+summaries and checkpoints; the UI and CLI read them and append control requests (pause, unpause,
 stop) that the engine honours. SQLite in WAL mode lets one writer and many readers work at once
 across processes, and every finished evaluation is committed before the next starts, so a crash or
 a kill -9 loses at most the evaluation in flight.
@@ -23,29 +23,88 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from gaprune_tui.core import paths
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import StoreError
+from gaprune_tui.core.events import EvaluationFinished, GenerationFinished, RunEvent, parse
 
 SCHEMA_VERSION = 1
 
-# Run states. "invalid" marks a run whose setup failed on bad input: it is discarded, never listed.
+
+class RunState(StrEnum):
+    """A run's state as the store writes it (the text is the stored value), plus ``CRASHED``:
+    never stored, derived by ``RunStore.display_state`` for an active run whose engine died.
+    ``INVALID`` marks a run whose setup failed on bad input: it is discarded, never listed."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+    FAILED = "failed"
+    INVALID = "invalid"
+    CRASHED = "crashed"
+
+    @property
+    def active(self) -> bool:
+        """An engine is (or should be) working on the run."""
+        return self in (RunState.CREATED, RunState.RUNNING, RunState.PAUSED)
+
+    @property
+    def resumable(self) -> bool:
+        """``gaprune-tui resume`` may continue it from its last generation boundary."""
+        return self in (RunState.STOPPED, RunState.FAILED, RunState.CRASHED)
+
+    @property
+    def deletable(self) -> bool:
+        """No engine will write to it again, so its folder may go."""
+        return self in (RunState.FINISHED, RunState.STOPPED, RunState.FAILED, RunState.CRASHED)
+
+    @property
+    def has_result(self) -> bool:
+        """Its evaluations are complete enough to browse as results (a stopped run's so far)."""
+        return self in (RunState.FINISHED, RunState.STOPPED)
+
+
+def can_resume(state: str, alive: bool) -> bool:
+    """Whether a run can be resumed now: the one rule the CLI and every screen use.
+
+    A stopped, failed or crashed run whose engine is gone. A ``created`` run whose engine died
+    before loading shows as crashed (see ``display_state``) and so resumes; a live one does not.
+    """
+    return not alive and RunState(state).resumable
+
+
+# The old constants, so code written against them still imports; new code uses RunState.
 CREATED, RUNNING, PAUSED, STOPPED, FINISHED, FAILED, INVALID = (
-    "created",
-    "running",
-    "paused",
-    "stopped",
-    "finished",
-    "failed",
-    "invalid",
+    RunState.CREATED,
+    RunState.RUNNING,
+    RunState.PAUSED,
+    RunState.STOPPED,
+    RunState.FINISHED,
+    RunState.FAILED,
+    RunState.INVALID,
 )
-ACTIVE_STATES = (CREATED, RUNNING, PAUSED)
-RESUMABLE_STATES = (STOPPED, FAILED, CREATED, RUNNING, PAUSED)  # the last three only when dead
-CONTROL_ACTIONS = ("pause", "resume", "stop")
+
+
+class ControlAction(StrEnum):
+    """What the UI and CLI may ask of a live engine (the text is what the control table holds)."""
+
+    PAUSE = "pause"
+    UNPAUSE = "resume"  # stored as "resume" so engines of earlier versions still understand it
+    STOP = "stop"
+
+
+@dataclass
+class ControlRequest:
+    id: int
+    action: ControlAction
+
 
 _RUN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -92,14 +151,6 @@ CREATE TABLE IF NOT EXISTS control (
 
 
 @dataclass
-class Event:
-    seq: int
-    ts: float
-    kind: str
-    payload: dict[str, Any]
-
-
-@dataclass
 class Evaluation:
     """One scored genome. ``dropped``/``kept`` are sorted layer indices of the base model."""
 
@@ -112,6 +163,23 @@ class Evaluation:
     from_memo: bool
     fidelity: str = "full"
     ts: float = field(default_factory=time.time)
+
+    @classmethod
+    def from_event(cls, event: EvaluationFinished) -> Evaluation:
+        return cls(**{name: getattr(event, name) for name in _EVALUATION_FIELDS})
+
+    def event(self) -> EvaluationFinished:
+        """The ``evaluation_finished`` event that announces this row."""
+        return EvaluationFinished(ts=self.ts, **{n: getattr(self, n) for n in _EVALUATION_FIELDS})
+
+
+# The fields a row shares with its event (the row adds ``ts``; a generation row says ``gen``).
+_EVALUATION_FIELDS = [f.name for f in fields(EvaluationFinished) if not f.kw_only]
+_GENERATION_FIELDS = [
+    f.name
+    for f in fields(GenerationFinished)
+    if not (f.kw_only or f.metadata or f.name == "generation")
+]
 
 
 @dataclass
@@ -128,12 +196,22 @@ class Generation:
     population: list[list[int]]
     ts: float = field(default_factory=time.time)
 
+    @classmethod
+    def from_event(cls, event: GenerationFinished) -> Generation:
+        """The row of a ``generation_finished`` event (the table keeps its column name ``gen``)."""
+        values = {name: getattr(event, name) for name in _GENERATION_FIELDS}
+        return cls(gen=event.generation, **values)
+
+    def event(self) -> GenerationFinished:
+        values = {name: getattr(self, name) for name in _GENERATION_FIELDS}
+        return GenerationFinished(generation=self.gen, **values)
+
 
 @dataclass
 class RunSummary:
     id: str
     path: Path
-    state: str
+    state: RunState
     model: str
     best_fitness: float | None
     best_dropped: list[int] | None
@@ -141,9 +219,14 @@ class RunSummary:
     alive: bool
     error: str | None
 
+    @property
+    def can_resume(self) -> bool:
+        return can_resume(self.state, self.alive)
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
@@ -201,9 +284,8 @@ class RunStore:
             config.save(folder / "config.toml")
             store = cls(folder)
             now = time.time()
-            store.set_meta(
-                schema=SCHEMA_VERSION, state=CREATED, created=now, updated=now, model=config.model
-            )
+            meta = {"schema": SCHEMA_VERSION, "state": RunState.CREATED, "model": config.model}
+            store.set_meta(**meta, created=now, updated=now)
         except (OSError, sqlite3.Error) as exc:
             shutil.rmtree(folder, ignore_errors=True)
             raise StoreError(f"cannot write the run store in {str(folder)!r}: {exc}") from None
@@ -245,13 +327,14 @@ class RunStore:
     def meta(self) -> dict[str, Any]:
         with self._lock:
             rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
-        return {k: json.loads(v) for k, v in rows}
+        return {row["key"]: json.loads(row["value"]) for row in rows}
 
     @property
-    def state(self) -> str:
-        return self.meta().get("state", CREATED)
+    def state(self) -> RunState:
+        """The stored state (never ``CRASHED``: see ``display_state``)."""
+        return RunState(self.meta().get("state", RunState.CREATED))
 
-    def set_state(self, state: str, *, error: str | None = None) -> None:
+    def set_state(self, state: RunState, *, error: str | None = None) -> None:
         values: dict[str, Any] = {"state": state, "updated": time.time()}
         if error is not None:
             values["error"] = error
@@ -260,26 +343,38 @@ class RunStore:
     def alive(self) -> bool:
         """Whether an engine process is working on this run right now."""
         meta = self.meta()
-        return meta.get("state") in ACTIVE_STATES and pid_alive(meta.get("pid"))
+        state = RunState(meta.get("state", RunState.CREATED))
+        return state.active and pid_alive(meta.get("pid"))
 
-    def display_state(self) -> str:
+    def display_state(self) -> RunState:
         """The state as a user should read it: an active run whose engine died has crashed."""
         meta = self.meta()
-        state = meta.get("state", CREATED)
-        if state in ACTIVE_STATES and meta.get("pid") and not pid_alive(meta.get("pid")):
-            return "crashed"
+        state = RunState(meta.get("state", RunState.CREATED))
+        if state.active and meta.get("pid") and not pid_alive(meta.get("pid")):
+            return RunState.CRASHED
         return state
 
     # ---- events ----------------------------------------------------------------------------
-    def add_event(self, kind: str, **payload: Any) -> int:
+    def add_event(self, event: RunEvent | str, **payload: Any) -> int:
+        """Append an event; its sequence number. ``add_event("kind", field=...)`` still works for
+        writers not yet moved to the event classes (it is parsed, so the fields are checked)."""
+        if isinstance(event, str):
+            event = parse(event, payload)
+        elif payload:
+            raise TypeError("add_event(event) takes no payload keywords: set the event's fields")
         with self.transaction() as conn:
-            cur = conn.execute(
-                "INSERT INTO events (ts, kind, payload) VALUES (?, ?, ?)",
-                (time.time(), kind, json.dumps(payload)),
-            )
-            return int(cur.lastrowid)
+            return self._insert_event(conn, event, time.time())
 
-    def events(self, after: int = 0, limit: int | None = None) -> list[Event]:
+    @staticmethod
+    def _insert_event(conn: sqlite3.Connection, event: RunEvent, ts: float) -> int:
+        cur = conn.execute(
+            "INSERT INTO events (ts, kind, payload) VALUES (?, ?, ?)",
+            (ts, event.kind, json.dumps(event.to_payload())),
+        )
+        return int(cur.lastrowid or 0)
+
+    def events(self, after: int = 0, limit: int | None = None) -> list[RunEvent]:
+        """Events after sequence number ``after``, oldest first, as their classes (``parse``)."""
         sql = "SELECT seq, ts, kind, payload FROM events WHERE seq > ? ORDER BY seq"
         args: tuple[Any, ...] = (after,)
         if limit is not None:
@@ -287,7 +382,10 @@ class RunStore:
             args += (limit,)
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        return [Event(s, t, k, json.loads(p)) for s, t, k, p in rows]
+        return [
+            parse(row["kind"], json.loads(row["payload"]), seq=row["seq"], ts=row["ts"])
+            for row in rows
+        ]
 
     # ---- evaluations and generations -----------------------------------------------------------
     def add_evaluation(self, ev: Evaluation, *, event: bool = True) -> None:
@@ -309,25 +407,7 @@ class RunStore:
                 ),
             )
             if event:
-                conn.execute(
-                    "INSERT INTO events (ts, kind, payload) VALUES (?, ?, ?)",
-                    (
-                        ev.ts,
-                        "evaluation_finished",
-                        json.dumps(
-                            {
-                                "generation": ev.generation,
-                                "dropped": ev.dropped,
-                                "kept": ev.kept,
-                                "fitness": ev.fitness,
-                                "scores": ev.scores,
-                                "seconds": ev.seconds,
-                                "from_memo": ev.from_memo,
-                                "fidelity": ev.fidelity,
-                            }
-                        ),
-                    ),
-                )
+                self._insert_event(conn, ev.event(), ev.ts)
 
     def evaluations(self) -> list[Evaluation]:
         with self._lock:
@@ -336,8 +416,18 @@ class RunStore:
                 " FROM evaluations ORDER BY id"
             ).fetchall()
         return [
-            Evaluation(g, json.loads(d), json.loads(k), f, json.loads(s), sec, bool(m), fid, ts)
-            for g, d, k, f, s, sec, m, fid, ts in rows
+            Evaluation(
+                generation=row["generation"],
+                dropped=json.loads(row["dropped"]),
+                kept=json.loads(row["kept"]),
+                fitness=row["fitness"],
+                scores=json.loads(row["scores"]),
+                seconds=row["seconds"],
+                from_memo=bool(row["from_memo"]),
+                fidelity=row["fidelity"],
+                ts=row["ts"],
+            )
+            for row in rows
         ]
 
     def best_evaluations(self, n: int | None = None, fidelity: str = "full") -> list[Evaluation]:
@@ -380,8 +470,20 @@ class RunStore:
                 " seconds, population, ts FROM generations ORDER BY gen"
             ).fetchall()
         return [
-            Generation(g, e, m, lo, mu, hi, json.loads(bd), bf, s, json.loads(p), ts)
-            for g, e, m, lo, mu, hi, bd, bf, s, p, ts in rows
+            Generation(
+                gen=row["gen"],
+                evaluated=row["evaluated"],
+                from_memo=row["from_memo"],
+                min=row["min"],
+                mean=row["mean"],
+                max=row["max"],
+                best_dropped=json.loads(row["best_dropped"]),
+                best_fitness=row["best_fitness"],
+                seconds=row["seconds"],
+                population=json.loads(row["population"]),
+                ts=row["ts"],
+            )
+            for row in rows
         ]
 
     # ---- checkpoints ---------------------------------------------------------------------------
@@ -397,24 +499,33 @@ class RunStore:
             row = self._conn.execute(
                 "SELECT gen, blob FROM checkpoints ORDER BY gen DESC LIMIT 1"
             ).fetchone()
-        return (int(row[0]), bytes(row[1])) if row else None
+        return (int(row["gen"]), bytes(row["blob"])) if row else None
 
     # ---- control requests ------------------------------------------------------------------------
-    def request(self, action: str) -> int:
-        if action not in CONTROL_ACTIONS:
-            raise StoreError(f"unknown control action {action!r}: use pause, resume or stop")
+    def request(self, action: ControlAction | str) -> int:
+        try:
+            action = ControlAction(action)
+        except ValueError:
+            names = ", ".join(a.value for a in ControlAction)
+            raise StoreError(f"unknown control action {action!r}: use one of {names}") from None
         with self.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO control (ts, action) VALUES (?, ?)", (time.time(), action)
+                "INSERT INTO control (ts, action) VALUES (?, ?)", (time.time(), action.value)
             )
-            return int(cur.lastrowid)
+            return int(cur.lastrowid or 0)
 
-    def pending_requests(self) -> list[tuple[int, str]]:
+    def pending_requests(self) -> list[ControlRequest]:
+        """Requests the engine has not handled yet, oldest first (unknown actions skipped)."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT id, action FROM control WHERE handled IS NULL ORDER BY id"
             ).fetchall()
-        return [(int(i), a) for i, a in rows]
+        known = {a.value for a in ControlAction}
+        return [
+            ControlRequest(int(row["id"]), ControlAction(row["action"]))
+            for row in rows
+            if row["action"] in known
+        ]
 
     def mark_handled(self, request_id: int) -> None:
         with self.transaction() as conn:
@@ -498,7 +609,7 @@ def list_runs() -> list[RunSummary]:
                 store.close()
         except sqlite3.Error:
             continue
-        if summary.state != INVALID:
+        if summary.state != RunState.INVALID:
             out.append(summary)
     return out
 
@@ -537,7 +648,7 @@ class Memo:
                 "SELECT scores, seconds FROM memo WHERE context = ? AND kept = ?",
                 (context, json.dumps(sorted(kept))),
             ).fetchone()
-        return (json.loads(row[0]), float(row[1])) if row else None
+        return (json.loads(row["scores"]), float(row["seconds"])) if row else None
 
     def put(
         self, context: str, kept: list[int], scores: dict[str, dict[str, float]], seconds: float
@@ -552,12 +663,12 @@ class Memo:
     def count(self, context: str | None = None) -> int:
         with self._lock:
             if context is None:
-                return int(self._conn.execute("SELECT COUNT(*) FROM memo").fetchone()[0])
-            return int(
-                self._conn.execute(
-                    "SELECT COUNT(*) FROM memo WHERE context = ?", (context,)
-                ).fetchone()[0]
-            )
+                row = self._conn.execute("SELECT COUNT(*) AS n FROM memo").fetchone()
+            else:
+                row = self._conn.execute(
+                    "SELECT COUNT(*) AS n FROM memo WHERE context = ?", (context,)
+                ).fetchone()
+        return int(row["n"])
 
     def close(self) -> None:
         with self._lock:

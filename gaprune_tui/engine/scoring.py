@@ -46,12 +46,13 @@ from lm_eval.api.model import TemplateLM
 from torch import nn
 
 from gaprune_tui.core.errors import ConfigError
+from gaprune_tui.engine.control import StopRequested
 from gaprune_tui.engine.layers import LayerLocation, LayerView, locate_layers
 
 # Bump whenever a change could move a score: it is part of the fitness memo key.
 SCORER_VERSION = "fast-2"
 
-logger = logging.getLogger("gaprune_tui.scoring")
+logger = logging.getLogger(__name__)
 
 _DEFAULT_MAX_LENGTH = 2048  # lm-eval's HFLM._DEFAULT_MAX_LENGTH
 _CPU_TOKEN_BUDGET = 4096  # tokens per forward on CPU: big enough to amortise the fixed cost
@@ -61,10 +62,6 @@ _MAX_ROW_TOKENS = 1024  # a packed row never grows past this (unless one request
 _MERGE_WIDTH = 256
 _SEGMENT = 1 << 20  # tree id = segment * _SEGMENT + branch + 1 (see FastLM._tensors)
 _HEAD_CHUNK = 512  # positions per LM-head call: bounds the (positions x vocab) logits tensor
-
-
-class StopRequested(Exception):
-    """Raised between batches when ``should_stop()`` says the run must stop now."""
 
 
 # --------------------------------------------------------------------------------------------

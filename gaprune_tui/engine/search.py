@@ -7,11 +7,11 @@ HallOfFame. Variation can produce invalid genomes (a repeated index, or a protec
 by the mutation, which draws from ``[0, n)``). By default they are repaired deterministically; with
 ``invalid="zero"`` they score 0 as in the original.
 
-The generator yields plain dict events; the worker writes them to the run store and honours
+The generator yields the events of ``core/events.py``; the worker writes them to the run store and honours
 pause/stop between them. Everything random comes from one ``random.Random`` owned by the search,
 so the same config and seed give the same genomes, and evaluation code that touches the global
 ``random`` module cannot change the sequence. The state at each generation boundary is yielded as
-a checkpoint so a killed run resumes exactly.
+a checkpoint (``GenerationFinished.checkpoint``) so a killed run resumes exactly.
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ from typing import Any
 from deap import algorithms, base, creator, tools
 
 from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.events import (
+    EvaluationFinished,
+    EvaluationStarted,
+    GenerationFinished,
+    RunEvent,
+    SearchFinished,
+)
 
 if not hasattr(creator, "GapruneFitness"):
     creator.create("GapruneFitness", base.Fitness, weights=(1.0,))
@@ -172,7 +179,7 @@ class Search:
             random.setstate(outer)
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def _assess(self, ind: list[int], gen: int, index: int) -> Iterator[dict[str, Any]]:
+    def _assess(self, ind: list[int], gen: int, index: int) -> Iterator[RunEvent]:
         """Evaluate one individual (validity, screening, full), yielding its events."""
         dropped = sorted(ind)
         kept = [i for i in range(self.n_layers) if i not in set(dropped)]
@@ -184,13 +191,7 @@ class Search:
             ind.fidelity = outcome.fidelity  # type: ignore[attr-defined]
             yield self._finished(gen, dropped, kept, outcome)
             return
-        yield {
-            "kind": "evaluation_started",
-            "generation": gen,
-            "index": index,
-            "dropped": dropped,
-            "kept": kept,
-        }
+        yield EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
         outcome = self._call(dropped, None)
         ind.fitness.values = (outcome.fitness,)
         ind.fidelity = outcome.fidelity  # type: ignore[attr-defined]
@@ -208,20 +209,11 @@ class Search:
 
     def _finished(
         self, gen: int, dropped: list[int], kept: list[int], o: Outcome
-    ) -> dict[str, Any]:
-        return {
-            "kind": "evaluation_finished",
-            "generation": gen,
-            "dropped": dropped,
-            "kept": kept,
-            "fitness": o.fitness,
-            "scores": o.scores,
-            "seconds": o.seconds,
-            "from_memo": o.from_memo,
-            "fidelity": o.fidelity,
-        }
+    ) -> EvaluationFinished:
+        # Outcome's fields are the scoring half of the event's.
+        return EvaluationFinished(generation=gen, dropped=dropped, kept=kept, **vars(o))
 
-    def _evaluate_all(self, inds: list[Any], gen: int) -> Iterator[dict[str, Any]]:
+    def _evaluate_all(self, inds: list[Any], gen: int) -> Iterator[RunEvent]:
         """Evaluate individuals without a fitness; a genome repeated within the batch is done once."""
         # Tree order: genomes sharing their first dropped layers are scored one after another, so
         # the scorer can reuse the layers they agree on (a stable sort: the GA sees no difference,
@@ -244,7 +236,7 @@ class Search:
             yield from self._assess(ind, gen, index)
             done[key] = ind
 
-    def _screened(self, todo: list[Any], gen: int, items: int) -> Iterator[dict[str, Any]]:
+    def _screened(self, todo: list[Any], gen: int, items: int) -> Iterator[RunEvent]:
         """Multi-fidelity: score offspring on ``items`` per task first; only those at or above the
         median full-fidelity fitness of the current population get the full evaluation."""
         parents = [f for f, fid in self.state_population if fid == "full"]
@@ -255,14 +247,9 @@ class Search:
             if self.config.invalid == "zero" and len(set(ind)) != len(ind):
                 yield from self._assess(ind, gen, index)
                 continue
-            yield {
-                "kind": "evaluation_started",
-                "generation": gen,
-                "index": index,
-                "dropped": dropped,
-                "kept": kept,
-                "fidelity": f"screen:{items}",
-            }
+            yield EvaluationStarted(
+                generation=gen, index=index, dropped=dropped, kept=kept, fidelity=f"screen:{items}"
+            )
             quick = self._call(dropped, items)
             yield self._finished(gen, dropped, kept, quick)
             if quick.fitness >= threshold:
@@ -272,7 +259,7 @@ class Search:
                 ind.fidelity = quick.fidelity  # type: ignore[attr-defined]
 
     # ---- the loop -----------------------------------------------------------------------------
-    def run(self) -> Iterator[dict[str, Any]]:
+    def run(self) -> Iterator[RunEvent]:
         cfg = self.config
         if self.state is None:
             self.rng.seed(cfg.seed)
@@ -308,18 +295,20 @@ class Search:
             self.hof.update(offspring)
             population[:] = offspring
             yield self._generation_event(gen, population, time.monotonic() - start)
-        yield {"kind": "search_finished", **self.summary()}
+        yield self.summary()
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "hall_of_fame": [
+    def summary(self) -> SearchFinished:
+        return SearchFinished(
+            hall_of_fame=[
                 {"dropped": sorted(ind), "fitness": ind.fitness.values[0]} for ind in self.hof
             ],
-            "evaluated": self.evaluated,
-            "memo_hits": self.memo_hits,
-        }
+            evaluated=self.evaluated,
+            memo_hits=self.memo_hits,
+        )
 
-    def _generation_event(self, gen: int, population: list[Any], seconds: float) -> dict[str, Any]:
+    def _generation_event(
+        self, gen: int, population: list[Any], seconds: float
+    ) -> GenerationFinished:
         fits = [ind.fitness.values[0] for ind in population]
         best = self.hof[0]
         state = SearchState(
@@ -330,20 +319,19 @@ class Search:
             hof=[(list(ind), ind.fitness.values[0]) for ind in self.hof],
             rng_state=self.rng.getstate(),
         )
-        return {
-            "kind": "generation_finished",
-            "gen": gen,
-            "evaluated": self._gen_counts[0] - self._gen_counts[1],
-            "from_memo": self._gen_counts[1],
-            "min": min(fits),
-            "mean": sum(fits) / len(fits),
-            "max": max(fits),
-            "best_dropped": sorted(best),
-            "best_fitness": best.fitness.values[0],
-            "seconds": seconds,
-            "population": [sorted(ind) for ind in population],
-            "checkpoint": state.dumps(),
-        }
+        return GenerationFinished(
+            generation=gen,
+            evaluated=self._gen_counts[0] - self._gen_counts[1],
+            from_memo=self._gen_counts[1],
+            min=min(fits),
+            mean=sum(fits) / len(fits),
+            max=max(fits),
+            best_dropped=sorted(best),
+            best_fitness=best.fitness.values[0],
+            seconds=seconds,
+            population=[sorted(ind) for ind in population],
+            checkpoint=state.dumps(),
+        )
 
     def _restore(self, state: SearchState) -> list[Any]:
         self.rng.setstate(state.rng_state)

@@ -1,7 +1,7 @@
 """The engine process: ``python -m gaprune_tui.engine.worker RUN_DIR [--resume]``.
 
 Reads the run's config from its store, loads the model and tasks once, runs the search and writes
-every event, evaluation, generation and checkpoint into the store. Control requests (pause, resume,
+every event, evaluation, generation and checkpoint into the store. Control requests (pause, unpause,
 stop) are honoured between evaluations; stop also between scoring batches.
 
 Exit codes: 0 finished or stopped, 2 bad input found during setup (the run is marked "invalid" so
@@ -16,28 +16,32 @@ import os
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from gaprune_tui.core import events
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.store import (
-    FAILED,
-    FINISHED,
-    INVALID,
-    PAUSED,
-    RUNNING,
-    STOPPED,
+    ControlAction,
     Evaluation,
     Generation,
     Memo,
+    RunState,
     RunStore,
 )
+from gaprune_tui.engine.control import StopRequested
 
-log = logging.getLogger("gaprune_tui.engine")
+if TYPE_CHECKING:
+    from gaprune_tui.core.config import RunConfig
+    from gaprune_tui.engine.evaluator import Evaluator
+    from gaprune_tui.engine.model import LoadedModel
+    from gaprune_tui.engine.search import SearchState
+    from gaprune_tui.engine.tasks import TaskSet
 
-
-class Stopped(Exception):
-    """A stop request was honoured."""
+log = logging.getLogger(__name__)
+# The config values a run_started event repeats for the screens.
+_SEARCH_SHAPE = ("protect", "prune", "population", "generations", "max_evaluations")
 
 
 def set_threads() -> int:
@@ -50,6 +54,25 @@ def set_threads() -> int:
     return torch.get_num_threads()
 
 
+@dataclass
+class Setup:
+    """What ``Worker.setup`` loaded once and the search uses throughout."""
+
+    config: RunConfig
+    loaded: LoadedModel
+    taskset: TaskSet
+    evaluator: Evaluator
+    state: SearchState | None
+
+
+@dataclass
+class ModelSize:
+    """Parameter counts of the base model: the whole and each decoder layer."""
+
+    total: int
+    per_layer: list[int]
+
+
 class Worker:
     def __init__(self, store: RunStore, *, resume: bool = False) -> None:
         self.store = store
@@ -58,29 +81,30 @@ class Worker:
 
     # ---- control ------------------------------------------------------------------------------
     def stop_requested(self) -> bool:
-        return any(action == "stop" for _, action in self.store.pending_requests())
+        return any(r.action == ControlAction.STOP for r in self.store.pending_requests())
 
     def handle_control(self) -> None:
-        """Apply pending requests; block while paused; raise ``Stopped`` on stop."""
+        """Apply pending requests; block while paused; raise ``StopRequested`` on stop."""
         paused = False
         while True:
-            for request_id, action in self.store.pending_requests():
-                self.store.mark_handled(request_id)
-                if action == "stop":
-                    raise Stopped
-                if action == "pause" and not paused:
-                    paused = True
-                    self.store.set_state(PAUSED)
-                    self.store.add_event("run_paused")
-                    log.info("paused")
-                elif action == "resume" and paused:
-                    paused = False
-                    self.store.set_state(RUNNING)
-                    self.store.add_event("run_resumed")
-                    log.info("resumed")
+            for request in self.store.pending_requests():
+                self.store.mark_handled(request.id)
+                if request.action == ControlAction.STOP:
+                    raise StopRequested("stop requested")
+                if request.action == ControlAction.PAUSE and not paused:
+                    paused = self._set_paused(True)
+                elif request.action == ControlAction.UNPAUSE and paused:
+                    paused = self._set_paused(False)
             if not paused:
                 return
             time.sleep(0.25)
+
+    def _set_paused(self, paused: bool) -> bool:
+        """Record a pause or an unpause: state, event and log line. Returns ``paused``."""
+        self.store.set_state(RunState.PAUSED if paused else RunState.RUNNING)
+        self.store.add_event(events.RunPaused() if paused else events.RunResumed())
+        log.info("paused" if paused else "resumed")
+        return paused
 
     # ---- main ---------------------------------------------------------------------------------
     def run(self) -> int:
@@ -90,39 +114,34 @@ class Worker:
         except GapruneError as exc:
             log.error("%s", exc)
             # A resumed run was valid once: keep it (failed, resumable) rather than discard it.
-            store.set_state(FAILED if self.resume else INVALID, error=str(exc))
-            store.add_event("run_failed", error=str(exc))
+            store.set_state(RunState.FAILED if self.resume else RunState.INVALID, error=str(exc))
+            store.add_event(events.RunFailed(error=str(exc)))
             return 2
         except Exception as exc:
             return self.fail(exc)
         try:
-            self.search(*setup)
-        except Stopped:
+            self.search(setup)
+        except StopRequested:
             self.stopped()
         except Exception as exc:
-            from gaprune_tui.engine.scoring import StopRequested
-
-            if isinstance(exc, StopRequested):
-                self.stopped()
-                return 0
             return self.fail(exc)
         return 0
 
     def stopped(self) -> None:
-        for request_id, _ in self.store.pending_requests():
-            self.store.mark_handled(request_id)
-        self.store.set_state(STOPPED)
-        self.store.add_event("run_stopped")
+        for request in self.store.pending_requests():
+            self.store.mark_handled(request.id)
+        self.store.set_state(RunState.STOPPED)
+        self.store.add_event(events.RunStopped())
         log.info("stopped; resume with: gaprune-tui resume %s", self.store.id)
 
     def fail(self, exc: BaseException) -> int:
         log.error("engine failed:\n%s", traceback.format_exc())
         message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        self.store.set_state(FAILED, error=message)
-        self.store.add_event("run_failed", error=message)
+        self.store.set_state(RunState.FAILED, error=message)
+        self.store.add_event(events.RunFailed(error=message))
         return 1
 
-    def setup(self) -> tuple[Any, ...]:
+    def setup(self) -> Setup:
         from gaprune_tui.engine.evaluator import Evaluator
         from gaprune_tui.engine.model import load_model
         from gaprune_tui.engine.search import SearchState
@@ -151,93 +170,117 @@ class Worker:
         taskset = build_tasks(config)
         memo = Memo()
         evaluator = Evaluator(loaded, taskset, config, memo, should_stop=self.stop_requested)
-        return config, loaded, taskset, evaluator, state
+        return Setup(config, loaded, taskset, evaluator, state)
 
-    def search(self, config: Any, loaded: Any, taskset: Any, evaluator: Any, state: Any) -> None:
-        from gaprune_tui.engine.search import Search, fitness_of
+    # ---- the search, step by step ---------------------------------------------------------------
+    def search(self, setup: Setup) -> None:
+        from gaprune_tui.engine.search import Search
 
-        store = self.store
-        n_params = sum(p.numel() for p in loaded.model.parameters())
-        layer_params = [
-            sum(p.numel() for p in layer.parameters()) for layer in loaded.view.base_layers
-        ]
-        store.set_state(RUNNING)
-        store.set_meta(
+        size = self.record_model(setup)
+        self.handle_control()
+        base = self.score_base(setup)
+        search = Search(setup.config, setup.loaded.n_layers, setup.evaluator, state=setup.state)
+        for event in search.run():
+            self.handle_control()
+            self.record(event)
+        result = self.build_result(setup, base, size)
+        self.store.write_result(result)
+        self.store.set_state(RunState.FINISHED)
+        self.store.add_event(events.RunFinished(result=result))
+        log.info("finished: drop %s fitness %.4f", result["dropped_layers"], result["fitness"])
+
+    def record_model(self, setup: Setup) -> ModelSize:
+        """Mark the run running, store what the UI shows of the model, announce the start."""
+        loaded, config = setup.loaded, setup.config
+        size = ModelSize(
+            total=sum(p.numel() for p in loaded.model.parameters()),
+            per_layer=[
+                sum(p.numel() for p in layer.parameters()) for layer in loaded.view.base_layers
+            ],
+        )
+        self.store.set_state(RunState.RUNNING)
+        self.store.set_meta(
             model_name=loaded.name,
             fingerprint=loaded.fingerprint,
             n_layers=loaded.n_layers,
-            n_params=n_params,
-            params_per_layer=layer_params,
+            n_params=size.total,
+            params_per_layer=size.per_layer,
             device=str(loaded.device),
             dtype=str(loaded.dtype).removeprefix("torch."),
             family=loaded.family,
         )
-        store.add_event(
-            "run_started",
-            model=loaded.name,
-            n_layers=loaded.n_layers,
-            protect=config.protect,
-            prune=config.prune,
-            population=config.population,
-            generations=config.generations,
-            tasks=[t.name for t in taskset.tasks],
-            max_evaluations=config.max_evaluations,
-            resumed=state is not None,
+        self.store.add_event(
+            events.RunStarted(
+                model=loaded.name,
+                n_layers=loaded.n_layers,
+                tasks=[t.name for t in setup.taskset.tasks],
+                resumed=setup.state is not None,
+                **{name: getattr(config, name) for name in _SEARCH_SHAPE},
+            )
         )
-        self.handle_control()
-        base = evaluator([], None)
-        store.set_meta(base_scores=base.scores, base_fitness=base.fitness)
-        store.add_event(
-            "base_scores", scores=base.scores, fitness=base.fitness, from_memo=base.from_memo
+        return size
+
+    def score_base(self, setup: Setup) -> events.BaseScores:
+        """Score the unpruned model: the reference of every genome (usually from the memo)."""
+        base = setup.evaluator([], None)
+        self.store.set_meta(base_scores=base.scores, base_fitness=base.fitness)
+        event = events.BaseScores(
+            scores=base.scores, fitness=base.fitness, from_memo=base.from_memo
         )
+        self.store.add_event(event)
         log.info("base model: fitness %.4f %s", base.fitness, base.scores)
+        return event
 
-        search = Search(config, loaded.n_layers, evaluator, state=state)
-        for event in search.run():
-            self.handle_control()
-            kind = event.pop("kind")
-            if kind == "evaluation_finished":
-                ev = Evaluation(**event)
-                store.add_evaluation(ev)
-                best = store.meta().get("best_fitness")
-                if ev.fidelity == "full" and (best is None or ev.fitness > best):
-                    store.set_meta(best_fitness=ev.fitness, best_dropped=ev.dropped)
-                log.info(
-                    "gen %d drop %s fitness %.4f %s(%.1f s)",
-                    ev.generation,
-                    ev.dropped,
-                    ev.fitness,
-                    "memo " if ev.from_memo else "",
-                    ev.seconds,
-                )
-            elif kind == "generation_finished":
-                blob = event.pop("checkpoint")
-                store.add_generation(Generation(**event))
-                store.save_checkpoint(event["gen"], blob)
-                store.add_event(kind, **event)
-                log.info(
-                    "generation %d: max %.4f mean %.4f best %s",
-                    event["gen"],
-                    event["max"],
-                    event["mean"],
-                    event["best_dropped"],
-                )
-            elif kind == "search_finished":
-                pass
-            else:
-                store.add_event(kind, **event)
+    def record(self, event: events.RunEvent) -> None:
+        """Write one search event: evaluations and generations also get their rows (and the
+        generation its checkpoint); the search's own summary is not stored."""
+        store = self.store
+        if isinstance(event, events.EvaluationFinished):
+            ev = Evaluation.from_event(event)
+            store.add_evaluation(ev)
+            best = store.meta().get("best_fitness")
+            if ev.fidelity == "full" and (best is None or ev.fitness > best):
+                store.set_meta(best_fitness=ev.fitness, best_dropped=ev.dropped)
+            log.info(
+                "gen %d drop %s fitness %.4f %s(%.1f s)",
+                ev.generation,
+                ev.dropped,
+                ev.fitness,
+                "memo " if ev.from_memo else "",
+                ev.seconds,
+            )
+        elif isinstance(event, events.GenerationFinished):
+            store.add_generation(Generation.from_event(event))
+            store.save_checkpoint(event.generation, event.checkpoint)
+            store.add_event(event)
+            log.info(
+                "generation %d: max %.4f mean %.4f best %s",
+                event.generation,
+                event.max,
+                event.mean,
+                event.best_dropped,
+            )
+        elif not isinstance(event, events.SearchFinished):
+            store.add_event(event)
 
+    def build_result(
+        self, setup: Setup, base: events.BaseScores, size: ModelSize
+    ) -> dict[str, Any]:
+        """result.json: the best genome, how it was found and what it removes."""
+        from gaprune_tui.engine.search import fitness_of
+
+        store, config, loaded = self.store, setup.config, setup.loaded
         evaluations = store.evaluations()
         ranked = store.best_evaluations()
         best = ranked[0]
-        result = {
+        return {
             "run_id": store.id,
             "model": loaded.name,
             "model_source": str(loaded.source),
             "n_layers": loaded.n_layers,
             "tasks": [
                 {"name": t.name, "metric": t.metric, "num_fewshot": t.num_fewshot, "limit": t.limit}
-                for t in taskset.tasks
+                for t in setup.taskset.tasks
             ],
             "dropped_layers": best.dropped,
             "kept_layers": best.kept,
@@ -261,13 +304,9 @@ class Worker:
             "wall_seconds": round(
                 time.time() - float(store.meta().get("created", self.started)), 3
             ),
-            "params_total": n_params,
-            "params_removed": sum(layer_params[i] for i in best.dropped),
+            "params_total": size.total,
+            "params_removed": sum(size.per_layer[i] for i in best.dropped),
         }
-        store.write_result(result)
-        store.set_state(FINISHED)
-        store.add_event("run_finished", result=result)
-        log.info("finished: drop %s fitness %.4f", best.dropped, best.fitness)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from gaprune_tui.core.config import RunConfig
-from gaprune_tui.core.store import FINISHED, STOPPED, RunStore
+from gaprune_tui.core.store import RunStore
 from gaprune_tui.ui.themes import BITMAP_DEFAULTS, DEFAULT_THEME, load_themes
 
 INITIAL_SCREENS = ("setup", "history", "run", "results")
@@ -79,7 +79,7 @@ class GapruneApp(App[int]):
         else:
             assert self.run_ref is not None
             store = RunStore.open(self.run_ref)
-            if self.initial == "results" or store.display_state() in (FINISHED, STOPPED):
+            if self.initial == "results" or store.display_state().has_result:
                 self.open_results(store)
             else:
                 self.open_run(store)

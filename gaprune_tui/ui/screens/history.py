@@ -22,21 +22,17 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from gaprune_tui.core import launch
 from gaprune_tui.core.errors import GapruneError
-from gaprune_tui.core.store import FAILED, FINISHED, STOPPED, RunStore, RunSummary, list_runs
+from gaprune_tui.core.store import RunState, RunStore, RunSummary, list_runs
 
 REFRESH_SECONDS = 2.0
-# Runs whose results are worth opening as such; others (running, crashed) open on the Run screen.
-RESULT_STATES = (FINISHED, STOPPED)
-RESUMABLE = (STOPPED, FAILED, "crashed")
-DELETABLE = (FINISHED, STOPPED, FAILED, "crashed")
 _STATE_STYLE = {
-    "running": "bold green",
-    "paused": "yellow",
-    "created": "yellow",
-    "crashed": "bold red",
-    "failed": "red",
-    "stopped": "magenta",
-    "finished": "",
+    RunState.RUNNING: "bold green",
+    RunState.PAUSED: "yellow",
+    RunState.CREATED: "yellow",
+    RunState.CRASHED: "bold red",
+    RunState.FAILED: "red",
+    RunState.STOPPED: "magenta",
+    RunState.FINISHED: "",
 }
 
 
@@ -92,7 +88,7 @@ class HistoryScreen(Screen[None]):
                 store.close()
         except sqlite3.Error:
             return 0
-        if run.state in DELETABLE:
+        if run.state.deletable:
             self._counts[key] = count
         return count
 
@@ -151,11 +147,11 @@ class HistoryScreen(Screen[None]):
         parts = [f"[b]{run.id}[/]"]
         if run.best_dropped is not None:
             parts.append(f"best: drop {run.best_dropped}")
-        if run.state == "crashed":
+        if run.state == RunState.CRASHED:
             parts.append("[b red]the engine process died[/]: r resumes from the last generation")
         if run.error:
             parts.append(f"[red]error: {escape(run.error)}[/]")
-        if run.state in RESUMABLE and run.state != "crashed":
+        if run.can_resume and run.state != RunState.CRASHED:
             parts.append("r resumes it")
         detail.update(" · ".join(parts))
 
@@ -176,7 +172,8 @@ class HistoryScreen(Screen[None]):
         if run is None:
             return
         store = RunStore(run.path)
-        if run.state in RESULT_STATES:
+        # Ended runs open on their results; active or crashed ones on the Run screen.
+        if run.state.has_result:
             self.app.open_results(store)  # type: ignore[attr-defined]
         else:
             self.app.open_run(store)  # type: ignore[attr-defined]
@@ -185,7 +182,7 @@ class HistoryScreen(Screen[None]):
         run = self.selected_run()
         if run is None:
             return
-        if run.state not in RESUMABLE:
+        if not run.can_resume:
             self.notify(
                 f"run {run.id} is {run.state}: only stopped, failed or crashed runs resume",
                 severity="warning",
@@ -206,7 +203,7 @@ class HistoryScreen(Screen[None]):
         run = self.selected_run()
         if run is None:
             return
-        if run.state not in DELETABLE or run.alive:
+        if not run.state.deletable or run.alive:
             self.notify(
                 f"run {run.id} is {run.state}: stop it before deleting it", severity="warning"
             )

@@ -24,14 +24,13 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Spar
 from gaprune_tui.core import launch
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.follow import Follower, LogTail, RunView, last_error_lines
-from gaprune_tui.core.store import RunStore
+from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume
 from gaprune_tui.ui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
 from gaprune_tui.ui.widgets.generation_table import GenerationTable, genome_text
 from gaprune_tui.ui.widgets.layer_bitmap import BitmapRow, LayerBitmap
 
 POLL_SECONDS = 0.25
 LOG_LINES = 500
-RESUMABLE = ("stopped", "failed", "crashed")
 
 
 def deterministic() -> bool:
@@ -40,7 +39,9 @@ def deterministic() -> bool:
 
 
 def state_label(state: str) -> str:
-    return {"created": "starting", "crashed": "crashed (engine gone)"}.get(state, state)
+    return {RunState.CREATED: "starting", RunState.CRASHED: "crashed (engine gone)"}.get(
+        state, state
+    )
 
 
 class RunScreen(Screen[None]):
@@ -165,17 +166,17 @@ class RunScreen(Screen[None]):
     def _show_banner(self, view: RunView) -> None:
         banner = self.query_one("#banner", Static)
         banner.remove_class("error", "info", "warning")
-        if view.state == "invalid":
+        if view.state == RunState.INVALID:
             banner.update(
                 Text.assemble(("The search could not start: ", "bold"), view.error or "bad input")
             )
             banner.add_class("error")
-        elif view.state in ("failed", "crashed"):
+        elif view.state in (RunState.FAILED, RunState.CRASHED):
             error = view.error
             if not error:
                 tail = last_error_lines(self.store.log_path, 3)
                 error = " / ".join(tail) if tail else "the engine process is gone"
-            what = "failed" if view.state == "failed" else "stopped unexpectedly"
+            what = "failed" if view.state == RunState.FAILED else "stopped unexpectedly"
             banner.update(
                 Text.assemble(
                     (f"The engine {what}: ", "bold"),
@@ -184,13 +185,13 @@ class RunScreen(Screen[None]):
                 )
             )
             banner.add_class("error")
-        elif view.state == "stopped":
+        elif view.state == RunState.STOPPED:
             banner.update("Search stopped. Press r to resume it, o for results.")
             banner.add_class("warning")
-        elif view.state == "paused":
+        elif view.state == RunState.PAUSED:
             banner.update("Paused: the engine waits between evaluations. Press r to resume.")
             banner.add_class("warning")
-        elif view.state == "finished":
+        elif view.state == RunState.FINISHED:
             banner.update("Search finished. Press o for the results and export.")
             banner.add_class("info")
 
@@ -198,7 +199,7 @@ class RunScreen(Screen[None]):
         gen_bar = self.query_one("#gen-progress", ProgressBar)
         search_bar = self.query_one("#search-progress", ProgressBar)
         size = max(1, view.population_size or len(view.population) or 1)
-        done = size if view.state == "finished" else min(view.generation_done, size)
+        done = size if view.state == RunState.FINISHED else min(view.generation_done, size)
         gen_bar.update(total=size, progress=done)
         total = max(1, view.max_evaluations)
         search_bar.update(total=total, progress=round(view.search_fraction * total))
@@ -206,7 +207,7 @@ class RunScreen(Screen[None]):
             f"search {view.evaluations_done}/{view.max_evaluations or '?'}"
         )
         # After generation 0 only changed offspring are scored: the population size is a bound.
-        bound = "" if view.generation == 0 or view.state == "finished" else "≤"
+        bound = "" if view.generation == 0 or view.state == RunState.FINISHED else "≤"
         self.query_one("#gen-label", Label).update(f"gen {done}/{bound}{size}")
 
     def _show_evaluating(self, view: RunView) -> None:
@@ -222,7 +223,7 @@ class RunScreen(Screen[None]):
                 f"{what} gen {current.generation} #{current.index + 1}: "
                 f"dropping {genome_text(current.dropped)} on {task}{items}"
             )
-        elif view.state in ("created", "running") and not view.evaluations_done:
+        elif view.state in (RunState.CREATED, RunState.RUNNING) and not view.evaluations_done:
             if view.messages:
                 widget.update(view.messages[-1])
             elif not view.tasks:
@@ -231,7 +232,7 @@ class RunScreen(Screen[None]):
                 widget.update("scoring the unpruned model (for comparison)…")
             else:
                 widget.update("starting the search…")
-        elif view.state == "running":
+        elif view.state == RunState.RUNNING:
             widget.update("between evaluations…")
         else:
             widget.update("")
@@ -255,10 +256,10 @@ class RunScreen(Screen[None]):
                 return
         if self._announced_end:
             return
-        if view.state == "finished" and view.finished_live:
+        if view.state == RunState.FINISHED and view.finished_live:
             self._announced_end = True
             self.notify("Search finished: press o for the results.", title="Done", timeout=10)
-        elif view.state in ("failed", "crashed"):
+        elif view.state in (RunState.FAILED, RunState.CRASHED):
             self._announced_end = True
             self.notify(
                 "The engine stopped with an error: see the banner; r resumes.",
@@ -300,18 +301,19 @@ class RunScreen(Screen[None]):
         if not self._engine_running():
             self.notify("The search is not running.", severity="warning")
             return
-        if self.view.state == "paused":
+        if self.view.state == RunState.PAUSED:
             self.notify("Already paused: r resumes.")
             return
-        self.store.request("pause")
+        self.store.request(ControlAction.PAUSE)
         self.notify("Pause requested: the engine pauses after the current evaluation.")
 
     def action_resume(self) -> None:
         state = self.view.state
-        if state == "paused" and self.store.alive():
-            self.store.request("resume")
+        alive = self.store.alive()
+        if state == RunState.PAUSED and alive:
+            self.store.request(ControlAction.UNPAUSE)
             self.notify("Resume requested.")
-        elif state in RESUMABLE:
+        elif can_resume(state, alive):
             try:
                 launch.resume_run(self.store)
             except (GapruneError, OSError) as exc:
@@ -320,7 +322,7 @@ class RunScreen(Screen[None]):
             self._announced_end = False
             self._seen_active = True
             self.notify("Engine restarted: resuming from the last finished generation.")
-        elif state == "finished":
+        elif state == RunState.FINISHED:
             self.notify("The search has finished: o opens the results.")
         else:
             self.notify("The search is already running.")
@@ -332,7 +334,7 @@ class RunScreen(Screen[None]):
 
         def answered(stop: bool | None) -> None:
             if stop:
-                self.store.request("stop")
+                self.store.request(ControlAction.STOP)
                 self.notify("Stop requested: the engine stops after the current batch.")
 
         self.app.push_screen(
@@ -360,7 +362,7 @@ class RunScreen(Screen[None]):
 
         def answered(choice: str | None) -> None:
             if choice == "stop":
-                self.store.request("stop")
+                self.store.request(ControlAction.STOP)
                 self.app.exit(0)
             elif choice == "detach":
                 self.app.exit(0)

@@ -49,7 +49,7 @@ from gaprune_tui.core.config import (
     TaskSpec,
 )
 from gaprune_tui.core.errors import ConfigError, GapruneError
-from gaprune_tui.core.store import FAILED, FINISHED, INVALID, RUNNING, RunStore, list_runs
+from gaprune_tui.core.store import RunState, RunStore, list_runs
 from gaprune_tui.ui.messages import CacheScanned, ModelInspected, TimingsMeasured
 
 # What a CPU-only machine gets instead of the method's defaults, so the first search ends in minutes.
@@ -749,12 +749,12 @@ class SetupScreen(Screen[None]):
         if store is None:
             return
         meta = store.meta()
-        state = meta.get("state")
-        if state == INVALID:
+        state = RunState(meta.get("state", RunState.CREATED))
+        if state == RunState.INVALID:
             self._end_launch()
             store.discard()
             self._start_failed(meta.get("error") or "the engine rejected this setup")
-        elif state in (RUNNING, FINISHED, FAILED, "paused", "stopped"):
+        elif state != RunState.CREATED:  # the engine started (and may already have ended)
             self._end_launch()
             self.app.open_run(store)  # type: ignore[attr-defined]
             self.revalidate()
