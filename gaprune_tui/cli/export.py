@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gaprune_tui.core.errors import GapruneError
-
-DTYPE_CHOICES = ("bfloat16", "float16", "float32")  # engine.export.EXPORT_DTYPES, kept light here
+from gaprune_tui.core.modelspec import EXPORT_DTYPES
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,7 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument(
         "--dtype",
-        choices=DTYPE_CHOICES,
+        choices=EXPORT_DTYPES,
         default=None,
         help="weights dtype of the export (default: the base checkpoint's, lossless)",
     )
