@@ -253,7 +253,7 @@ def test_export_run_verifies_and_documents(scored_run_data: dict, tmp_path: Path
     store = _make_run(scored_run_data)
     ranked = store.best_evaluations()
     lines: list[tuple[str, str]] = []
-    result = export_run(store.id, progress=lambda msg, stage: lines.append((stage, msg)))
+    result = export_run(store.id, progress=lambda stage, msg: lines.append((stage, msg)))
     best = ranked[0]
     assert result.dropped == best.dropped and result.rank == 1
     assert result.path == (

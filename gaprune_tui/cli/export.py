@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_json(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
-    def progress(message: str, stage: str = "") -> None:
+    def progress(stage: str, message: str) -> None:
         _emit({"stage": stage, "message": message, "ts": round(time.time(), 3)})
 
     try:
@@ -106,7 +106,7 @@ def _run_human(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
     console = Console(stderr=True, highlight=False)
     started = time.perf_counter()
 
-    def progress(message: str, stage: str = "") -> None:
+    def progress(stage: str, message: str) -> None:
         console.print(
             f"[dim]{time.perf_counter() - started:6.1f}s[/] [bold]{stage:<9}[/] {escape(message)}"
         )
