@@ -101,12 +101,17 @@ def test_mergekit_hook_is_restored_after_export(exported: dict[str, Path]) -> No
 
 
 def test_bfloat16_export_is_cast_and_loads(tiny: dict[str, Path], tmp_path: Path) -> None:
-    messages: list[str] = []  # a plain one-argument callback gets the messages without stages
+    seen: list[tuple[str, str]] = []  # progress(stage, message): always given the stage
     out = export_genome(
-        tiny["qwen3"], KEPT, tmp_path / "bf16", dtype="bfloat16", progress=messages.append
+        tiny["qwen3"],
+        KEPT,
+        tmp_path / "bf16",
+        dtype="bfloat16",
+        progress=lambda stage, message: seen.append((stage, message)),
     )
-    assert any("3 slices (bfloat16)" in m for m in messages)
-    assert any("sliced per-layer config fields: layer_types" in m for m in messages)
+    assert any(s == "merge" and "3 slices (bfloat16)" in m for s, m in seen)
+    assert ("merge", "sliced per-layer config fields: layer_types") in seen
+    assert seen[-1] == ("done", f"wrote {out}")
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out)

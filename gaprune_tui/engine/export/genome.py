@@ -37,7 +37,7 @@ def export_genome(
     *,
     dtype: str | None = None,
     force: bool = False,
-    progress: Progress = silent,
+    progress: Progress | None = None,
     trust_remote_code: bool = False,
     finalize: Callable[[Path], None] | None = None,
 ) -> Path:
@@ -46,6 +46,7 @@ def export_genome(
     ``dtype`` None keeps the checkpoint's own dtype (lossless). ``finalize(folder)`` runs on the
     finished partial folder before the rename. Returns ``out``.
     """
+    progress = progress or silent
     source_dir = Path(source_dir).expanduser().resolve()
     out = Path(out).expanduser().resolve()
     src_config = read_config(source_dir, ExportError)
