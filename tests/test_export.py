@@ -384,3 +384,24 @@ def test_a_tokenizer_mergekit_failed_to_copy_fails_the_export(
         export_genome(tiny["gpt2"], KEPT, tmp_path / "notok")
     assert not (tmp_path / "notok").exists()
     assert len(list(tmp_path.glob("notok.failed-*"))) == 1
+
+
+def test_cli_export_below_a_regular_file_is_one_line_before_any_work(
+    scored_run_data: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gaprune_tui.cli.main import main
+
+    store = _make_run(scored_run_data)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    out = blocker / "deeper" / "export"
+    assert main(["export", store.id, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: export folder {out} cannot be created: {blocker} is a file, not a folder; "
+        "choose another --out folder"
+    )
+    assert blocker.read_text() == "a file, not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no partial, no failed
+    with pytest.raises(ExportError, match="is a file, not a folder"):
+        check_target(blocker / "x", force=True)

@@ -100,15 +100,10 @@ def _inspect_gguf(path: Path, name: str, kind: Kind) -> ModelInfo:
             f"{path} has no {header.architecture}.block_count in its metadata: it is not a decoder model gaprune-tui can prune"
         )
     arch_class = _GGUF_ARCHS.get(header.architecture)
+    archs, size = [arch_class] if arch_class else [], path.stat().st_size
+    # In field order: name, kind, path, model_type, n_layers, n_params, size_bytes, architectures.
     return ModelInfo(
-        name=name,
-        kind=kind,
-        path=path,
-        model_type=header.architecture,
-        n_layers=header.block_count,
-        n_params=header.n_params,
-        size_bytes=path.stat().st_size,
-        architectures=[arch_class] if arch_class else [],
+        name, kind, path, header.architecture, header.block_count, header.n_params, size, archs
     )
 
 

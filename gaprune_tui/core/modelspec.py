@@ -119,13 +119,17 @@ def layer_count(config: dict[str, Any]) -> int | None:
     return None
 
 
-def require_layer_count(config: dict[str, Any], where: Path | str) -> int:
-    """``layer_count`` or a ``ModelError`` saying this is not a model gaprune-tui can prune."""
+def require_layer_count(
+    config: dict[str, Any],
+    where: Path | str,
+    error: type[GapruneError] = ModelError,
+    consequence: str = "this is not a decoder model gaprune-tui can prune",
+) -> int:
+    """``layer_count``, or ``error`` saying where none was found and what that means."""
     n = layer_count(config)
     if n is None:
-        raise ModelError(
-            f"{where} has no layer count (num_hidden_layers, n_layer or num_layers): "
-            "this is not a decoder model gaprune-tui can prune"
+        raise error(
+            f"{where} has no layer count (num_hidden_layers, n_layer or num_layers): {consequence}"
         )
     return n
 

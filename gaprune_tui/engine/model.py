@@ -26,11 +26,11 @@ import torch
 
 from gaprune_tui.core.errors import ModelError
 from gaprune_tui.core.modelspec import (
-    CAUSAL_SUFFIXES,
     DEMO_SPEC,
     DTYPE_ALIASES,
     EXPORT_DTYPES,
     ModelSpec,
+    causal_architectures,
     embedded_gguf_path,
     first_line,
     read_config,
@@ -311,7 +311,6 @@ def _check_causal(config: dict[str, Any], where: str, trust_remote_code: bool) -
 
     model_type = config.get("model_type")
     auto_map = config.get("auto_map") or {}
-    architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
     native = model_type in CONFIG_MAPPING_NAMES
     if not native:
         if auto_map:
@@ -328,11 +327,7 @@ def _check_causal(config: dict[str, Any], where: str, trust_remote_code: bool) -
         raise ModelError(
             f"{where} has an unknown model_type {model_type!r}: upgrade transformers or pass a supported causal LM"
         )
-    if architectures and not any(a.endswith(CAUSAL_SUFFIXES) for a in architectures):
-        raise ModelError(
-            f"{where} is not a causal language model (architectures: {', '.join(architectures)}): "
-            "pass a decoder-only LM (…ForCausalLM / …LMHeadModel)"
-        )
+    causal_architectures(config, where)
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ModelError(
             f"{where} ({model_type}) is not a causal language model transformers can load: "

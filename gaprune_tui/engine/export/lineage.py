@@ -125,10 +125,10 @@ def plan_export(
         source=source,
         source_config=source_config,
         out=target,
-        dtype=export_dtype(dtype, source_config),
-        requested_dtype=dtype,
         verify=verify,
         force=force,
+        dtype=export_dtype(dtype, source_config),
+        requested_dtype=dtype,
     )
 
 

@@ -20,6 +20,7 @@ from gaprune_tui.core.modelspec import (
     first_line,
     layer_count,
     read_config,
+    require_layer_count,
     sub_configs,
 )
 
@@ -63,12 +64,7 @@ def mergekit_config(source_dir: Path, kept: Sequence[int], dtype: str) -> dict[s
 
 def source_layer_count(config: dict[str, Any], where: Path) -> int:
     """The layer count of the model to export, or an ``ExportError`` saying it cannot be exported."""
-    n = layer_count(config)
-    if n is None:
-        raise ExportError(
-            f"{where} has no layer count (num_hidden_layers, n_layer or num_layers): this architecture cannot be exported"
-        )
-    return n
+    return require_layer_count(config, where, ExportError, "this architecture cannot be exported")
 
 
 def check_kept(kept: Sequence[int], n_layers: int) -> list[int]:
