@@ -53,6 +53,21 @@ def _load(path: Path):
     return model, AutoTokenizer.from_pretrained(path)
 
 
+def test_card_front_matter_is_yaml_whatever_the_names(tmp_path: Path) -> None:
+    """A hub id or license with YAML syntax in it stays a plain string in the front matter."""
+    import yaml
+
+    from gaprune_tui.engine.export.card import front_matter
+
+    base = {"hub_id": 'org/model: "x"\n- y', "license": "apache-2.0 # not a comment"}
+    text = front_matter(base)
+    assert text.startswith("---\n") and text.endswith("\n---")
+    meta = yaml.safe_load(text.strip("-\n"))
+    assert meta["base_model"] == base["hub_id"] and meta["license"] == base["license"]
+    assert meta["tags"] == ["gaprune-tui", "mergekit", "layer-pruning", "passthrough"]
+    assert "base_model" not in yaml.safe_load(front_matter({}).strip("-\n"))
+
+
 def test_contiguous_runs() -> None:
     assert contiguous_runs([0, 1, 3, 4, 5, 9]) == [(0, 2), (3, 6), (9, 10)]
     assert contiguous_runs([2]) == [(2, 3)]

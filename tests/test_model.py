@@ -24,7 +24,7 @@ from huggingface_hub import constants as hf_constants
 from tiny_models import FAMILIES, build_tiny, put_in_hub_cache
 
 from gaprune_tui.core.errors import ModelError
-from gaprune_tui.core.modelinfo import embedded_gguf_path
+from gaprune_tui.core.modelspec import embedded_gguf_path
 from gaprune_tui.core.paths import cache_dir
 from gaprune_tui.engine import model as model_module
 from gaprune_tui.engine.model import (
