@@ -210,8 +210,27 @@ def _gguf_prefix(n_tensors: int, n_kv: int) -> bytes:
         ),
         (_gguf_prefix(1, 0) + struct.pack("<Q", 1) + b"t" + struct.pack("<I", 2**31), "dimensions"),
         (_gguf_prefix(0, 1) + struct.pack("<Q", 1) + b"k" + struct.pack("<I", 77), "value type 77"),
+        (
+            _gguf_prefix(0, 1)
+            + struct.pack("<Q", 1)
+            + b"k"
+            + struct.pack("<I", 9)
+            + struct.pack("<IQ", 9, 1) * 5000,
+            "nested more than 8 deep",
+        ),
         (b"GGUF" + struct.pack("<I", 1), "version 1 is too old"),
         (b"NOPE" + bytes(64), "bad magic bytes"),
+    ],
+    ids=[
+        "string",
+        "kv-count",
+        "array",
+        "scalar-array",
+        "dims",
+        "vtype",
+        "nesting",
+        "version",
+        "magic",
     ],
 )
 def test_hostile_gguf_headers(tmp_path: Path, body: bytes, why: str) -> None:

@@ -251,6 +251,7 @@ _GGUF_SCALARS = {
 }
 _GGUF_STRING, _GGUF_ARRAY = 8, 9
 _GGUF_MAX_DIMS = 8  # ggml tensors have at most 4 dimensions; anything beyond is a corrupt header
+_GGUF_MAX_NESTING = 8  # real files nest arrays once at most; a deep nest would exhaust the stack
 
 
 class _Cursor:
@@ -276,7 +277,9 @@ class _Cursor:
             return None
         return self.buf[start : self.pos].decode("utf-8", errors="replace")
 
-    def value(self, vtype: int, keep: bool) -> Any:
+    def value(self, vtype: int, keep: bool, depth: int = 0) -> Any:
+        if depth > _GGUF_MAX_NESTING:
+            raise ValueError(f"GGUF arrays nested more than {_GGUF_MAX_NESTING} deep")
         if vtype in _GGUF_SCALARS:
             return self.scalar(_GGUF_SCALARS[vtype])
         if vtype == _GGUF_STRING:
@@ -289,7 +292,7 @@ class _Cursor:
         if not keep and item_type in _GGUF_SCALARS:  # tokenizer vocabularies: skip undecoded
             self.advance(count * struct.calcsize(_GGUF_SCALARS[item_type]))
             return None
-        items = [self.value(item_type, keep) for _ in range(count)]
+        items = [self.value(item_type, keep, depth + 1) for _ in range(count)]
         return items if keep else None
 
 
