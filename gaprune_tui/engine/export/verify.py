@@ -14,12 +14,18 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import ExportError
 from gaprune_tui.core.store import Evaluation
 from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
+
+if TYPE_CHECKING:  # torch and the engine's model are imported when verification runs, not before
+    import torch
+
+    from gaprune_tui.engine.model import LoadedModel
+    from gaprune_tui.engine.tasks import TaskSet
 
 # Logits of the export against the layer view of the same genome, both loaded by from_pretrained at
 # the export's dtype: the weights are bit-identical, so we expect 0 (measured: 0 in float32 and
@@ -82,13 +88,13 @@ class Verification:
         return f"{verdict} ({self.dtype}): {logits}; {gen}; {fitness}"
 
 
-def _torch_dtype(name: str) -> Any:
+def _torch_dtype(name: str) -> torch.dtype:
     import torch
 
     return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
 
 
-def _dtype_name(dtype: Any) -> str:
+def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
@@ -97,13 +103,13 @@ class Reference:
     """What the in-memory layer view of the genome computed, to compare the export against."""
 
     input_ids: list[list[int]]
-    logits: list[Any]  # float32 CPU tensors, one per prompt
+    logits: list[torch.Tensor]  # float32 CPU tensors, one per prompt
     generated: list[int]
     dtype: str
     search_dtype: str
 
 
-def _generate(model: Any, tokenizer: Any, ids: list[int], device: Any) -> list[int]:
+def _generate(model: Any, tokenizer: Any, ids: list[int], device: torch.device) -> list[int]:
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -121,7 +127,7 @@ def _generate(model: Any, tokenizer: Any, ids: list[int], device: Any) -> list[i
     return out[0, len(ids) :].tolist()
 
 
-def _reference(loaded: Any, kept: list[int], search_dtype: str) -> Reference:
+def _reference(loaded: LoadedModel, kept: list[int], search_dtype: str) -> Reference:
     """Logits and a greedy continuation of the layer view (``loaded`` is at the export's dtype)."""
     import torch
 
@@ -146,7 +152,7 @@ def _collect() -> None:
 
 
 def _compare_export(
-    folder: Path, ref: Reference, device: Any, trust: bool
+    folder: Path, ref: Reference, device: torch.device, trust: bool
 ) -> tuple[float, bool, bool, list[int], str]:
     """Load the export with plain transformers (no gaprune code) and compare with the view."""
     import torch
@@ -184,7 +190,7 @@ def _scores_equal(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]
     return True
 
 
-def _score(loaded: Any, taskset: Any, config: RunConfig) -> dict[str, dict[str, float]]:
+def _score(loaded: LoadedModel, taskset: TaskSet, config: RunConfig) -> dict[str, dict[str, float]]:
     """Score a loaded model on the run's tasks with the run's scorer, leaving global RNG alone."""
     import torch
 
@@ -215,13 +221,15 @@ class Prepared:
     """What verification needs once the base model is gone: the reference and the tasks."""
 
     ref: Reference
-    device: Any
-    taskset: Any
+    device: torch.device
+    taskset: TaskSet
     base: BaseScores
     params_before: int | None
 
 
-def _load_base(plan: ExportPlan, dtype_name: str, device: Any, progress: Progress) -> Any:
+def _load_base(
+    plan: ExportPlan, dtype_name: str, device: torch.device, progress: Progress
+) -> LoadedModel:
     """The run's base model at ``dtype_name``; an ``ExportError`` if its layer count changed."""
     from gaprune_tui.engine.model import load_model
 
