@@ -184,8 +184,8 @@ def reproduce_commands(config: RunConfig, rank: int, dtype: str | None) -> list[
     if a default changes; the rest only when they differ from the default.
     """
     default = RunConfig()
-    always = ("model", "limit", "num_fewshot", "prune", "protect", "population", "generations")
-    always += ("seed", "fitness")
+    always: tuple[str, ...] = ("model", "limit", "num_fewshot", "prune", "protect")
+    always += ("population", "generations", "seed", "fitness")
     expressible = all(t.num_fewshot is None and t.limit is None for t in config.tasks)
     if expressible:
         tasks = ",".join(t.name + (f":{t.metric}" if t.metric else "") for t in config.tasks)

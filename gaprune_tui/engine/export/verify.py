@@ -161,7 +161,8 @@ def _compare_export(
     model = AutoModelForCausalLM.from_pretrained(
         folder, dtype=_torch_dtype(ref.dtype), trust_remote_code=trust
     )
-    model.to(device).eval()
+    model.to(device)  # type: ignore[arg-type]  # transformers' stub types .to() too narrowly
+    model.eval()
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
     tokenizer_ok = [
         tok(p, add_special_tokens=True)["input_ids"] for p in VERIFY_PROMPTS
@@ -173,7 +174,7 @@ def _compare_export(
             got = model(x).logits[0].float().cpu()
             diff = max(diff, float((got - expected).abs().max()))
     generated = _generate(model, tok, ref.input_ids[0], device)
-    text = tok.decode(generated, skip_special_tokens=True)
+    text = str(tok.decode(generated, skip_special_tokens=True))
     del model
     _collect()
     return diff, tokenizer_ok, len(generated) == GENERATE_TOKENS, generated, text
