@@ -407,7 +407,9 @@ def test_cli_export_below_a_regular_file_is_one_line_before_any_work(
     from gaprune_tui.cli.main import main
 
     store = _make_run(scored_run_data)
-    blocker = tmp_path / "notes.txt"
+    work = tmp_path / "work"  # tmp_path also holds the test's GAPRUNE_HOME
+    work.mkdir()
+    blocker = work / "notes.txt"
     blocker.write_text("a file, not a folder")
     out = blocker / "deeper" / "export"
     assert main(["export", store.id, "--out", str(out)]) == 2
@@ -417,6 +419,6 @@ def test_cli_export_below_a_regular_file_is_one_line_before_any_work(
         "choose another --out folder"
     )
     assert blocker.read_text() == "a file, not a folder"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no partial, no failed
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]  # no partial, no failed
     with pytest.raises(ExportError, match="is a file, not a folder"):
         check_target(blocker / "x", force=True)
