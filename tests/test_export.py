@@ -53,6 +53,21 @@ def _load(path: Path):
     return model, AutoTokenizer.from_pretrained(path)
 
 
+def test_card_front_matter_is_yaml_whatever_the_names(tmp_path: Path) -> None:
+    """A hub id or license with YAML syntax in it stays a plain string in the front matter."""
+    import yaml
+
+    from gaprune_tui.engine.export.card import front_matter
+
+    base = {"hub_id": 'org/model: "x"\n- y', "license": "apache-2.0 # not a comment"}
+    text = front_matter(base)
+    assert text.startswith("---\n") and text.endswith("\n---")
+    meta = yaml.safe_load(text.strip("-\n"))
+    assert meta["base_model"] == base["hub_id"] and meta["license"] == base["license"]
+    assert meta["tags"] == ["gaprune-tui", "mergekit", "layer-pruning", "passthrough"]
+    assert "base_model" not in yaml.safe_load(front_matter({}).strip("-\n"))
+
+
 def test_contiguous_runs() -> None:
     assert contiguous_runs([0, 1, 3, 4, 5, 9]) == [(0, 2), (3, 6), (9, 10)]
     assert contiguous_runs([2]) == [(2, 3)]
@@ -101,12 +116,17 @@ def test_mergekit_hook_is_restored_after_export(exported: dict[str, Path]) -> No
 
 
 def test_bfloat16_export_is_cast_and_loads(tiny: dict[str, Path], tmp_path: Path) -> None:
-    messages: list[str] = []  # a plain one-argument callback gets the messages without stages
+    seen: list[tuple[str, str]] = []  # progress(stage, message): always given the stage
     out = export_genome(
-        tiny["qwen3"], KEPT, tmp_path / "bf16", dtype="bfloat16", progress=messages.append
+        tiny["qwen3"],
+        KEPT,
+        tmp_path / "bf16",
+        dtype="bfloat16",
+        progress=lambda stage, message: seen.append((stage, message)),
     )
-    assert any("3 slices (bfloat16)" in m for m in messages)
-    assert any("sliced per-layer config fields: layer_types" in m for m in messages)
+    assert any(s == "merge" and "3 slices (bfloat16)" in m for s, m in seen)
+    assert ("merge", "sliced per-layer config fields: layer_types") in seen
+    assert seen[-1] == ("done", f"wrote {out}")
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -253,7 +273,7 @@ def test_export_run_verifies_and_documents(scored_run_data: dict, tmp_path: Path
     store = _make_run(scored_run_data)
     ranked = store.best_evaluations()
     lines: list[tuple[str, str]] = []
-    result = export_run(store.id, progress=lambda msg, stage: lines.append((stage, msg)))
+    result = export_run(store.id, progress=lambda stage, msg: lines.append((stage, msg)))
     best = ranked[0]
     assert result.dropped == best.dropped and result.rank == 1
     assert result.path == (
@@ -379,3 +399,26 @@ def test_a_tokenizer_mergekit_failed_to_copy_fails_the_export(
         export_genome(tiny["gpt2"], KEPT, tmp_path / "notok")
     assert not (tmp_path / "notok").exists()
     assert len(list(tmp_path.glob("notok.failed-*"))) == 1
+
+
+def test_cli_export_below_a_regular_file_is_one_line_before_any_work(
+    scored_run_data: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gaprune_tui.cli.main import main
+
+    store = _make_run(scored_run_data)
+    work = tmp_path / "work"  # tmp_path also holds the test's GAPRUNE_HOME
+    work.mkdir()
+    blocker = work / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    out = blocker / "deeper" / "export"
+    assert main(["export", store.id, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: export folder {out} cannot be created: {blocker} is a file, not a folder; "
+        "choose another --out folder"
+    )
+    assert blocker.read_text() == "a file, not a folder"
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]  # no partial, no failed
+    with pytest.raises(ExportError, match="is a file, not a folder"):
+        check_target(blocker / "x", force=True)

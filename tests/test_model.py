@@ -24,7 +24,7 @@ from huggingface_hub import constants as hf_constants
 from tiny_models import FAMILIES, build_tiny, put_in_hub_cache
 
 from gaprune_tui.core.errors import ModelError
-from gaprune_tui.core.modelinfo import embedded_gguf_path
+from gaprune_tui.core.modelspec import embedded_gguf_path
 from gaprune_tui.core.paths import cache_dir
 from gaprune_tui.engine import model as model_module
 from gaprune_tui.engine.model import (
@@ -397,7 +397,9 @@ def test_interrupted_conversion_leaves_nothing(tiny_gguf: Path, private_cache: P
 def test_unreadable_gguf_files(tmp_path: Path, private_cache: Path) -> None:
     garbage = tmp_path / "broken.gguf"
     garbage.write_bytes(b"not a gguf at all" * 10)
-    with pytest.raises(ModelError, match=r"is not a GGUF file.*llama\.cpp"):
+    with pytest.raises(
+        ModelError, match=r"is not a readable GGUF file \(bad magic bytes\).*llama\.cpp"
+    ):
         load_model(str(garbage))
     odd = tmp_path / "odd.gguf"
     writer = gguf.GGUFWriter(str(odd), "nosucharch")
@@ -451,7 +453,7 @@ def test_bad_model_specs(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
     broken = tmp_path / "broken-config"
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
-    cases[str(broken)] = "cannot read .*config.json"
+    cases[str(broken)] = "config.json is not valid JSON"
     masked = tmp_path / "masked-lm"
     masked.mkdir()
     (masked / "config.json").write_text(

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gaprune_tui.core.errors import GapruneError
-
-DTYPE_CHOICES = ("bfloat16", "float16", "float32")  # engine.export.EXPORT_DTYPES, kept light here
+from gaprune_tui.core.modelspec import EXPORT_DTYPES
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,7 +34,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument(
         "--dtype",
-        choices=DTYPE_CHOICES,
+        choices=EXPORT_DTYPES,
         default=None,
         help="weights dtype of the export (default: the base checkpoint's, lossless)",
     )
@@ -83,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_json(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
-    def progress(message: str, stage: str = "") -> None:
+    def progress(stage: str, message: str) -> None:
         _emit({"stage": stage, "message": message, "ts": round(time.time(), 3)})
 
     try:
@@ -107,7 +106,7 @@ def _run_human(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
     console = Console(stderr=True, highlight=False)
     started = time.perf_counter()
 
-    def progress(message: str, stage: str = "") -> None:
+    def progress(stage: str, message: str) -> None:
         console.print(
             f"[dim]{time.perf_counter() - started:6.1f}s[/] [bold]{stage:<9}[/] {escape(message)}"
         )

@@ -17,13 +17,12 @@ from typing import Any
 import tomli_w
 
 from gaprune_tui.core.errors import ConfigError
+from gaprune_tui.core.modelspec import DTYPE_CHOICES, canonical_dtype
 
 DEFAULT_TASKS = ("hellaswag_offline", "openbookqa_offline")
 FITNESS_CHOICES = ("squared_mean", "mean")
 INVALID_CHOICES = ("repair", "zero")
-DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
 SCORER_CHOICES = ("fast", "hflm")
-_DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -91,7 +90,7 @@ class RunConfig:
     # ---- validation ------------------------------------------------------------------------
     def validate(self) -> RunConfig:
         """Normalise and check every field; raise ``ConfigError`` naming the field and the fix."""
-        self.dtype = _DTYPE_ALIASES.get(self.dtype, self.dtype)
+        self.dtype = canonical_dtype(self.dtype)
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError(
                 "no model given: use --model demo, a local folder, a .gguf or a hub id"

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from gaprune_tui.core.errors import ModelError
+from gaprune_tui.core.modelspec import COUNT_KEYS
 
 # (path to the ModuleList, config attributes holding the layer count), most common first.
 _LAYER_PATHS: tuple[tuple[str, ...], ...] = (
@@ -30,7 +31,7 @@ _LAYER_PATHS: tuple[tuple[str, ...], ...] = (
     ("transformer", "layers"),  # some remote-code models
     ("layers",),  # a bare decoder
 )
-_COUNT_ATTRS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
+_COUNT_ATTRS = COUNT_KEYS  # the config keys that hold the layer count, as attributes
 _PER_LAYER_LIST_ATTRS = ("layer_types",)
 
 

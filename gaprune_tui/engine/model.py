@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import struct
 import tempfile
 import threading
 import time
@@ -26,12 +25,18 @@ from typing import Any
 import torch
 
 from gaprune_tui.core.errors import ModelError
-from gaprune_tui.core.modelinfo import (
+from gaprune_tui.core.modelspec import (
     DEMO_SPEC,
-    EMBEDDED_NAME,
+    DTYPE_ALIASES,
+    EXPORT_DTYPES,
+    ModelSpec,
+    causal_architectures,
     embedded_gguf_path,
-    hub_cache_dir,
-    looks_like_hub_id,
+    first_line,
+    read_config,
+    read_gguf_header,
+    resolve_spec,
+    safetensors_header_bytes,
 )
 from gaprune_tui.core.paths import cache_dir
 from gaprune_tui.engine.layers import LayerView, locate_layers
@@ -40,17 +45,9 @@ ORIGIN_FILE = "gaprune-origin.json"
 # Bump when the conversion changes what lands in the cache folder, so old folders are not reused.
 CONVERSION_VERSION = 1
 
-_DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-}
-_CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+# The dtype names (and their aliases, from core.modelspec) as torch dtypes.
+_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in EXPORT_DTYPES}
+_DTYPES.update({alias: _DTYPES[name] for alias, name in DTYPE_ALIASES.items()})
 
 
 @dataclass
@@ -120,20 +117,6 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _check_gguf_readable(path: Path) -> None:
-    try:
-        with path.open("rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise ModelError(
-            f"cannot read GGUF file {path}: {exc.strerror}; check the path and its permissions"
-        ) from exc
-    if magic != b"GGUF":
-        raise ModelError(
-            f"{path} is not a GGUF file (bad magic bytes): pass a .gguf written by llama.cpp or a Hugging Face model folder"
-        )
-
-
 def _is_converted(folder: Path) -> bool:
     """A finished conversion by this version of the converter (the origin file is written last)."""
     try:
@@ -146,7 +129,7 @@ def _is_converted(folder: Path) -> bool:
 def convert_gguf(gguf: Path, folder_name: str | None = None) -> Path:
     """Dequantize ``gguf`` into a safetensors folder in the cache (once) and return the folder."""
     gguf = gguf.resolve()
-    _check_gguf_readable(gguf)
+    read_gguf_header(gguf)  # a ModelError naming the file unless its header reads
     sha = _gguf_sha256(gguf)
     name = f"{folder_name or _slug(gguf.stem)}-{sha[:12]}"
     models = cache_dir() / "models"
@@ -189,7 +172,7 @@ def _convert_into(gguf: Path, out: Path, sha: str) -> None:
         )
     except (ValueError, OSError, KeyError, RuntimeError, NotImplementedError) as exc:
         raise ModelError(
-            f"transformers cannot read {gguf.name}: {_first_line(exc)}; "
+            f"transformers cannot read {gguf.name}: {first_line(exc)}; "
             "use a GGUF of a supported architecture or the original Hugging Face folder"
         ) from exc
     # A dequantized model is a plain dense model; without this save_pretrained refuses it.
@@ -218,64 +201,17 @@ def embedded_model_dir() -> Path:
 # Resolving a spec to a local folder
 
 
-@dataclass
-class _Resolved:
-    folder: Path
-    name: str
-    kind: str  # "embedded" | "folder" | "gguf" | "hub"
-
-
-def _resolve(spec: str) -> _Resolved:
-    spec = (spec or DEMO_SPEC).strip()
-    if spec == DEMO_SPEC:
-        return _Resolved(embedded_model_dir(), EMBEDDED_NAME, "embedded")
-    path = Path(spec).expanduser()
-    if path.exists():
-        if path.is_file():
-            if path.suffix.lower() == ".gguf":
-                return _Resolved(convert_gguf(path), path.stem, "gguf")
-            raise ModelError(
-                f"{path} is a file, not a model: pass a Hugging Face model folder (with config.json), a .gguf file, or a hub id"
-            )
-        if not (path / "config.json").is_file():
-            raise ModelError(
-                f"{path} is not a model folder (no config.json): pass the folder that holds config.json and the weights"
-            )
-        return _Resolved(path.resolve(), path.resolve().name, "folder")
-    if looks_like_hub_id(spec):
-        return _Resolved(_hub_snapshot(spec), spec, "hub")
-    raise ModelError(
-        f"model path {spec} does not exist: check the path, or pass a hub id like org/name, or `demo`"
-    )
-
-
-def _hub_snapshot(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        folder = snapshot_download(repo_id, local_files_only=True, cache_dir=hub_cache_dir())
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError) as exc:
-        raise ModelError(
-            f"{repo_id} is not in the local Hugging Face cache: on a machine with internet run "
-            f"`hf download {repo_id}` (with the same HF_HOME), or pass a local model folder"
-        ) from exc
-    path = Path(folder)
-    if not (path / "config.json").is_file():
-        raise ModelError(
-            f"{repo_id} in the local Hugging Face cache has no config.json: download the full repo with `hf download {repo_id}`"
-        )
-    return path
+def local_folder(spec: ModelSpec) -> Path:
+    """The safetensors folder transformers loads for ``spec`` (a GGUF is converted once first)."""
+    if spec.kind == "embedded":
+        return embedded_model_dir()
+    if spec.kind == "gguf":
+        return convert_gguf(spec.path)
+    return spec.path
 
 
 # ---------------------------------------------------------------------------------------------
 # Fingerprint
-
-
-def _safetensors_header(path: Path) -> bytes:
-    with path.open("rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        return fh.read(length)
 
 
 def fingerprint_folder(folder: Path, dtype: torch.dtype) -> str:
@@ -313,17 +249,12 @@ def fingerprint_folder(folder: Path, dtype: torch.dtype) -> str:
         st = path.stat()
         digest.update(f":{st.st_size}:{st.st_mtime_ns}:".encode())
         if path.suffix == ".safetensors":
-            digest.update(_safetensors_header(path))
+            digest.update(safetensors_header_bytes(path))
     return digest.hexdigest()[:20]
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0].rstrip(".")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -374,27 +305,12 @@ def resolve_dtype(
     return _DTYPES[value]
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelError(
-            f"cannot read {folder / 'config.json'}: {_first_line(exc)}; the folder is not a valid model"
-        ) from exc
-    if not isinstance(config, dict):
-        raise ModelError(
-            f"{folder / 'config.json'} is not a JSON object: the folder is not a valid model"
-        )
-    return config
-
-
 def _check_causal(config: dict[str, Any], where: str, trust_remote_code: bool) -> None:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     model_type = config.get("model_type")
     auto_map = config.get("auto_map") or {}
-    architectures = [a for a in config.get("architectures") or [] if isinstance(a, str)]
     native = model_type in CONFIG_MAPPING_NAMES
     if not native:
         if auto_map:
@@ -411,11 +327,7 @@ def _check_causal(config: dict[str, Any], where: str, trust_remote_code: bool) -
         raise ModelError(
             f"{where} has an unknown model_type {model_type!r}: upgrade transformers or pass a supported causal LM"
         )
-    if architectures and not any(a.endswith(_CAUSAL_SUFFIXES) for a in architectures):
-        raise ModelError(
-            f"{where} is not a causal language model (architectures: {', '.join(architectures)}): "
-            "pass a decoder-only LM (…ForCausalLM / …LMHeadModel)"
-        )
+    causal_architectures(config, where)
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ModelError(
             f"{where} ({model_type}) is not a causal language model transformers can load: "
@@ -436,9 +348,9 @@ def load_model(
 
     # Per-tensor progress bars only clutter the engine log and the CLI's own progress display.
     hf_logging.disable_progress_bar()
-    resolved = _resolve(spec)
-    folder = resolved.folder
-    config = _read_config(folder)
+    resolved = resolve_spec(spec)
+    folder = local_folder(resolved)
+    config = read_config(folder)
     _check_causal(config, resolved.name, trust_remote_code)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device, config)
@@ -451,7 +363,7 @@ def load_model(
         raise
     except (OSError, ValueError, KeyError, RuntimeError, ImportError, NotImplementedError) as exc:
         raise ModelError(
-            f"cannot load the model in {folder}: {_first_line(exc)}; check that the weights are complete"
+            f"cannot load the model in {folder}: {first_line(exc)}; check that the weights are complete"
         ) from exc
     if torch_device.type == "cpu":
         model.to(torch_device)
@@ -460,7 +372,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(
-            f"no usable tokenizer in {folder}: {_first_line(exc)}; copy the tokenizer files of the base model next to config.json"
+            f"no usable tokenizer in {folder}: {first_line(exc)}; copy the tokenizer files of the base model next to config.json"
         ) from exc
     location = locate_layers(model)
     view = LayerView(model)

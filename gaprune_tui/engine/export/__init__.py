@@ -1,0 +1,61 @@
+"""Export a genome as a standalone Hugging Face model through MergeKit: verified, atomic, documented.
+
+One module per job around one ``ExportPlan`` (``plan``): ``mergekit`` (passthrough configuration
+and the per-layer config adapter), ``install`` (target checks, partial folder, atomic rename,
+failed marker), ``verify`` (logits, generate, re-score against the layer view), ``card`` (the model
+card), ``lineage`` (what the run says), ``genome`` (``export_genome``: merge + install) and ``run``
+(``export_run``: a run's N-th best genome, verified and documented). Progress is one protocol,
+``Progress(stage, message)``.
+"""
+
+from __future__ import annotations
+
+from gaprune_tui.core.modelspec import EXPORT_DTYPES
+from gaprune_tui.engine.export.card import CARD_FILE, render_card
+from gaprune_tui.engine.export.genome import export_genome
+from gaprune_tui.engine.export.install import FAILED_FILE, check_target, folder_size, partial_dir
+from gaprune_tui.engine.export.lineage import (
+    LINEAGE_FILE,
+    RUN_CONFIG_FILE,
+    default_out,
+    reproduce_commands,
+)
+from gaprune_tui.engine.export.mergekit import (
+    MERGEKIT_FILE,
+    PER_LAYER_CONFIG_FIELDS,
+    contiguous_runs,
+    mergekit_config,
+    per_layer_config_adapter,
+    slice_per_layer_fields,
+)
+from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
+from gaprune_tui.engine.export.run import ExportResult, export_run
+from gaprune_tui.engine.export.verify import Verification, fitness_of
+
+__all__ = [
+    "CARD_FILE",
+    "EXPORT_DTYPES",
+    "FAILED_FILE",
+    "LINEAGE_FILE",
+    "MERGEKIT_FILE",
+    "PER_LAYER_CONFIG_FIELDS",
+    "RUN_CONFIG_FILE",
+    "BaseScores",
+    "ExportPlan",
+    "ExportResult",
+    "Progress",
+    "Verification",
+    "check_target",
+    "contiguous_runs",
+    "default_out",
+    "export_genome",
+    "export_run",
+    "fitness_of",
+    "folder_size",
+    "mergekit_config",
+    "partial_dir",
+    "per_layer_config_adapter",
+    "reproduce_commands",
+    "render_card",
+    "slice_per_layer_fields",
+]

@@ -1,0 +1,78 @@
+"""``export_genome``: the kept layers of a model folder, merged by MergeKit and installed atomically.
+
+This is the part of an export that needs no run: a source folder, the layers to keep, a target.
+``export_run`` builds on it, passing a ``finalize`` step (verification and card) that runs on the
+finished partial folder before the rename, so the target only ever appears complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gaprune_tui.core.errors import ExportError, GapruneError
+from gaprune_tui.core.modelspec import read_config
+from gaprune_tui.engine.export.install import (
+    check_target,
+    fix_permissions,
+    fresh_partial,
+    install,
+    mark_failed,
+)
+from gaprune_tui.engine.export.lineage import export_dtype
+from gaprune_tui.engine.export.mergekit import (
+    check_kept,
+    check_written,
+    contiguous_runs,
+    run_mergekit,
+    source_layer_count,
+)
+from gaprune_tui.engine.export.plan import Progress, silent
+
+
+def export_genome(
+    source_dir: Path,
+    kept: Sequence[int],
+    out: Path,
+    *,
+    dtype: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
+    trust_remote_code: bool = False,
+    finalize: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write the model keeping only ``kept`` layers of ``source_dir`` into ``out``, atomically.
+
+    ``dtype`` None keeps the checkpoint's own dtype (lossless). ``finalize(folder)`` runs on the
+    finished partial folder before the rename. Returns ``out``.
+    """
+    progress = progress or silent
+    source_dir = Path(source_dir).expanduser().resolve()
+    out = Path(out).expanduser().resolve()
+    src_config = read_config(source_dir, ExportError)
+    n_layers = source_layer_count(src_config, source_dir / "config.json")
+    kept = check_kept(kept, n_layers)
+    out_dtype = export_dtype(dtype, src_config)
+    check_target(out, force, protect=[source_dir])
+    partial = fresh_partial(out)
+    try:
+        progress(
+            "merge",
+            f"MergeKit passthrough: {len(kept)}/{n_layers} layers in {len(contiguous_runs(kept))} slices ({out_dtype})",
+        )
+        sliced = run_mergekit(source_dir, kept, n_layers, out_dtype, partial, trust_remote_code)
+        if sliced:
+            progress("merge", f"sliced per-layer config fields: {', '.join(sliced)}")
+        check_written(partial, kept)
+        if finalize is not None:
+            finalize(partial)
+        fix_permissions(partial)
+        check_target(out, force, protect=[source_dir])  # someone may have created it meanwhile
+        install(partial, out)
+    except BaseException as exc:
+        failed = mark_failed(partial, out, exc)
+        if isinstance(exc, GapruneError):
+            raise type(exc)(f"{exc} (partial export kept in {failed})") from exc
+        raise
+    progress("done", f"wrote {out}")
+    return out

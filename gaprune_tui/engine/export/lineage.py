@@ -1,0 +1,213 @@
+"""What the run says about an export: its genome, its scores, its config, its base model.
+
+``plan_export`` reads the run store (read-only, so it works while the search is still running) and
+fixes the ``ExportPlan``; ``build_lineage`` gathers everything the card and ``gaprune.json`` tell a
+reader about where the pruned model came from and how to make it again.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from gaprune_tui import __version__
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.errors import ExportError, StoreError
+from gaprune_tui.core.modelspec import (
+    DEMO_SPEC,
+    EMBEDDED_LICENSE,
+    EXPORT_DTYPES,
+    canonical_dtype,
+    checkpoint_dtype,
+    display_name,
+    hub_id_of,
+    read_config,
+    resolve_spec,
+)
+from gaprune_tui.core.store import Evaluation, RunStore
+from gaprune_tui.engine.export.install import check_target
+from gaprune_tui.engine.export.mergekit import MERGEKIT_FILE, contiguous_runs
+from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
+from gaprune_tui.engine.export.verify import Verification
+
+LINEAGE_FILE = "gaprune.json"
+RUN_CONFIG_FILE = "gaprune-run-config.toml"
+
+
+def export_dtype(dtype: str | None, config: dict[str, Any]) -> str:
+    """The dtype to write: the one asked for (aliases allowed), else the checkpoint's own."""
+    if dtype is None:
+        return checkpoint_dtype(config)
+    value = canonical_dtype(dtype)
+    if value not in EXPORT_DTYPES:
+        raise ExportError(f"unknown export dtype {dtype!r}: use {', '.join(EXPORT_DTYPES)}")
+    return value
+
+
+def open_run(run: str | Path) -> RunStore:
+    try:
+        return RunStore.open(run)
+    except StoreError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def base_scores(store: RunStore) -> BaseScores:
+    """The run's last ``base_scores`` event, or empty scores when the run has none."""
+    found: dict[str, Any] | None = None
+    for ev in store.events():
+        if ev.kind == "base_scores":
+            found = ev.payload
+    if not found:
+        return BaseScores()
+    return BaseScores(found.get("scores"), found.get("fitness"))
+
+
+def default_out(run_path: Path, rank: int, dropped: Sequence[int]) -> Path:
+    return Path(run_path) / "exports" / f"rank{rank}-drop-{'-'.join(map(str, dropped)) or 'none'}"
+
+
+def _ranked_genome(store: RunStore, rank: int) -> tuple[Evaluation, int]:
+    ranked = store.best_evaluations()
+    if not ranked:
+        raise ExportError(
+            f"run {store.id} has no fully evaluated genome yet: wait for its first evaluation"
+        )
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= len(ranked):
+        raise ExportError(
+            f"run {store.id} has only {len(ranked)} evaluated genomes: use --rank 1..{len(ranked)}"
+        )
+    return ranked[rank - 1], len(ranked)
+
+
+def _source_dir(config: RunConfig) -> Path:
+    """The local folder of the base model, without loading its weights (a GGUF converted once)."""
+    from gaprune_tui.engine.model import local_folder
+
+    return local_folder(resolve_spec(config.model))
+
+
+def plan_export(
+    store: RunStore,
+    *,
+    rank: int,
+    out: Path | str | None,
+    dtype: str | None,
+    verify: bool,
+    force: bool,
+    progress: Progress,
+) -> ExportPlan:
+    """Pick the genome and check the target before any work; then find the base model's folder."""
+    genome, n_ranked = _ranked_genome(store, rank)
+    target = Path(out).expanduser() if out else default_out(store.path, rank, genome.dropped)
+    target = target.resolve()
+    check_target(target, force, protect=[store.path])
+    if dtype is not None:
+        export_dtype(dtype, {})
+    progress(
+        "select",
+        f"run {store.id}: rank {rank}/{n_ranked}, drop {genome.dropped}, fitness {genome.fitness:.6f}",
+    )
+    config = store.config()
+    source = _source_dir(config)
+    source_config = read_config(source, ExportError)
+    return ExportPlan(
+        run_id=store.id,
+        run_path=store.path,
+        run_state=store.state,
+        config=config,
+        rank=rank,
+        evaluated_genomes=n_ranked,
+        genome=genome,
+        source=source,
+        source_config=source_config,
+        out=target,
+        verify=verify,
+        force=force,
+        dtype=export_dtype(dtype, source_config),
+        requested_dtype=dtype,
+    )
+
+
+def build_lineage(
+    plan: ExportPlan,
+    base: BaseScores,
+    sizes: dict[str, int | None],
+    verification: Verification | None,
+) -> dict[str, Any]:
+    """Everything the card and ``gaprune.json`` say; ``sizes`` holds params_before/after, size_bytes."""
+    config, genome = plan.config, plan.genome
+    return {
+        "gaprune_version": __version__,
+        "base_model": {
+            "spec": config.model,
+            "name": display_name(config.model, plan.source),
+            "path": str(plan.source),
+            "hub_id": hub_id_of(config.model),
+            "license": EMBEDDED_LICENSE if config.model == DEMO_SPEC else None,
+            "model_type": plan.source_config.get("model_type"),
+            "n_layers": plan.n_layers,
+        },
+        "dropped_layers": genome.dropped,
+        "kept_layers": genome.kept,
+        "dtype": plan.dtype,
+        "params_before": sizes["params_before"],
+        "params_after": sizes["params_after"],
+        "size_bytes": sizes["size_bytes"],
+        "scores": {"pruned": genome.scores, "base": base.scores},
+        "fitness": {"kind": config.fitness, "pruned": genome.fitness, "base": base.fitness},
+        "run": {
+            "id": plan.run_id,
+            "path": str(plan.run_path),
+            "rank": plan.rank,
+            "evaluated_genomes": plan.evaluated_genomes,
+            "generation": genome.generation,
+            "state": plan.run_state,
+        },
+        "config": config.to_dict(),
+        "config_toml": config.to_toml(),
+        "verification": asdict(verification) if verification else None,
+        "verified": verification.passed if verification else None,
+        "reproduce": reproduce_commands(config, plan.rank, plan.requested_dtype),
+        "mergekit": {"config": MERGEKIT_FILE, "slices": contiguous_runs(genome.kept)},
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def reproduce_commands(config: RunConfig, rank: int, dtype: str | None) -> list[str]:
+    """The ``gaprune-tui run`` flags of the config (or the shipped TOML) and the export command.
+
+    The flags that define the search are always spelled out, so the line still reproduces the run
+    if a default changes; the rest only when they differ from the default.
+    """
+    default = RunConfig()
+    always: tuple[str, ...] = ("model", "limit", "num_fewshot", "prune", "protect")
+    always += ("population", "generations", "seed", "fitness")
+    expressible = all(t.num_fewshot is None and t.limit is None for t in config.tasks)
+    if expressible:
+        tasks = ",".join(t.name + (f":{t.metric}" if t.metric else "") for t in config.tasks)
+        parts = [
+            "gaprune-tui run",
+            f"--model {shlex.quote(config.model)}",
+            f"--tasks {shlex.quote(tasks)}",
+        ]
+        for key, value in config.to_dict().items():
+            if key in ("model", "tasks", "include_path", "trust_remote_code", "prefix_cache"):
+                continue
+            if key in always or value != getattr(default, key):
+                parts.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
+        parts.extend(f"--include-path {shlex.quote(p)}" for p in config.include_path)
+        if config.trust_remote_code:
+            parts.append("--trust-remote-code")
+        if not config.prefix_cache:
+            parts.append("--no-prefix-cache")
+        run_cmd = " ".join(parts)
+    else:
+        run_cmd = f"gaprune-tui run --config {RUN_CONFIG_FILE}"
+    export_cmd = "gaprune-tui export RUN_ID" + (f" --rank {rank}" if rank != 1 else "")
+    if dtype:
+        export_cmd += f" --dtype {dtype}"
+    return [run_cmd, export_cmd]

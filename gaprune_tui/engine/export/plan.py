@@ -1,0 +1,65 @@
+"""The one object an export is built around: which genome of which run goes where, and how.
+
+``ExportPlan`` is decided before any work (the genome, the target folder checked, the source folder
+resolved, the dtype named), so every later step reads the same facts instead of passing eight
+positional parameters. Progress is one protocol, ``Progress(stage, message)``, always given the
+stage, so the CLI's JSON mode and its human mode take the same callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.store import Evaluation
+
+Progress = Callable[[str, str], None]
+"""``progress(stage, message)``: stage is select, load, base, reference, merge, verify, rescore,
+card or done; message is one line for a person."""
+
+
+def silent(stage: str, message: str) -> None:
+    """The progress callback of an export nobody watches."""
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    """The genome to export and everything fixed about the export before it starts."""
+
+    run_id: str
+    run_path: Path
+    run_state: str
+    config: RunConfig
+    rank: int
+    evaluated_genomes: int
+    genome: Evaluation
+    source: Path
+    source_config: dict[str, Any]
+    out: Path
+    dtype: str
+    requested_dtype: str | None
+    verify: bool
+    force: bool
+
+    @property
+    def kept(self) -> list[int]:
+        return self.genome.kept
+
+    @property
+    def dropped(self) -> list[int]:
+        return self.genome.dropped
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.genome.kept) + len(self.genome.dropped)
+
+
+@dataclass(frozen=True)
+class BaseScores:
+    """The unpruned model's scores and fitness, from the run's ``base_scores`` event or re-scored."""
+
+    scores: dict[str, dict[str, float]] | None = None
+    fitness: float | None = None

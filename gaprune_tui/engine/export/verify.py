@@ -1,0 +1,339 @@
+"""Verification of an export against the layer view it was made from.
+
+Three checks, all on the export loaded with plain ``AutoModelForCausalLM.from_pretrained`` (no
+gaprune code): logits on a fixed batch of prompts against the in-memory layer view of the same
+genome, a greedy ``generate`` with the KV cache, and a re-score on the run's tasks that must
+reproduce the stored fitness when the export computes in the search's dtype. ``prepare`` loads the
+base model once (scoring it too when the run has no base scores) and keeps only the reference.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.errors import ExportError
+from gaprune_tui.core.store import Evaluation
+from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
+
+if TYPE_CHECKING:  # torch and the engine's model are imported when verification runs, not before
+    import torch
+
+    from gaprune_tui.engine.model import LoadedModel
+    from gaprune_tui.engine.tasks import TaskSet
+
+# Logits of the export against the layer view of the same genome, both loaded by from_pretrained at
+# the export's dtype: the weights are bit-identical, so we expect 0 (measured: 0 in float32 and
+# bfloat16 on CPU). Half precision is allowed a margin relative to the logit scale because GPU
+# kernels may pick different reduction orders; float32 must be exact.
+LOGIT_TOLERANCE = {"float32": 0.0, "bfloat16": 2e-2, "float16": 2e-3}
+FITNESS_TOLERANCE = 1e-9
+VERIFY_PROMPTS = (
+    "The capital of France is",
+    "Question: What do plants need to grow?\nAnswer:",
+    "She opened the door, walked into the kitchen and",
+    "def fibonacci(n):",
+)
+GENERATE_TOKENS = 12
+
+
+@dataclass
+class Verification:
+    """What the verification of one export measured. ``passed`` is the verdict."""
+
+    dtype: str
+    search_dtype: str
+    prompts: int
+    logits_max_abs_diff: float
+    logits_tolerance: float
+    logits_ok: bool
+    tokenizer_ok: bool
+    generate_ok: bool
+    generate_matches_view: bool
+    generated_text: str
+    fitness_stored: float
+    fitness_export: float | None
+    fitness_required: bool
+    fitness_ok: bool | None
+    scores_stored: dict[str, dict[str, float]]
+    scores_export: dict[str, dict[str, float]] | None
+    seconds: float
+    passed: bool
+
+    def summary(self) -> str:
+        """One line for the CLI and the card."""
+        logits = (
+            "logits identical"
+            if self.logits_max_abs_diff == 0
+            else f"logits max |diff| {self.logits_max_abs_diff:.3g} (tolerance {self.logits_tolerance:.3g})"
+        )
+        if self.fitness_export is None:
+            fitness = "fitness not re-scored"
+        else:
+            same = "reproduced" if self.fitness_ok else "differs"
+            fitness = (
+                f"fitness {same}: {self.fitness_export:.6f} vs stored {self.fitness_stored:.6f}"
+            )
+            if not self.fitness_required:
+                fitness += f" (informational: searched in {self.search_dtype})"
+        gen = (
+            "generate ok" if self.generate_ok and self.generate_matches_view else "generate FAILED"
+        )
+        verdict = "verified" if self.passed else "NOT verified"
+        return f"{verdict} ({self.dtype}): {logits}; {gen}; {fitness}"
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    import torch
+
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass
+class Reference:
+    """What the in-memory layer view of the genome computed, to compare the export against."""
+
+    input_ids: list[list[int]]
+    logits: list[torch.Tensor]  # float32 CPU tensors, one per prompt
+    generated: list[int]
+    dtype: str
+    search_dtype: str
+
+
+def _generate(model: Any, tokenizer: Any, ids: list[int], device: torch.device) -> list[int]:
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    x = torch.tensor([ids], device=device)
+    with torch.no_grad():
+        out = model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=GENERATE_TOKENS,
+            min_new_tokens=GENERATE_TOKENS,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=pad,
+        )
+    return out[0, len(ids) :].tolist()
+
+
+def _reference(loaded: LoadedModel, kept: list[int], search_dtype: str) -> Reference:
+    """Logits and a greedy continuation of the layer view (``loaded`` is at the export's dtype)."""
+    import torch
+
+    tok = loaded.tokenizer
+    input_ids = [tok(p, add_special_tokens=True)["input_ids"] for p in VERIFY_PROMPTS]
+    logits = []
+    with loaded.view.view(kept), torch.no_grad():
+        for ids in input_ids:
+            x = torch.tensor([ids], device=loaded.device)
+            logits.append(loaded.model(x).logits[0].float().cpu())
+        generated = _generate(loaded.model, tok, input_ids[0], loaded.device)
+    return Reference(input_ids, logits, generated, _dtype_name(loaded.dtype), search_dtype)
+
+
+def _collect() -> None:
+    """Give memory back after dropping the last reference to a model (7B models come in pairs)."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _compare_export(
+    folder: Path, ref: Reference, device: torch.device, trust: bool
+) -> tuple[float, bool, bool, list[int], str]:
+    """Load the export with plain transformers (no gaprune code) and compare with the view."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(
+        folder, dtype=_torch_dtype(ref.dtype), trust_remote_code=trust
+    )
+    model.to(device)  # type: ignore[arg-type]  # transformers' stub types .to() too narrowly
+    model.eval()
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
+    tokenizer_ok = [
+        tok(p, add_special_tokens=True)["input_ids"] for p in VERIFY_PROMPTS
+    ] == ref.input_ids
+    diff = 0.0
+    with torch.no_grad():
+        for ids, expected in zip(ref.input_ids, ref.logits, strict=True):
+            x = torch.tensor([ids], device=device)
+            got = model(x).logits[0].float().cpu()
+            diff = max(diff, float((got - expected).abs().max()))
+    generated = _generate(model, tok, ref.input_ids[0], device)
+    text = str(tok.decode(generated, skip_special_tokens=True))
+    del model
+    _collect()
+    return diff, tokenizer_ok, len(generated) == GENERATE_TOKENS, generated, text
+
+
+def _scores_equal(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> bool:
+    if set(a) != set(b):
+        return False
+    for task, metrics in a.items():
+        for metric, value in metrics.items():
+            other = b[task].get(metric)
+            if other is None or abs(float(other) - float(value)) > FITNESS_TOLERANCE:
+                return False
+    return True
+
+
+def _score(loaded: LoadedModel, taskset: TaskSet, config: RunConfig) -> dict[str, dict[str, float]]:
+    """Score a loaded model on the run's tasks with the run's scorer, leaving global RNG alone."""
+    import torch
+
+    from gaprune_tui.engine.scoring import make_lm
+
+    lm = make_lm(
+        loaded,
+        config.scorer,
+        prefix_cache=config.prefix_cache,
+        prefix_cache_mb=config.prefix_cache_mb,
+    )
+    state = random.getstate()
+    try:
+        with torch.no_grad():
+            return taskset.evaluate(lm)
+    finally:
+        random.setstate(state)
+
+
+def fitness_of(scores: dict[str, dict[str, float]], kind: str) -> float:
+    from gaprune_tui.engine.search import fitness_of as search_fitness
+
+    return search_fitness(scores, kind)
+
+
+@dataclass
+class Prepared:
+    """What verification needs once the base model is gone: the reference and the tasks."""
+
+    ref: Reference
+    device: torch.device
+    taskset: TaskSet
+    base: BaseScores
+    params_before: int | None
+
+
+def _load_base(
+    plan: ExportPlan, dtype_name: str, device: torch.device, progress: Progress
+) -> LoadedModel:
+    """The run's base model at ``dtype_name``; an ``ExportError`` if its layer count changed."""
+    from gaprune_tui.engine.model import load_model
+
+    config = plan.config
+    progress("load", f"loading the base model {config.model} ({dtype_name})")
+    loaded = load_model(
+        config.model, dtype=dtype_name, device=device, trust_remote_code=config.trust_remote_code
+    )
+    if loaded.n_layers != plan.n_layers:
+        raise ExportError(
+            f"the run's genome covers {plan.n_layers} layers but "
+            f"{config.model} now has {loaded.n_layers}: the base model changed since the run"
+        )
+    return loaded
+
+
+def prepare(
+    plan: ExportPlan, base: BaseScores, params_before: int | None, progress: Progress
+) -> Prepared:
+    """Compute the layer view's reference (and the base scores if the run lacks them)."""
+    from gaprune_tui.engine.model import resolve_device, resolve_dtype
+    from gaprune_tui.engine.tasks import build_tasks
+
+    config = plan.config
+    device = resolve_device(config.device)
+    search_dtype = _dtype_name(resolve_dtype(config.dtype, device, plan.source_config))
+    taskset = build_tasks(config)
+    loaded = None
+    if base.scores is None:
+        # Base scores belong to the search's dtype, whatever the export's.
+        loaded = _load_base(plan, search_dtype, device, progress)
+        progress("base", "scoring the base model (no base_scores in the run)")
+        scores = _score(loaded, taskset, config)
+        base = BaseScores(scores, fitness_of(scores, config.fitness))
+    if loaded is None or search_dtype != plan.dtype:
+        # Loaded at the export's dtype rather than cast with .to(): from_pretrained keeps some
+        # buffers (rotary inv_freq) in float32 that .to() would round, and the export itself is
+        # loaded the from_pretrained way.
+        del loaded
+        _collect()
+        loaded = _load_base(plan, plan.dtype, device, progress)
+    if params_before is None:
+        params_before = sum(p.numel() for p in loaded.model.parameters())
+    progress("reference", f"layer view of the genome on the base model ({plan.dtype})")
+    ref = _reference(loaded, plan.kept, search_dtype)
+    device = loaded.device
+    del loaded
+    _collect()
+    return Prepared(ref, device, taskset, base, params_before)
+
+
+def verify(
+    folder: Path, prepared: Prepared, config: RunConfig, best: Evaluation, progress: Progress
+) -> Verification:
+    """Compare the export in ``folder`` with the layer view and re-score it."""
+    from gaprune_tui.engine.model import load_model
+
+    ref, device, taskset = prepared.ref, prepared.device, prepared.taskset
+
+    started = time.perf_counter()
+    progress("verify", "comparing logits and generate with the layer view")
+    diff, tokenizer_ok, generate_ok, generated, text = _compare_export(
+        folder, ref, device, config.trust_remote_code
+    )
+    scale = max(1.0, max(float(t.abs().max()) for t in ref.logits))
+    tolerance = LOGIT_TOLERANCE[ref.dtype] * scale
+    progress("rescore", "re-scoring the export on the run's tasks")
+    exported = load_model(
+        str(folder), dtype=ref.dtype, device=device, trust_remote_code=config.trust_remote_code
+    )
+    scores = _score(exported, taskset, config)
+    del exported
+    _collect()
+    fitness = fitness_of(scores, config.fitness)
+    # Scores only have to reproduce when the export computes in the dtype the search used.
+    required = ref.dtype == ref.search_dtype
+    fitness_ok = abs(fitness - best.fitness) <= FITNESS_TOLERANCE and _scores_equal(
+        best.scores, scores
+    )
+    matches_view = generated == ref.generated
+    verification = Verification(
+        dtype=ref.dtype,
+        search_dtype=ref.search_dtype,
+        prompts=len(VERIFY_PROMPTS),
+        logits_max_abs_diff=diff,
+        logits_tolerance=tolerance,
+        logits_ok=diff <= tolerance,
+        tokenizer_ok=tokenizer_ok,
+        generate_ok=generate_ok,
+        generate_matches_view=matches_view,
+        generated_text=text,
+        fitness_stored=best.fitness,
+        fitness_export=fitness,
+        fitness_required=required,
+        fitness_ok=fitness_ok,
+        scores_stored=best.scores,
+        scores_export=scores,
+        seconds=time.perf_counter() - started,
+        passed=diff <= tolerance
+        and tokenizer_ok
+        and generate_ok
+        and matches_view
+        and (fitness_ok or not required),
+    )
+    progress("verify", verification.summary())
+    return verification
