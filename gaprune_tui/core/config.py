@@ -16,11 +16,16 @@ from typing import Any
 
 import tomli_w
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.core.modelspec import DTYPE_CHOICES, canonical_dtype
 
 DEFAULT_TASKS = ("hellaswag_offline", "openbookqa_offline")
-FITNESS_CHOICES = ("squared_mean", "mean")
+# Held-out tasks confirm finalists on data the fitness never saw (those in the fitness are left out).
+DEFAULT_HOLDOUT = ("arc_easy_offline", "piqa_offline", "winogrande_offline")
+FITNESS_CHOICES = fitness_kinds.FITNESS_KINDS
+INIT_CHOICES = ("random", "heuristics")
+MUTATION_CHOICES = ("uniform", "swap")
 INVALID_CHOICES = ("repair", "zero")
 SCORER_CHOICES = ("fast", "hflm")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -63,6 +68,13 @@ class RunConfig:
     tournament: int = 5
     seed: int = 0
     fitness: str = "squared_mean"
+    calibration: str = "offline"
+    calibration_tokens: int = 2048
+    finalists: int = 5
+    confirm_limit: int | None = 100
+    holdout_tasks: list[str] | None = None
+    init: str = "random"
+    mutation: str = "uniform"
     invalid: str = "repair"
     device: str = "auto"
     dtype: str = "auto"
@@ -86,6 +98,18 @@ class RunConfig:
     def max_evaluations(self) -> int:
         """Upper bound on distinct genomes evaluated: the initial population plus all offspring."""
         return self.population * (1 + self.generations)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return fitness_kinds.higher_is_better(self.fitness)
+
+    @property
+    def holdout(self) -> list[str]:
+        """The held-out tasks: as given, or the defaults minus any the fitness already uses."""
+        if self.holdout_tasks is not None:
+            return list(self.holdout_tasks)
+        used = {t.name for t in self.tasks}
+        return [name for name in DEFAULT_HOLDOUT if name not in used]
 
     # ---- validation ------------------------------------------------------------------------
     def validate(self) -> RunConfig:
@@ -122,6 +146,7 @@ class RunConfig:
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise ConfigError(f"{name} must be a probability in [0, 1], got {value!r}")
             setattr(self, name, float(value))
+        self._validate_trust()
         _choice("fitness", self.fitness, FITNESS_CHOICES)
         _choice("invalid", self.invalid, INVALID_CHOICES)
         _choice("dtype", self.dtype, DTYPE_CHOICES)
@@ -132,6 +157,33 @@ class RunConfig:
             if not Path(path).expanduser().is_dir():
                 raise ConfigError(f"include path {path!r} is not a folder: give a folder of YAMLs")
         return self
+
+    def _validate_trust(self) -> None:
+        """The fields of a trustworthy pick: calibration, finalists, held-out tasks, operators."""
+        if not isinstance(self.calibration, str) or not self.calibration.strip():
+            raise ConfigError("calibration is empty: use offline, a .txt/.jsonl file or hf:NAME")
+        _int_at_least("calibration_tokens", self.calibration_tokens, 2, "calibration tokens")
+        _int_at_least("finalists", self.finalists, 0, "genomes confirmed at the end, 0 for none")
+        if self.confirm_limit is not None:
+            _int_at_least("confirm_limit", self.confirm_limit, 1, "items per task to confirm")
+        if self.holdout_tasks is not None:
+            if isinstance(self.holdout_tasks, str):
+                self.holdout_tasks = [t.strip() for t in self.holdout_tasks.split(",") if t.strip()]
+            if not all(isinstance(t, str) and t for t in self.holdout_tasks):
+                raise ConfigError("holdout_tasks must be task names: use --holdout-tasks a,b,c")
+            clash = sorted({t.name for t in self.tasks} & set(self.holdout_tasks))
+            if clash:
+                raise ConfigError(
+                    f"task {clash[0]!r} is both a fitness task and held out: a held-out task "
+                    "must be one the search never saw"
+                )
+        _choice("init", self.init, INIT_CHOICES)
+        _choice("mutation", self.mutation, MUTATION_CHOICES)
+        if self.screen is not None and self.fitness not in fitness_kinds.TASK_KINDS:
+            raise ConfigError(
+                f"--screen applies to task fitness, not {self.fitness}: drop --screen "
+                "(KL and perplexity are already cheap)"
+            )
 
     def check_layers(self, n_layers: int) -> None:
         """Checks that need the model's layer count."""
@@ -151,10 +203,10 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["tasks"] = [{k: v for k, v in t.items() if v is not None} for t in data["tasks"]]
-        if self.limit is None:
-            data["limit"] = (
-                "all"  # TOML has no null; "all" keeps a blank limit through a round trip
-            )
+        # TOML has no null; "all" keeps a blank limit through a round trip
+        for name in ("limit", "confirm_limit"):
+            if getattr(self, name) is None:
+                data[name] = "all"
         return {k: v for k, v in data.items() if v is not None}
 
     @classmethod
@@ -166,8 +218,9 @@ class RunConfig:
                 f"unknown key {unknown[0]!r} in {source}: valid keys are {', '.join(sorted(known))}"
             )
         values = dict(data)
-        if values.get("limit") == "all":
-            values["limit"] = None
+        for name in ("limit", "confirm_limit"):
+            if values.get(name) == "all":
+                values[name] = None
         if "tasks" in values:
             values["tasks"] = _parse_tasks(values["tasks"], source)
         if "include_path" in values and isinstance(values["include_path"], str):

@@ -80,6 +80,7 @@ class RunStarted(RunEvent):
     tasks: list[str] = field(default_factory=list)
     max_evaluations: int = 0
     resumed: bool = False
+    fitness: str = "squared_mean"
 
 
 @dataclass
@@ -216,6 +217,51 @@ class ExportFinished(RunEvent):
 
 
 @dataclass
+class ReferenceScored(RunEvent):
+    """A one-shot baseline (ShortGPT, angular distance, last k) scored like any genome: the
+    reference rows a search must beat in plain sight."""
+
+    kind: ClassVar[str] = "reference_scored"
+    name: str = ""
+    dropped: list[int] = field(default_factory=list)
+    fitness: float = 0.0
+    scores: Scores = field(default_factory=dict)
+    signal: float | None = None
+
+
+@dataclass
+class ConfirmationStarted(RunEvent):
+    """The search ended; its finalists, the baselines and the base model are re-scored on more
+    items (``confirm_limit`` per task) and on held-out tasks."""
+
+    kind: ClassVar[str] = "confirmation_started"
+    genomes: int = 0
+    confirm_limit: int | None = None
+    tasks: list[str] = field(default_factory=list)
+    holdout_tasks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GenomeConfirmed(RunEvent):
+    """One genome's confirmation. ``role`` is "finalist", "baseline" or "base"; ``label`` names
+    it ("finalist 2", "shortgpt", "base model"). Scores carry their standard errors."""
+
+    kind: ClassVar[str] = "genome_confirmed"
+    label: str = ""
+    role: str = "finalist"
+    dropped: list[int] = field(default_factory=list)
+    fitness: float | None = None
+    fitness_stderr: float | None = None
+    confirmed: float | None = None
+    confirmed_stderr: float | None = None
+    confirmed_scores: Scores = field(default_factory=dict)
+    holdout: float | None = None
+    holdout_stderr: float | None = None
+    holdout_scores: Scores = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
 class ExportFailed(RunEvent):
     kind: ClassVar[str] = "export_failed"
     rank: int = 1
@@ -238,6 +284,9 @@ EVENT_TYPES: dict[str, type[RunEvent]] = {
         RunFailed,
         RunFinished,
         LogMessage,
+        ReferenceScored,
+        ConfirmationStarted,
+        GenomeConfirmed,
         ExportFinished,
         ExportFailed,
     )

@@ -17,14 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.events import (
     BaseScores,
+    ConfirmationStarted,
     EvaluationFinished,
     EvaluationStarted,
     EvaluationTask,
     ExportFinished,
     GenerationFinished,
+    GenomeConfirmed,
     LogMessage,
+    ReferenceScored,
     RunEvent,
     RunFailed,
     RunFinished,
@@ -95,6 +99,14 @@ class RunView:
     # Set when the run ended while we watched (not when we opened an already finished run).
     finished_live: bool = False
     exports: list[ExportFinished] = field(default_factory=list)
+    fitness_kind: str = "squared_mean"
+    references: dict[str, ReferenceScored] = field(default_factory=dict)
+    confirming: ConfirmationStarted | None = None
+    confirmations: list[GenomeConfirmed] = field(default_factory=list)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return fitness_kinds.higher_is_better(self.fitness_kind)
 
     @property
     def best_history(self) -> list[float]:
@@ -148,6 +160,9 @@ class Follower:
             RunFailed: self._on_run_failed,
             LogMessage: self._on_log,
             ExportFinished: self._on_export_finished,
+            ReferenceScored: self._on_reference_scored,
+            ConfirmationStarted: self._on_confirmation_started,
+            GenomeConfirmed: self._on_genome_confirmed,
         }
 
     def poll(self) -> bool:
@@ -205,6 +220,7 @@ class Follower:
         view.generations = e.generations
         view.tasks = list(e.tasks)
         view.max_evaluations = e.max_evaluations
+        view.fitness_kind = e.fitness
         view.state = RunState.RUNNING
         view.error = None
 
@@ -254,11 +270,26 @@ class Follower:
         if gen == 0 and not any(r.gen == 0 for r in view.rows) and dropped not in view.population:
             # Before the first generation closes, the population is what has been scored so far.
             view.population.append(dropped)
-        if e.fidelity == "full" and (view.best_fitness is None or e.fitness > view.best_fitness):
+        if e.fidelity == "full" and (
+            view.best_fitness is None
+            or fitness_kinds.better(e.fitness, view.best_fitness, view.fitness_kind)
+        ):
             view.best_fitness = e.fitness
             view.best_dropped = dropped
         if view.evaluating is not None and view.evaluating.dropped == dropped:
             view.evaluating = None
+
+    def _on_reference_scored(self, e: ReferenceScored, live: bool) -> None:
+        self.view.references[e.name] = e
+
+    def _on_confirmation_started(self, e: ConfirmationStarted, live: bool) -> None:
+        self.view.confirming = e
+        self.view.confirmations = []
+        self.view.evaluating = None
+
+    def _on_genome_confirmed(self, e: GenomeConfirmed, live: bool) -> None:
+        view = self.view
+        view.confirmations = [c for c in view.confirmations if c.label != e.label] + [e]
 
     def _on_generation_finished(self, e: GenerationFinished, live: bool) -> None:
         view = self.view

@@ -28,6 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import paths
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import StoreError
@@ -430,16 +431,22 @@ class RunStore:
             for row in rows
         ]
 
-    def best_evaluations(self, n: int | None = None, fidelity: str = "full") -> list[Evaluation]:
-        """Distinct genomes, best first (ties broken by fewer... then lexicographic dropped)."""
+    def best_evaluations(
+        self, n: int | None = None, fidelity: str = "full", kind: str | None = None
+    ) -> list[Evaluation]:
+        """Distinct genomes, best first for the fitness ``kind`` (the run's own by default: higher
+        task fitness, lower KL or perplexity); ties go to the lexicographically smaller genome."""
+        kind = kind or self.config().fitness
         best: dict[str, Evaluation] = {}
         for ev in self.evaluations():
             if ev.fidelity != fidelity:
                 continue
             key = json.dumps(ev.dropped)
-            if key not in best or ev.fitness > best[key].fitness:
+            if key not in best or fitness_kinds.better(ev.fitness, best[key].fitness, kind):
                 best[key] = ev
-        ranked = sorted(best.values(), key=lambda e: (-e.fitness, e.dropped))
+        ranked = sorted(
+            best.values(), key=lambda e: (fitness_kinds.rank_key(e.fitness, kind), e.dropped)
+        )
         return ranked if n is None else ranked[:n]
 
     def add_generation(self, gen: Generation) -> None:

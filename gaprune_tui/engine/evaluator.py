@@ -1,4 +1,14 @@
-"""Fitness of one genome: memo first, else a layer view of the one base model scored by lm-eval."""
+"""Fitness of one genome: memo first, else a layer view of the one base model, scored.
+
+Two sources of a score, one interface (``(dropped, limit) -> Outcome`` for ``Search``):
+
+* task fitness: lm-eval tasks (``TaskSet``) through the scorer (``FastLM`` or ``HFLM``);
+* calibration fitness (KL, perplexity): ``KLScorer`` on calibration text, reusing the same
+  ``FastLM`` and its prefix cache.
+
+Several evaluators can share one ``FastLM`` (``lm=``): the search's, and the confirmation's on
+more items and on held-out tasks, so the base model's cached layer states serve them all.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +16,30 @@ import json
 import random
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.fitness import CALIBRATION, fitness_of
 from gaprune_tui.core.store import Memo
 from gaprune_tui.engine.model import LoadedModel
 from gaprune_tui.engine.scoring import SCORER_VERSION, make_lm
-from gaprune_tui.engine.search import Outcome, fitness_of
+from gaprune_tui.engine.search import Outcome
 from gaprune_tui.engine.tasks import TaskSet
+
+if TYPE_CHECKING:
+    from gaprune_tui.engine.kl import KLScorer
+
+Scores = dict[str, dict[str, Any]]
 
 
 class Evaluator:
-    """Callable ``(dropped, limit) -> Outcome`` for ``Search``; counts its own work."""
+    """Callable ``(dropped, limit) -> Outcome`` for ``Search``; counts its own work.
+
+    ``kind`` is the fitness computed from the scores (the run's own by default); ``kl`` makes this
+    a calibration evaluator (KL and perplexity) instead of a task one.
+    """
 
     def __init__(
         self,
@@ -28,35 +49,48 @@ class Evaluator:
         memo: Memo,
         *,
         should_stop: Callable[[], bool] | None = None,
+        lm: Any = None,
+        kl: KLScorer | None = None,
+        kind: str | None = None,
     ) -> None:
         self.loaded = loaded
         self.taskset = taskset
         self.config = config
         self.memo = memo
-        self.lm = make_lm(
+        self.kind = kind or config.fitness
+        self.kl = kl
+        self.lm = lm if lm is not None else self.make_lm(loaded, config, should_stop)
+        self.eval_seconds = 0.0
+        self.evaluations = 0
+        self.cache_hits = 0
+
+    @staticmethod
+    def make_lm(loaded: LoadedModel, config: RunConfig, should_stop: Any = None) -> Any:
+        """The run's task scorer, to share between evaluators (``lm=``)."""
+        return make_lm(
             loaded,
             config.scorer,
             prefix_cache=config.prefix_cache,
             prefix_cache_mb=config.prefix_cache_mb,
             should_stop=should_stop,
         )
-        self.eval_seconds = 0.0
-        self.evaluations = 0
-        self.cache_hits = 0
 
     def context(self, limit: int | None = None) -> str:
         """Everything besides the kept layers that decides a score: the memo key's context."""
-        return json.dumps(
-            {
-                "model": self.loaded.fingerprint,
-                # CPU and GPU kernels round differently: scores from one are not the other's.
-                "device": self.loaded.device.type,
-                "tasks": self.taskset.context(),
-                "scorer": f"{self.config.scorer}:{SCORER_VERSION}",
-                "screen": limit,
-            },
-            sort_keys=True,
-        )
+        key: dict[str, Any] = {
+            "model": self.loaded.fingerprint,
+            # CPU and GPU kernels round differently: scores from one are not the other's.
+            "device": self.loaded.device.type,
+        }
+        if self.kl is not None:
+            key["calibration"] = self.kl.context()
+        else:
+            key.update(
+                tasks=self.taskset.context(),
+                scorer=f"{self.config.scorer}:{SCORER_VERSION}",
+                screen=limit,
+            )
+        return json.dumps(key, sort_keys=True)
 
     def kept_of(self, dropped: list[int]) -> list[int]:
         drop = set(dropped)
@@ -65,7 +99,8 @@ class Evaluator:
     def plan(self, dropped_lists: list[list[int]]) -> None:
         """The genomes about to be evaluated (a generation, in order): lets the scorer evaluate
         them as a tree of layer paths, sharing the layers they agree on."""
-        plan = getattr(self.lm, "plan", None)
+        target = self.kl if self.kl is not None else self.lm
+        plan = getattr(target, "plan", None)
         if plan is not None:
             plan([self.kept_of(d) for d in dropped_lists])
 
@@ -77,23 +112,28 @@ class Evaluator:
         if hit is not None:
             scores, seconds = hit
             self.cache_hits += 1
-            return Outcome(scores, fitness_of(scores, self.config.fitness), seconds, True, fidelity)
+            return Outcome(scores, fitness_of(scores, self.kind), seconds, True, fidelity)
         scores, seconds = self.score(kept, limit)
         self.memo.put(context, kept, scores, seconds)
         self.evaluations += 1
-        return Outcome(scores, fitness_of(scores, self.config.fitness), seconds, False, fidelity)
+        return Outcome(scores, fitness_of(scores, self.kind), seconds, False, fidelity)
 
-    def score(self, kept: list[int], limit: int | None = None) -> tuple[dict, float]:
+    def score(self, kept: list[int], limit: int | None = None) -> tuple[Scores, float]:
         """Score a kept-layer set now, bypassing the memo. The global RNG is left untouched, so
         whether a genome came from the memo cannot change anything downstream."""
         rng_state = random.getstate()
         start = time.perf_counter()
-        self.loaded.view.apply(kept)
         try:
-            with torch.no_grad():
-                scores = self.taskset.evaluate(self.lm, limit=limit)
+            if self.kl is not None:
+                scores: Scores = {CALIBRATION: dict(self.kl.score(kept))}
+            else:
+                self.loaded.view.apply(kept)
+                try:
+                    with torch.no_grad():
+                        scores = self.taskset.evaluate(self.lm, limit=limit)
+                finally:
+                    self.loaded.view.restore()
         finally:
-            self.loaded.view.restore()
             random.setstate(rng_state)
         seconds = time.perf_counter() - start
         self.eval_seconds += seconds

@@ -5,7 +5,12 @@ drop, drawn from ``[protect, n_layers)``; ``cxOnePoint``; ``mutUniformInt(low=0,
 indpb=1/k)``; ``selTournament``; ``eaSimple``-style generations (``varAnd`` with cxpb/mutpb); a
 HallOfFame. Variation can produce invalid genomes (a repeated index, or a protected layer put back
 by the mutation, which draws from ``[0, n)``). By default they are repaired deterministically; with
-``invalid="zero"`` they score 0 as in the original.
+``invalid="zero"`` they score 0 as in the original. ``mutation="swap"`` uses EvoPress's
+count-preserving swap mutation instead (``engine/operators.py``), and ``seeds`` (the one-shot
+baselines with ``--init heuristics``) start the initial population.
+
+The fitness kind decides the direction: task fitness is maximised, KL and perplexity are minimised
+(DEAP fitness weights, see ``individual_class``).
 
 The generator yields the events of ``core/events.py``; the worker writes them to the run store and honours
 pause/stop between them. Everything random comes from one ``random.Random`` owned by the search,
@@ -21,12 +26,13 @@ import pickle
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from deap import algorithms, base, creator, tools
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.events import (
     EvaluationFinished,
@@ -35,33 +41,36 @@ from gaprune_tui.core.events import (
     RunEvent,
     SearchFinished,
 )
+from gaprune_tui.core.fitness import fitness_of
+from gaprune_tui.engine.operators import mut_swap
 
+# DEAP compares fitnesses through their weights: +1 maximises task fitness, -1 minimises KL and
+# perplexity, so selection, the HallOfFame and "best" follow the fitness kind with no sign tricks.
 if not hasattr(creator, "GapruneFitness"):
     creator.create("GapruneFitness", base.Fitness, weights=(1.0,))
 if not hasattr(creator, "GapruneIndividual"):
     creator.create("GapruneIndividual", list, fitness=creator.GapruneFitness)
+if not hasattr(creator, "GapruneFitnessMin"):
+    creator.create("GapruneFitnessMin", base.Fitness, weights=(-1.0,))
+if not hasattr(creator, "GapruneIndividualMin"):
+    creator.create("GapruneIndividualMin", list, fitness=creator.GapruneFitnessMin)
 
 Individual = creator.GapruneIndividual
+IndividualMin = creator.GapruneIndividualMin
 CHECKPOINT_VERSION = 1
+__all__ = ["Outcome", "Search", "SearchState", "fitness_of", "is_valid", "repair"]
 
 
-def fitness_of(scores: dict[str, dict[str, float]], kind: str) -> float:
-    """Mean over tasks of the task score squared (the method's default), or the plain mean."""
-    values = [next(iter(metrics.values())) for metrics in scores.values()]
-    if not values:
-        return 0.0
-    if kind == "squared_mean":
-        return sum(v * v for v in values) / len(values)
-    if kind == "mean":
-        return sum(values) / len(values)
-    raise ValueError(f"unknown fitness {kind!r}")
+def individual_class(kind: str) -> type:
+    """The DEAP individual type whose fitness weight matches the kind's direction."""
+    return Individual if fitness_kinds.higher_is_better(kind) else IndividualMin
 
 
 @dataclass
 class Outcome:
     """What evaluating one genome produced."""
 
-    scores: dict[str, dict[str, float]]
+    scores: dict[str, dict[str, Any]]
     fitness: float
     seconds: float
     from_memo: bool
@@ -133,8 +142,12 @@ class Search:
         evaluate: EvaluateFn,
         *,
         state: SearchState | None = None,
+        seeds: Sequence[Sequence[int]] = (),
     ) -> None:
+        """``seeds`` are genomes put in the initial population before the random ones (the
+        one-shot baselines with ``--init heuristics``)."""
         config.check_layers(n_layers)
+        self.individual = individual_class(config.fitness)
         self.config = config
         self.n_layers = n_layers
         self.k = config.prune
@@ -147,6 +160,7 @@ class Search:
         self._gen_counts = [0, 0]
         # (fitness, fidelity) of the population that produced the offspring being evaluated.
         self.state_population: list[tuple[float, str]] = []
+        self.seeds = [sorted(s) for s in seeds]
         self.hof = tools.HallOfFame(max(10, min(50, config.population)))
 
     # ---- DEAP toolbox ---------------------------------------------------------------------------
@@ -155,13 +169,35 @@ class Search:
         tb = base.Toolbox()
         tb.register(
             "individual",
-            lambda: Individual(sorted(random.sample(range(cfg.protect, n), self.k))),
+            lambda: self.individual(sorted(random.sample(range(cfg.protect, n), self.k))),
         )
         tb.register("population", tools.initRepeat, list, tb.individual)
         tb.register("mate", tools.cxOnePoint)
-        tb.register("mutate", tools.mutUniformInt, low=0, up=n - 1, indpb=1.0 / self.k)
+        if cfg.mutation == "swap":
+            tb.register("mutate", self._mutate_swap)
+        else:
+            tb.register("mutate", tools.mutUniformInt, low=0, up=n - 1, indpb=1.0 / self.k)
         tb.register("select", tools.selTournament, tournsize=cfg.tournament)
         return tb
+
+    def _mutate_swap(self, ind: list[int]) -> tuple[list[int]]:
+        """EvoPress's count-preserving mutation, in place as DEAP expects; runs inside
+        ``_own_random``, so the global ``random`` is the search's own stream."""
+        genome, protect = list(ind), self.config.protect
+        if not is_valid(genome, self.n_layers, protect, self.k):  # crossover made a repeat
+            genome = repair(genome, self.n_layers, protect, random)
+        ind[:] = mut_swap(genome, self.n_layers, protect, random)  # type: ignore[arg-type]
+        return (ind,)
+
+    def _initial_population(self) -> list[Any]:
+        """The seeds that are valid and distinct, then random genomes up to the population size."""
+        cfg = self.config
+        seeded: list[Any] = []
+        for genome in self.seeds:
+            valid = is_valid(genome, self.n_layers, cfg.protect, self.k)
+            if valid and genome not in seeded and len(seeded) < cfg.population:
+                seeded.append(self.individual(genome))
+        return seeded + self.toolbox.population(n=cfg.population - len(seeded))
 
     @contextlib.contextmanager
     def _own_random(self) -> Iterator[None]:
@@ -184,10 +220,13 @@ class Search:
         dropped = sorted(ind)
         kept = [i for i in range(self.n_layers) if i not in set(dropped)]
         if self.config.invalid == "zero" and len(set(ind)) != len(ind):
+            # The original scores an invalid genome 0: the worst task fitness. For KL and
+            # perplexity (lower is better) the worst is +inf.
+            worst = 0.0 if self.config.higher_is_better else float("inf")
             outcome = Outcome(
-                scores={}, fitness=0.0, seconds=0.0, from_memo=False, fidelity="invalid"
+                scores={}, fitness=worst, seconds=0.0, from_memo=False, fidelity="invalid"
             )
-            ind.fitness.values = (0.0,)
+            ind.fitness.values = (worst,)
             ind.fidelity = outcome.fidelity  # type: ignore[attr-defined]
             yield self._finished(gen, dropped, kept, outcome)
             return
@@ -238,9 +277,11 @@ class Search:
 
     def _screened(self, todo: list[Any], gen: int, items: int) -> Iterator[RunEvent]:
         """Multi-fidelity: score offspring on ``items`` per task first; only those at or above the
-        median full-fidelity fitness of the current population get the full evaluation."""
+        median full-fidelity fitness of the current population (or better) get the full evaluation."""
         parents = [f for f, fid in self.state_population if fid == "full"]
-        threshold = statistics.median(parents) if parents else float("-inf")
+        higher = self.config.higher_is_better
+        worst = float("-inf") if higher else float("inf")
+        threshold = statistics.median(parents) if parents else worst
         for index, ind in enumerate(todo):
             dropped = sorted(ind)
             kept = [i for i in range(self.n_layers) if i not in set(dropped)]
@@ -252,7 +293,8 @@ class Search:
             )
             quick = self._call(dropped, items)
             yield self._finished(gen, dropped, kept, quick)
-            if quick.fitness >= threshold:
+            promising = quick.fitness >= threshold if higher else quick.fitness <= threshold
+            if promising:
                 yield from self._assess(ind, gen, index)
             else:
                 ind.fitness.values = (quick.fitness,)
@@ -266,7 +308,7 @@ class Search:
             start = time.monotonic()
             self._gen_counts = [0, 0]
             with self._own_random():
-                population = self.toolbox.population(n=cfg.population)
+                population = self._initial_population()
             yield from self._evaluate_all(population, 0)
             self.hof.update(population)
             yield self._generation_event(0, population, time.monotonic() - start)
@@ -288,7 +330,7 @@ class Search:
                         if is_valid(list(ind), self.n_layers, cfg.protect, self.k):
                             ind[:] = sorted(ind)
                         else:
-                            offspring[i] = Individual(
+                            offspring[i] = self.individual(
                                 repair(list(ind), self.n_layers, cfg.protect, random)
                             )
             yield from self._evaluate_all(offspring, gen)
@@ -339,13 +381,13 @@ class Search:
         for genome, fit, fid in zip(
             state.population, state.fitnesses, state.fidelities, strict=True
         ):
-            ind = Individual(genome)
+            ind = self.individual(genome)
             ind.fitness.values = (fit,)
             ind.fidelity = fid  # type: ignore[attr-defined]
             population.append(ind)
         hof_inds = []
         for genome, fit in state.hof:
-            ind = Individual(genome)
+            ind = self.individual(genome)
             ind.fitness.values = (fit,)
             hof_inds.append(ind)
         self.hof.update(hof_inds)

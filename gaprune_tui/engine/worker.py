@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gaprune_tui.core import events
+from gaprune_tui.core import events, format
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.store import (
     ControlAction,
@@ -34,6 +34,7 @@ from gaprune_tui.engine.control import StopRequested
 
 if TYPE_CHECKING:
     from gaprune_tui.core.config import RunConfig
+    from gaprune_tui.engine.calibration import Calibration
     from gaprune_tui.engine.evaluator import Evaluator
     from gaprune_tui.engine.model import LoadedModel
     from gaprune_tui.engine.search import SearchState
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # The config values a run_started event repeats for the screens.
-_SEARCH_SHAPE = ("protect", "prune", "population", "generations", "max_evaluations")
+_SEARCH_SHAPE = ("protect", "prune", "population", "generations", "max_evaluations", "fitness")
 
 
 def set_threads() -> int:
@@ -63,6 +64,10 @@ class Setup:
     taskset: TaskSet
     evaluator: Evaluator
     state: SearchState | None
+    memo: Memo
+    calibration: Calibration
+    # The task scorer (FastLM or HFLM) shared by the search's and the confirmation's evaluators.
+    lm: Any = None
 
 
 @dataclass
@@ -142,6 +147,7 @@ class Worker:
         return 1
 
     def setup(self) -> Setup:
+        from gaprune_tui.engine.calibration import load_calibration
         from gaprune_tui.engine.evaluator import Evaluator
         from gaprune_tui.engine.model import load_model
         from gaprune_tui.engine.search import SearchState
@@ -169,25 +175,124 @@ class Worker:
         log.info("building tasks %s", ", ".join(t.name for t in config.tasks))
         taskset = build_tasks(config)
         memo = Memo()
-        evaluator = Evaluator(loaded, taskset, config, memo, should_stop=self.stop_requested)
-        return Setup(config, loaded, taskset, evaluator, state)
+        calibration = load_calibration(
+            config.calibration, loaded.tokenizer, config.calibration_tokens
+        )
+        lm = Evaluator.make_lm(loaded, config, self.stop_requested)
+        kl = self.kl_scorer(config, loaded, calibration, lm)
+        evaluator = Evaluator(loaded, taskset, config, memo, lm=lm, kl=kl)
+        return Setup(config, loaded, taskset, evaluator, state, memo, calibration, lm)
+
+    def kl_scorer(
+        self, config: RunConfig, loaded: LoadedModel, calibration: Calibration, lm: Any
+    ) -> Any:
+        """The KL/perplexity scorer of a calibration-fitness run (None for task fitness): the
+        base model's distributions are computed once here, sharing the task scorer's prefix
+        cache when it is the fast scorer."""
+        from gaprune_tui.core.fitness import is_calibration
+
+        if not is_calibration(config.fitness):
+            return None
+        from gaprune_tui.engine.kl import BaseDistributions, KLScorer
+        from gaprune_tui.engine.scoring import FastLM
+
+        fast = lm if isinstance(lm, FastLM) else None
+        base = BaseDistributions.compute(loaded, calibration, lm=fast)
+        return KLScorer(loaded, calibration, base, lm=fast, should_stop=self.stop_requested)
 
     # ---- the search, step by step ---------------------------------------------------------------
     def search(self, setup: Setup) -> None:
+        from gaprune_tui.engine.result import build_result
         from gaprune_tui.engine.search import Search
 
         size = self.record_model(setup)
         self.handle_control()
         base = self.score_base(setup)
-        search = Search(setup.config, setup.loaded.n_layers, setup.evaluator, state=setup.state)
+        references = self.score_references(setup)
+        seeds = [r.dropped for r in references] if setup.config.init == "heuristics" else []
+        search = Search(
+            setup.config, setup.loaded.n_layers, setup.evaluator, state=setup.state, seeds=seeds
+        )
         for event in search.run():
             self.handle_control()
             self.record(event)
-        result = self.build_result(setup, base, size)
+        confirmations = self.confirm(setup, base, references)
+        result = build_result(
+            self.store, setup, base, references, confirmations, size.per_layer, self.started
+        )
         self.store.write_result(result)
         self.store.set_state(RunState.FINISHED)
         self.store.add_event(events.RunFinished(result=result))
         log.info("finished: drop %s fitness %.4f", result["dropped_layers"], result["fitness"])
+
+    def score_references(self, setup: Setup) -> list[events.ReferenceScored]:
+        """The one-shot baselines (ShortGPT, angular distance, last k), from one pass of the base
+        model over the calibration text, scored like any genome (through the memo)."""
+        from gaprune_tui.engine.baselines import baselines, layer_signals
+
+        config, loaded = setup.config, setup.loaded
+        signals = layer_signals(loaded, setup.calibration.input_ids)
+        picks = baselines(signals, loaded.n_layers, config.prune, config.protect)
+        setup.evaluator.plan([b.dropped for b in picks])
+        out = []
+        for pick in picks:
+            self.handle_control()
+            outcome = setup.evaluator(pick.dropped, None)
+            event = events.ReferenceScored(
+                name=pick.name,
+                dropped=pick.dropped,
+                fitness=outcome.fitness,
+                scores=outcome.scores,
+                signal=pick.signal,
+            )
+            self.store.add_event(event)
+            out.append(event)
+            log.info("baseline %s: drop %s fitness %.4f", pick.name, pick.dropped, outcome.fitness)
+        return out
+
+    def confirm(
+        self, setup: Setup, base: events.BaseScores, references: list[events.ReferenceScored]
+    ) -> list[events.GenomeConfirmed]:
+        """Re-score the top finalists, the baselines and the base model on more items and on
+        held-out tasks (``engine/confirm.py``)."""
+        from gaprune_tui.core.fitness import fitness_stderr
+        from gaprune_tui.engine.confirm import Candidate, Confirmer
+
+        config = setup.config
+        if config.finalists <= 0:
+            return []
+        kind = config.fitness
+        cands = [
+            Candidate("base model", "base", [], base.fitness, fitness_stderr(base.scores, kind))
+        ]
+        for i, e in enumerate(self.store.best_evaluations(config.finalists), 1):
+            se = fitness_stderr(e.scores, kind)
+            cands.append(Candidate(f"finalist {i}", "finalist", e.dropped, e.fitness, se))
+        for r in references:
+            se = fitness_stderr(r.scores, kind)
+            cands.append(Candidate(r.name, "baseline", r.dropped, r.fitness, se))
+        confirmer = Confirmer(setup.loaded, config, setup.memo, setup.lm)
+        self.store.add_event(
+            events.ConfirmationStarted(
+                genomes=len(cands),
+                confirm_limit=config.confirm_limit,
+                tasks=confirmer.tasks,
+                holdout_tasks=confirmer.holdout_tasks,
+            )
+        )
+        out = []
+        for event in confirmer.run(cands, between=self.handle_control):
+            self.store.add_event(event)
+            out.append(event)
+            log.info(
+                "confirmed %s (drop %s): %s on %s, held-out %s",
+                event.label,
+                event.dropped,
+                format.score(event.confirmed, event.confirmed_stderr),
+                ", ".join(confirmer.tasks),
+                format.score(event.holdout, event.holdout_stderr),
+            )
+        return out
 
     def record_model(self, setup: Setup) -> ModelSize:
         """Mark the run running, store what the UI shows of the model, announce the start."""
@@ -262,51 +367,6 @@ class Worker:
             )
         elif not isinstance(event, events.SearchFinished):
             store.add_event(event)
-
-    def build_result(
-        self, setup: Setup, base: events.BaseScores, size: ModelSize
-    ) -> dict[str, Any]:
-        """result.json: the best genome, how it was found and what it removes."""
-        from gaprune_tui.engine.search import fitness_of
-
-        store, config, loaded = self.store, setup.config, setup.loaded
-        evaluations = store.evaluations()
-        ranked = store.best_evaluations()
-        best = ranked[0]
-        return {
-            "run_id": store.id,
-            "model": loaded.name,
-            "model_source": str(loaded.source),
-            "n_layers": loaded.n_layers,
-            "tasks": [
-                {"name": t.name, "metric": t.metric, "num_fewshot": t.num_fewshot, "limit": t.limit}
-                for t in setup.taskset.tasks
-            ],
-            "dropped_layers": best.dropped,
-            "kept_layers": best.kept,
-            "fitness": best.fitness,
-            "fitness_function": config.fitness,
-            "scores": best.scores,
-            "base_scores": base.scores,
-            "base_fitness": fitness_of(base.scores, config.fitness),
-            "hall_of_fame": [
-                {"dropped": e.dropped, "fitness": e.fitness, "scores": e.scores}
-                for e in ranked[:10]
-            ],
-            "evaluations": sum(
-                1 for e in evaluations if not e.from_memo and e.fidelity != "invalid"
-            ),
-            "cache_hits": sum(1 for e in evaluations if e.from_memo),
-            "generations": config.generations,
-            "population": config.population,
-            "scorer": config.scorer,
-            "eval_seconds": round(sum(e.seconds for e in evaluations if not e.from_memo), 3),
-            "wall_seconds": round(
-                time.time() - float(store.meta().get("created", self.started)), 3
-            ),
-            "params_total": size.total,
-            "params_removed": sum(size.per_layer[i] for i in best.dropped),
-        }
 
 
 def main(argv: list[str] | None = None) -> int:

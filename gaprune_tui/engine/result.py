@@ -1,0 +1,177 @@
+"""``result.json``: what a finished run found, with the numbers that say how far to trust it.
+
+Every score carries its standard error (per task ``{metric: v, metric_stderr: se, n: items}``,
+fitnesses as ``fitness`` / ``fitness_stderr``), and each finalist and baseline says whether its
+difference from the base model is beyond noise (two standard errors of the difference) on the
+search's fitness, on the confirmation and on the held-out tasks.
+
+The recommended genome (``dropped_layers``) is the confirmed best finalist when confirmation ran
+(ranked by the confirmed task score, on more items than the search saw), else the search's best.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from gaprune_tui.core import fitness as fitness_kinds
+from gaprune_tui.core import stats
+from gaprune_tui.core.events import BaseScores, GenomeConfirmed, ReferenceScored
+from gaprune_tui.core.store import Evaluation, RunStore
+
+if TYPE_CHECKING:
+    from gaprune_tui.engine.worker import Setup
+
+
+def _confirmation(c: GenomeConfirmed | None, base: GenomeConfirmed | None) -> dict[str, Any]:
+    """The confirmed and held-out numbers of one genome, with verdicts against the base model."""
+    if c is None:
+        return {}
+    out: dict[str, Any] = {
+        "confirmed": c.confirmed,
+        "confirmed_stderr": c.confirmed_stderr,
+        "confirmed_scores": c.confirmed_scores,
+        "holdout": c.holdout,
+        "holdout_stderr": c.holdout_stderr,
+        "holdout_scores": c.holdout_scores,
+    }
+    if base is not None and c.role != "base":
+        for key in ("confirmed", "holdout"):
+            value, se = getattr(c, key), getattr(c, f"{key}_stderr")
+            base_value, base_se = getattr(base, key), getattr(base, f"{key}_stderr")
+            if value is not None and base_value is not None:
+                # Confirmation scores tasks: higher is better whatever the search's fitness.
+                out[f"{key}_vs_base"] = fitness_kinds.verdict(
+                    value, se, base_value, base_se, "mean"
+                )
+    return out
+
+
+def _genome(
+    dropped: list[int],
+    fitness: float,
+    scores: dict[str, Any],
+    kind: str,
+    base: BaseScores,
+    per_layer: list[int],
+) -> dict[str, Any]:
+    se = fitness_kinds.fitness_stderr(scores, kind)
+    base_se = fitness_kinds.fitness_stderr(base.scores, kind)
+    return {
+        "dropped_layers": dropped,
+        "fitness": fitness,
+        "fitness_stderr": se,
+        "fitness_vs_base": fitness_kinds.verdict(fitness, se, base.fitness, base_se, kind),
+        "scores": scores,
+        "params_removed": sum(per_layer[i] for i in dropped),
+    }
+
+
+def _by_genome(confirmations: list[GenomeConfirmed], role: str) -> dict[tuple[int, ...], Any]:
+    return {tuple(c.dropped): c for c in confirmations if c.role == role}
+
+
+def recommended(
+    ranked: list[Evaluation], confirmations: list[GenomeConfirmed]
+) -> tuple[list[int], str]:
+    """The genome to export by default and why: the confirmed best finalist, else the search's."""
+    order = fitness_kinds.confirmed_order(confirmations)
+    if order and order[0].confirmed is not None:
+        return list(order[0].dropped), "confirmed"
+    return list(ranked[0].dropped), "search"
+
+
+def build_result(
+    store: RunStore,
+    setup: Setup,
+    base: BaseScores,
+    references: list[ReferenceScored],
+    confirmations: list[GenomeConfirmed],
+    per_layer: list[int],
+    started: float,
+) -> dict[str, Any]:
+    """result.json of a finished search (see the module docstring)."""
+    config, loaded = setup.config, setup.loaded
+    kind = config.fitness
+    evaluations = store.evaluations()
+    ranked = store.best_evaluations()
+    pick, picked_by = recommended(ranked, confirmations)
+    best = next((e for e in ranked if e.dropped == pick), ranked[0])
+    base_conf = next((c for c in confirmations if c.role == "base"), None)
+    finalists = _by_genome(confirmations, "finalist")
+    baselines = _by_genome(confirmations, "baseline")
+    finalist_rows = [
+        {
+            "label": c.label,
+            **_genome(c.dropped, c.fitness, _scores_of(ranked, c.dropped), kind, base, per_layer),
+            **_confirmation(c, base_conf),
+        }
+        for c in fitness_kinds.confirmed_order(list(finalists.values()))
+    ]
+    baseline_rows = [
+        {
+            "name": r.name,
+            "signal": r.signal,
+            **_genome(r.dropped, r.fitness, r.scores, kind, base, per_layer),
+            **_confirmation(baselines.get(tuple(r.dropped)), base_conf),
+        }
+        for r in references
+    ]
+    return {
+        "run_id": store.id,
+        "model": loaded.name,
+        "model_source": str(loaded.source),
+        "n_layers": loaded.n_layers,
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "device": loaded.device.type,
+        "tasks": [
+            {"name": t.name, "metric": t.metric, "num_fewshot": t.num_fewshot, "limit": t.limit}
+            for t in setup.taskset.tasks
+        ],
+        "fitness_kind": kind,
+        "fitness_function": kind,
+        "higher_is_better": fitness_kinds.higher_is_better(kind),
+        "calibration": {
+            "spec": setup.calibration.spec,
+            "description": setup.calibration.description,
+            "tokens": int(setup.calibration.input_ids.numel()),
+        },
+        "picked_by": picked_by,
+        "search_best": ranked[0].dropped,
+        **_genome(best.dropped, best.fitness, best.scores, kind, base, per_layer),
+        "kept_layers": [i for i in range(loaded.n_layers) if i not in set(best.dropped)],
+        "base_scores": base.scores,
+        "base_fitness": base.fitness,
+        "base_fitness_stderr": fitness_kinds.fitness_stderr(base.scores, kind),
+        "base_confirmation": _confirmation(base_conf, None),
+        "confirmation": {
+            "limit": config.confirm_limit,
+            "tasks": [t.name for t in config.tasks],
+            "holdout_tasks": config.holdout,
+            "noise_z": stats.NOISE_Z,
+        },
+        "finalists": finalist_rows,
+        "baselines": baseline_rows,
+        "hall_of_fame": [
+            {
+                "dropped": e.dropped,
+                "fitness": e.fitness,
+                "fitness_stderr": fitness_kinds.fitness_stderr(e.scores, kind),
+                "scores": e.scores,
+            }
+            for e in ranked[:10]
+        ],
+        "evaluations": sum(1 for e in evaluations if not e.from_memo and e.fidelity != "invalid"),
+        "cache_hits": sum(1 for e in evaluations if e.from_memo),
+        "generations": config.generations,
+        "population": config.population,
+        "scorer": config.scorer,
+        "eval_seconds": round(sum(e.seconds for e in evaluations if not e.from_memo), 3),
+        "confirm_seconds": round(sum(c.seconds for c in confirmations), 3),
+        "wall_seconds": round(time.time() - float(store.meta().get("created", started)), 3),
+        "params_total": sum(p.numel() for p in loaded.model.parameters()),
+    }
+
+
+def _scores_of(ranked: list[Evaluation], dropped: list[int]) -> dict[str, Any]:
+    return next((e.scores for e in ranked if e.dropped == list(dropped)), {})
