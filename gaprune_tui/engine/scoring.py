@@ -545,12 +545,15 @@ class FastLM(TemplateLM):
             self._layers_from(start, state),
             self._record(wanted, recorded),
         ):
+            # An explicit all-ones mask: EOS separators inside the text are not padding (without
+            # it transformers warns that they might be).
+            mask = torch.ones_like(ids)
             if self.head_ok:
-                out = self.decoder(input_ids=ids, use_cache=False)
+                out = self.decoder(input_ids=ids, attention_mask=mask, use_cache=False)
                 hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
                 hidden = hidden.reshape(-1, hidden.shape[-1])
             else:
-                logits = self.model(input_ids=ids, use_cache=False).logits
+                logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
                 logits = logits.reshape(-1, logits.shape[-1])
         if self.cache is not None:
             for m, tensor in recorded.items():
