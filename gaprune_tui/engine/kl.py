@@ -190,7 +190,8 @@ class KLScorer:
     """KL(base || pruned) and perplexity of kept-layer sets on one calibration set.
 
     Built once per run; ``score`` applies the layer view itself. Pass ``lm`` to share a ``FastLM``
-    (and its prefix cache) with ``BaseDistributions.compute``; it keeps its own ``should_stop``.
+    (and its prefix cache) with ``BaseDistributions.compute``; the other keyword arguments only
+    build a ``FastLM`` when none is passed (a shared one keeps its own ``should_stop``).
     """
 
     def __init__(
@@ -202,6 +203,7 @@ class KLScorer:
         lm: FastLM | None = None,
         prefix_cache: bool = True,
         prefix_cache_mb: float = 4096,
+        token_budget: int | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if base.fingerprint != calibration.fingerprint:
@@ -213,6 +215,7 @@ class KLScorer:
                 loaded,
                 prefix_cache=prefix_cache,
                 prefix_cache_mb=prefix_cache_mb,
+                token_budget=token_budget,
                 should_stop=should_stop,
             )
         )
