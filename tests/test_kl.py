@@ -18,6 +18,7 @@ import pytest
 import torch
 from tiny_models import FAMILIES, N_LAYERS, build_tiny
 
+from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.engine.calibration import Calibration, load_calibration
 from gaprune_tui.engine.kl import KL_VERSION, BaseDistributions, KLScorer
 from gaprune_tui.engine.layers import LayerView
@@ -182,3 +183,9 @@ def test_bfloat16_base_is_zero_and_drop_positive(tiny_path: Path) -> None:
     assert abs(scorer.score(ALL)["kl"]) <= 1e-6
     dropped = scorer.score(GENOMES[0])
     assert dropped["kl"] > 0 and math.isfinite(dropped["ppl"])
+
+
+def test_sequences_longer_than_the_model_are_a_config_error(tiny: Any) -> None:
+    long = load_calibration("offline", tiny.tokenizer, n_tokens=1200, seq_len=600)
+    with pytest.raises(ConfigError, match="longer than the model's 512"):
+        BaseDistributions.compute(tiny, long, top_k=8)

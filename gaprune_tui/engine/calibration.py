@@ -99,7 +99,7 @@ class CalibrationSpec:
         return "offline:" + ",".join(f"{d}/{f}" for d, f, _ in _OFFLINE_SOURCES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Calibration:
     """Token sequences ``input_ids`` (LongTensor ``[N, L]``, CPU) and what identifies them."""
 
@@ -119,14 +119,12 @@ class Calibration:
 
 
 def load_calibration(
-    spec: str = DEFAULT_CALIBRATION,
-    tokenizer: Any = None,
+    spec: str,
+    tokenizer: Any,
     n_tokens: int = DEFAULT_CALIBRATION_TOKENS,
     seq_len: int = DEFAULT_SEQ_LEN,
 ) -> Calibration:
     """Build the calibration sequences for ``spec`` with ``tokenizer`` (see the module docstring)."""
-    if tokenizer is None:
-        raise ValueError("load_calibration needs the model's tokenizer")
     if seq_len < 2:
         raise ConfigError(f"calibration sequence length {seq_len} is too short: use at least 2")
     n_seq = n_tokens // seq_len

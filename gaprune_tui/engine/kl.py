@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.engine.calibration import Calibration
 from gaprune_tui.engine.layers import LayerView
 from gaprune_tui.engine.scoring import FastLM, make_lm
@@ -69,7 +70,7 @@ class BaseDistributions:
     """
 
     top_logp: torch.Tensor  # float32 [N * L, K]: base log-probabilities of its top K tokens
-    top_ids: torch.Tensor  # int64 [N * L, K]: those tokens (int64 for gather/scatter)
+    top_ids: torch.Tensor  # int32 [N * L, K]: those tokens
     rest_logp: torch.Tensor  # float32 [N * L]: log of the remaining mass (-inf if none)
     nll: torch.Tensor  # float32 [N * L]: base NLL of the next token (0 at each last position)
     fingerprint: str  # the calibration's
@@ -80,9 +81,9 @@ class BaseDistributions:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held, counting token ids as int32 (what they need; int64 here for indexing)."""
-        n = self.top_logp.shape[0]
-        return n * self.top_k * (4 + 4) + n * (4 + 4)
+        """Bytes held: ``N * L * (8 * K + 8)``."""
+        tensors = (self.top_logp, self.top_ids, self.rest_logp, self.nll)
+        return sum(t.numel() * t.element_size() for t in tensors)
 
     @classmethod
     def compute(
@@ -99,6 +100,11 @@ class BaseDistributions:
         the base model's states, which is where every genome starts."""
         lm = lm if lm is not None else _make_lm(loaded)
         view = _view_of(loaded, lm)
+        if calibration.seq_len > lm.max_length:
+            raise ConfigError(
+                f"calibration sequences of {calibration.seq_len} tokens are longer than the "
+                f"model's {lm.max_length}: use a shorter sequence length"
+            )
         vocab = 0
         ids = calibration.input_ids
         n_pos = ids.numel()
@@ -117,7 +123,7 @@ class BaseDistributions:
         ordered = [parts[s] for s in sorted(parts)]
         base = cls(
             top_logp=torch.cat([p[0] for p in ordered]),
-            top_ids=torch.cat([p[1] for p in ordered]),
+            top_ids=torch.cat([p[1] for p in ordered]).to(torch.int32),
             rest_logp=torch.cat([p[2] for p in ordered]),
             nll=torch.cat([p[3] for p in ordered]),
             fingerprint=calibration.fingerprint,
@@ -252,7 +258,10 @@ class KLScorer:
                 end = start + logits.shape[0]
                 with torch.inference_mode():
                     kl_part, logq = kl_to_base(
-                        logits, b.top_logp[start:end], b.top_ids[start:end], b.rest_logp[start:end]
+                        logits,
+                        b.top_logp[start:end],
+                        b.top_ids[start:end].long(),
+                        b.rest_logp[start:end],
                     )
                     kl[start:end] = kl_part
                     nll[start:end] = _nll(logq, self._targets[start:end])
