@@ -486,6 +486,91 @@ class FastLM(TemplateLM):
         if self.cache is not None:
             self.cache.plan(paths)
 
+    def sequence_logits(self, ids: torch.Tensor, key: str) -> Iterator[tuple[int, torch.Tensor]]:
+        """Logits of the current layer view on plain causal sequences, for scorers that read whole
+        next-token distributions (the KL fitness) rather than answer lm-eval requests.
+
+        ``ids`` is a LongTensor ``[N, L]`` without padding. Yields ``(start, logits)`` for chunks of
+        the ``N * L`` positions in row-major order: ``logits`` is ``[chunk, vocab]`` in the model's
+        dtype for positions ``start .. start + chunk``. Sequences are batched by the token budget;
+        hidden states after kept-layer prefixes go through the same ``PrefixCache`` as task
+        scoring, under ``key`` (it must name the content of ``ids``, e.g. a calibration
+        fingerprint). ``should_stop`` is polled between batches. Out of memory in a forward, the
+        token budget halves and that batch is redone, so a position may be yielded twice (the
+        later chunk is the one to keep)."""
+        n_seq, seq_len = ids.shape
+        kept = self.view.kept if self.view is not None else tuple(range(self.n_base_layers))
+        self.stats = ScoreStats(requests=n_seq, rows=n_seq)
+        t0 = time.perf_counter()
+        first = 0
+        while first < n_seq:
+            per_batch = max(1, self.token_budget // seq_len)
+            layout = f"seq-{key}-{per_batch}"
+            if self.cache is not None:
+                per_boundary = n_seq * seq_len * self._hidden_size() * self.dtype.itemsize
+                self.cache.use_layout(layout, self.n_base_layers, per_boundary)
+            try:
+                for s in range(first, n_seq, per_batch):
+                    if self.should_stop is not None and self.should_stop():
+                        raise StopRequested("stop requested")
+                    batch = ids[s : s + per_batch].to(self.device)
+                    yield from self._sequence_batch(batch, f"{layout}:{s}", kept, s * seq_len)
+                    first = s + len(batch)
+            except Exception as exc:
+                if not _is_oom(exc) or per_batch == 1:
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.token_budget = max(seq_len, self.token_budget // 2)
+                logger.warning(
+                    "out of memory on a batch of sequences (%s); token budget halved to %d",
+                    type(exc).__name__,
+                    self.token_budget,
+                )
+        self.stats.seconds = time.perf_counter() - t0
+
+    def _sequence_batch(
+        self, ids: torch.Tensor, batch_key: str, kept: tuple[int, ...], offset: int
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        start, state, wanted = 0, None, {}
+        if self.cache is not None:
+            start, state = self.cache.lookup(batch_key, kept)
+            wanted = self.cache.wanted(batch_key, kept, start)
+        recorded: dict[int, torch.Tensor] = {}
+        with (
+            torch.inference_mode(),
+            self._layers_from(start, state),
+            self._record(wanted, recorded),
+        ):
+            # An explicit all-ones mask: EOS separators inside the text are not padding (without
+            # it transformers warns that they might be).
+            mask = torch.ones_like(ids)
+            if self.head_ok:
+                out = self.decoder(input_ids=ids, attention_mask=mask, use_cache=False)
+                hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+                hidden = hidden.reshape(-1, hidden.shape[-1])
+            else:
+                logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                logits = logits.reshape(-1, logits.shape[-1])
+        if self.cache is not None:
+            for m, tensor in recorded.items():
+                self.cache.store(batch_key, kept, m, wanted[m], tensor)
+        s = self.stats
+        s.batches += 1
+        s.tokens += ids.numel()
+        s.padded_tokens += ids.numel()
+        s.layer_tokens += ids.numel() * (len(kept) - start)
+        s.head_positions += ids.numel()
+        s.cache_hits += 1 if start else 0
+        s.layers_skipped += start
+        for c in range(0, ids.numel(), _HEAD_CHUNK):
+            if self.head_ok:
+                with torch.inference_mode():
+                    chunk = self._head(hidden[c : c + _HEAD_CHUNK])
+            else:
+                chunk = logits[c : c + _HEAD_CHUNK]
+            yield offset + c, chunk
+
     # ---- lm-eval plumbing (mirrors HFLM) --------------------------------------------------
 
     @property
