@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gaprune_tui import __version__
-from gaprune_tui.core import events
+from gaprune_tui.core import events, format
 from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.errors import GapruneError, StoreError
 from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume, list_runs
@@ -45,7 +45,27 @@ _RUN_FLAGS: list[tuple[str, Any, str]] = [
     ("mutpb", float, "mutation probability (default 0.5)"),
     ("tournament", int, "tournament size (default 5)"),
     ("seed", int, "random seed (default 0)"),
-    ("fitness", str, "squared_mean (default) or mean"),
+    (
+        "fitness",
+        str,
+        "squared_mean (default: the original's mean of squared task scores), mean, "
+        "kl (KL to the base model on calibration text, lower is better) or ppl (perplexity)",
+    ),
+    ("calibration", str, "calibration text: offline (default, bundled), a .txt/.jsonl, or hf:NAME"),
+    ("calibration-tokens", int, "calibration tokens for kl/ppl and the baselines (default 2048)"),
+    ("finalists", int, "best genomes confirmed at the end on more items and held-out tasks (5)"),
+    ("confirm-limit", int, "items per task when confirming finalists (default 100)"),
+    (
+        "holdout-tasks",
+        str,
+        "comma-separated held-out tasks for confirmation (default arc_easy, piqa, winogrande offline)",
+    ),
+    ("init", str, "random (default) or heuristics (seed generation 0 with the baselines)"),
+    (
+        "mutation",
+        str,
+        "uniform (default: the original's mutUniformInt + repair) or swap (EvoPress)",
+    ),
     ("invalid", str, "repair (default) or zero: how invalid offspring are handled"),
     ("device", str, "auto (default), cpu, cuda, cuda:N or mps"),
     ("dtype", str, "auto (default), bfloat16, float16 or float32"),
@@ -90,6 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--detach", action="store_true")
     resume.add_argument("--json", action="store_true", help="print result.json at the end")
 
+    confirm = sub.add_parser(
+        "confirm", help="re-score a run's finalists on more items and on held-out tasks"
+    )
+    confirm.add_argument("run")
+    confirm.add_argument("--finalists", type=int, help="how many of the best genomes")
+    confirm.add_argument("--confirm-limit", type=int, help="items per task")
+    confirm.add_argument(
+        "--holdout-tasks",
+        type=lambda s: [t.strip() for t in s.split(",") if t.strip()],
+        help="comma-separated held-out tasks",
+    )
+    confirm.add_argument("--detach", action="store_true")
+    confirm.add_argument("--json", action="store_true", help="print result.json at the end")
+
     attach = sub.add_parser("attach", help="open the TUI on a run")
     attach.add_argument("run")
 
@@ -118,6 +152,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             continue
         if name == "tasks":
             value = [TaskSpec.parse(t) for t in value.split(",") if t.strip()]
+        elif name == "holdout_tasks":
+            value = [t.strip() for t in value.split(",") if t.strip()]
         setattr(config, name, value)
     if args.include_path:
         config.include_path = list(args.include_path)
@@ -219,23 +255,37 @@ def _print_event(
             f"{event.prune}, tasks {', '.join(event.tasks)}[/]"
         )
     elif isinstance(event, events.BaseScores):
-        console.print(f"base model fitness {event.fitness:.4f}  {_fmt(event.scores)}")
+        console.print(f"base model fitness {event.fitness:.4f}  {format.scores_line(event.scores)}")
     elif isinstance(event, events.EvaluationStarted) and bar:
         progress.update(bar[0], status=f"gen {event.generation} drop {event.dropped}")
     elif isinstance(event, events.GenerationFinished):
         console.print(
             f"gen {event.generation:>3}  new {event.evaluated:>3}  memo {event.from_memo:>3}  "
-            f"max {event.max:.4f}  mean {event.mean:.4f}  best drop {event.best_dropped}"
-            f"  ({event.seconds:.1f} s)"
+            f"best {format.score(event.best_fitness)}  mean {format.score(event.mean)}  "
+            f"best drop {event.best_dropped}  ({event.seconds:.1f} s)"
         )
+    elif isinstance(event, events.ReferenceScored):
+        console.print(
+            f"baseline {event.name}: drop {event.dropped}  {format.scores_line(event.scores)}"
+        )
+    elif isinstance(event, events.ConfirmationStarted):
+        held = ", ".join(event.holdout_tasks) or "none"
+        console.print(
+            f"confirming {event.genomes} genomes on {', '.join(event.tasks)} at "
+            f"{event.confirm_limit or 'all'} items each; held out: {held}"
+        )
+    elif isinstance(event, events.GenomeConfirmed):
+        console.print(
+            f"  {event.label:<12} drop {event.dropped}: confirmed "
+            f"{format.score(event.confirmed, event.confirmed_stderr)}, held-out "
+            f"{format.score(event.holdout, event.holdout_stderr)}  ({event.seconds:.1f} s)"
+        )
+    elif isinstance(event, events.LogMessage):
+        console.print(f"[yellow]{event.message}[/]")
     elif isinstance(event, events.RunPaused | events.RunResumed | events.RunStopped):
         console.print(f"[yellow]{event.kind.removeprefix('run_')}[/]")
     elif isinstance(event, events.RunFailed):
         console.print(f"[red]engine failed: {event.error}[/]")
-
-
-def _fmt(scores: dict[str, dict[str, float]]) -> str:
-    return "  ".join(f"{t} {m}={v:.4f}" for t, ms in scores.items() for m, v in ms.items())
 
 
 def print_result(store: RunStore, as_json: bool = False) -> int:
@@ -250,31 +300,9 @@ def print_result(store: RunStore, as_json: bool = False) -> int:
     if as_json:
         print(json.dumps(result, indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from gaprune_tui.cli.report import print_report
 
-    console = Console()
-    table = Table(title=f"run {store.id}: best of {result['model']}")
-    table.add_column("task")
-    table.add_column("metric")
-    table.add_column("base", justify="right")
-    table.add_column("pruned", justify="right")
-    for task, metrics in result["scores"].items():
-        for metric, value in metrics.items():
-            base = result.get("base_scores", {}).get(task, {}).get(metric)
-            table.add_row(task, metric, "-" if base is None else f"{base:.4f}", f"{value:.4f}")
-    console.print(table)
-    removed = result.get("params_removed", 0) / max(1, result.get("params_total", 1))
-    console.print(
-        f"dropped layers {result['dropped_layers']} (kept {len(result['kept_layers'])} of "
-        f"{result['n_layers']}, {removed:.1%} of parameters removed)\n"
-        f"fitness {result['fitness']:.4f} ({result['fitness_function']}); base "
-        f"{result['base_fitness']:.4f}\n"
-        f"{result['evaluations']} new evaluations, {result['cache_hits']} from the memo"
-        + (" — nothing new to evaluate" if result["evaluations"] == 0 else "")
-        + f"; {result['eval_seconds']:.1f} s evaluating, {result['wall_seconds']:.1f} s in all\n"
-        f"export it with: gaprune-tui export {store.id}"
-    )
+    print_report(result, store.id)
     return 0
 
 
@@ -315,6 +343,32 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not can_resume(state, alive):
         raise StoreError(f"run {store.id} is {state} and cannot be resumed")
     proc = resume_run(store)
+    if args.detach:
+        print(store.id)
+        return 0
+    return _foreground(store, proc, args.json)
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Confirm a finished or stopped run's finalists now (optionally with other settings)."""
+    from gaprune_tui.core.launch import confirm_run
+
+    store = RunStore.open(args.run)
+    state = store.display_state()
+    if store.alive():
+        raise StoreError(f"run {store.id} is {state}: wait for it to end, or stop it first")
+    if not state.has_result:
+        raise StoreError(
+            f"run {store.id} is {state}: only a finished or stopped search can be confirmed"
+        )
+    config = store.config()
+    for name in ("finalists", "confirm_limit", "holdout_tasks"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    config.validate()
+    config.save(store.path / "config.toml")
+    proc = confirm_run(store)
     if args.detach:
         print(store.id)
         return 0
@@ -382,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "attach": cmd_tui,
         "run": cmd_run,
         "resume": cmd_resume,
+        "confirm": cmd_confirm,
         "runs": cmd_runs,
         "show": lambda a: print_result(RunStore.open(a.run)),
         **dict.fromkeys(CONTROL_VERBS, cmd_control),

@@ -249,6 +249,7 @@ class GenomeConfirmed(RunEvent):
     kind: ClassVar[str] = "genome_confirmed"
     label: str = ""
     role: str = "finalist"
+    rank: int = 0  # a finalist's rank in the search (1 = its best); 0 for the others
     dropped: list[int] = field(default_factory=list)
     fitness: float | None = None
     fitness_stderr: float | None = None

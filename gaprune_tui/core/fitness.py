@@ -114,11 +114,12 @@ def verdict(
 
 
 def confirmed_order(items: Sequence[T], role: str = "finalist") -> list[T]:
-    """Confirmations (``GenomeConfirmed``-like: ``role``, ``confirmed``, ``dropped``) of one role,
+    """Confirmations (``GenomeConfirmed``-like: ``role``, ``confirmed``, ``rank``) of one role,
     best confirmed task score first (always higher-is-better: confirmation scores tasks);
     those without a confirmed score last."""
     chosen = [c for c in items if getattr(c, "role", None) == role]
     return sorted(
         chosen,
-        key=lambda c: (c.confirmed is None, -(c.confirmed or 0.0), list(c.dropped)),  # type: ignore[attr-defined]
+        # Ties keep the search's order (its rank), so equal confirmed scores change nothing.
+        key=lambda c: (c.confirmed is None, -(c.confirmed or 0.0), c.rank),  # type: ignore[attr-defined]
     )

@@ -51,9 +51,36 @@ def plural(n: int, word: str, plural_form: str | None = None) -> str:
 
 
 def score(value: float | None, stderr: float | None = None, digits: int = 4) -> str:
-    """``0.4512 ± 0.0110`` when the standard error is known, the bare value otherwise."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """``0.4512 ± 0.0110`` when the standard error is known, the bare value otherwise.
+
+    Enough decimals that the standard error shows two significant digits (a KL of 0.000692 with a
+    standard error of 0.000036 reads ``0.000692 ± 0.000036``, not ``0.0007 ± 0.0000``)."""
+    if value is None or math.isnan(value):
         return "–"
+    if math.isinf(value):
+        return "inf"
+    if stderr is not None and not math.isnan(stderr) and stderr > 0:
+        digits = max(digits, min(12, 1 - math.floor(math.log10(stderr))))
+    elif value != 0 and abs(value) < 10**-digits * 100:
+        digits = max(digits, min(12, 2 - math.floor(math.log10(abs(value)))))
     if stderr is None or math.isnan(stderr):
         return f"{value:.{digits}f}"
     return f"{value:.{digits}f} ± {stderr:.{digits}f}"
+
+
+def scores_line(scores: dict[str, dict[str, float | None]]) -> str:
+    """One line of a genome's scores: ``hellaswag acc_norm=0.4500 ± 0.1100  ...`` (the metric of
+    each task with its standard error; KL and perplexity for the calibration pseudo-task)."""
+    parts = []
+    for task, metrics in scores.items():
+        if not metrics:
+            continue
+        if "kl" in metrics and "ppl" in metrics:
+            parts.append(
+                f"{task} kl={score(metrics['kl'], metrics.get('kl_stderr'))} "
+                f"ppl={score(metrics['ppl'], metrics.get('ppl_stderr'), 2)}"
+            )
+            continue
+        metric, value = next(iter(metrics.items()))
+        parts.append(f"{task} {metric}={score(value, metrics.get(f'{metric}_stderr'))}")
+    return "  ".join(parts)

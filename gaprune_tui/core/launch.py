@@ -16,10 +16,14 @@ from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.store import RunStore
 
 
-def spawn_engine(store: RunStore, *, resume: bool = False) -> subprocess.Popen[bytes]:
+def spawn_engine(
+    store: RunStore, *, resume: bool = False, confirm: bool = False
+) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "gaprune_tui.engine.worker", str(store.path)]
     if resume:
         cmd.append("--resume")
+    if confirm:
+        cmd.append("--confirm")
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("TQDM_DISABLE", "1")  # lm-eval's per-call progress bars would flood engine.log
@@ -49,3 +53,9 @@ def start_run(config: RunConfig) -> tuple[RunStore, subprocess.Popen[bytes]]:
 def resume_run(store: RunStore) -> subprocess.Popen[bytes]:
     """Continue a stopped or crashed run from its last generation boundary."""
     return spawn_engine(store, resume=True)
+
+
+def confirm_run(store: RunStore) -> subprocess.Popen[bytes]:
+    """Confirm a finished (or stopped) run's finalists now: re-score them, the baselines and the
+    base model on more items and on held-out tasks, and rewrite its result.json."""
+    return spawn_engine(store, confirm=True)

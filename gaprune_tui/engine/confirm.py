@@ -40,6 +40,7 @@ class Candidate:
     dropped: list[int]
     fitness: float | None = None
     fitness_stderr: float | None = None
+    rank: int = 0
 
 
 def confirm_config(config: RunConfig) -> RunConfig:
@@ -109,6 +110,7 @@ class Confirmer:
         event = GenomeConfirmed(
             label=candidate.label,
             role=candidate.role,
+            rank=candidate.rank,
             dropped=list(candidate.dropped),
             fitness=candidate.fitness,
             fitness_stderr=candidate.fitness_stderr,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gaprune_tui.core import events, format
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.store import (
     ControlAction,
@@ -79,10 +80,14 @@ class ModelSize:
 
 
 class Worker:
-    def __init__(self, store: RunStore, *, resume: bool = False) -> None:
+    def __init__(
+        self, store: RunStore, *, resume: bool = False, confirm_only: bool = False
+    ) -> None:
         self.store = store
         self.resume = resume
+        self.confirm_only = confirm_only
         self.started = time.time()
+        self.fitness_kind = "squared_mean"  # the run's, once setup has read its config
 
     # ---- control ------------------------------------------------------------------------------
     def stop_requested(self) -> bool:
@@ -113,6 +118,8 @@ class Worker:
 
     # ---- main ---------------------------------------------------------------------------------
     def run(self) -> int:
+        if self.confirm_only:
+            return self.run_confirm()
         store = self.store
         try:
             setup = self.setup()
@@ -155,6 +162,7 @@ class Worker:
 
         store = self.store
         config = store.config().validate()
+        self.fitness_kind = config.fitness
         state = None
         if self.resume:
             checkpoint = store.last_checkpoint()
@@ -225,6 +233,47 @@ class Worker:
         self.store.add_event(events.RunFinished(result=result))
         log.info("finished: drop %s fitness %.4f", result["dropped_layers"], result["fitness"])
 
+    def run_confirm(self) -> int:
+        """``gaprune-tui confirm RUN``: confirmation of a run whose search is over, on demand
+        (with the config's current finalists, limit and held-out tasks). Whatever happens, the
+        run keeps its state: a failed confirmation is logged, never turns a finished run failed."""
+        store = self.store
+        previous = store.state
+        try:
+            if not store.best_evaluations(1):
+                raise GapruneError(f"run {store.id} has no evaluated genome to confirm")
+            self.confirm_again(self.setup(), previous)
+        except StopRequested:
+            log.info("confirmation stopped")
+            code = 0
+        except Exception as exc:
+            log.error("confirmation failed:\n%s", traceback.format_exc())
+            message = f"confirmation failed: {type(exc).__name__}: {exc}".splitlines()[0]
+            store.add_event(events.LogMessage(message=message))
+            code = 2 if isinstance(exc, GapruneError) else 1
+        else:
+            code = 0
+        for request in store.pending_requests():
+            store.mark_handled(request.id)
+        store.set_state(previous)
+        return code
+
+    def confirm_again(self, setup: Setup, previous: RunState) -> None:
+        from gaprune_tui.engine.result import build_result
+
+        store = self.store
+        size = self.record_model(setup)
+        base = self.score_base(setup)
+        references = self.score_references(setup)
+        confirmations = self.confirm(setup, base, references)
+        result = build_result(
+            store, setup, base, references, confirmations, size.per_layer, self.started
+        )
+        store.write_result(result)
+        if previous == RunState.FINISHED:
+            store.add_event(events.RunFinished(result=result))
+        log.info("confirmation done: recommended drop %s", result["dropped_layers"])
+
     def score_references(self, setup: Setup) -> list[events.ReferenceScored]:
         """The one-shot baselines (ShortGPT, angular distance, last k), from one pass of the base
         model over the calibration text, scored like any genome (through the memo)."""
@@ -267,7 +316,7 @@ class Worker:
         ]
         for i, e in enumerate(self.store.best_evaluations(config.finalists), 1):
             se = fitness_stderr(e.scores, kind)
-            cands.append(Candidate(f"finalist {i}", "finalist", e.dropped, e.fitness, se))
+            cands.append(Candidate(f"finalist {i}", "finalist", e.dropped, e.fitness, se, i))
         for r in references:
             se = fitness_stderr(r.scores, kind)
             cands.append(Candidate(r.name, "baseline", r.dropped, r.fitness, se))
@@ -344,7 +393,10 @@ class Worker:
             ev = Evaluation.from_event(event)
             store.add_evaluation(ev)
             best = store.meta().get("best_fitness")
-            if ev.fidelity == "full" and (best is None or ev.fitness > best):
+            kind = self.fitness_kind
+            if ev.fidelity == "full" and (
+                best is None or fitness_kinds.better(ev.fitness, best, kind)
+            ):
                 store.set_meta(best_fitness=ev.fitness, best_dropped=ev.dropped)
             log.info(
                 "gen %d drop %s fitness %.4f %s(%.1f s)",
@@ -373,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gaprune_tui.engine.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--confirm", action="store_true", help="confirm finalists only")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -385,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     store = RunStore(args.run_dir)
     store.set_meta(pid=os.getpid())
-    return Worker(store, resume=args.resume).run()
+    return Worker(store, resume=args.resume, confirm_only=args.confirm).run()
 
 
 if __name__ == "__main__":

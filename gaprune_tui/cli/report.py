@@ -1,0 +1,137 @@
+"""``gaprune-tui show RUN``: a finished run's result as a person reads it, noise included.
+
+Every score is printed with its standard error, and every comparison with the base model says
+"better", "worse" or "within noise" (two standard errors of the difference): a gap inside the
+noise is never printed as a gain. The finalists and the one-shot baselines are listed with their
+confirmed and held-out scores, so the recommendation can be checked at a glance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from gaprune_tui.core import fitness as fitness_kinds
+from gaprune_tui.core import format, stats
+
+
+def _task_rows(result: dict[str, Any]) -> Table:
+    table = Table(title=f"run {result['run_id']}: recommended genome of {result['model']}")
+    for col, justify in (("task", "left"), ("metric", "left"), ("base", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    table.add_column("pruned", justify="right")
+    table.add_column("vs base")
+    base_scores = result.get("base_scores", {})
+    for task, metrics in result["scores"].items():
+        value, se = _score(task, metrics)
+        metric = "kl / ppl" if task == fitness_kinds.CALIBRATION else next(iter(metrics))
+        base_metrics = base_scores.get(task)
+        if base_metrics and task != fitness_kinds.CALIBRATION:
+            b, b_se = stats.task_score(base_metrics)
+            verdict = fitness_kinds.verdict(value, se, b, b_se, "mean")
+            base_text = format.score(b, b_se)
+        else:
+            verdict, base_text = "", "-"
+        table.add_row(task, metric, base_text, format.score(value, se), verdict)
+    return table
+
+
+def _score(task: str, metrics: dict[str, Any]) -> tuple[float, float | None]:
+    if task == fitness_kinds.CALIBRATION:
+        return float(metrics["kl"]), metrics.get("kl_stderr")
+    return stats.task_score(metrics)
+
+
+def _confirmation_table(result: dict[str, Any]) -> Table | None:
+    finalists, baselines = result.get("finalists") or [], result.get("baselines") or []
+    if not finalists and not baselines:
+        return None
+    conf = result.get("confirmation", {})
+    limit = conf.get("limit") or "all"
+    held = ", ".join(conf.get("holdout_tasks") or []) or "none"
+    table = Table(
+        title=f"confirmation: {limit} items per task; held out: {held}",
+        caption="± one standard error; 'vs base' needs a gap beyond two standard errors",
+    )
+    for col in (
+        "genome",
+        "dropped",
+        "search fitness",
+        "confirmed",
+        "vs base",
+        "held-out",
+        "vs base",
+    ):
+        table.add_column(col, justify="left" if col in ("genome", "dropped") else "right")
+    base = result.get("base_confirmation") or {}
+    table.add_row(
+        "base model",
+        "-",
+        format.score(result.get("base_fitness"), result.get("base_fitness_stderr")),
+        format.score(base.get("confirmed"), base.get("confirmed_stderr")),
+        "",
+        format.score(base.get("holdout"), base.get("holdout_stderr")),
+        "",
+    )
+    for row in finalists:
+        table.add_row(row["label"], *_genome_cells(row))
+    for row in baselines:
+        table.add_row(f"baseline: {row['name']}", *_genome_cells(row))
+    return table
+
+
+def _genome_cells(row: dict[str, Any]) -> list[str]:
+    return [
+        str(row["dropped_layers"]),
+        format.score(row.get("fitness"), row.get("fitness_stderr")),
+        format.score(row.get("confirmed"), row.get("confirmed_stderr")),
+        row.get("confirmed_vs_base", ""),
+        format.score(row.get("holdout"), row.get("holdout_stderr")),
+        row.get("holdout_vs_base", ""),
+    ]
+
+
+def _summary(result: dict[str, Any], run_id: str) -> str:
+    kind = result.get("fitness_kind") or result.get("fitness_function", "squared_mean")
+    removed = result.get("params_removed", 0) / max(1, result.get("params_total", 1))
+    how = (
+        "the confirmed best finalist"
+        if result.get("picked_by") == "confirmed"
+        else "the search's best (not confirmed)"
+    )
+    verdict = result.get("fitness_vs_base")
+    finalists = result.get("finalists") or []
+    if len(finalists) > 1 and result.get("picked_by") == "confirmed":
+        a, b = finalists[0], finalists[1]
+        if None not in (
+            a.get("confirmed_stderr"),
+            b.get("confirmed_stderr"),
+        ) and stats.within_noise(
+            a["confirmed"], a["confirmed_stderr"], b["confirmed"], b["confirmed_stderr"]
+        ):
+            how += ", within noise of the next one"
+    lines = [
+        f"recommended: drop {result['dropped_layers']} ({how}); kept "
+        f"{len(result['kept_layers'])} of {result['n_layers']} layers, {removed:.1%} of "
+        "parameters removed",
+        f"fitness {format.score(result['fitness'], result.get('fitness_stderr'))} "
+        f"({fitness_kinds.label(kind)}); base "
+        f"{format.score(result['base_fitness'], result.get('base_fitness_stderr'))}"
+        + (f" — {verdict}" if verdict else ""),
+        f"{result['evaluations']} new evaluations, {result['cache_hits']} from the memo"
+        + (" — nothing new to evaluate" if result["evaluations"] == 0 else "")
+        + f"; {result['eval_seconds']:.1f} s evaluating, {result['wall_seconds']:.1f} s in all",
+        f"export it with: gaprune-tui export {run_id}",
+    ]
+    return "\n".join(lines)
+
+
+def print_report(result: dict[str, Any], run_id: str, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(_task_rows(result))
+    table = _confirmation_table(result)
+    if table is not None:
+        console.print(table)
+    console.print(_summary(result, run_id))
