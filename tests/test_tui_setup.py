@@ -20,17 +20,17 @@ from tiny_models import build_tiny
 
 from gaprune_tui.core import launch, modelinfo
 from gaprune_tui.core.config import RunConfig, TaskSpec
-from gaprune_tui.core.store import INVALID, RUNNING, RunStore
-from gaprune_tui.ui.app import GapruneApp
-from gaprune_tui.ui.screens.setup import (
-    CPU_DEFAULTS,
-    SetupScreen,
+from gaprune_tui.core.devices import CPU_DEFAULTS
+from gaprune_tui.core.estimate import (
     TimingSample,
     estimate_cost,
-    format_duration,
     items_per_evaluation,
     measure_timings,
 )
+from gaprune_tui.core.format import duration as format_duration
+from gaprune_tui.core.store import INVALID, RUNNING, RunStore
+from gaprune_tui.ui.app import GapruneApp
+from gaprune_tui.ui.screens.setup import SetupScreen
 
 pytestmark = pytest.mark.anyio
 SIZE = (100, 30)
@@ -104,18 +104,21 @@ async def test_gpu_machine_gets_the_methods_defaults(monkeypatch: pytest.MonkeyP
 
 
 def test_gpu_detection_without_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from gaprune_tui.ui.screens import setup
+    from gaprune_tui.core import devices
 
     monkeypatch.delenv("GAPRUNE_ASSUME_GPU")
-    monkeypatch.setattr(setup.shutil, "which", lambda name: None)
-    monkeypatch.setattr(setup, "Path", lambda p: tmp_path / "no-driver")
-    assert not setup.gpu_available()
-    assert setup.default_config().population == CPU_DEFAULTS["population"]
-    monkeypatch.setattr(setup.shutil, "which", lambda name: f"/usr/bin/{name}")
-    assert setup.gpu_available()
-    assert setup.default_config().population == RunConfig().population
+    monkeypatch.setattr(devices.shutil, "which", lambda name: None)
+    monkeypatch.setattr(devices, "NVIDIA_DRIVER", tmp_path / "no-driver")
+    assert not devices.gpu_available()
+    assert devices.default_config().population == CPU_DEFAULTS["population"]
+    (tmp_path / "no-driver").mkdir()
+    assert devices.gpu_available()  # the driver's /proc entry alone is enough
+    (tmp_path / "no-driver").rmdir()
+    monkeypatch.setattr(devices.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert devices.gpu_available()
+    assert devices.default_config().population == RunConfig().population
     monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
-    assert not setup.gpu_available()
+    assert not devices.gpu_available()
 
 
 # ---- validation ---------------------------------------------------------------------------------
