@@ -15,6 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from gaprune_tui.core import format as fmt
+
 DIALOG_CSS = """
 {name} {
     align: center middle;
@@ -113,8 +115,8 @@ def scores_table(
             table.add_row(
                 task,
                 metric,
-                f"{value:.4f}",
-                "" if base_value is None else f"{base_value:.4f}",
+                fmt.score(value),
+                "" if base_value is None else fmt.score(base_value),
                 change,
             )
     return table
@@ -154,9 +156,9 @@ class ScoresDialog(ModalScreen[None]):
         if kept is not None:
             head.append(f"   kept {kept}/{self.n_layers}")
         head.append("\nfitness ", style="bold")
-        head.append("not scored yet" if self.fitness is None else f"{self.fitness:.4f}")
+        head.append("not scored yet" if self.fitness is None else fmt.score(self.fitness))
         if self.base_fitness is not None:
-            head.append(f"   (base model {self.base_fitness:.4f})")
+            head.append(f"   (base model {fmt.score(self.base_fitness)})")
         with Vertical():
             yield Static(head, id="scores-head")
             if self.scores:
