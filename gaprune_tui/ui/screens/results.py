@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from rich.text import Text
 from textual import on, work
@@ -211,14 +211,13 @@ class ResultsScreen(Screen[None]):
         ev = self.ranked[rank - 1]
         view = self.follower.view
         self.app.push_screen(
-            ScoresDialog(
+            ScoresDialog.beside_base(
+                view,
                 ev.dropped,
-                n_layers=view.n_layers or len(ev.dropped) + len(ev.kept),
                 fitness=ev.fitness,
                 scores=ev.scores,
-                base_scores=view.base_scores,
-                base_fitness=view.base_fitness,
                 note=f"rank {rank} of the hall of fame",
+                n_layers=view.n_layers or len(ev.dropped) + len(ev.kept),
             )
         )
 
@@ -233,9 +232,7 @@ class ResultsScreen(Screen[None]):
             return
         self.export_result = None
         self.export_error = None
-        status = self.query_one("#export-status", Static)
-        status.remove_class("error", "done")
-        status.update(
+        self._status(
             f"exporting rank {rank} (dropping {genome_text(self.ranked[rank - 1].dropped)})…"
         )
         self.query_one("#export-log", RichLog).clear()
@@ -308,9 +305,6 @@ class ResultsScreen(Screen[None]):
 
     def _export_done(self, data: dict[str, Any]) -> None:
         self.export_result = data
-        status = self.query_one("#export-status", Static)
-        status.remove_class("error")
-        status.add_class("done")
         text = Text.assemble(("Exported to ", "bold"), str(data.get("path", "?")))
         before, after = data.get("params_before"), data.get("params_after")
         if before and after:
@@ -324,15 +318,19 @@ class ResultsScreen(Screen[None]):
             str(summary) if summary else verdict,
             "bold" if data.get("verified") is not False else "bold red",
         )
-        status.update(text)
+        self._status(text, "done")
         self.notify(f"Exported to {data.get('path')}", title="Export done", timeout=10)
+
+    def _status(self, text: str | Text, outcome: Literal["", "done", "error"] = "") -> None:
+        """The export line: in progress (plain), done (green) or failed (red)."""
+        status = self.query_one("#export-status", Static)
+        status.set_class(outcome == "done", "done")
+        status.set_class(outcome == "error", "error")
+        status.update(text)
 
     def _export_failed(self, error: str) -> None:
         self.export_error = error
-        status = self.query_one("#export-status", Static)
-        status.remove_class("done")
-        status.add_class("error")
-        status.update(Text.assemble(("Export failed: ", "bold"), error))
+        self._status(Text.assemble(("Export failed: ", "bold"), error), "error")
         self.notify(error, title="Export failed", severity="error", timeout=10)
 
     @on(Worker.StateChanged)

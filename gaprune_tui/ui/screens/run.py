@@ -246,13 +246,11 @@ class RunScreen(Screen[None]):
         view = self.view
         scored = view.scored_for(dropped)
         self.app.push_screen(
-            ScoresDialog(
+            ScoresDialog.beside_base(
+                view,
                 dropped,
-                n_layers=view.n_layers,
                 fitness=scored.fitness if scored else None,
                 scores=scored.scores if scored else None,
-                base_scores=view.base_scores,
-                base_fitness=view.base_fitness,
                 note=note,
             )
         )

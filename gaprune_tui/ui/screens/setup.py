@@ -272,17 +272,20 @@ class SetupScreen(Screen[None]):
                     error = str(exc)
         self.config = config
         self.form_error = error
-        status = self.query_one("#form-error", Static)
         if self.launching is not None:
             return  # the launch status stays on screen until the engine answers
         if error:
-            status.update(f"[b]Not ready:[/] {escape(error)}")
-            status.set_class(True, "error")
+            self._status(f"[b]Not ready:[/] {escape(error)}", error=True)
         else:
-            status.update("Ready: F5 starts the search.")
-            status.set_class(False, "error")
+            self._status("Ready: F5 starts the search.")
         self.query_one("#start", Button).disabled = error is not None
         self._show_cost()
+
+    def _status(self, markup: str, *, error: bool = False) -> None:
+        """The line above the buttons: whether Start can go, and why not."""
+        status = self.query_one("#form-error", Static)
+        status.update(markup)
+        status.set_class(error, "error")
 
     def _show_task_check(self) -> str | None:
         """Check the typed task names inline, under the field; the error, if any, for Start."""
@@ -498,9 +501,7 @@ class SetupScreen(Screen[None]):
             return
         self.launching = store
         self._proc = proc
-        status = self.query_one("#form-error", Static)
-        status.update(f"Starting run {store.id}: the engine is loading the model and tasks…")
-        status.set_class(False, "error")
+        self._status(f"Starting run {store.id}: the engine is loading the model and tasks…")
         self.query_one("#start", Button).disabled = True
         self._poll_timer = self.set_interval(0.25, self._poll_launch)
 
@@ -527,8 +528,6 @@ class SetupScreen(Screen[None]):
         self._proc = None
 
     def _start_failed(self, message: str) -> None:
-        status = self.query_one("#form-error", Static)
-        status.update(f"[b]Not started:[/] {escape(message)}")
-        status.set_class(True, "error")
+        self._status(f"[b]Not started:[/] {escape(message)}", error=True)
         self.query_one("#start", Button).disabled = False
         self.notify(message, severity="error", timeout=10)

@@ -7,6 +7,7 @@ Each row says which widget shows which ``RunConfig`` field, how it is checked as
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +23,8 @@ FieldKind = Literal["text", "int", "float", "choice"]
 # Where a field sits on the form: the model line, the benchmark defaults, the GA, the hardware.
 FieldGroup = Literal["model", "tasks", "ga", "hardware"]
 ConfigValue = str | int | float | None
+MODEL_HINT = "demo, a local folder, a .gguf file or a hub id"
+METRIC_HINT = "per task default"
 
 
 @dataclass(frozen=True)
@@ -112,28 +115,14 @@ def _choice(attr: str, choices: tuple[str, ...], group: FieldGroup) -> FormField
 
 
 FORM_FIELDS: tuple[FormField, ...] = (
+    FormField("model", "model", "model", "text", "model", placeholder=MODEL_HINT),
     FormField(
-        "model",
-        "model",
-        "model",
-        "text",
-        "model",
-        placeholder="demo, a local folder, a .gguf file or a hub id",
-    ),  # fmt: skip
-    FormField(
-        "metric", "metric", "metric", "text", "tasks", optional=True, placeholder="per task default"
-    ),  # fmt: skip
+        "metric", "metric", "metric", "text", "tasks", optional=True, placeholder=METRIC_HINT
+    ),
     _int("num-fewshot", "few-shot", "num_fewshot", 0, "tasks"),
-    FormField(
-        "limit",
-        "limit",
-        "limit",
-        "int",
-        "tasks",
-        (Integer(1),),
-        optional=True,
-        placeholder="all items",
-    ),  # fmt: skip
+    dataclasses.replace(
+        _int("limit", "limit", "limit", 1, "tasks"), optional=True, placeholder="all items"
+    ),
     _int("prune", "prune k", "prune", 1),
     _int("protect", "protect", "protect", 0),
     _int("population", "population", "population", 2),
@@ -146,7 +135,7 @@ FORM_FIELDS: tuple[FormField, ...] = (
     _choice("invalid", INVALID_CHOICES, "ga"),
     FormField(
         "device", "device", "device", "text", "hardware", (Function(device_ok, DEVICE_HINT),)
-    ),  # fmt: skip
+    ),
     _choice("dtype", DTYPE_CHOICES, "hardware"),
     _choice("scorer", SCORER_CHOICES, "hardware"),
 )
@@ -157,29 +146,15 @@ def fields_of(group: FieldGroup) -> list[FormField]:
     return [f for f in FORM_FIELDS if f.group == group]
 
 
-# The per-task override row: widget id -> the override key (a TaskSpec field), with a placeholder.
+def _override(ident: str, attr: str) -> FormField:
+    """A per-task override of a benchmark default: the same checks, empty meaning "the default"."""
+    default = next(f for f in FORM_FIELDS if f.attr == attr)
+    return dataclasses.replace(default, ident=ident, optional=True, placeholder=default.label)
+
+
+# The per-task override row; ``attr`` is the TaskSpec field each one sets.
 OVERRIDE_FIELDS: tuple[FormField, ...] = (
-    FormField(
-        "override-metric", "metric", "metric", "text", "tasks", optional=True, placeholder="metric"
-    ),  # fmt: skip
-    FormField(
-        "override-fewshot",
-        "few-shot",
-        "num_fewshot",
-        "int",
-        "tasks",
-        (Integer(0),),
-        optional=True,
-        placeholder="few-shot",
-    ),  # fmt: skip
-    FormField(
-        "override-limit",
-        "limit",
-        "limit",
-        "int",
-        "tasks",
-        (Integer(1),),
-        optional=True,
-        placeholder="limit",
-    ),  # fmt: skip
+    _override("override-metric", "metric"),
+    _override("override-fewshot", "num_fewshot"),
+    _override("override-limit", "limit"),
 )
