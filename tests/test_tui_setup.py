@@ -21,6 +21,7 @@ from tiny_models import build_tiny
 from gaprune_tui.core import launch, modelinfo
 from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.devices import CPU_DEFAULTS
+from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.estimate import (
     TimingSample,
     estimate_cost,
@@ -484,6 +485,34 @@ async def test_engine_that_dies_before_starting_is_reported(launches: list) -> N
         error = text_of(screen, "#form-error")
         assert "exited before starting" in error
         assert "No module named 'torch'" in error
+
+
+def test_launch_status_is_what_the_cli_waits_on() -> None:
+    """``launch.launch_status``: the one start-up check behind Setup's poll and the CLI's wait."""
+    config = RunConfig(model="demo")
+    store, proc = RunStore.create(config), FakeProc()
+    assert launch.launch_status(store, proc) == launch.LaunchStatus("starting")
+    store.set_state(RUNNING)
+    assert launch.launch_status(store, proc).phase == "started"
+    launch.wait_started(store, proc)  # returns at once: the engine is past setup
+
+    rejected = RunStore.create(config)
+    rejected.set_state(INVALID, error="task 'mutual' needs its dataset")
+    with pytest.raises(GapruneError, match="task 'mutual' needs its dataset"):
+        launch.wait_started(rejected, FakeProc())
+    assert not rejected.path.exists()  # discarded: never listed as a run
+
+    dead, proc = RunStore.create(config), FakeProc()
+    dead.log_path.write_text("Traceback...\nModuleNotFoundError: No module named 'torch'\n")
+    proc.returncode = 1
+    status = launch.launch_status(dead, proc)
+    assert status.phase == "rejected"
+    assert (
+        status.error
+        == "the engine exited before starting: ModuleNotFoundError: No module named 'torch'"
+    )
+    with pytest.raises(GapruneError, match="exited before starting"):
+        launch.wait_started(dead, proc)
 
 
 # ---- keys ----------------------------------------------------------------------------------------
