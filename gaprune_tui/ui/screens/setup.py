@@ -50,10 +50,19 @@ from gaprune_tui.ui.screens.setup_fields import (
     text_input,
 )
 
-__all__ = ["CPU_DEFAULTS", "DEFAULT_CONFIG_PATH", "SetupScreen", "describe_model"]
-
 DEFAULT_CONFIG_PATH = "gaprune-run.toml"
 _OVERRIDE_KEYS = {f.ident: f.attr for f in OVERRIDE_FIELDS}
+
+
+def cpu_note() -> str:
+    """Why a CPU-only machine sees smaller numbers than the method's (``devices.CPU_DEFAULTS``)."""
+    cpu, method = CPU_DEFAULTS, RunConfig()
+    return (
+        f"No GPU found: defaults scaled to population {cpu['population']}, "
+        f"{cpu['generations']} generations and limit {cpu['limit']} so a search finishes in "
+        f"minutes here (the method uses {method.population}, {method.generations} and "
+        f"{method.limit})."
+    )
 
 
 def describe_model(info: modelinfo.ModelInfo) -> str:
@@ -102,11 +111,7 @@ class SetupScreen(Screen[None]):
         yield Header(show_clock=False)
         with VerticalScroll(id="setup-form"):
             if self.scaled_for_cpu:
-                yield Static(
-                    "No GPU found: defaults scaled to population 8, 3 generations and limit 20 so "
-                    "a search finishes in minutes here (the method uses 60, 10 and 100).",
-                    id="cpu-note",
-                )
+                yield Static(cpu_note(), id="cpu-note")
             yield Label("Model", classes="section")
             for spec in fields_of("model"):
                 yield spec.widget(getattr(cfg, spec.attr), blink=self._blink)
