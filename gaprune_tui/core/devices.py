@@ -37,7 +37,12 @@ def default_config() -> RunConfig:
     """The method's defaults, scaled down on a CPU-only machine (see ``CPU_DEFAULTS``)."""
     config = RunConfig()
     if not gpu_available():
-        config = dataclasses.replace(config, **CPU_DEFAULTS)
+        config = dataclasses.replace(
+            config,
+            population=CPU_DEFAULTS["population"],
+            generations=CPU_DEFAULTS["generations"],
+            limit=CPU_DEFAULTS["limit"],
+        )
     return config
 
 

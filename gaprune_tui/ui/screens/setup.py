@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.markup import escape
 from textual import on, work
@@ -45,6 +45,7 @@ from gaprune_tui.ui.messages import CacheScanned, ModelInspected, TimingsMeasure
 from gaprune_tui.ui.screens.setup_fields import (
     FORM_FIELDS,
     OVERRIDE_FIELDS,
+    ConfigValue,
     FieldGroup,
     fields_of,
     text_input,
@@ -218,7 +219,7 @@ class SetupScreen(Screen[None]):
     def build_config(self) -> RunConfig:
         """The form as a validated ``RunConfig``; ``ConfigError`` names the first bad field."""
         specs = [self._task_spec(name) for name in self.task_names()]
-        values = {}
+        values: dict[str, Any] = {}  # typed by each row's parse; validate() checks the values
         for spec in FORM_FIELDS:
             if spec.kind == "choice":
                 values[spec.attr] = self.query_one(f"#{spec.ident}", Select).value
@@ -232,7 +233,7 @@ class SetupScreen(Screen[None]):
     def _task_spec(self, name: str) -> TaskSpec:
         """One selected task with its overrides; ``ConfigError`` names the task and the field."""
         raw = self.overrides.get(name, {})
-        values = {}
+        values: dict[str, ConfigValue] = {}
         for spec in OVERRIDE_FIELDS:
             try:
                 values[spec.attr] = spec.parse(raw.get(spec.attr, ""))
@@ -411,8 +412,8 @@ class SetupScreen(Screen[None]):
         self.model_info = message.info
         self.model_error = message.error
         label = self.query_one("#model-info", Static)
-        if message.error:
-            label.update(f"[b]✗[/] {escape(message.error)}")
+        if message.error or message.info is None:
+            label.update(f"[b]✗[/] {escape(message.error or 'not a model')}")
             label.set_class(True, "error")
         else:
             label.update(f"✓ {escape(describe_model(message.info))}")
