@@ -21,7 +21,7 @@ from tiny_models import build_tiny
 from gaprune_tui.core import launch, modelinfo
 from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.devices import CPU_DEFAULTS
-from gaprune_tui.core.errors import GapruneError
+from gaprune_tui.core.errors import ConfigError, GapruneError
 from gaprune_tui.core.estimate import (
     TimingSample,
     estimate_cost,
@@ -32,6 +32,7 @@ from gaprune_tui.core.format import duration as format_duration
 from gaprune_tui.core.store import INVALID, RUNNING, RunStore
 from gaprune_tui.ui.app import GapruneApp
 from gaprune_tui.ui.screens.setup import SetupScreen
+from gaprune_tui.ui.screens.setup_fields import FORM_FIELDS, OVERRIDE_FIELDS
 
 pytestmark = pytest.mark.anyio
 SIZE = (100, 30)
@@ -120,6 +121,21 @@ def test_gpu_detection_without_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert devices.default_config().population == RunConfig().population
     monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
     assert not devices.gpu_available()
+
+
+def test_form_table_names_real_config_fields_once() -> None:
+    """FORM_FIELDS drives compose, fill and build_config: each row is a RunConfig field, once."""
+    config_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    attrs = [f.attr for f in FORM_FIELDS]
+    assert set(attrs) <= config_fields and len(set(attrs)) == len(attrs)
+    idents = [f.ident for f in (*FORM_FIELDS, *OVERRIDE_FIELDS)]
+    assert len(set(idents)) == len(idents)
+    task_fields = {f.name for f in dataclasses.fields(TaskSpec)}
+    assert {f.attr for f in OVERRIDE_FIELDS} <= task_fields
+    limit = next(f for f in FORM_FIELDS if f.attr == "limit")
+    assert (limit.parse(" 20 "), limit.parse(""), limit.format(None)) == (20, None, "")
+    with pytest.raises(ConfigError, match="prune k must be a whole number, got 'x'"):
+        next(f for f in FORM_FIELDS if f.attr == "prune").parse("x")
 
 
 # ---- validation ---------------------------------------------------------------------------------
