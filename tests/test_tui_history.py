@@ -80,6 +80,21 @@ async def test_empty_history_says_how_to_start() -> None:
         assert app.screen is screen
 
 
+async def test_one_run_is_one_search() -> None:
+    """The status line agrees with its count: "1 search", then "2 searches" after a refresh."""
+    populate(fake_store(run_id="20260101-000001-aaaa"))
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = history_of(app)
+        status = str(screen.query_one("#history-status", Static).render())
+        assert status.startswith("1 search.")
+        populate(fake_store(run_id="20260101-000002-bbbb"))
+        screen.refresh_runs()
+        await pilot.pause()
+        assert str(screen.query_one("#history-status", Static).render()).startswith("2 searches.")
+
+
 async def test_new_runs_appear_on_refresh_and_cursor_stays(runs: dict) -> None:
     app = GapruneApp(initial="history")
     async with app.run_test(size=SIZE) as pilot:

@@ -132,10 +132,10 @@ async def test_params_fall_back_to_layer_share_when_not_recorded() -> None:
     populate(store)
     store.set_meta(n_params=None, params_per_layer=None)
     assert params_removed([3, 4, 5, 6], 30, store.meta()) == (pytest.approx(100 * 4 / 30), False)
-    # The engine records one count per layer; a single count for all layers works too.
+    # The engine records one count per layer; anything else falls back to the share of layers.
     per_layer = {"n_params": 1000, "params_per_layer": [10, 20, 30, 40]}
     assert params_removed([1, 3], 4, per_layer) == (pytest.approx(6.0), True)
-    assert params_removed([1, 3], 4, {"n_params": 1000, "params_per_layer": 25}) == (5.0, True)
+    assert params_removed([1, 3], 4, {"n_params": 1000, "params_per_layer": 25}) == (50.0, False)
     app = GapruneApp(initial="results", run=str(store.path))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()

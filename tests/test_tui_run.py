@@ -8,6 +8,7 @@ checked where they land: control rows in the store, and the engine's answer show
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from fake_engine import FakeEngine, fake_store, populate
@@ -333,3 +334,40 @@ async def test_unreadable_store_is_reported_not_raised() -> None:
         assert isinstance(app.screen, ResultsScreen)
         await pilot.pause(1.2)
         assert app.is_running
+
+
+def screen_lines(app: GapruneApp) -> list[str]:
+    """The screen as the terminal shows it, one string a row (what a clipped number loses)."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+@pytest.mark.parametrize("eta", [False, True])
+async def test_progress_and_fitness_numbers_fit_the_terminal(
+    monkeypatch: pytest.MonkeyPatch, size: tuple[int, int], eta: bool
+) -> None:
+    """At 80x24 and 100x30, with and without the ETA, both bars end in their whole percentage
+    (a full generation reads "100%", not "100") and the best-fitness line keeps its numbers."""
+    monkeypatch.setenv("GAPRUNE_TUI_DETERMINISTIC", "0" if eta else "1")
+    store, engine = running_store(0)
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=size) as pilot:
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        while not (
+            screen.view.population_size
+            and screen.view.generation_done >= screen.view.population_size
+        ):
+            assert engine.step(), "the fake engine ended before generation 0 was scored"
+            screen.poll()
+        await pilot.pause()
+        view = screen.view
+        lines = screen_lines(app)
+        assert len(lines) == size[1] and all(len(line) == size[0] for line in lines)
+        progress = next(line for line in lines if "search " in line and "gen " in line)
+        percent = round(100 * view.evaluations_done / view.max_evaluations)
+        assert re.search(r"━\s*100%\s", progress), progress
+        assert re.search(rf"[━╸╺]\s*{percent}%\s", progress), progress
+        best = next(line for line in lines if "best fitness" in line)
+        assert f"{view.best_fitness:.4f}" in best
+        assert f"(base {view.base_fitness:.4f})" in best, best

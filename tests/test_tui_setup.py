@@ -20,17 +20,19 @@ from tiny_models import build_tiny
 
 from gaprune_tui.core import launch, modelinfo
 from gaprune_tui.core.config import RunConfig, TaskSpec
-from gaprune_tui.core.store import INVALID, RUNNING, RunStore
-from gaprune_tui.ui.app import GapruneApp
-from gaprune_tui.ui.screens.setup import (
-    CPU_DEFAULTS,
-    SetupScreen,
+from gaprune_tui.core.devices import CPU_DEFAULTS
+from gaprune_tui.core.errors import ConfigError, GapruneError
+from gaprune_tui.core.estimate import (
     TimingSample,
     estimate_cost,
-    format_duration,
     items_per_evaluation,
     measure_timings,
 )
+from gaprune_tui.core.format import duration as format_duration
+from gaprune_tui.core.store import RunState, RunStore
+from gaprune_tui.ui.app import GapruneApp
+from gaprune_tui.ui.screens.setup import SetupScreen
+from gaprune_tui.ui.screens.setup_fields import FORM_FIELDS, OVERRIDE_FIELDS
 
 pytestmark = pytest.mark.anyio
 SIZE = (100, 30)
@@ -104,18 +106,36 @@ async def test_gpu_machine_gets_the_methods_defaults(monkeypatch: pytest.MonkeyP
 
 
 def test_gpu_detection_without_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from gaprune_tui.ui.screens import setup
+    from gaprune_tui.core import devices
 
     monkeypatch.delenv("GAPRUNE_ASSUME_GPU")
-    monkeypatch.setattr(setup.shutil, "which", lambda name: None)
-    monkeypatch.setattr(setup, "Path", lambda p: tmp_path / "no-driver")
-    assert not setup.gpu_available()
-    assert setup.default_config().population == CPU_DEFAULTS["population"]
-    monkeypatch.setattr(setup.shutil, "which", lambda name: f"/usr/bin/{name}")
-    assert setup.gpu_available()
-    assert setup.default_config().population == RunConfig().population
+    monkeypatch.setattr(devices.shutil, "which", lambda name: None)
+    monkeypatch.setattr(devices, "NVIDIA_DRIVER", tmp_path / "no-driver")
+    assert not devices.gpu_available()
+    assert devices.default_config().population == CPU_DEFAULTS["population"]
+    (tmp_path / "no-driver").mkdir()
+    assert devices.gpu_available()  # the driver's /proc entry alone is enough
+    (tmp_path / "no-driver").rmdir()
+    monkeypatch.setattr(devices.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert devices.gpu_available()
+    assert devices.default_config().population == RunConfig().population
     monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
-    assert not setup.gpu_available()
+    assert not devices.gpu_available()
+
+
+def test_form_table_names_real_config_fields_once() -> None:
+    """FORM_FIELDS drives compose, fill and build_config: each row is a RunConfig field, once."""
+    config_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    attrs = [f.attr for f in FORM_FIELDS]
+    assert set(attrs) <= config_fields and len(set(attrs)) == len(attrs)
+    idents = [f.ident for f in (*FORM_FIELDS, *OVERRIDE_FIELDS)]
+    assert len(set(idents)) == len(idents)
+    task_fields = {f.name for f in dataclasses.fields(TaskSpec)}
+    assert {f.attr for f in OVERRIDE_FIELDS} <= task_fields
+    limit = next(f for f in FORM_FIELDS if f.attr == "limit")
+    assert (limit.parse(" 20 "), limit.parse(""), limit.format(None)) == (20, None, "")
+    with pytest.raises(ConfigError, match="prune k must be a whole number, got 'x'"):
+        next(f for f in FORM_FIELDS if f.attr == "prune").parse("x")
 
 
 # ---- validation ---------------------------------------------------------------------------------
@@ -444,7 +464,7 @@ async def test_start_opens_the_run_screen_once_the_engine_runs(launches: list) -
         await pilot.press("f5")  # a second press while starting starts nothing
         await pilot.pause()
         assert len(launches) == 1
-        store.set_state(RUNNING)
+        store.set_state(RunState.RUNNING)
         await pilot.pause(0.6)
         assert app.screen.id == "run"
 
@@ -459,7 +479,9 @@ async def test_invalid_setup_reported_by_the_engine_comes_back_to_the_form(
         await pilot.click("#start")
         await pilot.pause()
         store, _ = launches[0]
-        store.set_state(INVALID, error="task 'mutual' needs its dataset, which is not offline")
+        store.set_state(
+            RunState.INVALID, error="task 'mutual' needs its dataset, which is not offline"
+        )
         await pilot.pause(0.6)
         assert app.screen is screen
         assert "Not started: task 'mutual' needs its dataset" in text_of(screen, "#form-error")
@@ -481,6 +503,34 @@ async def test_engine_that_dies_before_starting_is_reported(launches: list) -> N
         error = text_of(screen, "#form-error")
         assert "exited before starting" in error
         assert "No module named 'torch'" in error
+
+
+def test_launch_status_is_what_the_cli_waits_on() -> None:
+    """``launch.launch_status``: the one start-up check behind Setup's poll and the CLI's wait."""
+    config = RunConfig(model="demo")
+    store, proc = RunStore.create(config), FakeProc()
+    assert launch.launch_status(store, proc) == launch.LaunchStatus("starting")
+    store.set_state(RunState.RUNNING)
+    assert launch.launch_status(store, proc).phase == "started"
+    launch.wait_started(store, proc)  # returns at once: the engine is past setup
+
+    rejected = RunStore.create(config)
+    rejected.set_state(RunState.INVALID, error="task 'mutual' needs its dataset")
+    with pytest.raises(GapruneError, match="task 'mutual' needs its dataset"):
+        launch.wait_started(rejected, FakeProc())
+    assert not rejected.path.exists()  # discarded: never listed as a run
+
+    dead, proc = RunStore.create(config), FakeProc()
+    dead.log_path.write_text("Traceback...\nModuleNotFoundError: No module named 'torch'\n")
+    proc.returncode = 1
+    status = launch.launch_status(dead, proc)
+    assert status.phase == "rejected"
+    assert (
+        status.error
+        == "the engine exited before starting: ModuleNotFoundError: No module named 'torch'"
+    )
+    with pytest.raises(GapruneError, match="exited before starting"):
+        launch.wait_started(dead, proc)
 
 
 # ---- keys ----------------------------------------------------------------------------------------

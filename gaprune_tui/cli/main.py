@@ -176,16 +176,11 @@ def precheck(config: RunConfig) -> None:
 
 # ---- following a run ------------------------------------------------------------------------------
 def wait_started(store: RunStore, proc: Any) -> None:
-    """Block until the engine has loaded the model and tasks, or rejected the run.
+    """Block until the engine has loaded the model and tasks, or rejected the run (discarded, so
+    it never looks like a real run): ``core.launch.wait_started``, shared with the Setup screen."""
+    from gaprune_tui.core import launch
 
-    A rejected run (bad model, task or layer count) is discarded so it never looks like a real run.
-    """
-    while store.state == RunState.CREATED and proc.poll() is None:
-        time.sleep(0.2)
-    if store.state == RunState.INVALID:
-        error = store.meta().get("error") or "the engine rejected the run (see engine.log)"
-        store.discard()
-        raise GapruneError(error)
+    launch.wait_started(store, proc)
 
 
 def follow(store: RunStore, proc: Any) -> int:

@@ -11,9 +11,31 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from gaprune_tui.core.config import RunConfig
-from gaprune_tui.core.store import RunStore
+from gaprune_tui.core.errors import GapruneError
+from gaprune_tui.core.follow import last_error_lines
+from gaprune_tui.core.store import RunState, RunStore
+
+LaunchPhase = Literal["starting", "started", "rejected"]
+
+
+class Process(Protocol):
+    """What a launch needs of the engine process: ``subprocess.Popen`` or a test's stand-in."""
+
+    def poll(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class LaunchStatus:
+    """Where a freshly started engine stands: still loading, past setup, or rejected (``error``
+    says why, in the engine's words or from the end of engine.log)."""
+
+    phase: LaunchPhase
+    error: str | None = None
 
 
 def spawn_engine(
@@ -53,6 +75,36 @@ def start_run(config: RunConfig) -> tuple[RunStore, subprocess.Popen[bytes]]:
 def resume_run(store: RunStore) -> subprocess.Popen[bytes]:
     """Continue a stopped or crashed run from its last generation boundary."""
     return spawn_engine(store, resume=True)
+
+
+def launch_status(store: RunStore, proc: Process | None) -> LaunchStatus:
+    """One look, without blocking, at a run whose engine was just started (the CLI waits on it,
+    the Setup screen polls it from a timer). A run the engine marked "invalid" (bad model, task or
+    layer count) is discarded here, so it never looks like a real run; an engine that died before
+    setting a state is reported with the end of its log."""
+    exited = proc is not None and proc.poll() is not None  # before reading the state: no race
+    state = store.state
+    if state == RunState.INVALID:
+        error = store.meta().get("error") or "the engine rejected this setup (see engine.log)"
+        store.discard()
+        return LaunchStatus("rejected", str(error))
+    if state != RunState.CREATED:
+        return LaunchStatus("started")
+    if exited:
+        tail = last_error_lines(store.log_path, 1)
+        reason = tail[-1].strip() if tail else "see engine.log"
+        return LaunchStatus("rejected", f"the engine exited before starting: {reason}")
+    return LaunchStatus("starting")
+
+
+def wait_started(store: RunStore, proc: Process | None, poll_seconds: float = 0.2) -> None:
+    """Block until the engine has loaded the model and tasks; ``GapruneError`` if it did not."""
+    status = launch_status(store, proc)
+    while status.phase == "starting":
+        time.sleep(poll_seconds)
+        status = launch_status(store, proc)
+    if status.phase == "rejected":
+        raise GapruneError(status.error or "the engine rejected the run")
 
 
 def confirm_run(store: RunStore) -> subprocess.Popen[bytes]:

@@ -81,18 +81,6 @@ def can_resume(state: str, alive: bool) -> bool:
     return not alive and RunState(state).resumable
 
 
-# The old constants, so code written against them still imports; new code uses RunState.
-CREATED, RUNNING, PAUSED, STOPPED, FINISHED, FAILED, INVALID = (
-    RunState.CREATED,
-    RunState.RUNNING,
-    RunState.PAUSED,
-    RunState.STOPPED,
-    RunState.FINISHED,
-    RunState.FAILED,
-    RunState.INVALID,
-)
-
-
 class ControlAction(StrEnum):
     """What the UI and CLI may ask of a live engine (the text is what the control table holds)."""
 

@@ -8,9 +8,11 @@ request (the user kept typing) is recognised and dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from textual.message import Message
+
+from gaprune_tui.core.estimate import TimingSample
+from gaprune_tui.core.modelinfo import ModelInfo
 
 
 @dataclass
@@ -18,7 +20,7 @@ class ModelInspected(Message):
     """The model field's spec was inspected: ``info`` (a ``modelinfo.ModelInfo``) or ``error``."""
 
     spec: str
-    info: Any = None
+    info: ModelInfo | None = None
     error: str | None = None
 
 
@@ -26,7 +28,7 @@ class ModelInspected(Message):
 class CacheScanned(Message):
     """Models found in the Hugging Face cache (``modelinfo.ModelInfo`` objects)."""
 
-    models: list[Any] = field(default_factory=list)
+    models: list[ModelInfo] = field(default_factory=list)
     error: str | None = None
 
 
@@ -35,4 +37,4 @@ class TimingsMeasured(Message):
     """Seconds per scored item measured in past runs of ``model`` (for the cost preview)."""
 
     model: str
-    samples: list[Any] = field(default_factory=list)
+    samples: list[TimingSample] = field(default_factory=list)

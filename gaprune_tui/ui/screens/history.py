@@ -20,6 +20,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from gaprune_tui.core import format as fmt
 from gaprune_tui.core import launch
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.store import RunState, RunStore, RunSummary, list_runs
@@ -100,7 +101,7 @@ class HistoryScreen(Screen[None]):
         deterministic = getattr(self.app, "deterministic", False)
         table.clear()
         for run in self.runs:
-            best = "—" if run.best_fitness is None else f"{run.best_fitness:.4f}"
+            best = "—" if run.best_fitness is None else fmt.score(run.best_fitness)
             started = (
                 "—"
                 if deterministic or not run.started
@@ -125,7 +126,7 @@ class HistoryScreen(Screen[None]):
             status.update("No searches yet: press n to set one up.")
         else:
             status.update(
-                f"{len(self.runs)} searches. o/enter: open results or attach · "
+                f"{fmt.plural(len(self.runs), 'search')}. o/enter: open results or attach · "
                 "r: resume a stopped or crashed run · d: delete an ended run"
             )
 

@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from rich.text import Text
 from textual import on, work
@@ -26,8 +26,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 from textual.worker import Worker, WorkerState
 
+from gaprune_tui.core import format as fmt
 from gaprune_tui.core.errors import GapruneError
-from gaprune_tui.core.follow import Follower, as_shown
+from gaprune_tui.core.follow import Follower, RunView, as_shown
 from gaprune_tui.core.store import Evaluation, RunStore
 from gaprune_tui.ui.widgets.dialogs import ScoresDialog
 from gaprune_tui.ui.widgets.fitness_chart import FitnessChart
@@ -55,18 +56,14 @@ def default_export_command(store: RunStore, rank: int) -> list[str]:
 def params_removed(
     dropped: list[int], n_layers: int, meta: dict[str, Any]
 ) -> tuple[float | None, bool]:
-    """(% of parameters removed, exact?) from meta ``n_params`` and ``params_per_layer`` (a list,
-    one count per layer, or one count for all), else the share of decoder layers (not exact: it
-    ignores embeddings and the head)."""
+    """(% of parameters removed, exact?) from meta ``n_params`` and ``params_per_layer`` (the
+    engine's list, one count per layer), else the share of decoder layers (not exact: it ignores
+    embeddings and the head)."""
     n_params = meta.get("n_params")
     per_layer = meta.get("params_per_layer")
-    if n_params and per_layer:
-        if isinstance(per_layer, list):
-            if all(0 <= i < len(per_layer) for i in dropped):
-                removed = sum(float(per_layer[i]) for i in dropped)
-                return 100.0 * removed / float(n_params), True
-        else:
-            return 100.0 * len(dropped) * float(per_layer) / float(n_params), True
+    if n_params and isinstance(per_layer, list) and all(0 <= i < len(per_layer) for i in dropped):
+        removed = sum(float(per_layer[i]) for i in dropped)
+        return 100.0 * removed / float(n_params), True
     if n_layers:
         return 100.0 * len(dropped) / n_layers, False
     return None, False
@@ -77,34 +74,15 @@ def short_task(name: str) -> str:
     return name.removesuffix("_offline")
 
 
-def verified_text(value: Any) -> str:
-    if value is True:
-        return "verification passed"
-    if value is False:
-        return "verification FAILED"
+def verified_text(value: bool | None) -> str:
+    """The export's ``verified`` field (True, False, or None when verification was skipped)."""
     if value is None:
         return "not verified"
-    if isinstance(value, dict):
-        ok = value.get("ok", value.get("passed"))
-        detail = ", ".join(f"{k} {v}" for k, v in value.items() if k not in ("ok", "passed"))
-        head = verified_text(ok) if isinstance(ok, bool) else "verification"
-        return f"{head} ({detail})" if detail else head
-    return f"verification: {value}"
+    return "verification passed" if value else "verification FAILED"
 
 
 class ResultsScreen(Screen[None]):
     """Hall of fame of a run (finished or not) and export of any of its rows."""
-
-    DEFAULT_CSS = """
-    ResultsScreen #results-title { height: 1; background: $panel; padding: 0 1; text-style: bold; }
-    ResultsScreen #base-scores { height: auto; padding: 0 1; }
-    ResultsScreen #hall-of-fame { height: 1fr; min-height: 5; margin: 0 1; }
-    ResultsScreen #fitness-chart { padding: 0 1; }
-    ResultsScreen #export-status { height: auto; padding: 0 1; }
-    ResultsScreen #export-status.error { background: $error; color: $text; }
-    ResultsScreen #export-status.done { background: $success 40%; }
-    ResultsScreen #export-log { height: 4; margin: 0 1; border-top: solid $panel; }
-    """
 
     BINDINGS = [
         Binding("e", "export", "Export"),
@@ -167,7 +145,7 @@ class ResultsScreen(Screen[None]):
         self._fill_table(tasks, n_layers, meta)
         self.query_one(FitnessChart).set_series(view.best_history, view.mean_history)
 
-    def _base_text(self, view: Any, n_layers: int) -> Text:
+    def _base_text(self, view: RunView, n_layers: int) -> Text:
         text = Text()
         text.append("base model", style="bold")
         if n_layers:
@@ -179,10 +157,10 @@ class ResultsScreen(Screen[None]):
         parts = []
         for task, metrics in view.base_scores.items():
             for metric, value in metrics.items():
-                parts.append(f"{task} {metric} {value:.4f}")
+                parts.append(f"{task} {metric} {fmt.score(value)}")
         text.append("  ".join(parts))
         if view.base_fitness is not None:
-            text.append(f"  fitness {view.base_fitness:.4f}", style="bold")
+            text.append(f"  fitness {fmt.score(view.base_fitness)}", style="bold")
         return text
 
     def _fill_table(self, tasks: list[str], n_layers: int, meta: dict[str, Any]) -> None:
@@ -199,11 +177,11 @@ class ResultsScreen(Screen[None]):
         else:
             table.clear()
         for rank, ev in enumerate(self.ranked, start=1):
-            cells = [str(rank), genome_text(ev.dropped), str(len(ev.kept)), f"{ev.fitness:.4f}"]
+            cells = [str(rank), genome_text(ev.dropped), str(len(ev.kept)), fmt.score(ev.fitness)]
             for task in tasks:
                 metrics = ev.scores.get(task) or {}
                 value = next(iter(metrics.values()), None)
-                cells.append("" if value is None else f"{value:.4f}")
+                cells.append("" if value is None else fmt.score(value))
             pct, _ = params_removed(ev.dropped, n_layers, meta)
             cells.append("" if pct is None else f"{pct:.1f}")
             table.add_row(*cells, key=str(rank))
@@ -233,14 +211,13 @@ class ResultsScreen(Screen[None]):
         ev = self.ranked[rank - 1]
         view = self.follower.view
         self.app.push_screen(
-            ScoresDialog(
+            ScoresDialog.beside_base(
+                view,
                 ev.dropped,
-                n_layers=view.n_layers or len(ev.dropped) + len(ev.kept),
                 fitness=ev.fitness,
                 scores=ev.scores,
-                base_scores=view.base_scores,
-                base_fitness=view.base_fitness,
                 note=f"rank {rank} of the hall of fame",
+                n_layers=view.n_layers or len(ev.dropped) + len(ev.kept),
             )
         )
 
@@ -255,9 +232,7 @@ class ResultsScreen(Screen[None]):
             return
         self.export_result = None
         self.export_error = None
-        status = self.query_one("#export-status", Static)
-        status.remove_class("error", "done")
-        status.update(
+        self._status(
             f"exporting rank {rank} (dropping {genome_text(self.ranked[rank - 1].dropped)})…"
         )
         self.query_one("#export-log", RichLog).clear()
@@ -330,15 +305,12 @@ class ResultsScreen(Screen[None]):
 
     def _export_done(self, data: dict[str, Any]) -> None:
         self.export_result = data
-        status = self.query_one("#export-status", Static)
-        status.remove_class("error")
-        status.add_class("done")
         text = Text.assemble(("Exported to ", "bold"), str(data.get("path", "?")))
         before, after = data.get("params_before"), data.get("params_after")
         if before and after:
             text.append(f" · {100 * (before - after) / before:.1f}% parameters removed")
         if data.get("size_bytes"):
-            text.append(f" · {data['size_bytes'] / 2**20:.1f} MiB")
+            text.append(f" · {fmt.size(data['size_bytes'])}")
         text.append("\n")
         verdict = verified_text(data.get("verified"))
         summary = data.get("summary")
@@ -346,15 +318,19 @@ class ResultsScreen(Screen[None]):
             str(summary) if summary else verdict,
             "bold" if data.get("verified") is not False else "bold red",
         )
-        status.update(text)
+        self._status(text, "done")
         self.notify(f"Exported to {data.get('path')}", title="Export done", timeout=10)
+
+    def _status(self, text: str | Text, outcome: Literal["", "done", "error"] = "") -> None:
+        """The export line: in progress (plain), done (green) or failed (red)."""
+        status = self.query_one("#export-status", Static)
+        status.set_class(outcome == "done", "done")
+        status.set_class(outcome == "error", "error")
+        status.update(text)
 
     def _export_failed(self, error: str) -> None:
         self.export_error = error
-        status = self.query_one("#export-status", Static)
-        status.remove_class("done")
-        status.add_class("error")
-        status.update(Text.assemble(("Export failed: ", "bold"), error))
+        self._status(Text.assemble(("Export failed: ", "bold"), error), "error")
         self.notify(error, title="Export failed", severity="error", timeout=10)
 
     @on(Worker.StateChanged)

@@ -10,7 +10,6 @@ resumed from here; the UI never depends on the engine being alive.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 
 from rich.text import Text
@@ -21,6 +20,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
 
+from gaprune_tui.core import format as fmt
 from gaprune_tui.core import launch
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.follow import Follower, LogTail, RunView, last_error_lines
@@ -33,11 +33,6 @@ POLL_SECONDS = 0.25
 LOG_LINES = 500
 
 
-def deterministic() -> bool:
-    """Snapshot runs: no ETA, no clocks (``GAPRUNE_TUI_DETERMINISTIC=1``)."""
-    return os.environ.get("GAPRUNE_TUI_DETERMINISTIC", "") not in ("", "0")
-
-
 def state_label(state: str) -> str:
     return {RunState.CREATED: "starting", RunState.CRASHED: "crashed (engine gone)"}.get(
         state, state
@@ -46,26 +41,6 @@ def state_label(state: str) -> str:
 
 class RunScreen(Screen[None]):
     """Live view of one run. ``poll()`` is public so tests can apply new events without waiting."""
-
-    DEFAULT_CSS = """
-    RunScreen #run-title { height: 1; background: $panel; padding: 0 1; text-style: bold; }
-    RunScreen #banner { height: auto; padding: 0 1; display: none; }
-    RunScreen #banner.error { display: block; background: $error; color: $text; }
-    RunScreen #banner.info { display: block; background: $success 40%; }
-    RunScreen #banner.warning { display: block; background: $warning 40%; }
-    RunScreen #progress-row { height: 1; padding: 0 1; }
-    RunScreen #progress-row Label { width: auto; padding-right: 1; }
-    RunScreen #progress-row ProgressBar { width: 1fr; padding-right: 2; }
-    RunScreen #evaluating { height: 1; padding: 0 1; }
-    RunScreen #fitness-row { height: 1; padding: 0 1; }
-    RunScreen #fitness-row Label { width: auto; padding-right: 1; }
-    RunScreen #best-fitness { width: 24; }
-    RunScreen #best-summary { width: 1fr; padding-left: 2; }
-    RunScreen #body { height: 1fr; }
-    RunScreen #layer-bitmap { padding: 0 1; margin-bottom: 1; }
-    RunScreen #generations { margin: 0 1; }
-    RunScreen #engine-log { height: 8; min-height: 4; border-top: solid $panel; margin: 0 1; }
-    """
 
     BINDINGS = [
         Binding("p", "pause", "Pause"),
@@ -91,7 +66,7 @@ class RunScreen(Screen[None]):
 
     # ---- layout -------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        eta = not deterministic()
+        eta = not getattr(self.app, "deterministic", False)  # snapshots: no ETA
         yield Static(f"run {self.store.id}", id="run-title")
         yield Static("", id="banner")
         with Horizontal(id="progress-row"):
@@ -150,9 +125,9 @@ class RunScreen(Screen[None]):
         self.query_one("#best-fitness", Sparkline).data = best
         summary = ""
         if view.best_fitness is not None and view.best_dropped is not None:
-            summary = f"{view.best_fitness:.4f}  dropping {genome_text(view.best_dropped)}"
+            summary = f"{fmt.score(view.best_fitness)}  dropping {genome_text(view.best_dropped)}"
             if view.base_fitness is not None:
-                summary += f"  (base {view.base_fitness:.4f})"
+                summary += f"  (base {fmt.score(view.base_fitness)})"
         self.query_one("#best-summary", Static).update(summary)
         self.query_one(LayerBitmap).set_rows(view.n_layers, view.protect, self._bitmap_rows(view))
         self.query_one(GenerationTable).show_rows(view.rows)
@@ -272,13 +247,11 @@ class RunScreen(Screen[None]):
         view = self.view
         scored = view.scored_for(dropped)
         self.app.push_screen(
-            ScoresDialog(
+            ScoresDialog.beside_base(
+                view,
                 dropped,
-                n_layers=view.n_layers,
                 fitness=scored.fitness if scored else None,
                 scores=scored.scores if scored else None,
-                base_scores=view.base_scores,
-                base_fitness=view.base_fitness,
                 note=note,
             )
         )

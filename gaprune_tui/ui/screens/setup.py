@@ -11,21 +11,16 @@ runs of the same model were timed on this machine, an estimated duration.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import sqlite3
-import statistics
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.validation import Function, Integer, Number
+from textual.timer import Timer
 from textual.widgets import (
     Button,
     Footer,
@@ -39,159 +34,45 @@ from textual.widgets import (
 )
 from textual.widgets.option_list import Option
 
+from gaprune_tui.core import format as fmt
 from gaprune_tui.core import launch, modelinfo, tasknames
-from gaprune_tui.core.config import (
-    DTYPE_CHOICES,
-    FITNESS_CHOICES,
-    INVALID_CHOICES,
-    SCORER_CHOICES,
-    RunConfig,
-    TaskSpec,
-)
+from gaprune_tui.core.config import RunConfig, TaskSpec
+from gaprune_tui.core.devices import CPU_DEFAULTS, default_config, gpu_available
 from gaprune_tui.core.errors import ConfigError, GapruneError
-from gaprune_tui.core.store import RunState, RunStore, list_runs
+from gaprune_tui.core.estimate import TimingSample, estimate_cost, measure_timings
+from gaprune_tui.core.store import RunStore
 from gaprune_tui.ui.messages import CacheScanned, ModelInspected, TimingsMeasured
+from gaprune_tui.ui.screens.setup_fields import (
+    FORM_FIELDS,
+    OVERRIDE_FIELDS,
+    ConfigValue,
+    FieldGroup,
+    fields_of,
+    text_input,
+)
 
-# What a CPU-only machine gets instead of the method's defaults, so the first search ends in minutes.
-CPU_DEFAULTS = {"population": 8, "generations": 3, "limit": 20}
 DEFAULT_CONFIG_PATH = "gaprune-run.toml"
-_OVERRIDE_FIELDS = ("metric", "num_fewshot", "limit")
+_OVERRIDE_KEYS = {f.ident: f.attr for f in OVERRIDE_FIELDS}
 
 
-def gpu_available() -> bool:
-    """Whether this machine has an NVIDIA GPU, without importing torch (too slow for the UI).
-
-    ``GAPRUNE_ASSUME_GPU=1``/``0`` overrides the detection (tests, odd drivers).
-    """
-    forced = os.environ.get("GAPRUNE_ASSUME_GPU")
-    if forced is not None and forced.strip() != "":
-        return forced.strip().lower() not in ("0", "false", "no")
-    return shutil.which("nvidia-smi") is not None or Path("/proc/driver/nvidia").exists()
-
-
-def default_config() -> RunConfig:
-    """The method's defaults, scaled down on a CPU-only machine (see ``CPU_DEFAULTS``)."""
-    config = RunConfig()
-    if not gpu_available():
-        config = dataclasses.replace(config, **CPU_DEFAULTS)
-    return config
-
-
-# ---- cost preview ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TimingSample:
-    """Seconds one scored item took in a past run, and the tasks that run used."""
-
-    tasks: frozenset[str]
-    seconds_per_item: float
-
-
-def items_per_evaluation(config: RunConfig) -> int | None:
-    """Items scored per genome (limit x tasks); None when a task has no limit (size unknown here)."""
-    total = 0
-    for spec in config.tasks:
-        limit = config.task_limit(spec)
-        if limit is None:
-            return None
-        total += limit
-    return total
-
-
-def measure_timings(model: str) -> list[TimingSample]:
-    """Per-item seconds of every evaluation that was really computed (not memo hits, not the
-    screening pass) in stored runs of ``model``. Reads the run store only; runs that cannot be
-    read are skipped."""
-    samples: list[TimingSample] = []
-    for summary in list_runs():
-        if summary.model != model:
-            continue
-        try:
-            store = RunStore(summary.path)
-        except sqlite3.Error:
-            continue
-        try:
-            config = store.config()
-            evaluations = store.evaluations()
-        except (GapruneError, sqlite3.Error):
-            continue
-        finally:
-            store.close()
-        items = items_per_evaluation(config)
-        if not items:
-            continue
-        names = frozenset(t.name for t in config.tasks)
-        samples.extend(
-            TimingSample(names, ev.seconds / items)
-            for ev in evaluations
-            if not ev.from_memo and ev.fidelity == "full" and ev.seconds > 0
-        )
-    return samples
-
-
-@dataclass(frozen=True)
-class CostEstimate:
-    max_evaluations: int
-    seconds: float | None  # None: no measurement of this model with similar tasks yet
-    samples: int
-    reason: str = ""
-
-
-def estimate_cost(config: RunConfig, samples: list[TimingSample]) -> CostEstimate:
-    """Worst-case duration: max evaluations x items per evaluation x median seconds per item,
-    measured on runs of the same model that share at least one task with this config."""
-    names = {t.name for t in config.tasks}
-    similar = [s.seconds_per_item for s in samples if s.tasks & names]
-    items = items_per_evaluation(config)
-    if not similar:
-        return CostEstimate(config.max_evaluations, None, 0, "no measurement yet")
-    if items is None:
-        return CostEstimate(config.max_evaluations, None, len(similar), "set a limit to estimate")
-    per_eval = statistics.median(similar) * items
-    return CostEstimate(config.max_evaluations, per_eval * config.max_evaluations, len(similar))
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _format_size(n_bytes: int | None) -> str:
-    if not n_bytes:
-        return "?"
-    size = float(n_bytes)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024:
-            return f"{size:.0f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
-
-
-def _format_params(n: int | None) -> str:
-    if not n:
-        return "? params"
-    if n >= 1e9:
-        return f"{n / 1e9:.1f}B params"
-    return f"{n / 1e6:.0f}M params"
-
-
-def describe_model(info: Any) -> str:
-    """One line about an inspected model: name, layers, parameters, size on disk."""
-    layers = f"{info.n_layers} layers" if info.n_layers else "? layers"
+def cpu_note() -> str:
+    """Why a CPU-only machine sees smaller numbers than the method's (``devices.CPU_DEFAULTS``)."""
+    cpu, method = CPU_DEFAULTS, RunConfig()
     return (
-        f"{info.name} ({info.model_type or info.kind}): {layers}, "
-        f"{_format_params(info.n_params)}, {_format_size(info.size_bytes)}"
+        f"No GPU found: defaults scaled to population {cpu['population']}, "
+        f"{cpu['generations']} generations and limit {cpu['limit']} so a search finishes in "
+        f"minutes here (the method uses {method.population}, {method.generations} and "
+        f"{method.limit})."
     )
 
 
-def _device_ok(value: str) -> bool:
-    try:
-        RunConfig(device=value.strip()).validate()
-    except ConfigError:
-        return False
-    return True
+def describe_model(info: modelinfo.ModelInfo) -> str:
+    """One line about an inspected model: name, layers, parameters, size on disk."""
+    layers = fmt.plural(info.n_layers, "layer") if info.n_layers else "? layers"
+    return (
+        f"{info.name} ({info.model_type or info.kind}): {layers}, "
+        f"{fmt.params(info.n_params)} params, {fmt.size(info.size_bytes or None)}"
+    )
 
 
 # ---- the screen -----------------------------------------------------------------------------------
@@ -209,7 +90,7 @@ class SetupScreen(Screen[None]):
         super().__init__(id="setup")
         self.scaled_for_cpu = config is None and not gpu_available()
         self.base = config if config is not None else default_config()
-        self.model_info: Any = None
+        self.model_info: modelinfo.ModelInfo | None = None
         self.model_error: str | None = None
         self.inspected_spec: str | None = None
         self.known_tasks: set[str] | None = None
@@ -219,8 +100,8 @@ class SetupScreen(Screen[None]):
         self.config: RunConfig | None = None
         self.form_error: str | None = "checking the form…"
         self.launching: RunStore | None = None
-        self._proc: Any = None
-        self._poll_timer: Any = None
+        self._proc: launch.Process | None = None
+        self._poll_timer: Timer | None = None
         self._listed_tasks = list(
             dict.fromkeys([*tasknames.bundled_task_names(), *tasknames.SEED_TASKS])
         )
@@ -228,121 +109,58 @@ class SetupScreen(Screen[None]):
     # ---- layout --------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         cfg = self.base
-        blink = not getattr(self.app, "deterministic", False)
-
-        def field(ident: str, value: Any, placeholder: str = "", **kw: Any) -> Input:
-            widget = Input(
-                "" if value is None else str(value), placeholder=placeholder, id=ident, **kw
-            )
-            widget.cursor_blink = blink
-            return widget
-
-        def choice(ident: str, choices: tuple[str, ...]) -> Iterator[Label | Select[str]]:
-            """A labelled drop-down for one of RunConfig's fixed-choice fields."""
-            yield Label(ident)
-            yield Select(
-                [(c, c) for c in choices],
-                value=getattr(cfg, ident),
-                allow_blank=False,
-                id=ident,
-                compact=True,
-            )
-
         yield Header(show_clock=False)
         with VerticalScroll(id="setup-form"):
             if self.scaled_for_cpu:
-                yield Static(
-                    "No GPU found: defaults scaled to population 8, 3 generations and limit 20 so "
-                    "a search finishes in minutes here (the method uses 60, 10 and 100).",
-                    id="cpu-note",
-                )
+                yield Static(cpu_note(), id="cpu-note")
             yield Label("Model", classes="section")
-            yield field(
-                "model", cfg.model, "demo, a local folder, a .gguf file or a hub id", compact=True
-            )
+            for spec in fields_of("model"):
+                yield spec.widget(getattr(cfg, spec.attr), blink=self._blink)
             yield Static("checking…", id="model-info")
             yield OptionList(id="cache-models")
             yield Label("Benchmarks", classes="section")
             yield SelectionList[str](id="tasks")
-            yield field("extra-tasks", "", "more lm-eval task names, comma separated", compact=True)
+            yield self._text("extra-tasks", "more lm-eval task names, comma separated")
             yield Static("", id="tasks-info")
-            with Grid(classes="params"):
-                yield Label("metric")
-                yield field("metric", cfg.metric, "per task default", compact=True)
-                yield Label("few-shot")
-                yield field("num-fewshot", cfg.num_fewshot, validators=[Integer(0)], compact=True)
-                yield Label("limit")
-                yield field(
-                    "limit",
-                    cfg.limit,
-                    "all items",
-                    validators=[Integer(1)],
-                    valid_empty=True,
-                    compact=True,
-                )
-                yield Label("")
-                yield Label("")
+            yield self._grid("tasks")
             with Horizontal(id="override-row"):
                 yield Label("per task")
                 yield Select[str]([], id="override-task", prompt="task", compact=True)
-                yield field("override-metric", "", "metric", compact=True)
-                yield field(
-                    "override-fewshot",
-                    "",
-                    "few-shot",
-                    validators=[Integer(0)],
-                    valid_empty=True,
-                    compact=True,
-                )
-                yield field(
-                    "override-limit",
-                    "",
-                    "limit",
-                    validators=[Integer(1)],
-                    valid_empty=True,
-                    compact=True,
-                )
+                for spec in OVERRIDE_FIELDS:
+                    yield spec.widget(None, blink=self._blink)
             yield Static("", id="overrides")
             yield Label("Genetic algorithm", classes="section")
-            with Grid(classes="params"):
-                ints = (
-                    ("prune", "prune k", 1),
-                    ("protect", "protect", 0),
-                    ("population", "population", 2),
-                    ("generations", "generations", 0),
-                    ("tournament", "tournament", 1),
-                    ("seed", "seed", None),
-                )
-                for ident, label, low in ints:
-                    yield Label(label)
-                    yield field(ident, getattr(cfg, ident), validators=[Integer(low)], compact=True)
-                for ident in ("cxpb", "mutpb"):
-                    yield Label(ident)
-                    yield field(ident, getattr(cfg, ident), validators=[Number(0, 1)], compact=True)
-                yield from choice("fitness", FITNESS_CHOICES)
-                yield from choice("invalid", INVALID_CHOICES)
+            yield self._grid("ga")
             yield Label("Hardware", classes="section")
-            with Grid(classes="params"):
-                yield Label("device")
-                yield field(
-                    "device",
-                    cfg.device,
-                    validators=[Function(_device_ok, "auto, cpu, mps, cuda or cuda:N")],
-                    compact=True,
-                )
-                yield from choice("dtype", DTYPE_CHOICES)
-                yield from choice("scorer", SCORER_CHOICES)
-                yield Label("")
-                yield Label("")
+            yield self._grid("hardware")
         with Vertical(id="setup-bottom"):
             yield Static("", id="cost")
             yield Static("", id="form-error")
             with Horizontal(id="setup-actions"):
-                yield field("config-path", DEFAULT_CONFIG_PATH, "config TOML path", compact=True)
+                yield self._text("config-path", "config TOML path", DEFAULT_CONFIG_PATH)
                 yield Button("Save F2", id="save", compact=True)
                 yield Button("Load F3", id="load", compact=True)
                 yield Button("Start F5", id="start", variant="success", disabled=True, compact=True)
         yield Footer()
+
+    @property
+    def _blink(self) -> bool:
+        return not getattr(self.app, "deterministic", False)
+
+    def _text(self, ident: str, placeholder: str, value: str = "") -> Input:
+        return text_input(ident, value, placeholder, blink=self._blink)
+
+    def _grid(self, group: FieldGroup) -> Grid:
+        """A group's fields as label/widget pairs, two pairs a row (a blank pair fills the last)."""
+        cells: list[Label | Input | Select[str]] = []
+        for spec in fields_of(group):
+            cells += [
+                Label(spec.label),
+                spec.widget(getattr(self.base, spec.attr), blink=self._blink),
+            ]
+        if len(cells) % 4:
+            cells += [Label(""), Label("")]
+        return Grid(*cells, classes="params")
 
     def on_mount(self) -> None:
         self._fill_tasks(self.base)
@@ -362,13 +180,9 @@ class SetupScreen(Screen[None]):
         extra = [n for n in names if n not in listed]
         self.query_one("#extra-tasks", Input).value = ", ".join(extra)
         self.overrides = {
-            t.name: {
-                "metric": t.metric or "",
-                "num_fewshot": "" if t.num_fewshot is None else str(t.num_fewshot),
-                "limit": "" if t.limit is None else str(t.limit),
-            }
+            t.name: {f.attr: f.format(getattr(t, f.attr)) for f in OVERRIDE_FIELDS}
             for t in config.tasks
-            if t.metric is not None or t.num_fewshot is not None or t.limit is not None
+            if any(getattr(t, f.attr) is not None for f in OVERRIDE_FIELDS)
         }
         self._refresh_override_choices()
 
@@ -383,25 +197,12 @@ class SetupScreen(Screen[None]):
     def fill(self, config: RunConfig) -> None:
         """Put a config into the form (Load). Fields the form does not show are kept as loaded."""
         self.base = config
-        values = {
-            "model": config.model,
-            "metric": config.metric or "",
-            "num-fewshot": config.num_fewshot,
-            "limit": "" if config.limit is None else config.limit,
-            "prune": config.prune,
-            "protect": config.protect,
-            "population": config.population,
-            "generations": config.generations,
-            "tournament": config.tournament,
-            "seed": config.seed,
-            "cxpb": config.cxpb,
-            "mutpb": config.mutpb,
-            "device": config.device,
-        }
-        for ident, value in values.items():
-            self.query_one(f"#{ident}", Input).value = str(value)
-        for ident in ("fitness", "invalid", "dtype", "scorer"):
-            self.query_one(f"#{ident}", Select).value = getattr(config, ident)
+        for spec in FORM_FIELDS:
+            value = getattr(config, spec.attr)
+            if spec.kind == "choice":
+                self.query_one(f"#{spec.ident}", Select).value = value
+            else:
+                self.query_one(f"#{spec.ident}", Input).value = spec.format(value)
         self.override_task = None
         self._fill_tasks(config)
         self._inspect(config.model.strip())
@@ -415,58 +216,30 @@ class SetupScreen(Screen[None]):
         names += [p.strip() for p in extra.split(",") if p.strip() and p.strip() not in names]
         return names
 
-    def _int(self, ident: str, label: str, *, optional: bool = False) -> int | None:
-        text = self.query_one(f"#{ident}", Input).value.strip()
-        if not text and optional:
-            return None
-        try:
-            return int(text)
-        except ValueError:
-            raise ConfigError(f"{label} must be a whole number, got {text!r}") from None
-
-    def _float(self, ident: str) -> float:
-        text = self.query_one(f"#{ident}", Input).value.strip()
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(f"{ident} must be a probability in [0, 1], got {text!r}") from None
-
     def build_config(self) -> RunConfig:
         """The form as a validated ``RunConfig``; ``ConfigError`` names the first bad field."""
-        specs = []
-        for name in self.task_names():
-            raw = self.overrides.get(name, {})
-            specs.append(
-                TaskSpec(
-                    name=name,
-                    metric=raw.get("metric", "").strip() or None,
-                    num_fewshot=_opt_int(raw.get("num_fewshot", ""), f"{name} few-shot"),
-                    limit=_opt_int(raw.get("limit", ""), f"{name} limit"),
-                )
-            )
+        specs = [self._task_spec(name) for name in self.task_names()]
+        values: dict[str, Any] = {}  # typed by each row's parse; validate() checks the values
+        for spec in FORM_FIELDS:
+            if spec.kind == "choice":
+                values[spec.attr] = self.query_one(f"#{spec.ident}", Select).value
+            else:
+                values[spec.attr] = spec.parse(self.query_one(f"#{spec.ident}", Input).value)
         config = dataclasses.replace(
-            self.base,
-            model=self.query_one("#model", Input).value.strip(),
-            tasks=specs,
-            metric=self.query_one("#metric", Input).value.strip() or None,
-            num_fewshot=self._int("num-fewshot", "few-shot"),
-            limit=self._int("limit", "limit", optional=True),
-            prune=self._int("prune", "prune"),
-            protect=self._int("protect", "protect"),
-            population=self._int("population", "population"),
-            generations=self._int("generations", "generations"),
-            tournament=self._int("tournament", "tournament"),
-            seed=self._int("seed", "seed"),
-            cxpb=self._float("cxpb"),
-            mutpb=self._float("mutpb"),
-            fitness=self.query_one("#fitness", Select).value,
-            invalid=self.query_one("#invalid", Select).value,
-            device=self.query_one("#device", Input).value.strip(),
-            dtype=self.query_one("#dtype", Select).value,
-            scorer=self.query_one("#scorer", Select).value,
-            include_path=list(self.base.include_path),
+            self.base, tasks=specs, include_path=list(self.base.include_path), **values
         )
         return config.validate()
+
+    def _task_spec(self, name: str) -> TaskSpec:
+        """One selected task with its overrides; ``ConfigError`` names the task and the field."""
+        raw = self.overrides.get(name, {})
+        values: dict[str, ConfigValue] = {}
+        for spec in OVERRIDE_FIELDS:
+            try:
+                values[spec.attr] = spec.parse(raw.get(spec.attr, ""))
+            except ConfigError as exc:
+                raise ConfigError(f"{name} {exc}") from None
+        return TaskSpec(name=name, **values)  # type: ignore[arg-type]
 
     def _unknown_task_error(self, names: list[str]) -> str | None:
         listed = set(self._listed_tasks)
@@ -505,17 +278,20 @@ class SetupScreen(Screen[None]):
                     error = str(exc)
         self.config = config
         self.form_error = error
-        status = self.query_one("#form-error", Static)
         if self.launching is not None:
             return  # the launch status stays on screen until the engine answers
         if error:
-            status.update(f"[b]Not ready:[/] {_escape(error)}")
-            status.set_class(True, "error")
+            self._status(f"[b]Not ready:[/] {escape(error)}", error=True)
         else:
-            status.update("Ready: F5 starts the search.")
-            status.set_class(False, "error")
+            self._status("Ready: F5 starts the search.")
         self.query_one("#start", Button).disabled = error is not None
         self._show_cost()
+
+    def _status(self, markup: str, *, error: bool = False) -> None:
+        """The line above the buttons: whether Start can go, and why not."""
+        status = self.query_one("#form-error", Static)
+        status.update(markup)
+        status.set_class(error, "error")
 
     def _show_task_check(self) -> str | None:
         """Check the typed task names inline, under the field; the error, if any, for Start."""
@@ -527,10 +303,10 @@ class SetupScreen(Screen[None]):
         info.set_class(error is not None and not error.startswith("checking"), "error")
         info.display = bool(extra)
         if error:
-            info.update(f"✗ {_escape(error)}")
+            info.update(f"✗ {escape(error)}")
         elif extra:
             info.update(
-                f"✓ lm-eval {'task' if len(extra) == 1 else 'tasks'} {_escape(', '.join(extra))}: "
+                f"✓ lm-eval {'task' if len(extra) == 1 else 'tasks'} {escape(', '.join(extra))}: "
                 "the engine loads them at start (their data must be downloadable or cached)"
             )
         return error
@@ -542,15 +318,7 @@ class SetupScreen(Screen[None]):
             cost.update("Cost: fix the form to see what the search costs.")
             return
         est = estimate_cost(config, self.samples.get(config.model, []))
-        text = f"Cost here: at most {est.max_evaluations} evaluations"
-        if est.seconds is None:
-            text += f"; duration: {est.reason}"
-        else:
-            text += (
-                f"; estimated ≤ {format_duration(est.seconds)} "
-                f"(estimate from {est.samples} measured evaluations on this machine)"
-            )
-        cost.update(text)
+        cost.update(f"Cost here: {est.text()}")
 
     # ---- events --------------------------------------------------------------------------------------
     @on(Input.Changed)
@@ -560,9 +328,7 @@ class SetupScreen(Screen[None]):
             return
         if ident.startswith("override-") and ident != "override-task":
             if self.override_task is not None:
-                key = {"override-metric": "metric", "override-fewshot": "num_fewshot"}.get(
-                    ident, "limit"
-                )
+                key = _OVERRIDE_KEYS[ident]
                 self.overrides.setdefault(self.override_task, {})[key] = event.value
                 self._show_overrides()
         elif ident == "model":
@@ -582,9 +348,8 @@ class SetupScreen(Screen[None]):
             name = event.value if isinstance(event.value, str) else None
             self.override_task = name
             raw = self.overrides.get(name, {}) if name else {}
-            self.query_one("#override-metric", Input).value = raw.get("metric", "")
-            self.query_one("#override-fewshot", Input).value = raw.get("num_fewshot", "")
-            self.query_one("#override-limit", Input).value = raw.get("limit", "")
+            for spec in OVERRIDE_FIELDS:
+                self.query_one(f"#{spec.ident}", Input).value = raw.get(spec.attr, "")
         self.revalidate()
 
     @on(OptionList.OptionSelected, "#cache-models")
@@ -605,12 +370,16 @@ class SetupScreen(Screen[None]):
         parts = []
         for name in names:
             stored = self.overrides.get(name, {})
-            raw = {k: stored[k].strip() for k in _OVERRIDE_FIELDS if stored.get(k, "").strip()}
+            raw = {
+                f.attr: stored[f.attr].strip()
+                for f in OVERRIDE_FIELDS
+                if stored.get(f.attr, "").strip()
+            }
             if raw:
                 shown = ", ".join(f"{k}={v}" for k, v in raw.items())
                 parts.append(f"{name}: {shown}")
         self.query_one("#overrides", Static).update(
-            _escape("; ".join(parts)) if parts else "[dim]no per-task overrides[/]"
+            escape("; ".join(parts)) if parts else "[dim]no per-task overrides[/]"
         )
 
     # ---- workers ---------------------------------------------------------------------------------
@@ -643,11 +412,11 @@ class SetupScreen(Screen[None]):
         self.model_info = message.info
         self.model_error = message.error
         label = self.query_one("#model-info", Static)
-        if message.error:
-            label.update(f"[b]✗[/] {_escape(message.error)}")
+        if message.error or message.info is None:
+            label.update(f"[b]✗[/] {escape(message.error or 'not a model')}")
             label.set_class(True, "error")
         else:
-            label.update(f"✓ {_escape(describe_model(message.info))}")
+            label.update(f"✓ {escape(describe_model(message.info))}")
             label.set_class(False, "error")
         self.revalidate()
 
@@ -738,30 +507,24 @@ class SetupScreen(Screen[None]):
             return
         self.launching = store
         self._proc = proc
-        status = self.query_one("#form-error", Static)
-        status.update(f"Starting run {store.id}: the engine is loading the model and tasks…")
-        status.set_class(False, "error")
+        self._status(f"Starting run {store.id}: the engine is loading the model and tasks…")
         self.query_one("#start", Button).disabled = True
         self._poll_timer = self.set_interval(0.25, self._poll_launch)
 
     def _poll_launch(self) -> None:
+        """One look at the starting engine (``launch.launch_status``, shared with the CLI)."""
         store = self.launching
         if store is None:
             return
-        meta = store.meta()
-        state = RunState(meta.get("state", RunState.CREATED))
-        if state == RunState.INVALID:
-            self._end_launch()
-            store.discard()
-            self._start_failed(meta.get("error") or "the engine rejected this setup")
-        elif state != RunState.CREATED:  # the engine started (and may already have ended)
-            self._end_launch()
+        status = launch.launch_status(store, self._proc)
+        if status.phase == "starting":
+            return
+        self._end_launch()
+        if status.phase == "rejected":
+            self._start_failed(status.error or "the engine rejected this setup")
+        else:
             self.app.open_run(store)  # type: ignore[attr-defined]
             self.revalidate()
-        elif self._proc is not None and self._proc.poll() is not None:
-            self._end_launch()
-            tail = _log_tail(store.log_path)
-            self._start_failed(f"the engine exited before starting: {tail or 'see engine.log'}")
 
     def _end_launch(self) -> None:
         if self._poll_timer is not None:
@@ -771,33 +534,6 @@ class SetupScreen(Screen[None]):
         self._proc = None
 
     def _start_failed(self, message: str) -> None:
-        status = self.query_one("#form-error", Static)
-        status.update(f"[b]Not started:[/] {_escape(message)}")
-        status.set_class(True, "error")
+        self._status(f"[b]Not started:[/] {escape(message)}", error=True)
         self.query_one("#start", Button).disabled = False
         self.notify(message, severity="error", timeout=10)
-
-
-def _opt_int(text: str, label: str) -> int | None:
-    text = text.strip()
-    if not text:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"{label} must be a whole number, got {text!r}") from None
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return lines[-1].strip() if lines else ""
-
-
-def _escape(text: str) -> str:
-    """Escape Rich markup in user-supplied text (paths and task names may contain brackets)."""
-    from rich.markup import escape
-
-    return escape(text)

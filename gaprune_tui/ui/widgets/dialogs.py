@@ -7,6 +7,8 @@ over SSH with no mouse.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -15,35 +17,51 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-DIALOG_CSS = """
-{name} {
-    align: center middle;
-}
-{name} > Vertical {
-    width: 76;
-    max-width: 100%;
-    height: auto;
-    border: thick $primary;
-    background: $surface;
-    padding: 1 2;
-}
-{name} Horizontal {
-    height: auto;
-    margin-top: 1;
-}
-{name} Button {
-    margin-right: 2;
-}
-"""
+from gaprune_tui.core import format as fmt
+from gaprune_tui.core.follow import RunView
+
+AnswerT = TypeVar("AnswerT")
 
 
-class ConfirmDialog(ModalScreen[bool]):
+class Dialog(ModalScreen[AnswerT]):
+    """The look every dialog shares (a bordered box in the middle), and an answer per button:
+    pressing a button dismisses with ``answer(button id)``. Subclasses' type selectors match this
+    class's CSS, so the rules are written once."""
+
+    DEFAULT_CSS = """
+    Dialog {
+        align: center middle;
+    }
+    Dialog > Vertical {
+        width: 76;
+        max-width: 100%;
+        height: auto;
+        border: thick $primary;
+        background: $surface;
+        padding: 1 2;
+    }
+    Dialog Horizontal {
+        height: auto;
+        margin-top: 1;
+    }
+    Dialog Button {
+        margin-right: 2;
+    }
+    """
+
+    def answer(self, button_id: str) -> AnswerT:
+        raise NotImplementedError
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(self.answer(event.button.id or ""))
+
+
+class ConfirmDialog(Dialog[bool]):
     """A yes/no question; ``y`` confirms, ``n``/``escape`` cancels."""
 
-    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "ConfirmDialog")
     BINDINGS = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
+        Binding("y", "dismiss(True)", "Yes"),
+        Binding("n,escape", "dismiss(False)", "No"),
     ]
 
     def __init__(self, question: str, *, yes: str = "Yes (y)", no: str = "No (n)") -> None:
@@ -59,21 +77,17 @@ class ConfirmDialog(ModalScreen[bool]):
                 yield Button(self.yes, id="yes", variant="error")
                 yield Button(self.no, id="no", variant="primary")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, answer: bool) -> None:
-        self.dismiss(answer)
+    def answer(self, button_id: str) -> bool:
+        return button_id == "yes"
 
 
-class QuitDialog(ModalScreen[str]):
+class QuitDialog(Dialog[str]):
     """Quitting while a search runs: leave it running (``l``), stop it (``s``) or cancel."""
 
-    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "QuitDialog")
     BINDINGS = [
-        Binding("l", "choose('detach')", "Leave running"),
-        Binding("s", "choose('stop')", "Stop and quit"),
-        Binding("c,escape", "choose('cancel')", "Cancel"),
+        Binding("l", "dismiss('detach')", "Leave running"),
+        Binding("s", "dismiss('stop')", "Stop and quit"),
+        Binding("c,escape", "dismiss('cancel')", "Cancel"),
     ]
 
     def __init__(self) -> None:
@@ -91,11 +105,8 @@ class QuitDialog(ModalScreen[str]):
                 yield Button("Stop and quit (s)", id="stop", variant="error")
                 yield Button("Cancel (c)", id="cancel")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id or "cancel")
-
-    def action_choose(self, choice: str) -> None:
-        self.dismiss(choice)
+    def answer(self, button_id: str) -> str:
+        return button_id or "cancel"
 
 
 def scores_table(
@@ -113,18 +124,17 @@ def scores_table(
             table.add_row(
                 task,
                 metric,
-                f"{value:.4f}",
-                "" if base_value is None else f"{base_value:.4f}",
+                fmt.score(value),
+                "" if base_value is None else fmt.score(base_value),
                 change,
             )
     return table
 
 
-class ScoresDialog(ModalScreen[None]):
+class ScoresDialog(Dialog[None]):
     """One genome's fitness and per-task scores; any of enter/escape/q closes it."""
 
-    DEFAULT_CSS = DIALOG_CSS.replace("{name}", "ScoresDialog")
-    BINDINGS = [Binding("escape,enter,q", "close", "Close")]
+    BINDINGS = [Binding("escape,enter,q", "dismiss(None)", "Close")]
 
     def __init__(
         self,
@@ -154,9 +164,9 @@ class ScoresDialog(ModalScreen[None]):
         if kept is not None:
             head.append(f"   kept {kept}/{self.n_layers}")
         head.append("\nfitness ", style="bold")
-        head.append("not scored yet" if self.fitness is None else f"{self.fitness:.4f}")
+        head.append("not scored yet" if self.fitness is None else fmt.score(self.fitness))
         if self.base_fitness is not None:
-            head.append(f"   (base model {self.base_fitness:.4f})")
+            head.append(f"   (base model {fmt.score(self.base_fitness)})")
         with Vertical():
             yield Static(head, id="scores-head")
             if self.scores:
@@ -167,5 +177,27 @@ class ScoresDialog(ModalScreen[None]):
                 yield Static(self.note, id="scores-note")
             yield Static("[dim]enter / escape closes[/dim]")
 
-    def action_close(self) -> None:
-        self.dismiss(None)
+    def answer(self, button_id: str) -> None:
+        return None
+
+    @classmethod
+    def beside_base(
+        cls,
+        view: RunView,
+        dropped: list[int],
+        *,
+        fitness: float | None,
+        scores: dict[str, dict[str, float]] | None,
+        note: str | None,
+        n_layers: int | None = None,
+    ) -> ScoresDialog:
+        """A genome's scores next to the run's unpruned model (the Run and Results screens)."""
+        return cls(
+            dropped,
+            n_layers=n_layers or view.n_layers,
+            fitness=fitness,
+            scores=scores,
+            base_scores=view.base_scores,
+            base_fitness=view.base_fitness,
+            note=note,
+        )

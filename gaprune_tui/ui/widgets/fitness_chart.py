@@ -11,6 +11,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
 
+from gaprune_tui.core import format as fmt
+
 GLYPH_BEST = "●"
 GLYPH_MEAN = "○"
 GLYPH_BOTH = "◉"
@@ -93,9 +95,9 @@ class FitnessChart(Widget):
                     grid[rm][col], kinds[rm][col] = GLYPH_MEAN, "mean"
         for r in range(height):
             if r == 0:
-                label, tick = f"{hi:.4f}", "┤"
+                label, tick = fmt.score(hi), "┤"
             elif r == height - 1:
-                label, tick = f"{lo:.4f}", "┤"
+                label, tick = fmt.score(lo), "┤"
             else:
                 label, tick = "", "│"
             text.append(label.rjust(Y_LABEL - 1), dim)

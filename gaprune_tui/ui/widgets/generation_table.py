@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
+from gaprune_tui.core import format as fmt
 from gaprune_tui.core.store import Generation
 
 COLUMNS = ("gen", "evaluated", "memo", "min", "mean", "max", "best genome (dropped)", "seconds")
@@ -44,9 +45,9 @@ class GenerationTable(DataTable[str]):
             str(row.gen),
             str(row.evaluated),
             str(row.from_memo),
-            f"{row.min:.4f}",
-            f"{row.mean:.4f}",
-            f"{row.max:.4f}",
+            fmt.score(row.min),
+            fmt.score(row.mean),
+            fmt.score(row.max),
             genome_text(row.best_dropped),
         )
         return cells + (f"{row.seconds:.1f}",) if self.show_seconds else cells

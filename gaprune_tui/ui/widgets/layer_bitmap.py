@@ -20,6 +20,8 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from gaprune_tui.core import format as fmt
+
 GLYPH_KEPT = "█"
 GLYPH_DROPPED = "·"
 GLYPH_PROTECTED = "▓"
@@ -165,7 +167,7 @@ class LayerBitmap(Widget, can_focus=True):
             text.append("  waiting for the first genomes…\n", dim)
         for index, row in enumerate(self.rows):
             marker = "★" if row.best else ("▶" if row.evaluating else " ")
-            score = "  …   " if row.fitness is None else f"{row.fitness:.4f}"
+            score = "  …   " if row.fitness is None else fmt.score(row.fitness)
             label = f"{marker} {score}".ljust(LABEL_WIDTH)
             label_style = best if row.best else Style()
             if index == self.cursor and self.has_focus:

@@ -1,0 +1,160 @@
+"""The Setup form's fields, written down once: the screen composes, fills and reads the form
+from ``FORM_FIELDS``, so adding a RunConfig setting to the form is one row here.
+
+Each row says which widget shows which ``RunConfig`` field, how it is checked as the user types
+(Textual validators) and how its text converts to and from the config's value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from textual.validation import Function, Integer, Number, Validator
+from textual.widgets import Input, Select
+
+from gaprune_tui.core.config import DTYPE_CHOICES, FITNESS_CHOICES, INVALID_CHOICES, SCORER_CHOICES
+from gaprune_tui.core.devices import DEVICE_HINT, device_ok
+from gaprune_tui.core.errors import ConfigError
+
+FieldKind = Literal["text", "int", "float", "choice"]
+# Where a field sits on the form: the model line, the benchmark defaults, the GA, the hardware.
+FieldGroup = Literal["model", "tasks", "ga", "hardware"]
+ConfigValue = str | int | float | None
+MODEL_HINT = "demo, a local folder, a .gguf file or a hub id"
+METRIC_HINT = "per task default"
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One setting on the form: widget ``ident``, its ``label``, the ``RunConfig`` field ``attr``."""
+
+    ident: str
+    label: str
+    attr: str
+    kind: FieldKind
+    group: FieldGroup
+    validators: tuple[Validator, ...] = ()
+    optional: bool = False  # an empty field means None (the config's "not set")
+    placeholder: str = ""
+    choices: tuple[str, ...] = ()
+
+    def format(self, value: ConfigValue) -> str:
+        """The config's value as the field's text."""
+        return "" if value is None else str(value)
+
+    def parse(self, text: str) -> ConfigValue:
+        """The field's text as the config's value; ``ConfigError`` names the field when it is not."""
+        text = text.strip()
+        if not text and self.optional:
+            return None
+        if self.kind == "int":
+            try:
+                return int(text)
+            except ValueError:
+                raise ConfigError(f"{self.label} must be a whole number, got {text!r}") from None
+        if self.kind == "float":
+            try:
+                return float(text)
+            except ValueError:
+                raise ConfigError(
+                    f"{self.label} must be a probability in [0, 1], got {text!r}"
+                ) from None
+        return text
+
+    def widget(self, value: ConfigValue, *, blink: bool = True) -> Input | Select[str]:
+        """A compact widget for this field, showing ``value``."""
+        if self.kind == "choice":
+            return Select(
+                [(c, c) for c in self.choices],
+                value=str(value),
+                allow_blank=False,
+                id=self.ident,
+                compact=True,
+            )
+        return text_input(
+            self.ident,
+            self.format(value),
+            self.placeholder,
+            validators=self.validators,
+            optional=self.optional,
+            blink=blink,
+        )
+
+
+def text_input(
+    ident: str,
+    value: str = "",
+    placeholder: str = "",
+    *,
+    validators: Sequence[Validator] = (),
+    optional: bool = False,
+    blink: bool = True,
+) -> Input:
+    """The form's one kind of text box (compact, blinking unless the app is deterministic)."""
+    widget = Input(
+        value,
+        placeholder=placeholder,
+        id=ident,
+        validators=list(validators),
+        valid_empty=optional,
+        compact=True,
+    )
+    widget.cursor_blink = blink
+    return widget
+
+
+def _int(ident: str, label: str, attr: str, low: int | None, group: FieldGroup = "ga") -> FormField:
+    return FormField(ident, label, attr, "int", group, (Integer(low),))
+
+
+def _choice(attr: str, choices: tuple[str, ...], group: FieldGroup) -> FormField:
+    return FormField(attr, attr, attr, "choice", group, choices=choices)
+
+
+FORM_FIELDS: tuple[FormField, ...] = (
+    FormField("model", "model", "model", "text", "model", placeholder=MODEL_HINT),
+    FormField(
+        "metric", "metric", "metric", "text", "tasks", optional=True, placeholder=METRIC_HINT
+    ),
+    _int("num-fewshot", "few-shot", "num_fewshot", 0, "tasks"),
+    dataclasses.replace(
+        _int("limit", "limit", "limit", 1, "tasks"), optional=True, placeholder="all items"
+    ),
+    _int("prune", "prune k", "prune", 1),
+    _int("protect", "protect", "protect", 0),
+    _int("population", "population", "population", 2),
+    _int("generations", "generations", "generations", 0),
+    _int("tournament", "tournament", "tournament", 1),
+    _int("seed", "seed", "seed", None),
+    FormField("cxpb", "cxpb", "cxpb", "float", "ga", (Number(0, 1),)),
+    FormField("mutpb", "mutpb", "mutpb", "float", "ga", (Number(0, 1),)),
+    _choice("fitness", FITNESS_CHOICES, "ga"),
+    _choice("invalid", INVALID_CHOICES, "ga"),
+    FormField(
+        "device", "device", "device", "text", "hardware", (Function(device_ok, DEVICE_HINT),)
+    ),
+    _choice("dtype", DTYPE_CHOICES, "hardware"),
+    _choice("scorer", SCORER_CHOICES, "hardware"),
+)
+
+
+def fields_of(group: FieldGroup) -> list[FormField]:
+    """The form's fields in one group, in form order."""
+    return [f for f in FORM_FIELDS if f.group == group]
+
+
+def _override(ident: str, attr: str) -> FormField:
+    """A per-task override of a benchmark default: the same checks, empty meaning "the default"."""
+    default = next(f for f in FORM_FIELDS if f.attr == attr)
+    return dataclasses.replace(default, ident=ident, optional=True, placeholder=default.label)
+
+
+# The per-task override row; ``attr`` is the TaskSpec field each one sets.
+OVERRIDE_FIELDS: tuple[FormField, ...] = (
+    _override("override-metric", "metric"),
+    _override("override-fewshot", "num_fewshot"),
+    _override("override-limit", "limit"),
+)
