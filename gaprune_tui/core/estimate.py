@@ -32,16 +32,27 @@ class CostEstimate:
     seconds: float | None  # None: no measurement of this model with similar tasks yet
     samples: int
     reason: str = ""
+    # The finalist confirmation after the search: genomes and items each (0 when off).
+    confirm_genomes: int = 0
+    confirm_items: int | None = 0
+    confirm_seconds: float | None = None
 
     def text(self) -> str:
         """One line for a preview: the budget, then the duration or why there is none."""
         line = f"at most {fmt.plural(self.max_evaluations, 'evaluation')}"
         if self.seconds is None:
-            return f"{line}; duration: {self.reason}"
-        return (
-            f"{line}; estimated ≤ {fmt.duration(self.seconds)} "
-            f"(estimate from {fmt.plural(self.samples, 'measured evaluation')} on this machine)"
-        )
+            line = f"{line}; duration: {self.reason}"
+        else:
+            line = (
+                f"{line}; estimated ≤ {fmt.duration(self.seconds)} "
+                f"(estimate from {fmt.plural(self.samples, 'measured evaluation')} on this machine)"
+            )
+        if self.confirm_genomes:
+            items = "all items" if self.confirm_items is None else f"{self.confirm_items} items"
+            line += f"; then confirming {self.confirm_genomes} genomes on {items} each"
+            if self.confirm_seconds is not None:
+                line += f" (≤ {fmt.duration(self.confirm_seconds)})"
+        return line
 
 
 def items_per_evaluation(config: RunConfig) -> int | None:
@@ -92,9 +103,36 @@ def estimate_cost(config: RunConfig, samples: list[TimingSample]) -> CostEstimat
     names = {t.name for t in config.tasks}
     similar = [s.seconds_per_item for s in samples if s.tasks & names]
     items = items_per_evaluation(config)
+    confirm = _confirmation(config, statistics.median(similar) if similar else None)
     if not similar:
-        return CostEstimate(config.max_evaluations, None, 0, "no measurement yet")
+        return CostEstimate(config.max_evaluations, None, 0, "no measurement yet", *confirm)
     if items is None:
-        return CostEstimate(config.max_evaluations, None, len(similar), "set a limit to estimate")
+        return CostEstimate(
+            config.max_evaluations, None, len(similar), "set a limit to estimate", *confirm
+        )
+    if config.fitness in ("kl", "ppl"):
+        # KL and perplexity are measured on calibration text, not task items: no estimate from
+        # task timings (they are far cheaper than a task evaluation of the same model).
+        return CostEstimate(
+            config.max_evaluations, None, len(similar), "KL timing not measured yet", *confirm
+        )
     per_eval = statistics.median(similar) * items
-    return CostEstimate(config.max_evaluations, per_eval * config.max_evaluations, len(similar))
+    return CostEstimate(
+        config.max_evaluations, per_eval * config.max_evaluations, len(similar), "", *confirm
+    )
+
+
+def _confirmation(
+    config: RunConfig, seconds_per_item: float | None
+) -> tuple[int, int | None, float | None]:
+    """(genomes, items per genome, seconds) of the confirmation: the finalists, three baselines
+    and the base model, each on the run's tasks and the held-out tasks at ``confirm_limit``."""
+    if config.finalists <= 0:
+        return 0, 0, None
+    genomes = config.finalists + 4
+    limit = config.confirm_limit
+    items = None if limit is None else limit * (len(config.tasks) + len(config.holdout))
+    seconds = None
+    if items is not None and seconds_per_item is not None:
+        seconds = genomes * items * seconds_per_item
+    return genomes, items, seconds

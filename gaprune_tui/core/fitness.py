@@ -123,3 +123,21 @@ def confirmed_order(items: Sequence[T], role: str = "finalist") -> list[T]:
         # Ties keep the search's order (its rank), so equal confirmed scores change nothing.
         key=lambda c: (c.confirmed is None, -(c.confirmed or 0.0), c.rank),  # type: ignore[attr-defined]
     )
+
+
+def pick_order(
+    search_ranked: Sequence[Sequence[int]], confirmations: Sequence[T]
+) -> list[list[int]]:
+    """The order a user picks genomes from (Results rows, ``export --rank N``): the confirmed
+    finalists by confirmed score, then the rest of the search's ranking."""
+    first = [
+        list(c.dropped)  # type: ignore[attr-defined]
+        for c in confirmed_order(confirmations)
+        if c.confirmed is not None  # type: ignore[attr-defined]
+    ]
+    return first + [list(d) for d in search_ranked if list(d) not in first]
+
+
+def short_label(kind: str) -> str:
+    """A narrow column or line label: "fitness", "KL ↓", "ppl ↓"."""
+    return {"kl": "KL ↓", "ppl": "ppl ↓"}.get(check_kind(kind), "fitness")

@@ -7,6 +7,8 @@ same quantity the same way. Stdlib only.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 
 def duration(seconds: float) -> str:
@@ -68,7 +70,7 @@ def score(value: float | None, stderr: float | None = None, digits: int = 4) -> 
     return f"{value:.{digits}f} ± {stderr:.{digits}f}"
 
 
-def scores_line(scores: dict[str, dict[str, float | None]]) -> str:
+def scores_line(scores: Mapping[str, Mapping[str, Any]]) -> str:
     """One line of a genome's scores: ``hellaswag acc_norm=0.4500 ± 0.1100  ...`` (the metric of
     each task with its standard error; KL and perplexity for the calibration pseudo-task)."""
     parts = []

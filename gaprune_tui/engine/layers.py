@@ -121,7 +121,7 @@ class LayerView:
         )
         for new_idx, base_idx in enumerate(kept):
             for module, _ in self._indexed[base_idx]:
-                module.layer_idx = new_idx
+                setattr(module, "layer_idx", new_idx)  # noqa: B010 - nn.Module typing
         for config, attr, value in self._saved:
             if attr in _COUNT_ATTRS:
                 setattr(config, attr, len(kept))
@@ -137,7 +137,7 @@ class LayerView:
         setattr(self.location.parent, self.location.attr, self.base_layers)
         for found in self._indexed:
             for module, idx in found:
-                module.layer_idx = idx
+                setattr(module, "layer_idx", idx)  # noqa: B010 - nn.Module typing
         for config, attr, value in self._saved:
             setattr(config, attr, value)
         self.kept = tuple(range(self.n_layers))

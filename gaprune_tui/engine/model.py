@@ -176,7 +176,7 @@ def _convert_into(gguf: Path, out: Path, sha: str) -> None:
             "use a GGUF of a supported architecture or the original Hugging Face folder"
         ) from exc
     # A dequantized model is a plain dense model; without this save_pretrained refuses it.
-    model.hf_quantizer = None
+    setattr(model, "hf_quantizer", None)  # noqa: B010 - nn.Module typing
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.dtype = torch.float32
@@ -366,7 +366,7 @@ def load_model(
             f"cannot load the model in {folder}: {first_line(exc)}; check that the weights are complete"
         ) from exc
     if torch_device.type == "cpu":
-        model.to(torch_device)
+        model.to(torch_device)  # type: ignore[arg-type]  # transformers' to() is typed loosely
     model.eval()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)

@@ -289,8 +289,8 @@ class PrefixCache:
             old, _ = self.layouts.popitem(last=False)
             for key in [k for k in self.base if k[0].startswith(old + ":")]:
                 del self.base[key]
-            for key in [k for k in self.lru if k[0].startswith(old + ":")]:
-                del self.lru[key]
+            for path_key in [k for k in self.lru if k[0].startswith(old + ":")]:
+                del self.lru[path_key]
 
     def plan(self, paths: Sequence[Sequence[int]]) -> None:
         """Announce the kept-layer paths about to be scored (one generation), so that the state
@@ -469,8 +469,12 @@ class FastLM(TemplateLM):
         self._layout = ""
         self._encoded: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         self.stats = ScoreStats()
-        self.decoder: nn.Module = model.get_decoder() if hasattr(model, "get_decoder") else model
-        self.head: nn.Module | None = model.get_output_embeddings()
+        get_decoder = getattr(model, "get_decoder", None)
+        self.decoder: nn.Module = get_decoder() if callable(get_decoder) else model
+        head = model.get_output_embeddings()
+        if not isinstance(head, nn.Module):
+            raise ValueError("the model has no output embeddings (LM head) to score with")
+        self.head: nn.Module = head
         self.mask_types: tuple[str, ...] | None = self._mask_types()
         self.tree_ok, self.head_ok = self._probe()
         logger.info(
@@ -555,14 +559,14 @@ class FastLM(TemplateLM):
         if self.cache is not None:
             for m, tensor in recorded.items():
                 self.cache.store(batch_key, kept, m, wanted[m], tensor)
-        s = self.stats
-        s.batches += 1
-        s.tokens += ids.numel()
-        s.padded_tokens += ids.numel()
-        s.layer_tokens += ids.numel() * (len(kept) - start)
-        s.head_positions += ids.numel()
-        s.cache_hits += 1 if start else 0
-        s.layers_skipped += start
+        st = self.stats
+        st.batches += 1
+        st.tokens += ids.numel()
+        st.padded_tokens += ids.numel()
+        st.layer_tokens += ids.numel() * (len(kept) - start)
+        st.head_positions += ids.numel()
+        st.cache_hits += 1 if start else 0
+        st.layers_skipped += start
         for c in range(0, ids.numel(), _HEAD_CHUNK):
             if self.head_ok:
                 with torch.inference_mode():
@@ -788,7 +792,7 @@ class FastLM(TemplateLM):
         out: dict[str, torch.Tensor] = {}
         for kind in self.mask_types:
             if kind == "sliding_attention":
-                window = int(self.config.sliding_window)
+                window = int(getattr(self.config, "sliding_window"))  # noqa: B009
                 near = (pos[:, :, None] - pos[:, None, :]) < window
                 out[kind] = additive(tree & near)
             else:
@@ -932,14 +936,14 @@ class FastLM(TemplateLM):
                 n = len(reqs[m].cont)
                 out[m] = (float(sum(lp_list[k : k + n])), all(greedy_list[k : k + n]))
                 k += n
-        s = self.stats
-        s.batches += 1
-        s.tokens += n_real
-        s.layer_tokens += n_real * (len(kept) - start)
-        s.padded_tokens += ids.numel()
-        s.head_positions += len(rows_idx)
-        s.cache_hits += 1 if start else 0
-        s.layers_skipped += start
+        st = self.stats
+        st.batches += 1
+        st.tokens += n_real
+        st.layer_tokens += n_real * (len(kept) - start)
+        st.padded_tokens += ids.numel()
+        st.head_positions += len(rows_idx)
+        st.cache_hits += 1 if start else 0
+        st.layers_skipped += start
 
     # ---- start-up --------------------------------------------------------------------------
 

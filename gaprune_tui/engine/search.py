@@ -215,7 +215,7 @@ class Search:
             random.setstate(outer)
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def _assess(self, ind: list[int], gen: int, index: int) -> Iterator[RunEvent]:
+    def _assess(self, ind: Any, gen: int, index: int) -> Iterator[RunEvent]:
         """Evaluate one individual (validity, screening, full), yielding its events."""
         dropped = sorted(ind)
         kept = [i for i in range(self.n_layers) if i not in set(dropped)]
@@ -270,7 +270,7 @@ class Search:
             key = tuple(sorted(ind))
             if key in done:
                 ind.fitness.values = done[key].fitness.values
-                ind.fidelity = done[key].fidelity  # type: ignore[attr-defined]
+                ind.fidelity = done[key].fidelity
                 continue
             yield from self._assess(ind, gen, index)
             done[key] = ind
@@ -298,7 +298,7 @@ class Search:
                 yield from self._assess(ind, gen, index)
             else:
                 ind.fitness.values = (quick.fitness,)
-                ind.fidelity = quick.fidelity  # type: ignore[attr-defined]
+                ind.fidelity = quick.fidelity
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> Iterator[RunEvent]:
@@ -383,7 +383,7 @@ class Search:
         ):
             ind = self.individual(genome)
             ind.fitness.values = (fit,)
-            ind.fidelity = fid  # type: ignore[attr-defined]
+            ind.fidelity = fid
             population.append(ind)
         hof_inds = []
         for genome, fit in state.hof:

@@ -368,7 +368,7 @@ def _cache_processed_docs(task: Any) -> None:
     """Wrap the task's ``process_docs`` in ``_ProcessedDocs``, primed with the docs built at init."""
     config = getattr(task, "config", None)
     fn = getattr(config, "process_docs", None)
-    if not callable(fn) or isinstance(fn, _ProcessedDocs):
+    if config is None or not callable(fn) or isinstance(fn, _ProcessedDocs):
         return
     cached = _ProcessedDocs(fn)
     split = config.test_split if task.has_test_docs() else config.validation_split

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from rich.text import Text
@@ -26,8 +27,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, RichLog, Static
 from textual.worker import Worker, WorkerState
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
+from gaprune_tui.core import stats
 from gaprune_tui.core.errors import GapruneError
+from gaprune_tui.core.events import GenomeConfirmed
 from gaprune_tui.core.follow import Follower, RunView, as_shown
 from gaprune_tui.core.store import Evaluation, RunStore
 from gaprune_tui.ui.widgets.dialogs import ScoresDialog
@@ -51,6 +55,87 @@ def default_export_command(store: RunStore, rank: int) -> list[str]:
         str(rank),
         "--progress-json",
     ]
+
+
+@dataclass
+class ResultRow:
+    """One row of the Results table: a genome of the search (``rank`` is its export rank) or a
+    one-shot baseline (rank None unless the search scored it too), with its confirmation."""
+
+    label: str
+    dropped: list[int]
+    rank: int | None
+    fitness: float | None
+    scores: dict[str, Any]
+    confirmation: GenomeConfirmed | None = None
+    note: str = ""
+
+    def score_cells(self, view: RunView) -> list[str]:
+        """Search fitness, confirmed, held-out (each ± stderr) and the verdict against the base:
+        on held-out tasks where measured, else on confirmation, else on the search's fitness."""
+        kind = view.fitness_kind
+        se = fitness_kinds.fitness_stderr(self.scores, kind) if self.scores else None
+        c = self.confirmation
+        cells = [
+            fmt.score(self.fitness, se),
+            "" if c is None else fmt.score(c.confirmed, c.confirmed_stderr),
+            "" if c is None else fmt.score(c.holdout, c.holdout_stderr),
+        ]
+        base = next((b for b in view.confirmations if b.role == "base"), None)
+        verdict = ""
+        if c is not None and base is not None:
+            for key in ("holdout", "confirmed"):
+                value, base_value = getattr(c, key), getattr(base, key)
+                if value is not None and base_value is not None:
+                    verdict = fitness_kinds.verdict(
+                        value,
+                        getattr(c, f"{key}_stderr"),
+                        base_value,
+                        getattr(base, f"{key}_stderr"),
+                        "mean",
+                    )
+                    break
+        elif self.fitness is not None and view.base_fitness is not None and view.base_scores:
+            base_se = fitness_kinds.fitness_stderr(view.base_scores, kind)
+            verdict = fitness_kinds.verdict(self.fitness, se, view.base_fitness, base_se, kind)
+        cells.append("" if verdict == "no stderr" else verdict)
+        return cells
+
+
+def result_rows(ranked: list[Evaluation], view: RunView, limit: int) -> list[ResultRow]:
+    """The search's genomes in pick order (confirmed finalists first, by confirmed score), then
+    the baselines as reference rows."""
+    by_genome = {tuple(e.dropped): e for e in ranked}
+    confirmed = {tuple(c.dropped): c for c in view.confirmations if c.role != "base"}
+    order = fitness_kinds.pick_order([e.dropped for e in ranked], view.confirmations)
+    rows = []
+    for rank, dropped in enumerate(order[:limit], start=1):
+        ev = by_genome.get(tuple(dropped))
+        rows.append(
+            ResultRow(
+                label=str(rank),
+                dropped=dropped,
+                rank=rank,
+                fitness=ev.fitness if ev else None,
+                scores=ev.scores if ev else {},
+                confirmation=confirmed.get(tuple(dropped)),
+                note=f"rank {rank}" + (" (confirmed)" if tuple(dropped) in confirmed else ""),
+            )
+        )
+    for ref in view.references.values():
+        ref_rank = order.index(ref.dropped) + 1 if ref.dropped in order else None
+        rows.append(
+            ResultRow(
+                label=f"ref {ref.name}",
+                dropped=list(ref.dropped),
+                rank=ref_rank,
+                fitness=ref.fitness,
+                scores=ref.scores,
+                confirmation=confirmed.get(tuple(ref.dropped)),
+                note=f"baseline {ref.name} (one-shot, no search)",
+            )
+        )
+    return rows
 
 
 def params_removed(
@@ -86,6 +171,7 @@ class ResultsScreen(Screen[None]):
 
     BINDINGS = [
         Binding("e", "export", "Export"),
+        Binding("c", "confirm", "Confirm"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -94,7 +180,7 @@ class ResultsScreen(Screen[None]):
         self.store = store
         self.export_command = export_command or default_export_command
         self.follower = Follower(store)
-        self.ranked: list[Evaluation] = []
+        self.rows: list[ResultRow] = []
         self.export_result: dict[str, Any] | None = None
         self.export_error: str | None = None
         self._columns: tuple[str, ...] = ()
@@ -136,14 +222,17 @@ class ResultsScreen(Screen[None]):
         if view.base_scores is None and meta.get("base_scores"):
             view.base_scores = meta["base_scores"]
             view.base_fitness = meta.get("base_fitness")
-        self.ranked = self.store.best_evaluations(HALL_OF_FAME)
-        tasks = list(view.tasks) or sorted({t for e in self.ranked for t in e.scores})
+        self.rows = result_rows(self.store.best_evaluations(), view, HALL_OF_FAME)
+        tasks = list(view.tasks) or sorted({t for r in self.rows for t in r.scores})
         title = [f"results · run {self.store.id}", view.model, view.state]
         title.append(f"{len(self.store.evaluations())} evaluations")
         self.query_one("#results-title", Static).update(" · ".join(title))
         self.query_one("#base-scores", Static).update(self._base_text(view, n_layers))
         self._fill_table(tasks, n_layers, meta)
-        self.query_one(FitnessChart).set_series(view.best_history, view.mean_history)
+        sign = 1.0 if view.higher_is_better else -1.0
+        self.query_one(FitnessChart).set_series(
+            [sign * v for v in view.best_history], [sign * v for v in view.mean_history]
+        )
 
     def _base_text(self, view: RunView, n_layers: int) -> Text:
         text = Text()
@@ -154,20 +243,41 @@ class ResultsScreen(Screen[None]):
         if not view.base_scores:
             text.append("scores not recorded for this run", style="dim")
             return text
-        parts = []
-        for task, metrics in view.base_scores.items():
-            for metric, value in metrics.items():
-                parts.append(f"{task} {metric} {fmt.score(value)}")
-        text.append("  ".join(parts))
+        text.append(fmt.scores_line(view.base_scores))
+        kind = view.fitness_kind
         if view.base_fitness is not None:
-            text.append(f"  fitness {fmt.score(view.base_fitness)}", style="bold")
+            se = fitness_kinds.fitness_stderr(view.base_scores, kind)
+            label = fitness_kinds.short_label(kind)
+            text.append(f"  {label} {fmt.score(view.base_fitness, se)}", style="bold")
+        base = next((c for c in view.confirmations if c.role == "base"), None)
+        if base is not None:
+            text.append(
+                f"  confirmed {fmt.score(base.confirmed, base.confirmed_stderr)}"
+                f"  held-out {fmt.score(base.holdout, base.holdout_stderr)}"
+            )
+        text.append(
+            "\nranked by the confirmed score where finalists were confirmed (c confirms now); "
+            "'vs base' needs a gap beyond two standard errors",
+            style="dim",
+        )
         return text
 
     def _fill_table(self, tasks: list[str], n_layers: int, meta: dict[str, Any]) -> None:
         table = self.query_one("#hall-of-fame", DataTable)
         exact = bool(meta.get("n_params") and meta.get("params_per_layer"))
         pct_header = "% params" if exact else "% layers*"
-        columns = ("rank", "dropped", "kept", "fitness", *map(short_task, tasks), pct_header)
+        label = fitness_kinds.short_label(self.follower.view.fitness_kind)
+        columns = (
+            "rank",
+            "dropped",
+            "kept",
+            label,
+            "confirmed",
+            "held-out",
+            "vs base",
+            *map(short_task, tasks),
+            pct_header,
+        )
         cursor = table.cursor_row
         if columns != self._columns:
             table.clear(columns=True)
@@ -176,17 +286,18 @@ class ResultsScreen(Screen[None]):
             self._columns = columns
         else:
             table.clear()
-        for rank, ev in enumerate(self.ranked, start=1):
-            cells = [str(rank), genome_text(ev.dropped), str(len(ev.kept)), fmt.score(ev.fitness)]
+        base = self.follower.view
+        for index, row in enumerate(self.rows):
+            cells = [row.label, genome_text(row.dropped), str(n_layers - len(row.dropped))]
+            cells += row.score_cells(base)
             for task in tasks:
-                metrics = ev.scores.get(task) or {}
-                value = next(iter(metrics.values()), None)
-                cells.append("" if value is None else fmt.score(value))
-            pct, _ = params_removed(ev.dropped, n_layers, meta)
+                metrics = row.scores.get(task) or {}
+                cells.append(fmt.score(*stats.task_score(metrics)) if metrics else "")
+            pct, _ = params_removed(row.dropped, n_layers, meta)
             cells.append("" if pct is None else f"{pct:.1f}")
-            table.add_row(*cells, key=str(rank))
-        if self.ranked:
-            table.move_cursor(row=min(cursor, len(self.ranked) - 1))
+            table.add_row(*cells, key=str(index))
+        if self.rows:
+            table.move_cursor(row=min(cursor, len(self.rows) - 1))
         if not exact:
             self.query_one("#base-scores", Static).update(
                 Text.assemble(
@@ -196,45 +307,75 @@ class ResultsScreen(Screen[None]):
             )
 
     @property
-    def selected_rank(self) -> int | None:
+    def selected_row(self) -> ResultRow | None:
         table = self.query_one("#hall-of-fame", DataTable)
-        if not self.ranked or table.cursor_row < 0:
+        if not self.rows or table.cursor_row < 0:
             return None
-        return min(table.cursor_row, len(self.ranked) - 1) + 1
+        return self.rows[min(table.cursor_row, len(self.rows) - 1)]
+
+    @property
+    def selected_rank(self) -> int | None:
+        """The export rank of the selected row (None for a baseline the search never scored)."""
+        row = self.selected_row
+        return None if row is None else row.rank
 
     # ---- scores -----------------------------------------------------------------------------
     @on(DataTable.RowSelected, "#hall-of-fame")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
-        rank = self.selected_rank
-        if rank is None:
+        row = self.selected_row
+        if row is None:
             return
-        ev = self.ranked[rank - 1]
         view = self.follower.view
         self.app.push_screen(
             ScoresDialog.beside_base(
                 view,
-                ev.dropped,
-                fitness=ev.fitness,
-                scores=ev.scores,
-                note=f"rank {rank} of the hall of fame",
-                n_layers=view.n_layers or len(ev.dropped) + len(ev.kept),
+                row.dropped,
+                fitness=row.fitness,
+                scores=row.scores,
+                note=row.note,
+                n_layers=view.n_layers or None,
             )
         )
 
+    # ---- confirmation -------------------------------------------------------------------------
+    def action_confirm(self) -> None:
+        """Re-score the finalists, baselines and base model on more items and held-out tasks,
+        in the engine's own process; the table re-ranks as the confirmations arrive."""
+        from gaprune_tui.core.launch import confirm_run
+
+        state = self.store.display_state()
+        if self.store.alive():
+            self.notify(f"The run is {state}: confirm once it has ended.", severity="warning")
+            return
+        if not state.has_result:
+            self.notify(
+                f"The run is {state}: only a finished or stopped search can be confirmed.",
+                severity="warning",
+            )
+            return
+        confirm_run(self.store)
+        self._status("confirming the finalists on more items and held-out tasks…")
+
     # ---- export ------------------------------------------------------------------------------
     def action_export(self) -> None:
-        rank = self.selected_rank
-        if rank is None:
+        row = self.selected_row
+        if row is None:
             self.notify("No evaluated genome to export yet.", severity="warning")
+            return
+        rank = row.rank
+        if rank is None:
+            self.notify(
+                f"{row.label} is a reference the search never scored: run with --init "
+                "heuristics to have the search consider it.",
+                severity="warning",
+            )
             return
         if self.export_running:
             self.notify("An export is already running.", severity="warning")
             return
         self.export_result = None
         self.export_error = None
-        self._status(
-            f"exporting rank {rank} (dropping {genome_text(self.ranked[rank - 1].dropped)})…"
-        )
+        self._status(f"exporting rank {rank} (dropping {genome_text(row.dropped)})…")
         self.query_one("#export-log", RichLog).clear()
         self.run_export(rank)
 

@@ -20,6 +20,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Sparkline, Static
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core import launch
 from gaprune_tui.core.errors import GapruneError
@@ -33,10 +34,27 @@ POLL_SECONDS = 0.25
 LOG_LINES = 500
 
 
+def best_summary(view: RunView) -> str:
+    """``0.4500 ± 0.1100  dropping 3 10 20 23  (base 0.3000 ± 0.1000: within noise)``."""
+    if view.best_fitness is None or view.best_dropped is None:
+        return ""
+    kind = view.fitness_kind
+    scored = view.scored_for(view.best_dropped)
+    se = fitness_kinds.fitness_stderr(scored.scores, kind) if scored else None
+    summary = f"{fmt.score(view.best_fitness, se)}  dropping {genome_text(view.best_dropped)}"
+    if view.base_fitness is not None:
+        base_se = fitness_kinds.fitness_stderr(view.base_scores or {}, kind)
+        verdict = fitness_kinds.verdict(view.best_fitness, se, view.base_fitness, base_se, kind)
+        shown = "" if verdict == "no stderr" else f": {verdict}"
+        summary += f"  (base {fmt.score(view.base_fitness, base_se)}{shown})"
+    return summary
+
+
+_STATE_LABELS = {RunState.CREATED: "starting", RunState.CRASHED: "crashed (engine gone)"}
+
+
 def state_label(state: str) -> str:
-    return {RunState.CREATED: "starting", RunState.CRASHED: "crashed (engine gone)"}.get(
-        state, state
-    )
+    return _STATE_LABELS.get(RunState(state), str(state))
 
 
 class RunScreen(Screen[None]):
@@ -76,7 +94,7 @@ class RunScreen(Screen[None]):
             yield ProgressBar(id="search-progress", show_eta=eta)
         yield Static("", id="evaluating")
         with Horizontal(id="fitness-row"):
-            yield Label("best fitness")
+            yield Label("best fitness", id="fitness-label")
             yield Sparkline([], id="best-fitness")
             yield Static("", id="best-summary")
         with VerticalScroll(id="body"):
@@ -121,17 +139,19 @@ class RunScreen(Screen[None]):
         self._show_banner(view)
         self._show_progress(view)
         self._show_evaluating(view)
-        best = view.best_history
-        self.query_one("#best-fitness", Sparkline).data = best
-        summary = ""
-        if view.best_fitness is not None and view.best_dropped is not None:
-            summary = f"{fmt.score(view.best_fitness)}  dropping {genome_text(view.best_dropped)}"
-            if view.base_fitness is not None:
-                summary += f"  (base {fmt.score(view.base_fitness)})"
-        self.query_one("#best-summary", Static).update(summary)
+        self._show_best(view)
         self.query_one(LayerBitmap).set_rows(view.n_layers, view.protect, self._bitmap_rows(view))
-        self.query_one(GenerationTable).show_rows(view.rows)
+        self.query_one(GenerationTable).show_rows(view.rows, higher_is_better=view.higher_is_better)
         self._announce_end(view)
+
+    def _show_best(self, view: RunView) -> None:
+        """The sparkline rises as the search improves (KL and perplexity are drawn negated), and
+        the best genome's fitness carries its standard error and its verdict against the base."""
+        label = fitness_kinds.short_label(view.fitness_kind)
+        self.query_one("#fitness-label", Label).update(f"best {label}")
+        sign = 1.0 if view.higher_is_better else -1.0
+        self.query_one("#best-fitness", Sparkline).data = [sign * v for v in view.best_history]
+        self.query_one("#best-summary", Static).update(best_summary(view))
 
     def _show_title(self, view: RunView) -> None:
         gen = f"generation {view.generation}/{view.generations}" if view.generations else ""
@@ -188,7 +208,14 @@ class RunScreen(Screen[None]):
     def _show_evaluating(self, view: RunView) -> None:
         widget = self.query_one("#evaluating", Static)
         current = view.evaluating
-        if current is not None and view.active:
+        confirming = view.confirming
+        if confirming is not None and view.active:
+            held = ", ".join(confirming.holdout_tasks) or "none"
+            widget.update(
+                f"confirming finalists: {len(view.confirmations)}/{confirming.genomes} done "
+                f"({confirming.confirm_limit or 'all'} items per task; held out: {held})"
+            )
+        elif current is not None and view.active:
             task = current.task or ", ".join(view.tasks) or "the run's tasks"
             what = "screening" if current.fidelity else "evaluating"
             items = ""

@@ -131,6 +131,8 @@ class SetupScreen(Screen[None]):
             yield Static("", id="overrides")
             yield Label("Genetic algorithm", classes="section")
             yield self._grid("ga")
+            yield Label("Trustworthy pick: calibration, confirmation, held-out", classes="section")
+            yield self._grid("trust")
             yield Label("Hardware", classes="section")
             yield self._grid("hardware")
         with Vertical(id="setup-bottom"):

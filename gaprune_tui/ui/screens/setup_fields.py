@@ -15,14 +15,22 @@ from typing import Literal
 from textual.validation import Function, Integer, Number, Validator
 from textual.widgets import Input, Select
 
-from gaprune_tui.core.config import DTYPE_CHOICES, FITNESS_CHOICES, INVALID_CHOICES, SCORER_CHOICES
+from gaprune_tui.core.config import (
+    DTYPE_CHOICES,
+    FITNESS_CHOICES,
+    INIT_CHOICES,
+    INVALID_CHOICES,
+    MUTATION_CHOICES,
+    SCORER_CHOICES,
+)
 from gaprune_tui.core.devices import DEVICE_HINT, device_ok
 from gaprune_tui.core.errors import ConfigError
 
-FieldKind = Literal["text", "int", "float", "choice"]
-# Where a field sits on the form: the model line, the benchmark defaults, the GA, the hardware.
-FieldGroup = Literal["model", "tasks", "ga", "hardware"]
-ConfigValue = str | int | float | None
+FieldKind = Literal["text", "int", "float", "choice", "list"]
+# Where a field sits on the form: the model line, the benchmark defaults, the GA, how the pick is
+# made trustworthy (calibration, confirmation, baselines), the hardware.
+FieldGroup = Literal["model", "tasks", "ga", "trust", "hardware"]
+ConfigValue = str | int | float | list[str] | None
 MODEL_HINT = "demo, a local folder, a .gguf file or a hub id"
 METRIC_HINT = "per task default"
 
@@ -43,6 +51,8 @@ class FormField:
 
     def format(self, value: ConfigValue) -> str:
         """The config's value as the field's text."""
+        if isinstance(value, list):
+            return ",".join(value)
         return "" if value is None else str(value)
 
     def parse(self, text: str) -> ConfigValue:
@@ -50,6 +60,8 @@ class FormField:
         text = text.strip()
         if not text and self.optional:
             return None
+        if self.kind == "list":
+            return [part.strip() for part in text.split(",") if part.strip()]
         if self.kind == "int":
             try:
                 return int(text)
@@ -133,6 +145,32 @@ FORM_FIELDS: tuple[FormField, ...] = (
     FormField("mutpb", "mutpb", "mutpb", "float", "ga", (Number(0, 1),)),
     _choice("fitness", FITNESS_CHOICES, "ga"),
     _choice("invalid", INVALID_CHOICES, "ga"),
+    _choice("mutation", MUTATION_CHOICES, "ga"),
+    _choice("init", INIT_CHOICES, "ga"),
+    FormField(
+        "calibration",
+        "calibration",
+        "calibration",
+        "text",
+        "trust",
+        placeholder="offline, a .txt/.jsonl file or hf:NAME",
+    ),
+    _int("calibration-tokens", "calib. tokens", "calibration_tokens", 2, "trust"),
+    _int("finalists", "finalists", "finalists", 0, "trust"),
+    dataclasses.replace(
+        _int("confirm-limit", "confirm limit", "confirm_limit", 1, "trust"),
+        optional=True,
+        placeholder="all items",
+    ),
+    FormField(
+        "holdout-tasks",
+        "held out",
+        "holdout_tasks",
+        "list",
+        "trust",
+        optional=True,
+        placeholder="default: arc_easy, piqa, winogrande (offline)",
+    ),
     FormField(
         "device", "device", "device", "text", "hardware", (Function(device_ok, DEVICE_HINT),)
     ),

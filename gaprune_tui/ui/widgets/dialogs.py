@@ -7,7 +7,7 @@ over SSH with no mouse.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rich.table import Table
 from rich.text import Text
@@ -17,7 +17,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
+from gaprune_tui.core import stats
 from gaprune_tui.core.follow import RunView
 
 AnswerT = TypeVar("AnswerT")
@@ -109,24 +111,48 @@ class QuitDialog(Dialog[str]):
         return button_id or "cancel"
 
 
+def _measures(task: str, metrics: dict[str, Any]) -> list[tuple[str, float, float | None, bool]]:
+    """(metric, value, stderr, higher is better) of one task's result: its metric, or KL and
+    perplexity for the calibration pseudo-task. Standard errors and counts are not rows."""
+    if task == fitness_kinds.CALIBRATION:
+        return [
+            (name, float(metrics[name]), metrics.get(f"{name}_stderr"), False)
+            for name in ("kl", "ppl")
+            if metrics.get(name) is not None
+        ]
+    metric = next(iter(metrics), None)
+    if metric is None:
+        return []
+    value, se = stats.task_score(metrics)
+    return [(metric, value, se, True)]
+
+
 def scores_table(
-    scores: dict[str, dict[str, float]] | None,
-    base: dict[str, dict[str, float]] | None,
+    scores: dict[str, dict[str, Any]] | None,
+    base: dict[str, dict[str, Any]] | None,
 ) -> Table:
-    """Per-task scores of a genome beside the unpruned model's, with the difference."""
+    """Per-task scores of a genome beside the unpruned model's, each ± its standard error, with
+    the difference and whether it is beyond noise (two standard errors of the difference)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("task", "metric", "score", "base", "change"):
+    for column in ("task", "metric", "score", "base", "change", "vs base"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
     for task, metrics in (scores or {}).items():
-        for metric, value in metrics.items():
-            base_value = (base or {}).get(task, {}).get(metric)
-            change = "" if base_value is None else f"{value - base_value:+.4f}"
+        base_metrics = (base or {}).get(task) or {}
+        base_by_name = {m: (v, s) for m, v, s, _ in _measures(task, base_metrics)}
+        for metric, value, se, higher in _measures(task, metrics):
+            base_value, base_se = base_by_name.get(metric, (None, None))
+            change = verdict = ""
+            if base_value is not None:
+                change = f"{value - base_value:+.4f}"
+                if se is not None and base_se is not None:
+                    verdict = stats.compare((value, se), (base_value, base_se), higher).outcome
             table.add_row(
                 task,
                 metric,
-                fmt.score(value),
-                "" if base_value is None else fmt.score(base_value),
+                fmt.score(value, se),
+                "" if base_value is None else fmt.score(base_value, base_se),
                 change,
+                verdict,
             )
     return table
 

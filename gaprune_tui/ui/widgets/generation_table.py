@@ -12,7 +12,9 @@ from textual.widgets import DataTable
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core.store import Generation
 
-COLUMNS = ("gen", "evaluated", "memo", "min", "mean", "max", "best genome (dropped)", "seconds")
+# "best" and "worst" of the generation's population, whichever way the fitness kind points
+# (higher task fitness, lower KL or perplexity).
+COLUMNS = ("gen", "evaluated", "memo", "best", "mean", "worst", "best genome (dropped)", "seconds")
 
 
 def genome_text(dropped: list[int]) -> str:
@@ -34,6 +36,7 @@ class GenerationTable(DataTable[str]):
         self.show_seconds = show_seconds
         self._shown: dict[int, tuple[str, ...]] = {}
         self._best: dict[int, list[int]] = {}
+        self.higher_is_better = True
 
     def on_mount(self) -> None:
         columns = COLUMNS if self.show_seconds else COLUMNS[:-1]
@@ -41,18 +44,20 @@ class GenerationTable(DataTable[str]):
             self.add_column(name, key=name)
 
     def cells(self, row: Generation) -> tuple[str, ...]:
+        best, worst = (row.max, row.min) if self.higher_is_better else (row.min, row.max)
         cells = (
             str(row.gen),
             str(row.evaluated),
             str(row.from_memo),
-            fmt.score(row.min),
+            fmt.score(best),
             fmt.score(row.mean),
-            fmt.score(row.max),
+            fmt.score(worst),
             genome_text(row.best_dropped),
         )
         return cells + (f"{row.seconds:.1f}",) if self.show_seconds else cells
 
-    def show_rows(self, rows: list[Generation]) -> None:
+    def show_rows(self, rows: list[Generation], *, higher_is_better: bool = True) -> None:
+        self.higher_is_better = higher_is_better
         for row in rows:
             cells = self.cells(row)
             self._best[row.gen] = row.best_dropped
