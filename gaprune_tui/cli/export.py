@@ -42,6 +42,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="N-th distinct genome, in confirmed order when the run confirmed finalists "
         "(default: the run's pick, the confirmed best)",
     )
+    parser.add_argument(
+        "--drop",
+        type=_layers,
+        default=None,
+        metavar="LAYERS",
+        help="the genome dropping these layers (comma-separated, e.g. 3,4) instead of --rank",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument(
         "--dtype",
@@ -61,6 +68,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="print one JSON object per line (for programs following the export)",
     )
     return parser
+
+
+def _layers(text: str) -> list[int]:
+    """``3,4`` -> [3, 4]; anything else is a usage error naming the expected form."""
+    try:
+        return sorted(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of layer indices: write them comma-separated, e.g. 3,4"
+        ) from None
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -85,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
     from gaprune_tui.engine.export import export_run
 
     kwargs = dict(
-        rank=args.rank, out=args.out, dtype=args.dtype, verify=not args.no_verify, force=args.force
+        rank=args.rank,
+        dropped=args.drop,
+        out=args.out,
+        dtype=args.dtype,
+        verify=not args.no_verify,
+        force=args.force,
     )
     if args.progress_json:
         return _run_json(export_run, args.run, kwargs)

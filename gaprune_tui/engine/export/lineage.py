@@ -79,20 +79,36 @@ def default_out(run_path: Path, rank: int, dropped: Sequence[int]) -> Path:
     return Path(run_path) / "exports" / f"rank{rank}-drop-{'-'.join(map(str, dropped)) or 'none'}"
 
 
+def _position(order: Ranking, dropped: Sequence[int] | None) -> int | None:
+    """1-based position of the genome dropping ``dropped`` in ``order``; None if absent."""
+    if dropped is None:
+        return None
+    want = sorted(int(i) for i in dropped)
+    return next((i + 1 for i, e in enumerate(order.genomes) if e.dropped == want), None)
+
+
 def _ranked_genome(
-    store: RunStore, rank: int | None, evidence: Evidence
+    store: RunStore, rank: int | None, evidence: Evidence, dropped: Sequence[int] | None = None
 ) -> tuple[Evaluation, int, Ranking]:
-    """The genome at ``rank`` in the run's export order; ``None``: result.json's pick (else 1)."""
+    """The genome at ``rank`` in the run's export order, or the one dropping ``dropped``; neither:
+    result.json's pick (else rank 1)."""
     ranked = store.best_evaluations()
     if not ranked:
         raise ExportError(
             f"run {store.id} has no fully evaluated genome yet: wait for its first evaluation"
         )
     order = ranking(ranked, evidence)
+    if dropped is not None:
+        if rank is not None:
+            raise ExportError("--rank and --drop both name a genome: pass only one of them")
+        rank = _position(order, dropped)
+        if rank is None:
+            raise ExportError(
+                f"run {store.id} has no fully evaluated genome dropping layers "
+                f"{sorted(dropped)}: pick one that `gaprune-tui show {store.id}` lists"
+            )
     if rank is None:
-        pick = evidence.default_dropped
-        found = [i for i, e in enumerate(order.genomes) if pick is not None and e.dropped == pick]
-        rank = found[0] + 1 if found else 1
+        rank = _position(order, evidence.default_dropped) or 1
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= len(ranked):
         raise ExportError(
             f"run {store.id} has only {len(ranked)} evaluated genomes: use --rank 1..{len(ranked)}"
@@ -111,6 +127,7 @@ def plan_export(
     store: RunStore,
     *,
     rank: int | None,
+    dropped: Sequence[int] | None = None,
     out: Path | str | None,
     dtype: str | None,
     verify: bool,
@@ -123,8 +140,8 @@ def plan_export(
     best when confirmation ran); ``rank`` N counts in the confirmed order when the run has
     confirmed finalists (see ``evidence``)."""
     evidence = read_evidence(store)
-    default_pick = rank is None
-    genome, rank, order = _ranked_genome(store, rank, evidence)
+    default_pick = rank is None and dropped is None
+    genome, rank, order = _ranked_genome(store, rank, evidence, dropped)
     n_ranked = len(order.genomes)
     note = order.describe(rank)
     if default_pick:
@@ -257,9 +274,7 @@ def fitness_lineage(kind: str, genome: Evaluation, base: BaseScores) -> dict[str
     }
 
 
-def _with_verdicts(
-    row: dict[str, Any] | None, base: dict[str, Any] | None
-) -> dict[str, Any] | None:
+def with_verdicts(row: dict[str, Any] | None, base: dict[str, Any] | None) -> dict[str, Any] | None:
     """A confirmation row with ``confirmed_vs_base`` / ``holdout_vs_base`` (and differences):
     confirmation scores tasks, so higher is better whatever the search's fitness."""
     if row is None:
@@ -297,7 +312,7 @@ def confirmation_lineage(plan: ExportPlan) -> dict[str, Any] | None:
         "holdout_tasks": settings.get("holdout_tasks", []),
         "noise_z": settings.get("noise_z", stats.NOISE_Z),
         "kind": fitness_kinds.task_kind(plan.config.fitness),
-        "pruned": _with_verdicts(confirmation_dict(mine), base),
+        "pruned": with_verdicts(confirmation_dict(mine), base),
         "base": base,
     }
 
@@ -310,7 +325,7 @@ def baselines_lineage(plan: ExportPlan, base: BaseScores) -> list[dict[str, Any]
     for ref in evidence.references:
         genome = Evaluation(0, list(ref.dropped), [], ref.fitness, ref.scores, 0.0, False)
         fit = fitness_lineage(kind, genome, base)
-        conf = _with_verdicts(
+        conf = with_verdicts(
             confirmation_dict(evidence.confirmation_of(ref.dropped, "baseline")), base_conf
         )
         rows.append(

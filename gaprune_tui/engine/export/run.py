@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,7 @@ def export_run(
     run: str | Path,
     *,
     rank: int | None = None,
+    dropped: Sequence[int] | None = None,
     out: Path | str | None = None,
     dtype: str | None = None,
     verify: bool = True,
@@ -130,14 +132,23 @@ def export_run(
 
     ``rank`` None exports the run's pick (result.json's ``dropped_layers``: the confirmed best when
     confirmation ran, else the search's best); ``rank`` N counts in the confirmed order when the
-    run has confirmed finalists, else in the search's ranking (``evidence.ranking``)."""
+    run has confirmed finalists, else in the search's ranking (``evidence.ranking``); ``dropped``
+    names the genome by its dropped layers instead (what a screen that lists genomes passes, so
+    it cannot depend on the order)."""
     started = time.perf_counter()
     report = progress or silent
     store = open_run(run)
     plan: ExportPlan | None = None
     try:
         plan = plan_export(
-            store, rank=rank, out=out, dtype=dtype, verify=verify, force=force, progress=report
+            store,
+            rank=rank,
+            dropped=dropped,
+            out=out,
+            dtype=dtype,
+            verify=verify,
+            force=force,
+            progress=report,
         )
         return _execute(store, plan, report, started)
     except BaseException as exc:
