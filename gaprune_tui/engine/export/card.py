@@ -231,7 +231,8 @@ def _score_table(lineage: dict[str, Any]) -> list[str]:
         "On the search's own sample (the items or calibration tokens every genome was scored on).",
         "",
         *task_table(lineage["scores"]["pruned"], base),
-        f"| **fitness** | {fit['kind']} | | {format.score(fit.get('base'), fit.get('base_stderr'))} | "
+        f"| **fitness** | {fit['kind']} | | "
+        f"{format.score(fit.get('base'), fit.get('base_stderr'))} | "
         f"{format.score(fit['pruned'], fit.get('pruned_stderr'))} | {fit.get('vs_base') or '-'} |",
     ]
     if base is None:

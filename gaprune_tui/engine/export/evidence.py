@@ -1,8 +1,8 @@
 """What a run says about how far to trust its genomes: confirmations, baselines, the export order.
 
-A search ranks genomes on a noisy sample; when it ends (or on ``gaprune-tui confirm``) its finalists,
-the one-shot baselines and the base model are re-scored on more items and on held-out tasks
-(``GenomeConfirmed`` events after a ``ConfirmationStarted``). An export follows that evidence:
+A search ranks genomes on a noisy sample; when it ends (or on ``gaprune-tui confirm``) its
+finalists, the one-shot baselines and the base model are re-scored on more items and on held-out
+tasks (``GenomeConfirmed`` events after a ``ConfirmationStarted``). An export follows that evidence:
 
 * the order ``--rank N`` counts in is the confirmed order (best confirmed score first) for the
   confirmed finalists, then the rest of the search's ranking; a run without confirmations keeps
@@ -37,7 +37,7 @@ class Evidence:
     result: dict[str, Any] | None = None
 
     def confirmation_of(self, dropped: list[int], role: str = "finalist") -> GenomeConfirmed | None:
-        """The latest confirmation of the genome ``dropped`` in ``role`` (any role for "any")."""
+        """The latest confirmation of the genome ``dropped`` in ``role`` ("any": any role)."""
         for c in reversed(self.confirmations):
             if list(c.dropped) == list(dropped) and (role == "any" or c.role == role):
                 return c
