@@ -284,6 +284,8 @@ def test_export_run_verifies_and_documents(scored_run_data: dict, tmp_path: Path
     assert ver is not None and ver.logits_max_abs_diff == 0.0 and ver.generate_matches_view
     assert ver.fitness_export == pytest.approx(best.fitness, abs=1e-12) and ver.fitness_required
     assert ver.scores_export == best.scores
+    task = best.scores["hellaswag_offline"]  # verified with standard errors and counts stored
+    assert f"{next(iter(task))}_stderr" in task and task["n"] == 6
     assert result.params_after < result.params_before
     stages = [s for s, _ in lines]
     for stage in ("select", "load", "reference", "merge", "verify", "rescore", "card", "done"):

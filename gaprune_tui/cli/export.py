@@ -1,4 +1,8 @@
-"""``gaprune-tui export RUN``: write the N-th best genome of a run as a standalone model.
+"""``gaprune-tui export RUN``: write a run's pick (or its N-th genome) as a standalone model.
+
+Without ``--rank`` the run's recommended genome is exported (result.json's ``dropped_layers``: the
+confirmed best when confirmation ran); ``--rank N`` counts in the confirmed order when the run has
+confirmed finalists (then the rest of the search's ranking), else in the search's ranking.
 
 Human mode prints progress lines and the outcome with rich; ``--progress-json`` prints one JSON
 object per line instead (``{"stage", "message"}``, then ``{"done": true, ...}`` or
@@ -26,11 +30,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "export",
         help="write a run's best genome as a standalone Hugging Face model (MergeKit)",
-        description="Export the N-th best genome of a run through MergeKit, verify it and write "
-        "a model card. The default folder is <run folder>/exports/rank<N>-drop-<layers>.",
+        description="Export a run's recommended genome (the confirmed best when its finalists "
+        "were confirmed) or its N-th genome through MergeKit, verify it and write a model card. "
+        "The default folder is <run folder>/exports/rank<N>-drop-<layers>.",
     )
     parser.add_argument("run", help="run id, unique id prefix or run folder")
-    parser.add_argument("--rank", type=int, default=1, help="N-th best distinct genome (default 1)")
+    parser.add_argument(
+        "--rank",
+        type=int,
+        default=None,
+        help="N-th distinct genome, in confirmed order when the run confirmed finalists "
+        "(default: the run's pick, the confirmed best)",
+    )
+    parser.add_argument(
+        "--drop",
+        type=_layers,
+        default=None,
+        metavar="LAYERS",
+        help="the genome dropping these layers (comma-separated, e.g. 3,4) instead of --rank",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument(
         "--dtype",
@@ -50,6 +68,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="print one JSON object per line (for programs following the export)",
     )
     return parser
+
+
+def _layers(text: str) -> list[int]:
+    """``3,4`` -> [3, 4]; anything else is a usage error naming the expected form."""
+    try:
+        return sorted(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of layer indices: write them comma-separated, e.g. 3,4"
+        ) from None
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -74,7 +102,12 @@ def run(args: argparse.Namespace) -> int:
     from gaprune_tui.engine.export import export_run
 
     kwargs = dict(
-        rank=args.rank, out=args.out, dtype=args.dtype, verify=not args.no_verify, force=args.force
+        rank=args.rank,
+        dropped=args.drop,
+        out=args.out,
+        dtype=args.dtype,
+        verify=not args.no_verify,
+        force=args.force,
     )
     if args.progress_json:
         return _run_json(export_run, args.run, kwargs)
@@ -116,7 +149,8 @@ def _run_human(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
     before, after = result.params_before, result.params_after
     removed = f" ({100 * (before - after) / before:.1f}% removed)" if before and after else ""
     out.print(
-        f"exported rank {result.rank} of run {result.run_id} to [bold]{escape(str(result.path))}[/]"
+        f"exported rank {result.rank} ({result.order} order) of run {result.run_id} "
+        f"to [bold]{escape(str(result.path))}[/]"
     )
     out.print(
         f"dropped layers {result.dropped}; parameters {before:,} -> {after:,}{removed}; "

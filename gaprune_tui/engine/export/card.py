@@ -13,10 +13,11 @@ from typing import Any
 
 import yaml
 
-from gaprune_tui.core import format
+from gaprune_tui.core import fitness as fitness_kinds
+from gaprune_tui.core import format, stats
 from gaprune_tui.engine.export.lineage import LINEAGE_FILE
 from gaprune_tui.engine.export.mergekit import MERGEKIT_FILE, contiguous_runs
-from gaprune_tui.engine.export.verify import GENERATE_TOKENS
+from gaprune_tui.engine.export.verify import GENERATE_TOKENS, score_values
 
 CARD_FILE = "README.md"
 CARD_TAGS = ["gaprune-tui", "mergekit", "layer-pruning", "passthrough"]
@@ -37,38 +38,39 @@ def front_matter(base: dict[str, Any]) -> str:
 
 
 def render_card(lineage: dict[str, Any]) -> str:
-    """The model card (README.md) from the lineage dict that also goes into gaprune.json."""
+    """The model card (README.md) from the lineage dict that also goes into gaprune.json.
+
+    Every comparison with the base model goes through ``core.fitness.verdict`` (two standard
+    errors of the difference): the card calls the pruned model better or worse only beyond noise,
+    and says "within noise" otherwise, so it never claims an improvement the sample cannot show.
+    """
     base = lineage["base_model"]
     kept, dropped = lineage["kept_layers"], lineage["dropped_layers"]
     n = len(kept) + len(dropped)
-    before, after = lineage.get("params_before"), lineage.get("params_after")
-    removed = f"{100 * (before - after) / before:.1f}%" if before and after is not None else "?"
+    fit = lineage["fitness"]
     lines = [
         front_matter(base),
         "",
         f"# {base['name']} with {len(dropped)} of {n} decoder layers removed",
         "",
         f"Pruned by gaprune-tui {lineage['gaprune_version']}: "
-        "a genetic algorithm chose which whole decoder layers to drop, scoring each candidate on "
-        "lm-eval benchmarks; the winner was written with MergeKit's passthrough method. "
-        "No retraining.",
+        f"a genetic algorithm chose which whole decoder layers to drop, {_scored_by(fit)}; "
+        "the chosen genome was written with MergeKit's passthrough method. No retraining.",
         "",
-        "| | |",
-        "|---|---|",
-        f"| Base model | {base['name']} (`--model {base['spec']}`, {base.get('model_type', '?')}) |",
-        f"| Dropped layers | {', '.join(map(str, dropped))} |",
-        f"| Kept layers | {_ranges(kept)} ({len(kept)} of {n}) |",
-        f"| Parameters | {format.params(before)} -> {format.params(after)} ({removed} removed) |",
-        f"| Size on disk | {format.size(lineage['size_bytes'])} ({lineage['dtype']}) |",
-        f"| Run | `{lineage['run']['id']}`, rank {lineage['run']['rank']} "
-        f"of {lineage['run']['evaluated_genomes']} evaluated genomes |",
+        *_facts_table(lineage),
+        "",
+        "## Summary",
+        "",
+        *_summary(lineage),
         "",
         "## Scores",
         "",
     ]
     lines += _score_table(lineage)
+    lines += _confirmation_section(lineage.get("confirmation"))
+    lines += _baselines_section(lineage)
     lines += ["", "## Verification", ""]
-    lines += _verification_lines(lineage.get("verification"))
+    lines += _verification_lines(lineage.get("verification"), fit.get("kind"))
     lines += [
         "",
         "## Search configuration",
@@ -90,29 +92,253 @@ def render_card(lineage: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _scored_by(fit: dict[str, Any]) -> str:
+    kind = fit.get("kind") or "squared_mean"
+    what = fit.get("label") or fitness_kinds.label(kind)
+    if fitness_kinds.is_calibration(kind):
+        return f"scoring each candidate by its {what} on calibration text"
+    return f"scoring each candidate on lm-eval benchmarks by the {what}"
+
+
+def _facts_table(lineage: dict[str, Any]) -> list[str]:
+    base, run = lineage["base_model"], lineage["run"]
+    kept, dropped = lineage["kept_layers"], lineage["dropped_layers"]
+    n = len(kept) + len(dropped)
+    before, after = lineage.get("params_before"), lineage.get("params_after")
+    removed = f"{100 * (before - after) / before:.1f}%" if before and after is not None else "?"
+    rank = run.get("order_note") or f"rank {run['rank']}/{run['evaluated_genomes']}"
+    return [
+        "| | |",
+        "|---|---|",
+        f"| Base model | {base['name']} (`--model {base['spec']}`, {base.get('model_type', '?')}) |",
+        f"| Dropped layers | {', '.join(map(str, dropped))} |",
+        f"| Kept layers | {_ranges(kept)} ({len(kept)} of {n}) |",
+        f"| Parameters | {format.params(before)} -> {format.params(after)} ({removed} removed) |",
+        f"| Size on disk | {format.size(lineage['size_bytes'])} ({lineage['dtype']}) |",
+        f"| Fitness | {cell(lineage['fitness'].get('label') or lineage['fitness']['kind'])} |",
+        f"| Run | `{run['id']}`: {cell(rank)}; {run['evaluated_genomes']} evaluated genomes |",
+    ]
+
+
+def cell(text: str) -> str:
+    """Text safe inside a Markdown table cell: a ``|`` (as in "KL(base || pruned)") is escaped."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def _ranges(kept: Sequence[int]) -> str:
     return ", ".join(str(a) if b == a + 1 else f"{a}-{b - 1}" for a, b in contiguous_runs(kept))
 
 
-def _score_table(lineage: dict[str, Any]) -> list[str]:
-    pruned = lineage["scores"]["pruned"]
-    base = lineage["scores"].get("base")
-    rows = ["| Task | Metric | Base | Pruned |", "|---|---|---|---|"]
+def _diff(diff: float | None, stderr: float | None) -> str:
+    if diff is None:
+        return "?"
+    text = format.score(diff, stderr)
+    return text if text.startswith("-") else "+" + text
+
+
+def comparison(vs_base: str | None, diff: float | None, diff_stderr: float | None) -> str:
+    """How the card words a verdict against the base model: an improvement only beyond noise."""
+    d = _diff(diff, diff_stderr)
+    if vs_base == "better":
+        return f"better than the base model beyond noise (difference {d})"
+    if vs_base == "worse":
+        return f"worse than the base model beyond noise (difference {d})"
+    if vs_base == "within noise":
+        return f"within noise of the base model (difference {d})"
+    if diff is None:
+        return "not compared with the base model (no base score)"
+    return f"not judged against the base model: no standard error (difference {d})"
+
+
+def _summary(lineage: dict[str, Any]) -> list[str]:
+    fit = lineage["fitness"]
+    z = (lineage.get("confirmation") or {}).get("noise_z", stats.NOISE_Z)
+    lines = [
+        f"Differences from the base model count only beyond {z:g} standard errors of the "
+        "difference; anything smaller is sample noise and is called so.",
+        "",
+        f"- Search fitness ({fit.get('label') or fit['kind']}): "
+        f"{format.score(fit['pruned'], fit.get('pruned_stderr'))} against the base model's "
+        f"{format.score(fit.get('base'), fit.get('base_stderr'))}: "
+        f"{comparison(fit.get('vs_base'), fit.get('diff'), fit.get('diff_stderr'))}.",
+    ]
+    conf = lineage.get("confirmation")
+    mine = (conf or {}).get("pruned")
+    if conf is None or mine is None:
+        lines.append(
+            "- Not confirmed: the run has no confirmation of this genome, so its scores come "
+            "from the search's own sample only."
+        )
+        return lines
+    base = conf.get("base") or {}
+    for key, what in (("confirmed", "Confirmed"), ("holdout", "Held-out")):
+        if mine.get(key) is None:
+            continue
+        lines.append(
+            f"- {what} score: {format.score(mine[key], mine.get(f'{key}_stderr'))} against the "
+            f"base model's {format.score(base.get(key), base.get(f'{key}_stderr'))}: "
+            + comparison(
+                mine.get(f"{key}_vs_base"), mine.get(f"{key}_diff"), mine.get(f"{key}_diff_stderr")
+            )
+            + "."
+        )
+    return lines
+
+
+def _shown_metrics(task: str, metrics: dict[str, Any]) -> list[str]:
+    values = list(score_values(metrics))
+    if task == fitness_kinds.CALIBRATION:
+        return [m for m in values if m in fitness_kinds.CALIBRATION_KINDS]
+    return values[:1]
+
+
+def _items(metrics: dict[str, Any] | None) -> int | None:
+    if not metrics:
+        return None
+    n = metrics.get("n", metrics.get("tokens"))
+    return None if n is None else int(n)
+
+
+def task_table(
+    pruned: dict[str, dict[str, Any]], base: dict[str, dict[str, Any]] | None
+) -> list[str]:
+    """Rows of task scores: each task's metric with ± standard error and n, for the base model
+    and the pruned one, and the verdict (KL and perplexity judged lower-is-better)."""
+    rows = ["| Task | Metric | n | Base | Pruned | vs base |", "|---|---|---|---|---|---|"]
     for task, metrics in pruned.items():
-        for metric, value in metrics.items():
-            b = (base or {}).get(task, {}).get(metric)
-            rows.append(f"| {task} | {metric} | {'-' if b is None else f'{b:.4f}'} | {value:.4f} |")
-    fit_base = lineage["fitness"].get("base")
-    rows.append(
-        f"| **fitness** | {lineage['fitness']['kind']} | "
-        f"{'-' if fit_base is None else f'{fit_base:.4f}'} | {lineage['fitness']['pruned']:.4f} |"
-    )
+        other = (base or {}).get(task) or {}
+        n = _items(metrics) or _items(other)
+        for metric in _shown_metrics(task, metrics):
+            value, se = metrics.get(metric), metrics.get(f"{metric}_stderr")
+            b, b_se = other.get(metric), other.get(f"{metric}_stderr")
+            kind = metric if metric in fitness_kinds.CALIBRATION_KINDS else "mean"
+            vs = (
+                "-"
+                if value is None or b is None
+                else fitness_kinds.verdict(value, se, b, b_se, kind)
+            )
+            rows.append(
+                f"| {task} | {metric} | {'-' if n is None else n} | {format.score(b, b_se)} | "
+                f"{format.score(value, se)} | {vs} |"
+            )
+    return rows
+
+
+def _score_table(lineage: dict[str, Any]) -> list[str]:
+    base = lineage["scores"].get("base")
+    fit = lineage["fitness"]
+    rows = [
+        "On the search's own sample (the items or calibration tokens every genome was scored on).",
+        "",
+        *task_table(lineage["scores"]["pruned"], base),
+        f"| **fitness** | {fit['kind']} | | "
+        f"{format.score(fit.get('base'), fit.get('base_stderr'))} | "
+        f"{format.score(fit['pruned'], fit.get('pruned_stderr'))} | {fit.get('vs_base') or '-'} |",
+    ]
     if base is None:
         rows += ["", "Base-model scores were not recorded for this run."]
     return rows
 
 
-def _verification_lines(ver: dict[str, Any] | None) -> list[str]:
+def _task_list(scores: dict[str, dict[str, Any]] | None, names: Sequence[str]) -> str:
+    """``hellaswag (100 items), piqa (100 items)``: the tasks with their item counts."""
+    names = list(scores or {}) or list(names)
+    parts = []
+    for name in names:
+        n = _items((scores or {}).get(name))
+        parts.append(name if n is None else f"{name} ({format.plural(n, 'item')})")
+    return ", ".join(parts) or "-"
+
+
+def _confirmation_section(conf: dict[str, Any] | None) -> list[str]:
+    """The confirmed and held-out scores of the export and of the base model, per task too."""
+    if conf is None:
+        return []
+    mine, base = conf.get("pruned") or {}, conf.get("base") or {}
+    limit = conf.get("limit")
+    lines = [
+        "",
+        "## Confirmation",
+        "",
+        "When the search ended its finalists, the one-shot baselines and the base model were "
+        f"re-scored on more items ({'all' if limit is None else limit} per task) and on held-out "
+        "tasks the search never saw, with standard errors. The confirmed score is the "
+        f"{fitness_kinds.label(conf.get('kind') or 'mean')}; the held-out score is the mean task "
+        "score.",
+        "",
+        "| | Tasks | Base | Pruned | vs base |",
+        "|---|---|---|---|---|",
+    ]
+    groups = (
+        ("confirmed", "Confirmed", conf.get("tasks") or []),
+        ("holdout", "Held-out", conf.get("holdout_tasks") or []),
+    )
+    for key, what, names in groups:
+        scores = mine.get(f"{key}_scores") or base.get(f"{key}_scores")
+        lines.append(
+            f"| {what} | {_task_list(scores, names)} | "
+            f"{format.score(base.get(key), base.get(f'{key}_stderr'))} | "
+            f"{format.score(mine.get(key), mine.get(f'{key}_stderr'))} | "
+            f"{mine.get(f'{key}_vs_base') or '-'} |"
+        )
+    if not mine:
+        lines += ["", "This genome itself was not among the confirmed genomes."]
+    for key, what, _ in groups:
+        pruned_scores = mine.get(f"{key}_scores")
+        if pruned_scores:
+            lines += ["", f"{what} scores per task:", ""]
+            lines += task_table(pruned_scores, base.get(f"{key}_scores"))
+    return lines
+
+
+def _baselines_section(lineage: dict[str, Any]) -> list[str]:
+    """The one-shot baselines (ShortGPT, angular distance, last k) as reference rows."""
+    rows = lineage.get("baselines") or []
+    if not rows:
+        return []
+    fit = lineage["fitness"]
+    mine = (lineage.get("confirmation") or {}).get("pruned") or {}
+    lines = [
+        "",
+        "## Baselines",
+        "",
+        "One-shot layer choices from the base model's hidden states, scored the same way: the "
+        "reference this export has to be compared with.",
+        "",
+        f"| Genome | Dropped layers | Fitness ({fit['kind']}) | vs base | Confirmed | vs base "
+        "| Held-out | vs base |",
+        "|---|---|---|---|---|---|---|---|",
+        _baseline_row(
+            "this export",
+            lineage["dropped_layers"],
+            (fit["pruned"], fit.get("pruned_stderr"), fit.get("vs_base")),
+            mine,
+        ),
+    ]
+    for row in rows:
+        fitness = (row.get("fitness"), row.get("fitness_stderr"), row.get("fitness_vs_base"))
+        lines.append(
+            _baseline_row(row["name"], row["dropped_layers"], fitness, row.get("confirmation"))
+        )
+    return lines
+
+
+def _baseline_row(
+    name: str,
+    dropped: Sequence[int],
+    fitness: tuple[float | None, float | None, str | None],
+    conf: dict[str, Any] | None,
+) -> str:
+    conf = conf or {}
+    cells = [name, ", ".join(map(str, dropped)), format.score(fitness[0], fitness[1])]
+    cells.append(fitness[2] or "-")
+    for key in ("confirmed", "holdout"):
+        cells.append(format.score(conf.get(key), conf.get(f"{key}_stderr")))
+        cells.append(conf.get(f"{key}_vs_base") or "-")
+    return "| " + " | ".join(cells) + " |"
+
+
+def _verification_lines(ver: dict[str, Any] | None, kind: str | None = None) -> list[str]:
     lines: list[str] = []
     if ver is None:
         lines.append("Not run (exported with `--no-verify`).")
@@ -130,9 +356,10 @@ def _verification_lines(ver: dict[str, Any] | None) -> list[str]:
             f"{'yes' if ver['generate_matches_view'] else 'NO'} (continuation: {json.dumps(ver['generated_text'])})",
         ]
         if ver["fitness_export"] is not None:
+            where = "calibration text" if kind and fitness_kinds.is_calibration(kind) else "tasks"
             lines.append(
-                f"- re-scored on the run's tasks: fitness {ver['fitness_export']:.6f} vs stored "
-                f"{ver['fitness_stored']:.6f}: {'reproduced' if ver['fitness_ok'] else 'differs'}"
+                f"- re-scored on the run's {where}: fitness {ver['fitness_export']:.6g} vs stored "
+                f"{ver['fitness_stored']:.6g}: {'reproduced' if ver['fitness_ok'] else 'differs'}"
                 + (
                     ""
                     if ver["fitness_required"]

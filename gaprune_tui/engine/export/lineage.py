@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gaprune_tui import __version__
+from gaprune_tui.core import fitness as fitness_kinds
+from gaprune_tui.core import format, stats
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import ExportError, StoreError
 from gaprune_tui.core.modelspec import (
@@ -29,6 +31,13 @@ from gaprune_tui.core.modelspec import (
     resolve_spec,
 )
 from gaprune_tui.core.store import Evaluation, RunStore
+from gaprune_tui.engine.export.evidence import (
+    Evidence,
+    Ranking,
+    confirmation_dict,
+    ranking,
+    read_evidence,
+)
 from gaprune_tui.engine.export.install import check_target
 from gaprune_tui.engine.export.mergekit import MERGEKIT_FILE, contiguous_runs
 from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
@@ -70,17 +79,41 @@ def default_out(run_path: Path, rank: int, dropped: Sequence[int]) -> Path:
     return Path(run_path) / "exports" / f"rank{rank}-drop-{'-'.join(map(str, dropped)) or 'none'}"
 
 
-def _ranked_genome(store: RunStore, rank: int) -> tuple[Evaluation, int]:
+def _position(order: Ranking, dropped: Sequence[int] | None) -> int | None:
+    """1-based position of the genome dropping ``dropped`` in ``order``; None if absent."""
+    if dropped is None:
+        return None
+    want = sorted(int(i) for i in dropped)
+    return next((i + 1 for i, e in enumerate(order.genomes) if e.dropped == want), None)
+
+
+def _ranked_genome(
+    store: RunStore, rank: int | None, evidence: Evidence, dropped: Sequence[int] | None = None
+) -> tuple[Evaluation, int, Ranking]:
+    """The genome at ``rank`` in the run's export order, or the one dropping ``dropped``; neither:
+    result.json's pick (else rank 1)."""
     ranked = store.best_evaluations()
     if not ranked:
         raise ExportError(
             f"run {store.id} has no fully evaluated genome yet: wait for its first evaluation"
         )
+    order = ranking(ranked, evidence)
+    if dropped is not None:
+        if rank is not None:
+            raise ExportError("--rank and --drop both name a genome: pass only one of them")
+        rank = _position(order, dropped)
+        if rank is None:
+            raise ExportError(
+                f"run {store.id} has no fully evaluated genome dropping layers "
+                f"{sorted(dropped)}: pick one that `gaprune-tui show {store.id}` lists"
+            )
+    if rank is None:
+        rank = _position(order, evidence.default_dropped) or 1
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= len(ranked):
         raise ExportError(
             f"run {store.id} has only {len(ranked)} evaluated genomes: use --rank 1..{len(ranked)}"
         )
-    return ranked[rank - 1], len(ranked)
+    return order.genomes[rank - 1], rank, order
 
 
 def _source_dir(config: RunConfig) -> Path:
@@ -93,15 +126,26 @@ def _source_dir(config: RunConfig) -> Path:
 def plan_export(
     store: RunStore,
     *,
-    rank: int,
+    rank: int | None,
+    dropped: Sequence[int] | None = None,
     out: Path | str | None,
     dtype: str | None,
     verify: bool,
     force: bool,
     progress: Progress,
 ) -> ExportPlan:
-    """Pick the genome and check the target before any work; then find the base model's folder."""
-    genome, n_ranked = _ranked_genome(store, rank)
+    """Pick the genome and check the target before any work; then find the base model's folder.
+
+    ``rank`` None is the run's recommended genome (result.json's ``dropped_layers``: the confirmed
+    best when confirmation ran); ``rank`` N counts in the confirmed order when the run has
+    confirmed finalists (see ``evidence``)."""
+    evidence = read_evidence(store)
+    default_pick = rank is None and dropped is None
+    genome, rank, order = _ranked_genome(store, rank, evidence, dropped)
+    n_ranked = len(order.genomes)
+    note = order.describe(rank)
+    if default_pick:
+        note += f", the run's pick ({evidence.picked_by or order.order} best)"
     target = Path(out).expanduser() if out else default_out(store.path, rank, genome.dropped)
     target = target.resolve()
     check_target(target, force, protect=[store.path])
@@ -109,7 +153,8 @@ def plan_export(
         export_dtype(dtype, {})
     progress(
         "select",
-        f"run {store.id}: rank {rank}/{n_ranked}, drop {genome.dropped}, fitness {genome.fitness:.6f}",
+        f"run {store.id}: {note}, drop {genome.dropped}, "
+        f"fitness {format.score(genome.fitness, _fitness_stderr(genome, store))}",
     )
     config = store.config()
     source = _source_dir(config)
@@ -129,7 +174,15 @@ def plan_export(
         force=force,
         dtype=export_dtype(dtype, source_config),
         requested_dtype=dtype,
+        order=order.order,
+        order_note=note,
+        default_pick=default_pick,
+        evidence=evidence,
     )
+
+
+def _fitness_stderr(genome: Evaluation, store: RunStore) -> float | None:
+    return fitness_kinds.fitness_stderr(genome.scores, store.config().fitness)
 
 
 def build_lineage(
@@ -158,11 +211,17 @@ def build_lineage(
         "params_after": sizes["params_after"],
         "size_bytes": sizes["size_bytes"],
         "scores": {"pruned": genome.scores, "base": base.scores},
-        "fitness": {"kind": config.fitness, "pruned": genome.fitness, "base": base.fitness},
+        "fitness": fitness_lineage(config.fitness, genome, base),
+        "confirmation": confirmation_lineage(plan),
+        "baselines": baselines_lineage(plan, base),
         "run": {
             "id": plan.run_id,
             "path": str(plan.run_path),
             "rank": plan.rank,
+            "order": plan.order,
+            "order_note": plan.order_note,
+            "default_pick": plan.default_pick,
+            "picked_by": plan.evidence.picked_by,
             "evaluated_genomes": plan.evaluated_genomes,
             "generation": genome.generation,
             "state": plan.run_state,
@@ -171,14 +230,121 @@ def build_lineage(
         "config_toml": config.to_toml(),
         "verification": asdict(verification) if verification else None,
         "verified": verification.passed if verification else None,
-        "reproduce": reproduce_commands(config, plan.rank, plan.requested_dtype),
+        "reproduce": reproduce_commands(
+            config, None if plan.default_pick else plan.rank, plan.requested_dtype
+        ),
         "mergekit": {"config": MERGEKIT_FILE, "slices": contiguous_runs(genome.kept)},
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def reproduce_commands(config: RunConfig, rank: int, dtype: str | None) -> list[str]:
-    """The ``gaprune-tui run`` flags of the config (or the shipped TOML) and the export command.
+def _verdict(
+    value: float | None,
+    stderr: float | None,
+    base: float | None,
+    base_stderr: float | None,
+    kind: str,
+) -> dict[str, Any]:
+    """``vs_base`` (``core.fitness.verdict``: two standard errors), the difference and its
+    standard error; ``vs_base`` None when either value is missing."""
+    if value is None or base is None:
+        return {"vs_base": None, "diff": None, "diff_stderr": None}
+    se = None if stderr is None or base_stderr is None else stats.diff_stderr(stderr, base_stderr)
+    return {
+        "vs_base": fitness_kinds.verdict(value, stderr, base, base_stderr, kind),
+        "diff": value - base,
+        "diff_stderr": se,
+    }
+
+
+def fitness_lineage(kind: str, genome: Evaluation, base: BaseScores) -> dict[str, Any]:
+    """The search's fitness of the genome and of the base model, with standard errors and the
+    verdict against the base model."""
+    se = fitness_kinds.fitness_stderr(genome.scores, kind)
+    base_se = None if base.scores is None else fitness_kinds.fitness_stderr(base.scores, kind)
+    return {
+        "kind": kind,
+        "label": fitness_kinds.label(kind),
+        "higher_is_better": fitness_kinds.higher_is_better(kind),
+        "pruned": genome.fitness,
+        "pruned_stderr": se,
+        "base": base.fitness,
+        "base_stderr": base_se,
+        **_verdict(genome.fitness, se, base.fitness, base_se, kind),
+    }
+
+
+def with_verdicts(row: dict[str, Any] | None, base: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A confirmation row with ``confirmed_vs_base`` / ``holdout_vs_base`` (and differences):
+    confirmation scores tasks, so higher is better whatever the search's fitness."""
+    if row is None:
+        return None
+    out = dict(row)
+    for key in ("confirmed", "holdout"):
+        b = base or {}
+        judged = _verdict(
+            row[key], row[f"{key}_stderr"], b.get(key), b.get(f"{key}_stderr"), "mean"
+        )
+        out.update({f"{key}_{name}": value for name, value in judged.items()})
+    return out
+
+
+def confirmation_lineage(plan: ExportPlan) -> dict[str, Any] | None:
+    """The latest confirmation: its settings, the exported genome's and the base model's
+    confirmed and held-out scores; None when the run confirmed neither."""
+    evidence = plan.evidence
+    mine = evidence.confirmation_of(plan.dropped, "finalist") or evidence.confirmation_of(
+        plan.dropped, "any"
+    )
+    base = confirmation_dict(evidence.base)
+    if mine is None and base is None:
+        return None
+    settings = dict((evidence.result or {}).get("confirmation") or {})
+    if evidence.started is not None:
+        settings.update(
+            limit=evidence.started.confirm_limit,
+            tasks=evidence.started.tasks,
+            holdout_tasks=evidence.started.holdout_tasks,
+        )
+    return {
+        "limit": settings.get("limit"),
+        "tasks": settings.get("tasks", [t.name for t in plan.config.tasks]),
+        "holdout_tasks": settings.get("holdout_tasks", []),
+        "noise_z": settings.get("noise_z", stats.NOISE_Z),
+        "kind": fitness_kinds.task_kind(plan.config.fitness),
+        "pruned": with_verdicts(confirmation_dict(mine), base),
+        "base": base,
+    }
+
+
+def baselines_lineage(plan: ExportPlan, base: BaseScores) -> list[dict[str, Any]]:
+    """The one-shot baselines as reference rows: the search's fitness and the confirmation."""
+    kind, evidence = plan.config.fitness, plan.evidence
+    base_conf = confirmation_dict(evidence.base)
+    rows = []
+    for ref in evidence.references:
+        genome = Evaluation(0, list(ref.dropped), [], ref.fitness, ref.scores, 0.0, False)
+        fit = fitness_lineage(kind, genome, base)
+        conf = with_verdicts(
+            confirmation_dict(evidence.confirmation_of(ref.dropped, "baseline")), base_conf
+        )
+        rows.append(
+            {
+                "name": ref.name,
+                "signal": ref.signal,
+                "dropped_layers": list(ref.dropped),
+                "fitness": ref.fitness,
+                "fitness_stderr": fit["pruned_stderr"],
+                "fitness_vs_base": fit["vs_base"],
+                "confirmation": conf,
+            }
+        )
+    return rows
+
+
+def reproduce_commands(config: RunConfig, rank: int | None, dtype: str | None) -> list[str]:
+    """The ``gaprune-tui run`` flags of the config (or the shipped TOML) and the export command
+    (``rank`` None: the run's own pick, no ``--rank``).
 
     The flags that define the search are always spelled out, so the line still reproduces the run
     if a default changes; the rest only when they differ from the default.
@@ -207,7 +373,7 @@ def reproduce_commands(config: RunConfig, rank: int, dtype: str | None) -> list[
         run_cmd = " ".join(parts)
     else:
         run_cmd = f"gaprune-tui run --config {RUN_CONFIG_FILE}"
-    export_cmd = "gaprune-tui export RUN_ID" + (f" --rank {rank}" if rank != 1 else "")
+    export_cmd = "gaprune-tui export RUN_ID" + (f" --rank {rank}" if rank is not None else "")
     if dtype:
         export_cmd += f" --dtype {dtype}"
     return [run_cmd, export_cmd]

@@ -9,12 +9,13 @@ stage, so the CLI's JSON mode and its human mode take the same callback.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.store import Evaluation
+from gaprune_tui.engine.export.evidence import SEARCH_ORDER, Evidence
 
 Progress = Callable[[str, str], None]
 """``progress(stage, message)``: stage is select, load, base, reference, merge, verify, rescore,
@@ -43,6 +44,12 @@ class ExportPlan:
     requested_dtype: str | None
     verify: bool
     force: bool
+    # Which order ``rank`` counts in ("confirmed" or "search"), said as a person reads it, whether
+    # the genome is the run's default pick (no --rank), and the confirmation evidence for the card.
+    order: str = SEARCH_ORDER
+    order_note: str = ""
+    default_pick: bool = False
+    evidence: Evidence = field(default_factory=Evidence)
 
     @property
     def kept(self) -> list[int]:
@@ -61,5 +68,5 @@ class ExportPlan:
 class BaseScores:
     """The unpruned model's scores and fitness, from the run's ``base_scores`` event or re-scored."""
 
-    scores: dict[str, dict[str, float]] | None = None
+    scores: dict[str, dict[str, float | None]] | None = None
     fitness: float | None = None

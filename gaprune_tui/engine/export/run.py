@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from gaprune_tui.core.errors import ExportError
 from gaprune_tui.core.modelspec import first_line, safetensors_params
 from gaprune_tui.core.store import RunStore
 from gaprune_tui.engine.export.card import CARD_FILE, render_card
+from gaprune_tui.engine.export.evidence import SEARCH_ORDER
 from gaprune_tui.engine.export.genome import export_genome
 from gaprune_tui.engine.export.install import folder_size
 from gaprune_tui.engine.export.lineage import (
@@ -51,12 +53,14 @@ class ExportResult:
     verification: Verification | None
     seconds: float
     lineage: dict[str, Any] = field(default_factory=dict)
+    order: str = SEARCH_ORDER  # which order ``rank`` counts in: "confirmed" or "search"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
             "run_id": self.run_id,
             "rank": self.rank,
+            "order": self.order,
             "dropped": self.dropped,
             "kept": self.kept,
             "dtype": self.dtype,
@@ -116,25 +120,41 @@ class Finalizer:
 def export_run(
     run: str | Path,
     *,
-    rank: int = 1,
+    rank: int | None = None,
+    dropped: Sequence[int] | None = None,
     out: Path | str | None = None,
     dtype: str | None = None,
     verify: bool = True,
     force: bool = False,
     progress: Progress | None = None,
 ) -> ExportResult:
-    """Export the ``rank``-th best distinct genome of ``run`` (full fidelity) and verify it."""
+    """Export the ``rank``-th distinct genome of ``run`` (full fidelity) and verify it.
+
+    ``rank`` None exports the run's pick (result.json's ``dropped_layers``: the confirmed best when
+    confirmation ran, else the search's best); ``rank`` N counts in the confirmed order when the
+    run has confirmed finalists, else in the search's ranking (``evidence.ranking``); ``dropped``
+    names the genome by its dropped layers instead (what a screen that lists genomes passes, so
+    it cannot depend on the order)."""
     started = time.perf_counter()
     report = progress or silent
     store = open_run(run)
+    plan: ExportPlan | None = None
     try:
         plan = plan_export(
-            store, rank=rank, out=out, dtype=dtype, verify=verify, force=force, progress=report
+            store,
+            rank=rank,
+            dropped=dropped,
+            out=out,
+            dtype=dtype,
+            verify=verify,
+            force=force,
+            progress=report,
         )
         return _execute(store, plan, report, started)
     except BaseException as exc:
+        failed_rank = plan.rank if plan is not None else rank if rank is not None else 1
         with contextlib.suppress(Exception):
-            store.add_event("export_failed", rank=rank, error=first_line(exc))
+            store.add_event("export_failed", rank=failed_rank, error=first_line(exc))
         raise
     finally:
         store.close()
@@ -174,6 +194,7 @@ def _execute(store: RunStore, plan: ExportPlan, progress: Progress, started: flo
         verification=ver,
         seconds=time.perf_counter() - started,
         lineage=finalizer.lineage,
+        order=plan.order,
     )
     _record_finished(store, result)
     return result

@@ -2,9 +2,14 @@
 
 Three checks, all on the export loaded with plain ``AutoModelForCausalLM.from_pretrained`` (no
 gaprune code): logits on a fixed batch of prompts against the in-memory layer view of the same
-genome, a greedy ``generate`` with the KV cache, and a re-score on the run's tasks that must
-reproduce the stored fitness when the export computes in the search's dtype. ``prepare`` loads the
-base model once (scoring it too when the run has no base scores) and keeps only the reference.
+genome, a greedy ``generate`` with the KV cache, and a re-score that must reproduce the stored
+fitness when the export computes in the search's dtype: on the run's tasks for a task fitness, on
+the run's calibration text for KL and perplexity (against the base model's distributions, computed
+while the base model is loaded). ``prepare`` loads the base model once (scoring it too when the run
+has no base scores) and keeps only the reference.
+
+Scores are compared on their values; standard errors and item counts (``*_stderr``, ``n``,
+``tokens``) describe a value rather than being one, and may be ``None``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import ExportError
 from gaprune_tui.core.store import Evaluation
@@ -24,6 +30,8 @@ from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
 if TYPE_CHECKING:  # torch and the engine's model are imported when verification runs, not before
     import torch
 
+    from gaprune_tui.engine.calibration import Calibration
+    from gaprune_tui.engine.kl import BaseDistributions
     from gaprune_tui.engine.model import LoadedModel
     from gaprune_tui.engine.tasks import TaskSet
 
@@ -40,6 +48,10 @@ VERIFY_PROMPTS = (
     "def fibonacci(n):",
 )
 GENERATE_TOKENS = 12
+# Keys of a task's (or the calibration's) result that qualify a value instead of being one.
+_QUALIFIERS = frozenset({"n", "tokens"})
+
+Scores = dict[str, dict[str, Any]]
 
 
 @dataclass
@@ -60,8 +72,8 @@ class Verification:
     fitness_export: float | None
     fitness_required: bool
     fitness_ok: bool | None
-    scores_stored: dict[str, dict[str, float]]
-    scores_export: dict[str, dict[str, float]] | None
+    scores_stored: Scores
+    scores_export: Scores | None
     seconds: float
     passed: bool
 
@@ -180,18 +192,31 @@ def _compare_export(
     return diff, tokenizer_ok, len(generated) == GENERATE_TOKENS, generated, text
 
 
-def _scores_equal(a: dict[str, dict[str, float]], b: dict[str, dict[str, float]]) -> bool:
+def score_values(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The values of one task's result, without standard errors and item counts."""
+    return {k: v for k, v in metrics.items() if not k.endswith("_stderr") and k not in _QUALIFIERS}
+
+
+def scores_equal(a: Scores, b: Scores, tolerance: float = FITNESS_TOLERANCE) -> bool:
+    """Whether two genomes' scores hold the same values (within ``tolerance``) for the same tasks
+    and metrics; standard errors and item counts are not compared and may be ``None``."""
     if set(a) != set(b):
         return False
     for task, metrics in a.items():
-        for metric, value in metrics.items():
-            other = b[task].get(metric)
-            if other is None or abs(float(other) - float(value)) > FITNESS_TOLERANCE:
+        mine, theirs = score_values(metrics), score_values(b[task])
+        if set(mine) != set(theirs):
+            return False
+        for metric, value in mine.items():
+            other = theirs[metric]
+            if value is None or other is None:
+                if value is not other:
+                    return False
+            elif abs(float(other) - float(value)) > tolerance:
                 return False
     return True
 
 
-def _score(loaded: LoadedModel, taskset: TaskSet, config: RunConfig) -> dict[str, dict[str, float]]:
+def _score(loaded: LoadedModel, taskset: TaskSet, config: RunConfig) -> Scores:
     """Score a loaded model on the run's tasks with the run's scorer, leaving global RNG alone."""
     import torch
 
@@ -211,21 +236,51 @@ def _score(loaded: LoadedModel, taskset: TaskSet, config: RunConfig) -> dict[str
         random.setstate(state)
 
 
-def fitness_of(scores: dict[str, dict[str, float]], kind: str) -> float:
-    from gaprune_tui.engine.search import fitness_of as search_fitness
+def fitness_of(scores: Scores, kind: str) -> float:
+    """The fitness ``kind`` of ``scores`` (``core.fitness.fitness_of``, kept for callers)."""
+    return fitness_kinds.fitness_of(scores, kind)
 
-    return search_fitness(scores, kind)
+
+@dataclass
+class CalibrationReference:
+    """A KL/perplexity run's calibration text and the base model's distributions on it."""
+
+    calibration: Calibration
+    base: BaseDistributions
+
+
+def _calibration_reference(loaded: LoadedModel, config: RunConfig) -> CalibrationReference:
+    """The run's calibration sequences and the base distributions, from the loaded base model."""
+    from gaprune_tui.engine.calibration import load_calibration
+    from gaprune_tui.engine.kl import BaseDistributions
+
+    calibration = load_calibration(config.calibration, loaded.tokenizer, config.calibration_tokens)
+    return CalibrationReference(calibration, BaseDistributions.compute(loaded, calibration))
+
+
+def _score_calibration(loaded: LoadedModel, ref: CalibrationReference, kept: list[int]) -> Scores:
+    """KL(base || model) and perplexity of ``loaded`` with ``kept`` layers on the calibration."""
+    from gaprune_tui.engine.kl import KLScorer
+
+    state = random.getstate()
+    try:
+        scorer = KLScorer(loaded, ref.calibration, ref.base, prefix_cache=False)
+        return {fitness_kinds.CALIBRATION: dict(scorer.score(kept))}
+    finally:
+        random.setstate(state)
 
 
 @dataclass
 class Prepared:
-    """What verification needs once the base model is gone: the reference and the tasks."""
+    """What verification needs once the base model is gone: the reference, the tasks, and for a
+    KL or perplexity run the calibration text with the base model's distributions on it."""
 
     ref: Reference
     device: torch.device
     taskset: TaskSet
     base: BaseScores
     params_before: int | None
+    calibration: CalibrationReference | None = None
 
 
 def _load_base(
@@ -247,10 +302,31 @@ def _load_base(
     return loaded
 
 
+def _score_base(
+    loaded: LoadedModel, plan: ExportPlan, taskset: TaskSet, progress: Progress
+) -> tuple[BaseScores, CalibrationReference | None]:
+    """The base model's scores the way the run scored genomes (tasks, or calibration text)."""
+    config = plan.config
+    if fitness_kinds.is_calibration(config.fitness):
+        progress(
+            "base", "scoring the base model on the calibration text (no base_scores in the run)"
+        )
+        cal = _calibration_reference(loaded, config)
+        scores = _score_calibration(loaded, cal, list(range(plan.n_layers)))
+    else:
+        progress("base", "scoring the base model (no base_scores in the run)")
+        cal, scores = None, _score(loaded, taskset, config)
+    return BaseScores(scores, fitness_of(scores, config.fitness)), cal
+
+
 def prepare(
     plan: ExportPlan, base: BaseScores, params_before: int | None, progress: Progress
 ) -> Prepared:
-    """Compute the layer view's reference (and the base scores if the run lacks them)."""
+    """Compute the layer view's reference (and the base scores if the run lacks them).
+
+    For a KL or perplexity run the base distributions come from the base model loaded at the
+    search's dtype when it is loaded anyway, else at the export's (the re-score is then only
+    required to reproduce when the two dtypes agree, as for task fitness)."""
     from gaprune_tui.engine.model import resolve_device, resolve_dtype
     from gaprune_tui.engine.tasks import build_tasks
 
@@ -258,13 +334,11 @@ def prepare(
     device = resolve_device(config.device)
     search_dtype = _dtype_name(resolve_dtype(config.dtype, device, plan.source_config))
     taskset = build_tasks(config)
-    loaded = None
+    loaded, cal = None, None
     if base.scores is None:
         # Base scores belong to the search's dtype, whatever the export's.
         loaded = _load_base(plan, search_dtype, device, progress)
-        progress("base", "scoring the base model (no base_scores in the run)")
-        scores = _score(loaded, taskset, config)
-        base = BaseScores(scores, fitness_of(scores, config.fitness))
+        base, cal = _score_base(loaded, plan, taskset, progress)
     if loaded is None or search_dtype != plan.dtype:
         # Loaded at the export's dtype rather than cast with .to(): from_pretrained keeps some
         # buffers (rotary inv_freq) in float32 that .to() would round, and the export itself is
@@ -272,6 +346,9 @@ def prepare(
         del loaded
         _collect()
         loaded = _load_base(plan, plan.dtype, device, progress)
+    if cal is None and fitness_kinds.is_calibration(config.fitness):
+        progress("reference", "base model's next-token distributions on the calibration text")
+        cal = _calibration_reference(loaded, config)
     if params_before is None:
         params_before = sum(p.numel() for p in loaded.model.parameters())
     progress("reference", f"layer view of the genome on the base model ({plan.dtype})")
@@ -279,7 +356,7 @@ def prepare(
     device = loaded.device
     del loaded
     _collect()
-    return Prepared(ref, device, taskset, base, params_before)
+    return Prepared(ref, device, taskset, base, params_before, cal)
 
 
 def verify(
@@ -297,17 +374,22 @@ def verify(
     )
     scale = max(1.0, max(float(t.abs().max()) for t in ref.logits))
     tolerance = LOGIT_TOLERANCE[ref.dtype] * scale
-    progress("rescore", "re-scoring the export on the run's tasks")
+    cal = prepared.calibration
+    where = "calibration text" if cal is not None else "tasks"
+    progress("rescore", f"re-scoring the export on the run's {where}")
     exported = load_model(
         str(folder), dtype=ref.dtype, device=device, trust_remote_code=config.trust_remote_code
     )
-    scores = _score(exported, taskset, config)
+    if cal is not None:
+        scores = _score_calibration(exported, cal, list(range(exported.n_layers)))
+    else:
+        scores = _score(exported, taskset, config)
     del exported
     _collect()
     fitness = fitness_of(scores, config.fitness)
     # Scores only have to reproduce when the export computes in the dtype the search used.
     required = ref.dtype == ref.search_dtype
-    fitness_ok = abs(fitness - best.fitness) <= FITNESS_TOLERANCE and _scores_equal(
+    fitness_ok = abs(fitness - best.fitness) <= FITNESS_TOLERANCE and scores_equal(
         best.scores, scores
     )
     matches_view = generated == ref.generated
