@@ -64,7 +64,7 @@ def stand_in(tmp_path: Path, mode: str):
     script = tmp_path / "export_stand_in.py"
     script.write_text(STAND_IN, encoding="utf-8")
 
-    def command(store: RunStore, rank: int) -> list[str]:
+    def command(store: RunStore, rank: int, dropped: list[int]) -> list[str]:
         return [
             sys.executable,
             str(script),
@@ -156,7 +156,7 @@ async def test_enter_shows_the_rows_scores() -> None:
         second = store.best_evaluations()[1]
         assert dialog.dropped == second.dropped
         assert dialog.scores == engine.scores_of(second.dropped)
-        assert dialog.note == "rank 2 of the hall of fame"
+        assert dialog.note == "rank 2"
         await pilot.press("escape")
         assert isinstance(app.screen, ResultsScreen)
 
@@ -220,7 +220,7 @@ async def test_export_command_that_cannot_start(tmp_path: Path) -> None:
     app = GapruneApp(initial="results", run=str(store.path))
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
-        screen.export_command = lambda store, rank: [str(tmp_path / "no-such-program")]
+        screen.export_command = lambda store, rank, dropped: [str(tmp_path / "no-such-program")]
         await pilot.press("e")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -230,14 +230,14 @@ async def test_export_command_that_cannot_start(tmp_path: Path) -> None:
 
 def test_default_export_command_is_the_cli() -> None:
     store = fake_store()
-    assert default_export_command(store, 3) == [
+    assert default_export_command(store, 3, [4, 7]) == [
         sys.executable,
         "-m",
         "gaprune_tui",
         "export",
         str(store.path),
-        "--rank",
-        "3",
+        "--drop",
+        "4,7",
         "--progress-json",
     ]
 
@@ -283,7 +283,12 @@ async def test_real_export_cli_error_reaches_the_screen() -> None:
     app = GapruneApp(initial="results", run=str(store.path))
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
-        screen.export_command = lambda store, rank: default_export_command(store, rank + 100)
+        screen.export_command = lambda store, rank, dropped: [
+            *default_export_command(store, rank, dropped)[:5],
+            "--rank",
+            str(rank + 100),  # past the end of the ranking: the CLI refuses it
+            "--progress-json",
+        ]
         await pilot.press("e")
         await app.workers.wait_for_complete()
         await pilot.pause()

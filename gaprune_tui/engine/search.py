@@ -227,13 +227,13 @@ class Search:
                 scores={}, fitness=worst, seconds=0.0, from_memo=False, fidelity="invalid"
             )
             ind.fitness.values = (worst,)
-            ind.fidelity = outcome.fidelity  # type: ignore[attr-defined]
+            ind.fidelity = outcome.fidelity
             yield self._finished(gen, dropped, kept, outcome)
             return
         yield EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
         outcome = self._call(dropped, None)
         ind.fitness.values = (outcome.fitness,)
-        ind.fidelity = outcome.fidelity  # type: ignore[attr-defined]
+        ind.fidelity = outcome.fidelity
         yield self._finished(gen, dropped, kept, outcome)
 
     def _call(self, dropped: list[int], limit: int | None) -> Outcome:

@@ -40,19 +40,22 @@ from gaprune_tui.ui.widgets.generation_table import genome_text
 
 HALL_OF_FAME = 20
 POLL_SECONDS = 1.0
-ExportCommand = Callable[[RunStore, int], list[str]]
+# (store, the row's rank, the row's dropped layers) -> the command line of the export.
+ExportCommand = Callable[[RunStore, int, list[int]], list[str]]
 
 
-def default_export_command(store: RunStore, rank: int) -> list[str]:
-    """The export CLI, run with this interpreter so it uses the same installation."""
+def default_export_command(store: RunStore, rank: int, dropped: list[int]) -> list[str]:
+    """The export CLI, run with this interpreter so it uses the same installation. The genome
+    is named by its dropped layers (``--drop``): the row the user sees is the one exported,
+    whichever order (confirmed or search) ranks it."""
     return [
         sys.executable,
         "-m",
         "gaprune_tui",
         "export",
         str(store.path),
-        "--rank",
-        str(rank),
+        "--drop",
+        ",".join(map(str, dropped)),
         "--progress-json",
     ]
 
@@ -377,16 +380,16 @@ class ResultsScreen(Screen[None]):
         self.export_error = None
         self._status(f"exporting rank {rank} (dropping {genome_text(row.dropped)})…")
         self.query_one("#export-log", RichLog).clear()
-        self.run_export(rank)
+        self.run_export(rank, row.dropped)
 
     @property
     def export_running(self) -> bool:
         return any(w.is_running for w in self.app.workers if w.node is self and w.group == "export")
 
     @work(exclusive=True, group="export", exit_on_error=False)
-    async def run_export(self, rank: int) -> None:
+    async def run_export(self, rank: int, dropped: list[int]) -> None:
         """Run the export CLI and follow its JSON lines; never raises into the app."""
-        cmd = self.export_command(self.store, rank)
+        cmd = self.export_command(self.store, rank, dropped)
         proc = await asyncio.create_subprocess_exec(
             *cmd,
             stdin=subprocess.DEVNULL,
