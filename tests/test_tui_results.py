@@ -104,6 +104,9 @@ async def test_hall_of_fame_beside_base_scores_and_chart() -> None:
             "dropped",
             "kept",
             "fitness",
+            "confirmed",
+            "held-out",
+            "vs base",
             "hellaswag",
             "openbookqa",
             "% params",
@@ -116,8 +119,9 @@ async def test_hall_of_fame_beside_base_scores_and_chart() -> None:
             "26",
             f"{best.fitness:.4f}",
         ]
-        assert first[4] == f"{best.scores['hellaswag_offline']['acc_norm']:.4f}"
-        assert first[6] == f"{100 * 4 * 3_540_096 / 134_515_008:.1f}"  # 10.5
+        assert first[4:7] == ["", "", ""]  # not confirmed: no confirmed, held-out or verdict
+        assert first[7] == f"{best.scores['hellaswag_offline']['acc_norm']:.4f}"
+        assert first[9] == f"{100 * 4 * 3_540_096 / 134_515_008:.1f}"  # 10.5
         base = text_of(screen, "#base-scores")
         assert "hellaswag_offline acc_norm 0.4400" in base and "all 30 layers" in base
         chart = screen.query_one("#fitness-chart", FitnessChart)

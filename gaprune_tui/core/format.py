@@ -71,7 +71,7 @@ def score(value: float | None, stderr: float | None = None, digits: int = 4) -> 
 
 
 def scores_line(scores: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line of a genome's scores: ``hellaswag acc_norm=0.4500 ± 0.1100  ...`` (the metric of
+    """One line of a genome's scores: ``hellaswag acc_norm 0.4500 ± 0.1100  ...`` (the metric of
     each task with its standard error; KL and perplexity for the calibration pseudo-task)."""
     parts = []
     for task, metrics in scores.items():
@@ -79,10 +79,10 @@ def scores_line(scores: Mapping[str, Mapping[str, Any]]) -> str:
             continue
         if "kl" in metrics and "ppl" in metrics:
             parts.append(
-                f"{task} kl={score(metrics['kl'], metrics.get('kl_stderr'))} "
-                f"ppl={score(metrics['ppl'], metrics.get('ppl_stderr'), 2)}"
+                f"{task} kl {score(metrics['kl'], metrics.get('kl_stderr'))} "
+                f"ppl {score(metrics['ppl'], metrics.get('ppl_stderr'), 2)}"
             )
             continue
         metric, value = next(iter(metrics.items()))
-        parts.append(f"{task} {metric}={score(value, metrics.get(f'{metric}_stderr'))}")
+        parts.append(f"{task} {metric} {score(value, metrics.get(f'{metric}_stderr'))}")
     return "  ".join(parts)
