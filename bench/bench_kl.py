@@ -7,7 +7,7 @@ which also fills the prefix cache) and per-genome ``KLScorer.score`` with the pr
 in a search) and off. Then, on the first calibration size, the top-K KL for several K against the
 full-vocabulary KL computed directly from the model's logits (mean over the genomes of KL_K / KL).
 
-    .venv/bin/python bench/bench_kl.py [--genomes 5] [--sizes 2048x128,4096x128] [--top-k 256]
+    .venv/bin/python bench/bench_kl.py [--genomes 3] [--sizes 2048x128,1024x128,2048x256] [--top-k 256]
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ def _base_logp(loaded: Any, ids: Any) -> list[Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--genomes", type=int, default=5)
+    parser.add_argument("--genomes", type=int, default=3)
     parser.add_argument("--prune", type=int, default=4)
-    parser.add_argument("--sizes", default="2048x128,4096x128,2048x256")
+    parser.add_argument("--sizes", default="2048x128,1024x128,2048x256")
     parser.add_argument("--top-k", type=int, default=256)
-    parser.add_argument("--bound-k", default="16,64,256,1024")
+    parser.add_argument("--bound-k", default="64,256,1024")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -113,6 +113,7 @@ def main() -> int:
             )
         )
         table.add_row(*row)
+        console.print("done:", " | ".join(row), style="dim")
     console.print(table)
 
     assert first_cal is not None
@@ -128,6 +129,7 @@ def main() -> int:
         base = BaseDistributions.compute(loaded, first_cal, k, lm=lm)
         scorer = KLScorer(loaded, first_cal, base, lm=lm)
         ratios = [scorer.score(kept)["kl"] / f for kept, f in zip(kept_sets, full, strict=True)]
+        console.print(f"done: K={k} ratios {[round(r, 4) for r in ratios]}", style="dim")
         bound.add_row(
             str(k),
             f"{base.nbytes / 2**20:.1f}",

@@ -8,6 +8,7 @@ honoured between batches.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 from pathlib import Path
@@ -189,3 +190,26 @@ def test_sequences_longer_than_the_model_are_a_config_error(tiny: Any) -> None:
     long = load_calibration("offline", tiny.tokenizer, n_tokens=1200, seq_len=600)
     with pytest.raises(ConfigError, match="longer than the model's 512"):
         BaseDistributions.compute(tiny, long, top_k=8)
+
+
+def test_oom_halves_the_sequence_batch_and_gives_the_same_values(
+    tiny: Any, calibration: Calibration, caplog: pytest.LogCaptureFixture
+) -> None:
+    want = _scorer(tiny, calibration, top_k=16, prefix_cache=False).score(GENOMES[2])
+    scorer = _scorer(tiny, calibration, top_k=16, prefix_cache=False)
+    sizes: list[int] = []
+
+    def fake_oom(_module: Any, args: Any, kwargs: dict) -> None:
+        sizes.append(kwargs["input_ids"].numel())
+        if sizes[-1] > 96:  # this "device" holds two sequences of 48 tokens per forward
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    handle = scorer.lm.decoder.register_forward_pre_hook(fake_oom, with_kwargs=True)
+    try:
+        with caplog.at_level(logging.WARNING, logger="gaprune_tui.scoring"):
+            got = scorer.score(GENOMES[2])
+    finally:
+        handle.remove()
+    assert got == pytest.approx(want, rel=1e-6)
+    assert scorer.lm.token_budget < 4096 and max(sizes) > 96 and sizes[-1] <= 96
+    assert "token budget halved" in caplog.text
