@@ -23,7 +23,8 @@ import pytest
 from tiny_models import build_tiny
 
 from gaprune_tui.core.events import ConfirmationStarted, GenomeConfirmed, ReferenceScored
-from gaprune_tui.core.store import RunStore
+from gaprune_tui.core.follow import Follower
+from gaprune_tui.core.store import RunStore, list_runs
 
 pytestmark = pytest.mark.slow
 
@@ -164,6 +165,14 @@ def test_kl_run_confirms_finalists_and_confirm_reruns(sharp_llama: Path) -> None
         assert word in out
     assert "baseline: shortgpt" in out and "baseline: last_k" in out
 
+    # Bad confirm settings are refused before anything starts; the config is left as it was.
+    clash = cli("confirm", result["run_id"], "--holdout-tasks", TASK)
+    assert clash.returncode == 2 and len(clash.stderr.strip().splitlines()) == 1
+    assert f"task '{TASK}' is both a fitness task and held out" in clash.stderr
+    zero = cli("confirm", result["run_id"], "--confirm-limit", "0")
+    assert zero.returncode == 2 and "confirm_limit must be an integer >= 1" in zero.stderr
+    assert store.config().holdout_tasks == [HELD_OUT] and store.config().confirm_limit == 16
+
     again = cli("confirm", result["run_id"], "--finalists", "3", "--json")
     assert again.returncode == 0, again.stderr
     confirmed = json.loads(again.stdout)
@@ -172,9 +181,42 @@ def test_kl_run_confirms_finalists_and_confirm_reruns(sharp_llama: Path) -> None
     assert store.config().finalists == 3
     assert len(confirmed["finalists"]) == 3
     check_confirmations(confirmed, store, finalists=3)
+    # On this model the third finalist confirms above the second: confirmation re-ranked.
+    labels = [r["label"] for r in confirmed["finalists"]]
+    assert labels != sorted(labels), labels
     # The search itself is untouched: same evaluations, same best.
     assert confirmed["search_best"] == result["search_best"]
     assert confirmed["evaluations"] == result["evaluations"]
+    # The follower (the Run and Results screens' model) folds the same story.
+    follower = Follower(store)
+    follower.read()
+    view = follower.view
+    assert view.fitness_kind == "kl" and view.state == "finished"
+    assert set(view.references) == {"shortgpt", "angular", "last_k"}
+    assert sorted(c.label for c in view.confirmations) == sorted(
+        c.label for c in confirmed_events(store)
+    )
+    lowest = store.best_evaluations(1)[0]
+    assert (view.best_fitness, view.best_dropped) == (lowest.fitness, lowest.dropped)
+    assert view.result == confirmed
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("/no/such/calibration.txt", "calibration file /no/such/calibration.txt not found"),
+        ("hf:nobody/nothing", "it needs the network"),
+    ],
+)
+def test_bad_calibration_is_one_line_and_leaves_no_run(
+    sharp_llama: Path, spec: str, fragment: str
+) -> None:
+    args = ["--tasks", TASK, "--limit", "2", "--prune", "2", "--protect", "1"]
+    proc = cli("run", "--model", str(sharp_llama), *args, "--fitness", "kl", "--calibration", spec)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and fragment in lines[-1] and len(lines) <= 2
+    assert list_runs() == []
 
 
 def test_heuristics_seed_generation_zero_and_confirm_refuses_a_live_run(
