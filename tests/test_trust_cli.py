@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from tiny_models import build_tiny
 
+from gaprune_tui.core import format
 from gaprune_tui.core.events import ConfirmationStarted, GenomeConfirmed, ReferenceScored
 from gaprune_tui.core.follow import Follower
 from gaprune_tui.core.store import RunStore, list_runs
@@ -263,3 +264,13 @@ def test_heuristics_seed_generation_zero_and_confirm_refuses_a_live_run(
     assert store.state == "stopped"
     assert len(result["finalists"]) == 1 and result["fitness_kind"] == "ppl"
     assert result["finalists"][0]["dropped_layers"] == store.best_evaluations(1)[0].dropped
+    # ``show`` of a perplexity run prints its perplexity (and the KL), each against the base.
+    show = cli("show", run_id)
+    assert show.returncode == 0, show.stderr
+    calib, base = result["scores"]["calibration"], result["base_scores"]["calibration"]
+    ppl_row = next(line for line in show.stdout.splitlines() if "│ ppl " in line)
+    assert format.score(calib["ppl"], calib["ppl_stderr"]) in ppl_row
+    assert format.score(base["ppl"], base["ppl_stderr"]) in ppl_row
+    kl_row = next(line for line in show.stdout.splitlines() if "│ kl " in line)
+    assert format.score(calib["kl"], calib["kl_stderr"]) in kl_row and "worse" in kl_row
+    assert "perplexity (lower is better)" in show.stdout
