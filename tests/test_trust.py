@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_models import build_tiny
+from tiny_models import build_tiny, build_tokenizer
 
 from gaprune_tui.core.config import DEFAULT_HOLDOUT, RunConfig, TaskSpec
 from gaprune_tui.core.errors import ConfigError
@@ -49,7 +49,9 @@ N = 16
     [
         ("calibration", "", "calibration is empty"),
         ("calibration", "   ", "calibration is empty"),
-        ("calibration_tokens", 1, "calibration_tokens must be an integer >= 2"),
+        ("calibration_tokens", 1, "calibration_tokens must be an integer >= 256"),
+        # Fewer than two sequences of 128: the engine would refuse it after loading the model.
+        ("calibration_tokens", 255, "calibration_tokens must be an integer >= 256 (two sequences"),
         ("calibration_tokens", "2048", "calibration_tokens must be an integer"),
         ("finalists", -1, "finalists must be an integer >= 0"),
         ("finalists", True, "finalists must be an integer"),
@@ -67,6 +69,18 @@ def test_each_new_field_is_validated(field: str, value: Any, fragment: str) -> N
         RunConfig(**{field: value}).validate()
     message = str(err.value)
     assert fragment in message and "\n" not in message
+
+
+def test_the_smallest_calibration_the_config_accepts_is_one_the_engine_can_cut(
+    tmp_path: Path,
+) -> None:
+    from gaprune_tui.engine.calibration import DEFAULT_SEQ_LEN, load_calibration
+
+    assert RunConfig(calibration_tokens=256).validate().calibration_tokens == 256
+    tok = build_tokenizer(tmp_path)
+    assert DEFAULT_SEQ_LEN == 128
+    cal = load_calibration("offline", tok, n_tokens=256)
+    assert tuple(cal.input_ids.shape) == (2, DEFAULT_SEQ_LEN)
 
 
 @pytest.mark.parametrize("kind", ["squared_mean", "mean", "kl", "ppl"])
