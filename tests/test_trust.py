@@ -482,3 +482,35 @@ def test_a_kl_evaluator_hits_the_memo_the_second_time(tiny_setup: dict[str, Any]
     # The task evaluator on the same memo does not take the KL entry for its own.
     task = _evaluator(tiny_setup, memo, kind="mean")
     assert not task([1, 3]).from_memo
+
+
+# ---- show: the report of a task-fitness result ---------------------------------------------------
+def test_show_reports_task_scores_with_stderr_and_verdicts() -> None:
+    from rich.console import Console
+
+    from gaprune_tui.cli.report import print_report
+
+    def task(acc: float, n: int = 100) -> dict[str, float]:
+        return {"acc": acc, "acc_stderr": math.sqrt(acc * (1 - acc) / (n - 1)), "n": n}
+
+    scores = {"a_offline": task(0.30), "b_offline": task(0.52)}
+    base = {"a_offline": task(0.50), "b_offline": task(0.50)}
+    result = {
+        "run_id": "r1", "model": "tiny", "scores": scores, "base_scores": base,
+        "dropped_layers": [3, 4], "kept_layers": [0, 1, 2, 5], "n_layers": 6,
+        "params_removed": 25, "params_total": 100, "fitness": 0.41, "fitness_stderr": 0.03,
+        "base_fitness": 0.5, "base_fitness_stderr": 0.035, "fitness_vs_base": "worse",
+        "fitness_kind": "mean", "picked_by": "search", "evaluations": 3, "cache_hits": 1,
+        "eval_seconds": 1.0, "wall_seconds": 2.0,
+    }  # fmt: skip
+    console = Console(record=True, width=200)
+    print_report(result, "r1", console)
+    text = console.export_text()
+    row_a = next(line for line in text.splitlines() if "a_offline" in line)
+    row_b = next(line for line in text.splitlines() if "b_offline" in line)
+    # 0.30 vs 0.50 at 100 items: 0.20 apart, two standard errors of the difference are 0.136.
+    assert "0.3000 ± 0.0461" in row_a and "0.5000 ± 0.0503" in row_a and "worse" in row_a
+    # 0.52 vs 0.50: inside the noise, so no gain is claimed.
+    assert "within noise" in row_b and "better" not in row_b
+    assert "mean task score (higher is better)" in text and "— worse" in text
+    assert "the search's best (not confirmed)" in text
