@@ -514,3 +514,37 @@ def test_show_reports_task_scores_with_stderr_and_verdicts() -> None:
     assert "within noise" in row_b and "better" not in row_b
     assert "mean task score (higher is better)" in text and "— worse" in text
     assert "the search's best (not confirmed)" in text
+
+
+# ---- the Results screen's chart with an invalid genome in a KL generation ------------------------
+@pytest.mark.anyio
+async def test_results_chart_draws_a_kl_run_whose_generation_mean_is_infinite() -> None:
+    """With ``--invalid zero`` a KL run scores an invalid genome +inf, so its generation's mean
+    and max are +inf: the chart must still draw (finite points on a finite scale)."""
+    import dataclasses
+
+    from fake_engine import fake_store, populate
+
+    from gaprune_tui.ui.app import GapruneApp
+    from gaprune_tui.ui.widgets.fitness_chart import FitnessChart
+
+    store = fake_store()
+    populate(store)
+    rows = store.generations()
+    g = dataclasses.replace(rows[1], mean=math.inf, max=math.inf)
+    store.add_generation(g)
+    store.add_event(
+        GenerationFinished(
+            generation=g.gen, evaluated=g.evaluated, min=g.min, mean=g.mean, max=g.max,
+            best_dropped=g.best_dropped, best_fitness=g.best_fitness, population=g.population,
+        )
+    )  # fmt: skip
+    app = GapruneApp(initial="results", run=str(store.path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        chart = app.screen.query_one("#fitness-chart", FitnessChart)
+        assert chart.mean[1] == math.inf
+        plain = chart.render_text(80).plain
+        finite = [v for v in chart.best + chart.mean if math.isfinite(v)]
+        assert f"{max(finite):.4f}" in plain and f"{min(finite):.4f}" in plain
+        assert "inf" not in plain and "nan" not in plain
