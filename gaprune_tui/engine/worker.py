@@ -410,10 +410,11 @@ class Worker:
             store.add_generation(Generation.from_event(event))
             store.save_checkpoint(event.generation, event.checkpoint)
             store.add_event(event)
+            # "best", not "max": for KL and perplexity the best is the lowest.
             log.info(
-                "generation %d: max %.4f mean %.4f best %s",
+                "generation %d: best %.4f mean %.4f best drop %s",
                 event.generation,
-                event.max,
+                event.best_fitness,
                 event.mean,
                 event.best_dropped,
             )

@@ -7,6 +7,8 @@ they meet), so it reads without colour as well.
 
 from __future__ import annotations
 
+import math
+
 from rich.style import Style
 from rich.text import Text
 from textual.widget import Widget
@@ -78,16 +80,19 @@ class FitnessChart(Widget):
             text.append(" " * (Y_LABEL - 1) + "└" + "─" * 10 + "\n", dim)
             text.append(" " * Y_LABEL + "no generation finished yet", dim)
             return text
-        values = self.best + self.mean
+        # A KL or perplexity run with --invalid zero scores invalid genomes +inf, so a
+        # generation's mean can be +inf: the scale and the points are the finite values only.
+        values = [v for v in self.best + self.mean if math.isfinite(v)] or [0.0]
         lo, hi = min(values), max(values)
         step = max(2, min(6, (width - Y_LABEL - 2) // max(1, n)))
         grid = [[" "] * (n * step) for _ in range(height)]
         kinds = [[""] * (n * step) for _ in range(height)]
         for g in range(n):
             col = g * step + step // 2
-            rb = _row_of(self.best[g], lo, hi, height)
-            grid[rb][col], kinds[rb][col] = GLYPH_BEST, "best"
-            if g < len(self.mean):
+            rb = _row_of(self.best[g], lo, hi, height) if math.isfinite(self.best[g]) else None
+            if rb is not None:
+                grid[rb][col], kinds[rb][col] = GLYPH_BEST, "best"
+            if g < len(self.mean) and math.isfinite(self.mean[g]):
                 rm = _row_of(self.mean[g], lo, hi, height)
                 if rm == rb:
                     grid[rm][col] = GLYPH_BOTH
