@@ -59,8 +59,16 @@ def _confirmation_table(result: dict[str, Any]) -> Table | None:
     conf = result.get("confirmation", {})
     limit = conf.get("limit") or "all"
     held = ", ".join(conf.get("holdout_tasks") or []) or "none"
+    firsts = sorted(set((conf.get("first_item") or {}).values()))
+    fresh = (
+        f" after the first {firsts[0]} (those the search scored)"
+        if len(firsts) == 1 and firsts[0]
+        else " (items past those the search scored, where any were left)"
+        if any(firsts)
+        else ""
+    )
     table = Table(
-        title=f"confirmation: {limit} items per task; held out: {held}",
+        title=f"confirmation: {limit} items per task{fresh}; held out: {held}",
         caption="± one standard error; 'vs base' needs a gap beyond two standard errors",
     )
     for col in (

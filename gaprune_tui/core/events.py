@@ -239,6 +239,8 @@ class ConfirmationStarted(RunEvent):
     confirm_limit: int | None = None
     tasks: list[str] = field(default_factory=list)
     holdout_tasks: list[str] = field(default_factory=list)
+    # Per run task, the items skipped (those the search scored); 0 where none were left.
+    offsets: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -6,8 +6,9 @@ embedded model at limit 20 the task fitness's optimum held out no better than a 
 So when a search ends, its top ``finalists`` distinct genomes, the one-shot baselines and the base
 model are scored again:
 
-* ``confirmed``: the run's tasks at ``confirm_limit`` items each (more items, smaller standard
-  error), as the run's task fitness (the plain mean of task scores for a KL or perplexity run);
+* ``confirmed``: the run's tasks at ``confirm_limit`` items each, taken after the items the search
+  scored (fresh items: the search's favourite cannot be the sample's favourite there), as the
+  run's task fitness (the plain mean of task scores for a KL or perplexity run);
 * ``holdout``: the mean score over held-out tasks the search never saw, at the same limit.
 
 Both carry standard errors, and go through the shared memo and the prefix cache like any genome.
@@ -28,7 +29,7 @@ from gaprune_tui.core.fitness import fitness_stderr, task_kind
 from gaprune_tui.core.store import Memo
 from gaprune_tui.engine.evaluator import Evaluator
 from gaprune_tui.engine.model import LoadedModel
-from gaprune_tui.engine.tasks import build_tasks
+from gaprune_tui.engine.tasks import TaskSet, build_tasks
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,17 @@ def holdout_config(config: RunConfig) -> RunConfig | None:
     )
 
 
+def fresh_items(taskset: TaskSet, config: RunConfig) -> dict[str, int]:
+    """Point each confirmation task past the items the search scored (its limit), so the
+    confirmed score is measured on items the search never saw; a task with nothing left past them
+    is confirmed on its first items again (offset 0). Returns the offset of each task."""
+    searched = {spec.name: config.task_limit(spec) for spec in config.tasks}
+    for task in taskset.tasks:
+        seen = searched.get(task.name)
+        task.offset = seen if seen is not None and seen < task.n_docs else 0
+    return {task.name: task.offset for task in taskset.tasks}
+
+
 class Confirmer:
     """Scores candidates on the confirmation and held-out task sets (built once)."""
 
@@ -70,7 +82,9 @@ class Confirmer:
         self.config = config
         self.kind = task_kind(config.fitness)
         confirm = confirm_config(config)
-        self.confirm = Evaluator(loaded, build_tasks(confirm), confirm, memo, lm=lm, kind=self.kind)
+        taskset = build_tasks(confirm)
+        self.offsets = fresh_items(taskset, config)
+        self.confirm = Evaluator(loaded, taskset, confirm, memo, lm=lm, kind=self.kind)
         held = holdout_config(config)
         self.holdout = (
             None

@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import stats
-from gaprune_tui.core.events import BaseScores, GenomeConfirmed, ReferenceScored
+from gaprune_tui.core.events import (
+    BaseScores,
+    ConfirmationStarted,
+    GenomeConfirmed,
+    ReferenceScored,
+)
 from gaprune_tui.core.store import Evaluation, RunStore
 
 if TYPE_CHECKING:
@@ -88,11 +93,13 @@ def build_result(
     references: list[ReferenceScored],
     confirmations: list[GenomeConfirmed],
     per_layer: list[int],
-    started: float,
+    run_started: float,
 ) -> dict[str, Any]:
     """result.json of a finished search (see the module docstring)."""
     config, loaded = setup.config, setup.loaded
     kind = config.fitness
+    started = [e for e in store.events() if isinstance(e, ConfirmationStarted)]
+    offsets = started[-1].offsets if started else {}
     evaluations = store.evaluations()
     ranked = store.best_evaluations()
     pick, picked_by = recommended(ranked, confirmations)
@@ -146,6 +153,8 @@ def build_result(
         "base_confirmation": _confirmation(base_conf, None),
         "confirmation": {
             "limit": config.confirm_limit,
+            # Per task, the first item scored: confirmation skips the items the search saw.
+            "first_item": offsets,
             "tasks": [t.name for t in config.tasks],
             "holdout_tasks": config.holdout,
             "noise_z": stats.NOISE_Z,
@@ -168,7 +177,7 @@ def build_result(
         "scorer": config.scorer,
         "eval_seconds": round(sum(e.seconds for e in evaluations if not e.from_memo), 3),
         "confirm_seconds": round(sum(c.seconds for c in confirmations), 3),
-        "wall_seconds": round(time.time() - float(store.meta().get("created", started)), 3),
+        "wall_seconds": round(time.time() - float(store.meta().get("created", run_started)), 3),
         "params_total": sum(p.numel() for p in loaded.model.parameters()),
     }
 

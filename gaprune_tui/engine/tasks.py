@@ -94,10 +94,22 @@ class ResolvedTask:
     num_fewshot: int
     limit: int | None
     task: Any = field(repr=False)  # lm_eval.api.task.Task, built once
+    # Documents skipped before the ``limit`` scored ones: finalist confirmation scores items the
+    # search never saw (``offset`` = the search's limit).
+    offset: int = 0
 
     @property
     def metrics(self) -> list[str]:
         return task_metrics(self.task)
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.task.eval_docs)
+
+    def doc_indices(self, limit: int | None) -> list[int]:
+        """The documents scored from ``offset`` on: ``limit`` of them, or all that are left."""
+        end = self.n_docs if limit is None else min(self.n_docs, self.offset + limit)
+        return list(range(self.offset, end))
 
 
 @dataclass
@@ -122,6 +134,7 @@ class TaskSet:
         """
         rows = [
             [t.name, t.metric, t.num_fewshot, t.limit if limit is None else limit]
+            + ([t.offset] if t.offset else [])
             for t in self.tasks
         ]
         return json.dumps(
@@ -146,18 +159,25 @@ class TaskSet:
         """
         from lm_eval import evaluator
 
-        groups: dict[tuple[int | None, bool], list[ResolvedTask]] = {}
+        groups: dict[tuple[int | None, bool, bool], list[ResolvedTask]] = {}
         for task in self.tasks:
-            key = (task.limit if limit is None else limit, _closed_form_stderr(task.task))
+            key = (
+                task.limit if limit is None else limit,
+                _closed_form_stderr(task.task),
+                task.offset > 0,
+            )
             groups.setdefault(key, []).append(task)
         scores: dict[str, dict[str, Any]] = {}
-        for (group_limit, closed_form), group in groups.items():
+        for (group_limit, closed_form, offset), group in groups.items():
             for task in group:
                 task.task.set_fewshot_seed(seed=self.fewshot_seed)
+            # lm-eval's ``limit`` takes the first documents; an offset names them (``samples``).
+            samples = {t.name: t.doc_indices(group_limit) for t in group} if offset else None
             results = evaluator.evaluate(
                 lm=lm,
                 task_dict={"tasks": {t.name: t.task for t in group}, "groups": {}, "group_map": {}},
-                limit=group_limit,
+                limit=None if offset else group_limit,
+                samples=samples,
                 log_samples=False,
                 bootstrap_iters=_STDERR_ITERS if closed_form else 0,
             )

@@ -327,6 +327,7 @@ class Worker:
                 confirm_limit=config.confirm_limit,
                 tasks=confirmer.tasks,
                 holdout_tasks=confirmer.holdout_tasks,
+                offsets=confirmer.offsets,
             )
         )
         out = []
