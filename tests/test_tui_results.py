@@ -103,25 +103,25 @@ async def test_hall_of_fame_beside_base_scores_and_chart() -> None:
             "rank",
             "dropped",
             "kept",
+            "% params",
             "fitness",
             "confirmed",
             "held-out",
             "vs base",
             "hellaswag",
             "openbookqa",
-            "% params",
         ]
         first = cells(table, 0)
         best = ranked[0]
-        assert first[:4] == [
+        assert first[:5] == [
             "1",
             "[" + ",".join(map(str, best.dropped)) + "]",
             "26",
+            f"{100 * 4 * 3_540_096 / 134_515_008:.1f}",  # 10.5
             f"{best.fitness:.4f}",
         ]
-        assert first[4:7] == ["", "", ""]  # not confirmed: no confirmed, held-out or verdict
-        assert first[7] == f"{best.scores['hellaswag_offline']['acc_norm']:.4f}"
-        assert first[9] == f"{100 * 4 * 3_540_096 / 134_515_008:.1f}"  # 10.5
+        assert first[5:8] == ["", "", ""]  # not confirmed: no confirmed, held-out or verdict
+        assert first[8] == f"{best.scores['hellaswag_offline']['acc_norm']:.4f}"
         base = text_of(screen, "#base-scores")
         assert "hellaswag_offline acc_norm 0.4400" in base and "all 30 layers" in base
         chart = screen.query_one("#fitness-chart", FitnessChart)
@@ -144,8 +144,8 @@ async def test_params_fall_back_to_layer_share_when_not_recorded() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         table = app.screen.query_one("#hall-of-fame", DataTable)
-        assert [str(c.label) for c in table.columns.values()][-1] == "% layers*"
-        assert cells(table, 0)[-1] == "13.3"
+        assert [str(c.label) for c in table.columns.values()][3] == "% layers*"
+        assert cells(table, 0)[3] == "13.3"
         assert "share of decoder layers" in text_of(app.screen, "#base-scores")
 
 

@@ -274,12 +274,12 @@ class ResultsScreen(Screen[None]):
             "rank",
             "dropped",
             "kept",
+            pct_header,
             label,
             "confirmed",
             "held-out",
             "vs base",
             *map(short_task, tasks),
-            pct_header,
         )
         cursor = table.cursor_row
         if columns != self._columns:
@@ -291,13 +291,13 @@ class ResultsScreen(Screen[None]):
             table.clear()
         base = self.follower.view
         for index, row in enumerate(self.rows):
+            pct, _ = params_removed(row.dropped, n_layers, meta)
             cells = [row.label, genome_text(row.dropped), str(n_layers - len(row.dropped))]
+            cells.append("" if pct is None else f"{pct:.1f}")
             cells += row.score_cells(base)
             for task in tasks:
                 metrics = row.scores.get(task) or {}
                 cells.append(fmt.score(*stats.task_score(metrics)) if metrics else "")
-            pct, _ = params_removed(row.dropped, n_layers, meta)
-            cells.append("" if pct is None else f"{pct:.1f}")
             table.add_row(*cells, key=str(index))
         if self.rows:
             table.move_cursor(row=min(cursor, len(self.rows) - 1))
