@@ -105,25 +105,9 @@ def build_result(
     pick, picked_by = recommended(ranked, confirmations)
     best = next((e for e in ranked if e.dropped == pick), ranked[0])
     base_conf = next((c for c in confirmations if c.role == "base"), None)
-    finalists = _by_genome(confirmations, "finalist")
-    baselines = _by_genome(confirmations, "baseline")
-    finalist_rows = [
-        {
-            "label": c.label,
-            **_genome(c.dropped, c.fitness, _scores_of(ranked, c.dropped), kind, base, per_layer),
-            **_confirmation(c, base_conf),
-        }
-        for c in fitness_kinds.confirmed_order(list(finalists.values()))
-    ]
-    baseline_rows = [
-        {
-            "name": r.name,
-            "signal": r.signal,
-            **_genome(r.dropped, r.fitness, r.scores, kind, base, per_layer),
-            **_confirmation(baselines.get(tuple(r.dropped)), base_conf),
-        }
-        for r in references
-    ]
+    finalist_rows, baseline_rows = _reference_rows(
+        ranked, references, confirmations, kind, base, per_layer
+    )
     return {
         "run_id": store.id,
         "model": loaded.name,
@@ -180,6 +164,39 @@ def build_result(
         "wall_seconds": round(time.time() - float(store.meta().get("created", run_started)), 3),
         "params_total": sum(p.numel() for p in loaded.model.parameters()),
     }
+
+
+def _reference_rows(
+    ranked: list[Evaluation],
+    references: list[ReferenceScored],
+    confirmations: list[GenomeConfirmed],
+    kind: str,
+    base: BaseScores,
+    per_layer: list[int],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The finalists (confirmed order) and the baselines, each with its search fitness and its
+    confirmation, judged against the base model's."""
+    base_conf = next((c for c in confirmations if c.role == "base"), None)
+    finalists = _by_genome(confirmations, "finalist")
+    baselines = _by_genome(confirmations, "baseline")
+    finalist_rows = [
+        {
+            "label": c.label,
+            **_genome(c.dropped, c.fitness, _scores_of(ranked, c.dropped), kind, base, per_layer),
+            **_confirmation(c, base_conf),
+        }
+        for c in fitness_kinds.confirmed_order(list(finalists.values()))
+    ]
+    baseline_rows = [
+        {
+            "name": r.name,
+            "signal": r.signal,
+            **_genome(r.dropped, r.fitness, r.scores, kind, base, per_layer),
+            **_confirmation(baselines.get(tuple(r.dropped)), base_conf),
+        }
+        for r in references
+    ]
+    return finalist_rows, baseline_rows
 
 
 def _scores_of(ranked: list[Evaluation], dropped: list[int]) -> dict[str, Any]:
