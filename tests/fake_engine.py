@@ -73,6 +73,7 @@ def fake_store(
 ) -> RunStore:
     """Create a run folder whose config matches what the fake engine will write."""
     config = RunConfig(
+        fitness="squared_mean",  # the fake scores tasks, as the original method does
         population=population,
         generations=generations,
         prune=prune,

@@ -20,6 +20,8 @@ from gaprune_tui.core import paths
 from gaprune_tui.core.store import RunStore, list_runs
 
 TINY_RUN = ["--tasks", "hellaswag_offline", "--limit", "4", "--prune", "2", "--protect", "1"]
+# The original task fitness (these tests check task scores), one finalist confirmed on 4 items.
+TINY_RUN += ["--fitness", "squared_mean", "--finalists", "1", "--confirm-limit", "4"]
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ from gaprune_tui.core.errors import ConfigError
 def test_defaults_follow_the_method() -> None:
     c = RunConfig().validate()
     assert (c.population, c.generations, c.cxpb, c.mutpb, c.tournament) == (60, 10, 0.5, 0.5, 5)
-    assert c.protect == 2 and c.limit == 100 and c.fitness == "squared_mean"
+    assert c.protect == 2 and c.limit == 100 and c.fitness == "kl"
     assert [t.name for t in c.tasks] == ["hellaswag_offline", "openbookqa_offline"]
     assert c.max_evaluations == 60 * 11
 
@@ -56,6 +56,7 @@ def test_toml_round_trip(tmp_path: Path) -> None:
     c = RunConfig(
         tasks=[TaskSpec("hellaswag_offline", metric="acc", limit=10), TaskSpec("arc_easy_offline")],
         prune=3,
+        fitness="squared_mean",
         screen=5,
     ).validate()
     path = tmp_path / "run.toml"

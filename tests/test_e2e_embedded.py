@@ -43,6 +43,10 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
             "1",
             "--limit",
             "8",
+            "--finalists",
+            "2",
+            "--confirm-limit",
+            "8",
             "--json",
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -58,14 +62,29 @@ def test_demo_search_result(demo_run: tuple[dict, Path], monkeypatch: pytest.Mon
     assert result["n_layers"] == 30
     assert len(result["dropped_layers"]) == 4 and min(result["dropped_layers"]) >= 2
     assert len(result["kept_layers"]) == 26
-    assert set(result["scores"]) == {"hellaswag_offline", "openbookqa_offline"}
-    assert set(result["base_scores"]) == set(result["scores"])
-    values = [next(iter(m.values())) for m in result["scores"].values()]
-    assert result["fitness"] == pytest.approx(sum(v * v for v in values) / 2)
+    # The default fitness is KL to the base model on the bundled calibration text.
+    assert result["fitness_kind"] == "kl" and set(result["scores"]) == {"calibration"}
+    calibration = result["scores"]["calibration"]
+    assert result["fitness"] == pytest.approx(calibration["kl"]) and calibration["kl"] > 0
+    assert result["fitness_stderr"] == pytest.approx(calibration["kl_stderr"])
+    assert result["base_fitness"] == pytest.approx(0.0, abs=1e-6)
     assert result["scorer"] == "fast" and result["eval_seconds"] > 0
+    # Finalists and baselines confirmed on the run's tasks (fresh items) and held-out tasks.
+    assert result["picked_by"] == "confirmed" and len(result["finalists"]) == 2
+    assert {b["name"] for b in result["baselines"]} == {"shortgpt", "angular", "last_k"}
+    for row in result["finalists"] + result["baselines"]:
+        assert row["confirmed_stderr"] > 0 and row["holdout_stderr"] > 0
+        assert row["holdout_vs_base"] in ("better", "worse", "within noise")
+    assert set(result["finalists"][0]["holdout_scores"]) == {
+        "arc_easy_offline",
+        "piqa_offline",
+        "winogrande_offline",
+    }
+    assert result["confirmation"]["first_item"] == {"hellaswag_offline": 8, "openbookqa_offline": 8}
     store = RunStore.open(list_runs()[0].id)
     kinds = {e.kind for e in store.events()}
     assert {"run_started", "base_scores", "evaluation_finished", "generation_finished"} <= kinds
+    assert {"reference_scored", "confirmation_started", "genome_confirmed"} <= kinds
     assert {"run_finished"} <= kinds and store.state == "finished"
 
 

@@ -40,7 +40,7 @@ def objective(dropped: list[int], limit: int | None = None) -> Outcome:
 
 
 def cfg(**kw) -> RunConfig:
-    base = dict(prune=3, protect=2, population=8, generations=4, seed=7)
+    base = dict(prune=3, protect=2, population=8, generations=4, seed=7, fitness="squared_mean")
     base.update(kw)
     return RunConfig(**base).validate()
 

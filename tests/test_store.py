@@ -53,7 +53,7 @@ def test_create_open_and_events_across_connections() -> None:
 
 
 def test_best_evaluations_rank_distinct_full_fidelity_genomes() -> None:
-    s = RunStore.create(RunConfig())
+    s = RunStore.create(RunConfig(fitness="squared_mean"))
     for dropped, fit, fid in [
         ([2, 3], 0.3, "full"),
         ([4, 5], 0.5, "screen:5"),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gaprune_tui.core.config import RunConfig
-from gaprune_tui.core.fitness import CALIBRATION, fitness_of
+from gaprune_tui.core.fitness import CALIBRATION, fitness_of, task_kind
 from gaprune_tui.core.store import Memo
 from gaprune_tui.engine.model import LoadedModel
 from gaprune_tui.engine.scoring import SCORER_VERSION, make_lm
@@ -57,7 +57,9 @@ class Evaluator:
         self.taskset = taskset
         self.config = config
         self.memo = memo
-        self.kind = kind or config.fitness
+        # A task evaluator reports a task fitness, whatever the run searches on (a KL run's
+        # confirmation, a bench): the run's kind when it is a task kind, else the plain mean.
+        self.kind = kind or (config.fitness if kl is not None else task_kind(config.fitness))
         self.kl = kl
         self.lm = lm if lm is not None else self.make_lm(loaded, config, should_stop)
         self.eval_seconds = 0.0

@@ -147,7 +147,11 @@ class Search:
         """``seeds`` are genomes put in the initial population before the random ones (the
         one-shot baselines with ``--init heuristics``)."""
         config.check_layers(n_layers)
-        self.individual = individual_class(config.fitness)
+        # The direction follows what ``evaluate`` computes (an Evaluator says its kind: a task
+        # evaluator under a KL config still maximises its task fitness), else the config's kind.
+        self.kind: str = getattr(evaluate, "kind", config.fitness)
+        self.higher_is_better = fitness_kinds.higher_is_better(self.kind)
+        self.individual = individual_class(self.kind)
         self.config = config
         self.n_layers = n_layers
         self.k = config.prune
@@ -222,7 +226,7 @@ class Search:
         if self.config.invalid == "zero" and len(set(ind)) != len(ind):
             # The original scores an invalid genome 0: the worst task fitness. For KL and
             # perplexity (lower is better) the worst is +inf.
-            worst = 0.0 if self.config.higher_is_better else float("inf")
+            worst = 0.0 if self.higher_is_better else float("inf")
             outcome = Outcome(
                 scores={}, fitness=worst, seconds=0.0, from_memo=False, fidelity="invalid"
             )
@@ -279,7 +283,7 @@ class Search:
         """Multi-fidelity: score offspring on ``items`` per task first; only those at or above the
         median full-fidelity fitness of the current population (or better) get the full evaluation."""
         parents = [f for f, fid in self.state_population if fid == "full"]
-        higher = self.config.higher_is_better
+        higher = self.higher_is_better
         worst = float("-inf") if higher else float("inf")
         threshold = statistics.median(parents) if parents else worst
         for index, ind in enumerate(todo):
