@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+import benchkit
 
 CHILD = r"""
 import json, sys, time
@@ -81,9 +82,7 @@ def main() -> int:
     )
     console = Console()
     console.print(table)
-    console.print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {sys.version.split()[0]}"
-    )
+    console.print(benchkit.machine())
     return 0
 
 

@@ -14,13 +14,9 @@ machine it ran on.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import random
 import statistics
-import sys
-import tempfile
-import time
+
+import benchkit
 
 
 def main() -> int:
@@ -29,29 +25,19 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=20)
     parser.add_argument("--prune", type=int, default=4)
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("GAPRUNE_HOME", tempfile.mkdtemp(prefix="gaprune-bench-"))
+    benchkit.offline_env()
 
-    import torch
     from rich.console import Console
     from rich.table import Table
 
     from gaprune_tui.core.config import RunConfig
     from gaprune_tui.core.store import Memo
     from gaprune_tui.engine.evaluator import Evaluator
-    from gaprune_tui.engine.model import load_model
     from gaprune_tui.engine.search import fitness_of
     from gaprune_tui.engine.tasks import build_tasks
-    from gaprune_tui.engine.worker import set_threads
 
-    threads = set_threads()
-    t0 = time.perf_counter()
-    loaded = load_model("demo", dtype="float32", device="cpu")
-    load_s = time.perf_counter() - t0
-    n = loaded.n_layers
-    rng = random.Random(0)
-    genomes = [sorted(rng.sample(range(2, n), args.prune)) for _ in range(args.genomes)]
+    demo = benchkit.load_demo(args.genomes, args.prune)
+    loaded, genomes, n = demo.loaded, demo.genomes, demo.loaded.n_layers
 
     table = Table(title=f"one fitness evaluation: {args.prune} layers dropped, limit {args.limit}")
     for col in ("scorer", "s/genome (median)", "per genome", "mean fitness"):
@@ -67,7 +53,7 @@ def main() -> int:
         evaluator.score(list(range(n)))  # the base model, as the engine scores it first
         times, fits = [], []
         for dropped in genomes:
-            scores, seconds = evaluator.score([i for i in range(n) if i not in set(dropped)])
+            scores, seconds = evaluator.score(demo.kept(dropped))
             times.append(seconds)
             fits.append(fitness_of(scores, "squared_mean"))
         fitness_by_row.append(fits)
@@ -81,10 +67,7 @@ def main() -> int:
     console.print(table)
     same = all(f == fitness_by_row[0] for f in fitness_by_row)
     console.print(f"genomes (dropped): {genomes}; identical fitness across scorers: {same}")
-    console.print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({threads} threads), python {sys.version.split()[0]}; model load {load_s:.1f} s"
-    )
+    console.print(benchkit.machine(demo.threads, demo.load_s))
     return 0
 
 

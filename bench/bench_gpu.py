@@ -22,10 +22,11 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from types import SimpleNamespace
 from typing import Any
+
+import benchkit
 
 SHAPES = {
     "llama-3.1-8b": dict(
@@ -61,10 +62,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hflm-batch", default="64", help="HFLM batch size, or auto")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    benchkit.offline_env()
     os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("GAPRUNE_HOME", tempfile.mkdtemp(prefix="gaprune-bench-"))
 
     import torch
     from rich.console import Console

@@ -13,14 +13,11 @@ full-vocabulary KL computed directly from the model's logits (mean over the geno
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import random
 import statistics
-import sys
-import tempfile
 import time
 from typing import Any
+
+import benchkit
 
 
 def _full_kl(loaded: Any, ids: Any, kept: list[int], base_logp: Any) -> float:
@@ -56,28 +53,18 @@ def main() -> int:
     parser.add_argument("--top-k", type=int, default=256)
     parser.add_argument("--bound-k", default="64,256,1024")
     args = parser.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("GAPRUNE_HOME", tempfile.mkdtemp(prefix="gaprune-bench-"))
+    benchkit.offline_env()
 
-    import torch
     from rich.console import Console
     from rich.table import Table
 
     from gaprune_tui.engine.calibration import load_calibration
     from gaprune_tui.engine.kl import BaseDistributions, KLScorer
-    from gaprune_tui.engine.model import load_model
     from gaprune_tui.engine.scoring import make_lm
-    from gaprune_tui.engine.worker import set_threads
 
-    threads = set_threads()
-    t0 = time.perf_counter()
-    loaded = load_model("demo", dtype="float32", device="cpu")
-    load_s = time.perf_counter() - t0
-    n = loaded.n_layers
-    rng = random.Random(0)
-    genomes = [sorted(rng.sample(range(2, n), args.prune)) for _ in range(args.genomes)]
-    kept_sets = [[i for i in range(n) if i not in set(d)] for d in genomes]
+    demo = benchkit.load_demo(args.genomes, args.prune)
+    loaded, genomes = demo.loaded, demo.genomes
+    kept_sets = [demo.kept(d) for d in genomes]
     console = Console(width=160)
 
     table = Table(title=f"KL fitness: {args.prune} layers dropped, top-{args.top_k}, CPU fp32")
@@ -140,10 +127,7 @@ def main() -> int:
     console.print(
         f"genomes (dropped): {genomes}; full-vocabulary KL: {[round(f, 4) for f in full]}"
     )
-    console.print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({threads} threads), python {sys.version.split()[0]}; model load {load_s:.1f} s"
-    )
+    console.print(benchkit.machine(demo.threads, demo.load_s))
     return 0
 
 

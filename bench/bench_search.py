@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+import benchkit
 
 ROWS = {
     "fast": ("fast (default)", "fast", True),
@@ -46,12 +46,9 @@ def main() -> int:
     unknown = [s for s in wanted if s not in ROWS]
     if unknown:
         parser.error(f"unknown scorer {unknown[0]!r}: use one of {', '.join(ROWS)}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    benchkit.offline_env()
     os.environ.setdefault("TQDM_DISABLE", "1")  # lm-eval's per-task progress bars
-    os.environ.setdefault("GAPRUNE_HOME", tempfile.mkdtemp(prefix="gaprune-bench-"))
 
-    import torch
     from rich.console import Console
     from rich.table import Table
 
@@ -135,10 +132,7 @@ def main() -> int:
         console.print(f"HFLM s/genome / fast s/genome = {ratio:.2f}x")
     same = len({(r[0], tuple(r[2]), r[3]) for r in results.values()}) == 1
     console.print(f"same genomes, best genome and best fitness across scorers: {same}")
-    console.print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-        f"({threads} threads), python {sys.version.split()[0]}"
-    )
+    console.print(benchkit.machine(threads))
     return 0 if same else 1
 
 

@@ -30,14 +30,14 @@ def _fake_runs() -> Path:
     sys.path.insert(0, str(REPO / "tests"))
     from fake_engine import FakeEngine, fake_store, populate
 
-    crashed = fake_store(run_id="20260101-090000-c0de")
-    engine = FakeEngine(crashed, seed=1)
-    engine.run(25)
-    engine.crash()
-    failed = fake_store(run_id="20260101-100000-f00d")
-    engine = FakeEngine(failed, seed=2)
-    engine.run(8)
-    engine.fail()
+    ended = [
+        ("20260101-090000-c0de", 1, 25, FakeEngine.crash),
+        ("20260101-100000-f00d", 2, 8, FakeEngine.fail),
+    ]
+    for run_id, seed, steps, end in ended:
+        engine = FakeEngine(fake_store(run_id=run_id), seed=seed)
+        engine.run(steps)
+        end(engine)
     shown = fake_store(run_id="20260101-120000-demo")
     populate(shown)
     return shown.path

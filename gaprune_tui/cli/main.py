@@ -86,6 +86,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _add_follow_flags(command: argparse.ArgumentParser) -> None:
+    """How a command that starts the engine ends (``_follow_or_detach``): in the background, or
+    followed here to its end, printing result.json or the report."""
+    command.add_argument(
+        "--detach", action="store_true", help="run in the background, print the id"
+    )
+    command.add_argument("--json", action="store_true", help="print result.json at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gaprune-tui", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"gaprune-tui {__version__}")
@@ -102,13 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--trust-remote-code", action="store_true", default=None)
     run.add_argument("--no-prefix-cache", action="store_true", help="turn the prefix cache off")
-    run.add_argument("--detach", action="store_true", help="run in the background, print the id")
-    run.add_argument("--json", action="store_true", help="print result.json at the end")
+    _add_follow_flags(run)
 
     resume = sub.add_parser("resume", help="continue a stopped or crashed run")
     resume.add_argument("run")
-    resume.add_argument("--detach", action="store_true")
-    resume.add_argument("--json", action="store_true", help="print result.json at the end")
+    _add_follow_flags(resume)
 
     confirm = sub.add_parser(
         "confirm", help="re-score a run's finalists on more items and on held-out tasks"
@@ -121,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda s: [t.strip() for t in s.split(",") if t.strip()],
         help="comma-separated held-out tasks",
     )
-    confirm.add_argument("--detach", action="store_true")
-    confirm.add_argument("--json", action="store_true", help="print result.json at the end")
+    _add_follow_flags(confirm)
 
     attach = sub.add_parser("attach", help="open the TUI on a run")
     attach.add_argument("run")
@@ -310,17 +316,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     store, proc = start_run(config)
     print(f"run {store.id}: loading model and tasks…", file=sys.stderr)
     wait_started(store, proc)
+    return _follow_or_detach(store, proc, args)
+
+
+def _follow_or_detach(store: RunStore, proc: Any, args: argparse.Namespace) -> int:
+    """A started engine: print the run id and leave it running (``--detach``), or follow it here
+    and print its result (``--json``: result.json)."""
     if args.detach:
         print(store.id)
         return 0
-    return _foreground(store, proc, args.json)
-
-
-def _foreground(store: RunStore, proc: Any, as_json: bool) -> int:
     code = follow(store, proc)
     if code == 130:
         return code
-    return print_result(store, as_json)
+    return print_result(store, args.json)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -338,10 +346,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not can_resume(state, alive):
         raise StoreError(f"run {store.id} is {state} and cannot be resumed")
     proc = resume_run(store)
-    if args.detach:
-        print(store.id)
-        return 0
-    return _foreground(store, proc, args.json)
+    return _follow_or_detach(store, proc, args)
 
 
 def cmd_confirm(args: argparse.Namespace) -> int:
@@ -364,10 +369,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     config.validate()
     config.save(store.path / "config.toml")
     proc = confirm_run(store)
-    if args.detach:
-        print(store.id)
-        return 0
-    return _foreground(store, proc, args.json)
+    return _follow_or_detach(store, proc, args)
 
 
 def cmd_runs(_: argparse.Namespace) -> int:

@@ -263,6 +263,15 @@ class GenomeConfirmed(RunEvent):
     holdout_scores: Scores = field(default_factory=dict)
     seconds: float = 0.0
 
+    def numbers(self) -> dict[str, Any]:
+        """The confirmed and held-out fitness, standard errors and per-task scores, keyed by field
+        name: what result.json and an export's lineage record of a confirmation."""
+        return {
+            f"{stage}{part}": getattr(self, f"{stage}{part}")
+            for stage in ("confirmed", "holdout")
+            for part in ("", "_stderr", "_scores")
+        }
+
 
 @dataclass
 class ExportFailed(RunEvent):

@@ -7,6 +7,7 @@ cache and config dirs are used.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
@@ -19,9 +20,15 @@ def _home() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def data_dir() -> Path:
+def _app_dir(under_home: str, platform_dir: Callable[[str], str]) -> Path:
+    """``GAPRUNE_HOME/<under_home>`` when GAPRUNE_HOME is set (tests, benchmarks), else the
+    platform's own folder of that kind for the app."""
     home = _home()
-    return home / "data" if home else Path(platformdirs.user_data_dir(APP_NAME))
+    return home / under_home if home else Path(platform_dir(APP_NAME))
+
+
+def data_dir() -> Path:
+    return _app_dir("data", platformdirs.user_data_dir)
 
 
 def cache_dir() -> Path:
@@ -29,13 +36,11 @@ def cache_dir() -> Path:
     override = os.environ.get("GAPRUNE_CACHE_DIR")
     if override:
         return Path(override).expanduser()
-    home = _home()
-    return home / "cache" if home else Path(platformdirs.user_cache_dir(APP_NAME))
+    return _app_dir("cache", platformdirs.user_cache_dir)
 
 
 def config_dir() -> Path:
-    home = _home()
-    return home / "config" if home else Path(platformdirs.user_config_dir(APP_NAME))
+    return _app_dir("config", platformdirs.user_config_dir)
 
 
 def runs_dir() -> Path:

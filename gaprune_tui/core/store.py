@@ -290,6 +290,11 @@ class RunStore:
         with self._lock:
             self._conn.close()
 
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """A query's rows, read under the lock (the engine's threads share one connection)."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -314,8 +319,7 @@ class RunStore:
             )
 
     def meta(self) -> dict[str, Any]:
-        with self._lock:
-            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+        rows = self._rows("SELECT key, value FROM meta")
         return {row["key"]: json.loads(row["value"]) for row in rows}
 
     @property
@@ -369,8 +373,7 @@ class RunStore:
         if limit is not None:
             sql += " LIMIT ?"
             args += (limit,)
-        with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
+        rows = self._rows(sql, args)
         return [
             parse(row["kind"], json.loads(row["payload"]), seq=row["seq"], ts=row["ts"])
             for row in rows
@@ -399,11 +402,10 @@ class RunStore:
                 self._insert_event(conn, ev.event(), ev.ts)
 
     def evaluations(self) -> list[Evaluation]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT generation, dropped, kept, fitness, scores, seconds, from_memo, fidelity, ts"
-                " FROM evaluations ORDER BY id"
-            ).fetchall()
+        rows = self._rows(
+            "SELECT generation, dropped, kept, fitness, scores, seconds, from_memo, fidelity, ts"
+            " FROM evaluations ORDER BY id"
+        )
         return [
             Evaluation(
                 generation=row["generation"],
@@ -459,11 +461,10 @@ class RunStore:
             )
 
     def generations(self) -> list[Generation]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT gen, evaluated, from_memo, min, mean, max, best_dropped, best_fitness,"
-                " seconds, population, ts FROM generations ORDER BY gen"
-            ).fetchall()
+        rows = self._rows(
+            "SELECT gen, evaluated, from_memo, min, mean, max, best_dropped, best_fitness,"
+            " seconds, population, ts FROM generations ORDER BY gen"
+        )
         return [
             Generation(
                 gen=row["gen"],
@@ -511,10 +512,7 @@ class RunStore:
 
     def pending_requests(self) -> list[ControlRequest]:
         """Requests the engine has not handled yet, oldest first (unknown actions skipped)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, action FROM control WHERE handled IS NULL ORDER BY id"
-            ).fetchall()
+        rows = self._rows("SELECT id, action FROM control WHERE handled IS NULL ORDER BY id")
         known = {a.value for a in ControlAction}
         return [
             ControlRequest(int(row["id"]), ControlAction(row["action"]))

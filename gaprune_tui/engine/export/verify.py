@@ -220,14 +220,9 @@ def _score(loaded: LoadedModel, taskset: TaskSet, config: RunConfig) -> Scores:
     """Score a loaded model on the run's tasks with the run's scorer, leaving global RNG alone."""
     import torch
 
-    from gaprune_tui.engine.scoring import make_lm
+    from gaprune_tui.engine.evaluator import Evaluator
 
-    lm = make_lm(
-        loaded,
-        config.scorer,
-        prefix_cache=config.prefix_cache,
-        prefix_cache_mb=config.prefix_cache_mb,
-    )
+    lm = Evaluator.make_lm(loaded, config)
     state = random.getstate()
     try:
         with torch.no_grad():

@@ -328,17 +328,7 @@ class ResultsScreen(Screen[None]):
         row = self.selected_row
         if row is None:
             return
-        view = self.follower.view
-        self.app.push_screen(
-            ScoresDialog.beside_base(
-                view,
-                row.dropped,
-                fitness=row.fitness,
-                scores=row.scores,
-                note=row.note,
-                n_layers=view.n_layers or None,
-            )
-        )
+        self.app.push_screen(ScoresDialog(self.follower.view, row.dropped, row, row.note))
 
     # ---- confirmation -------------------------------------------------------------------------
     def action_confirm(self) -> None:

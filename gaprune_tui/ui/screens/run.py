@@ -272,16 +272,7 @@ class RunScreen(Screen[None]):
     # ---- scores ------------------------------------------------------------------------------------
     def show_scores(self, dropped: list[int], note: str | None = None) -> None:
         view = self.view
-        scored = view.scored_for(dropped)
-        self.app.push_screen(
-            ScoresDialog.beside_base(
-                view,
-                dropped,
-                fitness=scored.fitness if scored else None,
-                scores=scored.scores if scored else None,
-                note=note,
-            )
-        )
+        self.app.push_screen(ScoresDialog(view, dropped, view.scored_for(dropped), note))
 
     @on(LayerBitmap.Selected)
     def _bitmap_selected(self, event: LayerBitmap.Selected) -> None:

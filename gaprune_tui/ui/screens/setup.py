@@ -75,6 +75,17 @@ def describe_model(info: modelinfo.ModelInfo) -> str:
     )
 
 
+def _inspected(spec: str) -> ModelInspected:
+    """What inspecting the model field found: its facts, or the one-line reason it cannot be read
+    (the worker thread posts it, the screen draws it)."""
+    if not spec:
+        return ModelInspected(spec, error="no model given: type demo or a path")
+    try:
+        return ModelInspected(spec, info=modelinfo.inspect_model(spec))
+    except GapruneError as exc:
+        return ModelInspected(spec, error=str(exc))
+
+
 # ---- the screen -----------------------------------------------------------------------------------
 class SetupScreen(Screen[None]):
     """The form for a new search. ``config`` pre-fills it (else the defaults for this machine)."""
@@ -394,16 +405,8 @@ class SetupScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="inspect")
     def _inspect_worker(self, spec: str) -> None:
-        if not spec:
-            self.post_message(ModelInspected(spec, error="no model given: type demo or a path"))
-            return
-        try:
-            info = modelinfo.inspect_model(spec)
-        except GapruneError as exc:
-            self.post_message(ModelInspected(spec, error=str(exc)))
-        else:
-            self.post_message(ModelInspected(spec, info=info))
-        if spec not in self.samples:
+        self.post_message(_inspected(spec))
+        if spec and spec not in self.samples:
             self.post_message(TimingsMeasured(spec, measure_timings(spec)))
 
     @on(ModelInspected)

@@ -90,9 +90,9 @@ class FormField:
             self.ident,
             self.format(value),
             self.placeholder,
+            blink=blink,
             validators=self.validators,
             optional=self.optional,
-            blink=blink,
         )
 
 

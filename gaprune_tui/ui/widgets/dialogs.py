@@ -7,7 +7,7 @@ over SSH with no mouse.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from rich.table import Table
 from rich.text import Text
@@ -23,6 +23,18 @@ from gaprune_tui.core import stats
 from gaprune_tui.core.follow import RunView
 
 AnswerT = TypeVar("AnswerT")
+Scores = dict[str, dict[str, Any]]
+
+
+class HasScores(Protocol):
+    """A genome with its search fitness and per-task scores: the follower's ``Scored`` genome or a
+    Results row."""
+
+    @property
+    def fitness(self) -> float | None: ...
+
+    @property
+    def scores(self) -> Scores | None: ...
 
 
 class Dialog(ModalScreen[AnswerT]):
@@ -163,40 +175,33 @@ class ScoresDialog(Dialog[None]):
     BINDINGS = [Binding("escape,enter,q", "dismiss(None)", "Close")]
 
     def __init__(
-        self,
-        dropped: list[int],
-        *,
-        n_layers: int,
-        fitness: float | None,
-        scores: dict[str, dict[str, float]] | None,
-        base_scores: dict[str, dict[str, float]] | None = None,
-        base_fitness: float | None = None,
-        note: str | None = None,
+        self, view: RunView, dropped: list[int], scored: HasScores | None, note: str | None = None
     ) -> None:
+        """``scored`` is None for a genome not scored yet; the run's unpruned model (``view``) is
+        drawn beside it."""
         super().__init__(id="scores")
         self.dropped = dropped
-        self.n_layers = n_layers
-        self.fitness = fitness
-        self.scores = scores
-        self.base_scores = base_scores
-        self.base_fitness = base_fitness
         self.note = note
+        self.fitness = scored.fitness if scored else None
+        self.scores = scored.scores if scored else None
+        self.view = view
 
     def compose(self) -> ComposeResult:
-        kept = self.n_layers - len(self.dropped) if self.n_layers else None
+        n_layers, base_fitness = self.view.n_layers, self.view.base_fitness
+        kept = n_layers - len(self.dropped) if n_layers else None
         head = Text()
         head.append("dropped layers ", style="bold")
         head.append(str(self.dropped))
         if kept is not None:
-            head.append(f"   kept {kept}/{self.n_layers}")
+            head.append(f"   kept {kept}/{n_layers}")
         head.append("\nfitness ", style="bold")
         head.append("not scored yet" if self.fitness is None else fmt.score(self.fitness))
-        if self.base_fitness is not None:
-            head.append(f"   (base model {fmt.score(self.base_fitness)})")
+        if base_fitness is not None:
+            head.append(f"   (base model {fmt.score(base_fitness)})")
         with Vertical():
             yield Static(head, id="scores-head")
             if self.scores:
-                yield Static(scores_table(self.scores, self.base_scores), id="scores-table")
+                yield Static(scores_table(self.scores, self.view.base_scores), id="scores-table")
             else:
                 yield Static("No per-task scores for this genome yet.", id="scores-table")
             if self.note:
@@ -205,25 +210,3 @@ class ScoresDialog(Dialog[None]):
 
     def answer(self, button_id: str) -> None:
         return None
-
-    @classmethod
-    def beside_base(
-        cls,
-        view: RunView,
-        dropped: list[int],
-        *,
-        fitness: float | None,
-        scores: dict[str, dict[str, float]] | None,
-        note: str | None,
-        n_layers: int | None = None,
-    ) -> ScoresDialog:
-        """A genome's scores next to the run's unpruned model (the Run and Results screens)."""
-        return cls(
-            dropped,
-            n_layers=n_layers or view.n_layers,
-            fitness=fitness,
-            scores=scores,
-            base_scores=view.base_scores,
-            base_fitness=view.base_fitness,
-            note=note,
-        )

@@ -14,6 +14,8 @@ from rich.text import Text
 from textual.widget import Widget
 
 from gaprune_tui.core import format as fmt
+from gaprune_tui.ui.themes import BITMAP_DEFAULTS
+from gaprune_tui.ui.widgets.legend import append_legend
 
 GLYPH_BEST = "●"
 GLYPH_MEAN = "○"
@@ -63,15 +65,17 @@ class FitnessChart(Widget):
 
     def render_text(self, width: int) -> Text:
         variables = getattr(self.app, "theme_variables", {}) or {}
-        best_style = Style(color=variables.get("bitmap-best") or "#F2C14E", bold=True)
-        mean_style = Style(color=variables.get("bitmap-kept") or "#4FA3E0")
+        best_style = Style(
+            color=variables.get("bitmap-best") or BITMAP_DEFAULTS["bitmap-best"], bold=True
+        )
+        mean_style = Style(color=variables.get("bitmap-kept") or BITMAP_DEFAULTS["bitmap-kept"])
         dim = Style(dim=True)
         text = Text(no_wrap=True, overflow="crop")
         text.append("fitness".ljust(Y_LABEL), dim)
-        text.append(GLYPH_BEST, best_style)
-        text.append(" best  ")
-        text.append(GLYPH_MEAN, mean_style)
-        text.append(" mean per generation\n")
+        append_legend(
+            text, (GLYPH_BEST, best_style, "best"), (GLYPH_MEAN, mean_style, "mean per generation")
+        )
+        text.append("\n")
         n = len(self.best)
         height = self.plot_height
         if n == 0:

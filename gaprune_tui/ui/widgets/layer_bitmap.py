@@ -21,16 +21,14 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from gaprune_tui.core import format as fmt
+from gaprune_tui.ui.themes import BITMAP_DEFAULTS
+from gaprune_tui.ui.widgets.legend import append_legend
 
 GLYPH_KEPT = "█"
 GLYPH_DROPPED = "·"
 GLYPH_PROTECTED = "▓"
-FALLBACK_COLOURS = {
-    "bitmap-kept": "#4FA3E0",
-    "bitmap-dropped": "#E0565B",
-    "bitmap-protected": "#8A96A3",
-    "bitmap-best": "#F2C14E",
-}
+# Where the active theme does not define a bitmap colour: the app's defaults for those variables.
+FALLBACK_COLOURS = BITMAP_DEFAULTS
 LABEL_WIDTH = 12  # "★ 0.1234  " + margin
 
 
@@ -183,12 +181,11 @@ class LayerBitmap(Widget, can_focus=True):
                     text.append(GLYPH_KEPT + pad, best if row.best else kept)
             text.append("\n")
         text.append(" " * LABEL_WIDTH)
-        text.append(GLYPH_KEPT, kept)
-        text.append(" kept  ")
-        text.append(GLYPH_DROPPED, dropped)
-        text.append(" dropped  ")
-        text.append(GLYPH_PROTECTED, protected)
-        text.append(" protected  ")
-        text.append("★", best)
-        text.append(" best so far")
+        append_legend(
+            text,
+            (GLYPH_KEPT, kept, "kept"),
+            (GLYPH_DROPPED, dropped, "dropped"),
+            (GLYPH_PROTECTED, protected, "protected"),
+            ("★", best, "best so far"),
+        )
         return text
