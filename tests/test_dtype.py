@@ -21,7 +21,7 @@ from tiny_models import FAMILIES, build_tiny
 
 from gaprune_tui.cli.report import _summary
 from gaprune_tui.core.config import RunConfig, TaskSpec
-from gaprune_tui.core.devices import cpu_auto_dtype, cpu_bf16_flags
+from gaprune_tui.core.devices import cpu_auto_dtype, cpu_bf16_flags, expected_dtype
 from gaprune_tui.core.store import Memo
 from gaprune_tui.engine.evaluator import Evaluator
 from gaprune_tui.engine.layers import LayerView
@@ -70,6 +70,19 @@ def test_explicit_dtypes_and_their_reasons() -> None:
     assert "emulated" in choose_dtype("bf16", CPU, {}, cpuinfo=AVX2)[1]
     assert choose_dtype("float32", CPU, {}) == (torch.float32, "float32: asked for")
     assert choose_dtype(torch.float16, CPU, {}) == (torch.float16, "float16: asked for")
+
+
+def test_expected_dtype_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Setup screen's prediction matches ``choose_dtype`` on a CPU; on a GPU it defers."""
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+    for cpuinfo in (ZEN4, AVX2):
+        for asked in ("auto", "bfloat16", "bf16", "float32"):
+            ours = expected_dtype(asked, "auto", cpuinfo)
+            dtype, reason = choose_dtype(asked, CPU, {}, cpuinfo=cpuinfo)
+            assert (ours.dtype, ours.reason) == (str(dtype).removeprefix("torch."), reason)
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "1")
+    assert expected_dtype("auto", "auto", ZEN4).dtype == "auto"
+    assert expected_dtype("auto", "cpu", ZEN4).dtype == "float32"
 
 
 def test_load_records_the_reason_and_warns_for_bf16(

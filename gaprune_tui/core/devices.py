@@ -14,6 +14,7 @@ from pathlib import Path
 
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import ConfigError
+from gaprune_tui.core.modelspec import canonical_dtype
 
 # What a CPU-only machine gets instead of the method's defaults, so the first search ends in minutes.
 CPU_DEFAULTS: dict[str, int] = {"population": 8, "generations": 3, "limit": 20}
@@ -114,3 +115,21 @@ def cpu_bf16_warning(cpuinfo: str | None = None) -> str:
     flags = cpu_bf16_flags(cpuinfo)
     native = f"native on this CPU ({'/'.join(flags)})" if flags else "emulated: no native support"
     return f"bfloat16: asked for, {native}; {BF16_NOT_EXACT}"
+
+
+def expected_dtype(dtype: str, device: str, cpuinfo: str | None = None) -> DtypeChoice:
+    """What the engine will run in, predicted without torch (the Setup screen's model line).
+
+    Mirrors ``engine.model.choose_dtype``; on a GPU ``auto`` is the checkpoint's dtype, which only
+    loading tells, so its ``dtype`` is ``"auto"`` there.
+    """
+    value = canonical_dtype((dtype or "auto").strip().lower())
+    where = (device or "auto").strip().lower()
+    on_cpu = where == "cpu" or (where == "auto" and not gpu_available())
+    if value == "auto":
+        if on_cpu:
+            return cpu_auto_dtype(cpuinfo)
+        return DtypeChoice("auto", "the checkpoint's dtype on the GPU")
+    if value == "bfloat16" and on_cpu:
+        return DtypeChoice(value, cpu_bf16_warning(cpuinfo))
+    return DtypeChoice(value, f"{value}: asked for")
