@@ -4,7 +4,8 @@ Base model (all layers) of the embedded model, 0-shot, the bundled offline tasks
 
 1. exactness: the fast scorer and HFLM (batch ``--hflm-batch``) both in bfloat16 on the first
    ``--exact-limit`` items of every task: items whose per-item metric (correct or not) differs,
-   and the largest per-request loglikelihood difference. In float32 the two are identical (the
+   and the largest per-request loglikelihood difference; and for each of the two, the items whose
+   correctness differs from float32 (where fast and HFLM are identical). In float32 the two are identical (the
    project's tests prove it); this says how far bfloat16 moves them apart.
 2. quality cost: fast-scorer task scores in bfloat16 against float32 on ``--limit`` items per task,
    with their standard errors, and items whose correctness flips.
@@ -135,15 +136,24 @@ def main() -> int:
         print(
             f"\nexactness, bf16, first {args.exact_limit} items: fast vs HFLM batch {args.hflm_batch}"
         )
-        print(f"{'task':22} {'fast':>7} {'hflm':>7} {'items differ':>13} {'max |dll|':>10}")
+        print(
+            f"{'task':22} {'fast':>7} {'hflm':>7} {'items differ':>13} {'max |dll|':>10} "
+            f"{'fast vs fp32':>13} {'hflm vs fp32':>13}"
+        )
         for name in names:
             hf = runs["hflm bfloat16"][name]
             fa = {d: v for d, v in runs["fast bfloat16"][name].items() if d in hf}
+            f32 = runs["fast float32"][name]  # = HFLM's in float32 (tests/test_scoring.py)
             differ = sum(fa[d][0] != hf[d][0] for d in hf)
+            fa_32 = sum(fa[d][0] != f32[d][0] for d in hf)
+            hf_32 = sum(hf[d][0] != f32[d][0] for d in hf)
             dll = max(abs(a - b) for d in hf for a, b in zip(fa[d][1], hf[d][1], strict=True))
             f_mean = sum(v[0] for v in fa.values()) / len(fa)
             h_mean = sum(v[0] for v in hf.values()) / len(hf)
-            print(f"{name:22} {f_mean:7.3f} {h_mean:7.3f} {differ:>8}/{len(hf):<4} {dll:10.4f}")
+            print(
+                f"{name:22} {f_mean:7.3f} {h_mean:7.3f} {differ:>8}/{len(hf):<4} {dll:10.4f} "
+                f"{fa_32:>8}/{len(hf):<4} {hf_32:>8}/{len(hf):<4}"
+            )
 
     print(f"\nquality, fast scorer, limit {args.limit}: bf16 vs fp32 (mean +- stderr)")
     print(f"{'task':22} {'fp32':>15} {'bf16':>15} {'diff':>7} {'flips':>7} {'max |dll|':>10}")

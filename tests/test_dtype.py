@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_scoring import _TEXT_REQUESTS, REL_TOL, _instances
+from test_scoring import _TEXT_REQUESTS, REL_TOL, _genome_sequence, _instances
 from tiny_models import FAMILIES, build_tiny
 
 from gaprune_tui.cli.report import _summary
@@ -177,3 +177,24 @@ def test_show_summary_names_the_dtype_and_reason() -> None:
     assert "2.0 s evaluating, 3.0 s in all in float32 (no native bfloat16 on this CPU)" in text
     del result["dtype_reason"]  # a result.json written before the reason existed
     assert "3.0 s in all in float32\n" in _summary(result, "r1")
+
+
+def test_bf16_prefix_cache_and_tree_order_exact(tiny_bf16: Any) -> None:
+    """In bf16 too, starting a genome from a cached base/branch state changes no loglikelihood:
+    the cached state is the very tensor the full forward would have computed."""
+    torch.set_num_threads(1)
+    n = tiny_bf16.view.n_layers
+    views = [
+        tuple(range(n)),
+        tuple(i for i in range(n) if i not in (3, 5)),
+        tuple(i for i in range(n) if i not in (2, 4)),
+        tuple(i for i in range(n) if i not in (3, 4)),
+    ]
+    on = make_lm(tiny_bf16, "fast", prefix_cache=True, token_budget=64)
+    on.plan(views)
+    off = make_lm(tiny_bf16, "fast", prefix_cache=False, token_budget=64)
+    requests = _instances(_TEXT_REQUESTS)
+    got_on = _genome_sequence(on, tiny_bf16.view, requests, views)
+    got_off = _genome_sequence(off, tiny_bf16.view, requests, views)
+    assert got_on[0::2] == got_off[0::2]  # exactly equal, not approximately
+    assert all(skipped > 0 for skipped in got_on[3::2])  # later genomes did start from the cache
