@@ -150,16 +150,20 @@ def test_run_then_repeat_is_all_memo(tiny_llama: Path) -> None:
     assert sorted(result["dropped_layers"] + result["kept_layers"]) == list(range(6))
     assert result["evaluations"] > 0
     assert set(result["scores"]) == {"hellaswag_offline"}
+    # --dtype auto on a CPU: float32 and why (issue 14), in result.json, the store and `show`.
+    assert result["dtype"] == "float32" and result["dtype_reason"].startswith("float32: ")
 
     second = cli(*args)
     assert second.returncode == 0, second.stderr
     assert "0 new evaluations" in second.stdout and "nothing new to evaluate" in second.stdout
+    assert "s in all in float32 (" in second.stdout
     runs = list_runs()
     assert len(runs) == 2 and all(r.state == "finished" for r in runs)
     again = RunStore.open(runs[0].id).result()
     assert again["evaluations"] == 0 and again["cache_hits"] > 0
     assert again["dropped_layers"] == result["dropped_layers"]
     assert again["fitness"] == result["fitness"]
+    assert RunStore.open(runs[0].id).meta()["dtype_reason"] == result["dtype_reason"]
 
     listing = cli("runs")
     assert listing.returncode == 0 and runs[0].id in listing.stdout

@@ -92,6 +92,13 @@ async def test_cpu_defaults_are_scaled_and_said_so() -> None:
         assert [t.name for t in config.tasks] == [t.name for t in RunConfig().tasks]
         assert not start_button(screen).disabled
         assert "30 layers" in text_of(screen, "#model-info")
+        # The dtype it will run in; why is the tooltip (issue 14).
+        assert text_of(screen, "#model-info").endswith("runs in float32")
+        assert str(screen.query_one("#model-info").tooltip).startswith("float32: ")
+        screen.query_one("#dtype", Select).value = "bfloat16"
+        await settle(pilot)
+        assert text_of(screen, "#model-info").endswith("runs in bfloat16")
+        assert "differ from lm-eval's HFLM" in str(screen.query_one("#model-info").tooltip)
 
 
 async def test_gpu_machine_gets_the_methods_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

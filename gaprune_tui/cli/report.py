@@ -109,6 +109,15 @@ def _genome_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
+def _dtype_note(result: dict[str, Any]) -> str:
+    """`` in float32 (reason)`` for the time line; results written before the reason have none."""
+    dtype = result.get("dtype")
+    if not dtype:
+        return ""
+    reason = result.get("dtype_reason")
+    return f" in {dtype}" + (f" ({reason.partition(': ')[2]})" if reason else "")
+
+
 def _summary(result: dict[str, Any], run_id: str) -> str:
     kind = result.get("fitness_kind") or result.get("fitness_function", "squared_mean")
     removed = result.get("params_removed", 0) / max(1, result.get("params_total", 1))
@@ -138,7 +147,8 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
         + (f" — {verdict}" if verdict else ""),
         f"{result['evaluations']} new evaluations, {result['cache_hits']} from the memo"
         + (" — nothing new to evaluate" if result["evaluations"] == 0 else "")
-        + f"; {result['eval_seconds']:.1f} s evaluating, {result['wall_seconds']:.1f} s in all",
+        + f"; {result['eval_seconds']:.1f} s evaluating, {result['wall_seconds']:.1f} s in all"
+        + _dtype_note(result),
         f"export it with: gaprune-tui export {run_id}",
     ]
     return "\n".join(lines)

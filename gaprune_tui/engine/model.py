@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 
+from gaprune_tui.core.devices import cpu_auto_dtype, cpu_bf16_warning
 from gaprune_tui.core.errors import ModelError
 from gaprune_tui.core.modelspec import (
     DEMO_SPEC,
@@ -40,6 +42,8 @@ from gaprune_tui.core.modelspec import (
 )
 from gaprune_tui.core.paths import cache_dir
 from gaprune_tui.engine.layers import LayerView, locate_layers
+
+logger = logging.getLogger(__name__)
 
 ORIGIN_FILE = "gaprune-origin.json"
 # Bump when the conversion changes what lands in the cache folder, so old folders are not reused.
@@ -65,6 +69,8 @@ class LoadedModel:
     dtype: torch.dtype
     family: str
     layer_path: str
+    # Why this dtype (``choose_dtype``): engine log, store meta, result.json, ``show``.
+    dtype_reason: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,22 +293,44 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def resolve_dtype(
     dtype: str | torch.dtype, device: torch.device, config: dict[str, Any]
 ) -> torch.dtype:
-    """``auto`` is the checkpoint's dtype on a GPU and float32 on CPU (bf16 matmuls are slow there)."""
+    """The torch dtype ``choose_dtype`` picks (callers that need no reason)."""
+    return choose_dtype(dtype, device, config)[0]
+
+
+def choose_dtype(
+    dtype: str | torch.dtype,
+    device: torch.device,
+    config: dict[str, Any],
+    cpuinfo: str | None = None,
+) -> tuple[torch.dtype, str]:
+    """The dtype to load in and a one-line reason for the log, result.json and the screens.
+
+    ``auto`` is the checkpoint's dtype on a GPU and float32 on CPU, also where the CPU has native
+    bfloat16: there bfloat16 is faster but its scores are not HFLM-identical
+    (``core.devices.cpu_auto_dtype``). ``cpuinfo`` stands in for /proc/cpuinfo in tests.
+    """
     if isinstance(dtype, torch.dtype):
-        return dtype
+        name = str(dtype).removeprefix("torch.")
+        return dtype, f"{name}: asked for"
     value = (dtype or "auto").strip().lower()
     if value == "auto":
         if device.type == "cpu":
-            return torch.float32
+            choice = cpu_auto_dtype(cpuinfo)
+            return _DTYPES[choice.dtype], choice.reason
         stored = config.get("dtype") or config.get("torch_dtype")
         if isinstance(stored, str) and stored in _DTYPES:
-            return _DTYPES[stored]
+            return _DTYPES[stored], f"{stored}: the checkpoint's dtype"
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+            if torch.cuda.is_bf16_supported():
+                return torch.bfloat16, "bfloat16: the GPU supports it (the checkpoint names none)"
+            return torch.float16, "float16: the GPU has no bfloat16 (the checkpoint names none)"
+        return torch.float32, f"float32: the checkpoint names no dtype ({device.type})"
     if value not in _DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}: use auto, bfloat16, float16 or float32")
-    return _DTYPES[value]
+    chosen = _DTYPES[value]  # an alias (bf16, fp32, ...) is named by its canonical name
+    if chosen == torch.bfloat16 and device.type == "cpu":
+        return chosen, cpu_bf16_warning(cpuinfo)
+    return chosen, f"{str(chosen).removeprefix('torch.')}: asked for"
 
 
 def _check_causal(config: dict[str, Any], where: str, trust_remote_code: bool) -> None:
@@ -353,7 +381,11 @@ def load_model(
     config = read_config(folder)
     _check_causal(config, resolved.name, trust_remote_code)
     torch_device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, torch_device, config)
+    torch_dtype, dtype_reason = choose_dtype(dtype, torch_device, config)
+    if torch_dtype == torch.bfloat16 and torch_device.type == "cpu":
+        logger.warning("dtype %s", dtype_reason)
+    else:
+        logger.info("dtype %s", dtype_reason)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
     if torch_device.type != "cpu":
         kwargs["device_map"] = str(torch_device)
@@ -388,4 +420,5 @@ def load_model(
         dtype=torch_dtype,
         family=str(getattr(model.config, "model_type", config.get("model_type", "unknown"))),
         layer_path=location.path,
+        dtype_reason=dtype_reason,
     )

@@ -114,6 +114,7 @@ def build_result(
         "model_source": str(loaded.source),
         "n_layers": loaded.n_layers,
         "dtype": str(loaded.dtype).removeprefix("torch."),
+        "dtype_reason": loaded.dtype_reason,
         "device": loaded.device.type,
         "tasks": [
             {"name": t.name, "metric": t.metric, "num_fewshot": t.num_fewshot, "limit": t.limit}

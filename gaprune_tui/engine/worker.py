@@ -362,6 +362,7 @@ class Worker:
             params_per_layer=size.per_layer,
             device=str(loaded.device),
             dtype=str(loaded.dtype).removeprefix("torch."),
+            dtype_reason=loaded.dtype_reason,
             family=loaded.family,
         )
         self.store.add_event(

@@ -37,7 +37,7 @@ from textual.widgets.option_list import Option
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core import launch, modelinfo, tasknames
 from gaprune_tui.core.config import RunConfig, TaskSpec
-from gaprune_tui.core.devices import CPU_DEFAULTS, default_config, gpu_available
+from gaprune_tui.core.devices import CPU_DEFAULTS, default_config, expected_dtype, gpu_available
 from gaprune_tui.core.errors import ConfigError, GapruneError
 from gaprune_tui.core.estimate import TimingSample, estimate_cost, measure_timings
 from gaprune_tui.core.store import RunStore
@@ -348,6 +348,8 @@ class SetupScreen(Screen[None]):
             self._inspect(event.value.strip())
         elif ident == "extra-tasks":
             self._refresh_override_choices()
+        elif ident == "device":
+            self._show_model_line()
         self.revalidate()
 
     @on(SelectionList.SelectedChanged)
@@ -363,6 +365,8 @@ class SetupScreen(Screen[None]):
             raw = self.overrides.get(name, {}) if name else {}
             for spec in OVERRIDE_FIELDS:
                 self.query_one(f"#{spec.ident}", Input).value = raw.get(spec.attr, "")
+        elif event.select.id == "dtype":
+            self._show_model_line()
         self.revalidate()
 
     @on(OptionList.OptionSelected, "#cache-models")
@@ -421,9 +425,20 @@ class SetupScreen(Screen[None]):
             label.update(f"[b]✗[/] {escape(message.error or 'not a model')}")
             label.set_class(True, "error")
         else:
-            label.update(f"✓ {escape(describe_model(message.info))}")
+            self._show_model_line()
             label.set_class(False, "error")
         self.revalidate()
+
+    def _show_model_line(self) -> None:
+        """The inspected model and the dtype it will run in; the reason is the line's tooltip."""
+        if self.model_info is None or self.model_error:
+            return
+        device = self.query_one("#device", Input).value
+        choice = expected_dtype(str(self.query_one("#dtype", Select).value), device)
+        runs = "the checkpoint's dtype" if choice.dtype == "auto" else choice.dtype
+        label = self.query_one("#model-info", Static)
+        label.update(f"✓ {escape(describe_model(self.model_info))}, runs in {runs}")
+        label.tooltip = choice.reason
 
     @on(TimingsMeasured)
     def _timings(self, message: TimingsMeasured) -> None:
