@@ -232,9 +232,11 @@ class ResultsScreen(Screen[None]):
         self.query_one("#results-title", Static).update(" · ".join(title))
         self.query_one("#base-scores", Static).update(self._base_text(view, n_layers))
         self._fill_table(tasks, n_layers, meta)
-        sign = 1.0 if view.higher_is_better else -1.0
         self.query_one(FitnessChart).set_series(
-            [sign * v for v in view.best_history], [sign * v for v in view.mean_history]
+            view.best_history,
+            view.mean_history,
+            higher_is_better=view.higher_is_better,
+            label=fitness_kinds.short_label(view.fitness_kind),
         )
 
     def _base_text(self, view: RunView, n_layers: int) -> Text:

@@ -48,13 +48,25 @@ class FitnessChart(Widget):
         self.plot_height = plot_height
         self.best: list[float] = []
         self.mean: list[float] = []
+        # KL and perplexity improve downwards: plotted upside down (better is up), labelled as is.
+        self.sign = 1.0
+        self.label = "fitness"
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
 
-    def set_series(self, best: list[float], mean: list[float]) -> None:
+    def set_series(
+        self,
+        best: list[float],
+        mean: list[float],
+        *,
+        higher_is_better: bool = True,
+        label: str = "fitness",
+    ) -> None:
         self.best = list(best)
         self.mean = list(mean)
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.label = label
         self.refresh(layout=True)
 
     def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
@@ -71,12 +83,14 @@ class FitnessChart(Widget):
         mean_style = Style(color=variables.get("bitmap-kept") or BITMAP_DEFAULTS["bitmap-kept"])
         dim = Style(dim=True)
         text = Text(no_wrap=True, overflow="crop")
-        text.append("fitness".ljust(Y_LABEL), dim)
+        text.append(self.label.ljust(Y_LABEL), dim)
         append_legend(
             text, (GLYPH_BEST, best_style, "best"), (GLYPH_MEAN, mean_style, "mean per generation")
         )
         text.append("\n")
-        n = len(self.best)
+        best = [self.sign * v for v in self.best]
+        mean = [self.sign * v for v in self.mean]
+        n = len(best)
         height = self.plot_height
         if n == 0:
             for _ in range(height):
@@ -86,27 +100,27 @@ class FitnessChart(Widget):
             return text
         # A KL or perplexity run with --invalid zero scores invalid genomes +inf, so a
         # generation's mean can be +inf: the scale and the points are the finite values only.
-        values = [v for v in self.best + self.mean if math.isfinite(v)] or [0.0]
+        values = [v for v in best + mean if math.isfinite(v)] or [0.0]
         lo, hi = min(values), max(values)
         step = max(2, min(6, (width - Y_LABEL - 2) // max(1, n)))
         grid = [[" "] * (n * step) for _ in range(height)]
         kinds = [[""] * (n * step) for _ in range(height)]
         for g in range(n):
             col = g * step + step // 2
-            rb = _row_of(self.best[g], lo, hi, height) if math.isfinite(self.best[g]) else None
+            rb = _row_of(best[g], lo, hi, height) if math.isfinite(best[g]) else None
             if rb is not None:
                 grid[rb][col], kinds[rb][col] = GLYPH_BEST, "best"
-            if g < len(self.mean) and math.isfinite(self.mean[g]):
-                rm = _row_of(self.mean[g], lo, hi, height)
+            if g < len(mean) and math.isfinite(mean[g]):
+                rm = _row_of(mean[g], lo, hi, height)
                 if rm == rb:
                     grid[rm][col] = GLYPH_BOTH
                 else:
                     grid[rm][col], kinds[rm][col] = GLYPH_MEAN, "mean"
         for r in range(height):
             if r == 0:
-                label, tick = fmt.score(hi), "┤"
+                label, tick = fmt.score(self.sign * hi), "┤"
             elif r == height - 1:
-                label, tick = fmt.score(lo), "┤"
+                label, tick = fmt.score(self.sign * lo), "┤"
             else:
                 label, tick = "", "│"
             text.append(label.rjust(Y_LABEL - 1), dim)
