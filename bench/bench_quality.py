@@ -107,6 +107,12 @@ def build(args: argparse.Namespace) -> Bench:
     ckl = RunConfig(tasks=fit, fitness="kl", prefix_cache_mb=args.cache_mb).validate()
     path = args.dir / "results.json"
     results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if results.get("holdout_limit", args.holdout_limit) != args.holdout_limit:
+        raise SystemExit(
+            f"{path} holds held-out scores at {results['holdout_limit']} items per task: "
+            "pass that --holdout-limit or another --dir"
+        )
+    results["holdout_limit"] = args.holdout_limit
     return Bench(
         args=args,
         loaded=loaded,
@@ -160,7 +166,7 @@ def measure(bench: Bench) -> None:
         return
     genome = random_genomes(bench.n, 4, 1, seed=12345)[0]
     timing: dict[str, Any] = {"genome": genome}
-    for name, ev in (("kl", bench.kl), ("task20", bench.task20), ("holdout", bench.holdout)):
+    for name, ev in (("kl", bench.kl), ("task20", bench.task20)):
         base = ev([])
         one = ev(genome)
         timing[name] = {"base_s": base.seconds, "genome_s": one.seconds, "memo": one.from_memo}
@@ -171,33 +177,45 @@ def measure(bench: Bench) -> None:
 
 # ---- part c -----------------------------------------------------------------------------------
 def part_c(bench: Bench) -> None:
+    """Genome by genome (KL, task fitness at limit 20, held-out), so an interrupted bench leaves
+    whole rows; task fitness at limit 100 last, over the genomes done, when ``--limit100``."""
     from gaprune_tui.core.fitness import fitness_of
 
     genomes = random_genomes(bench.n, 4, bench.args.random_genomes, seed=bench.args.seed)
-    kl = score_all(bench.kl, genomes, "c: kl")
-    t20 = score_all(bench.task20, genomes, "c: task limit 20")
-    t100 = score_all(bench.task100, genomes, "c: task limit 100")
-    rows = [
-        {
-            "dropped": g,
-            "sq20": fitness_of(a.scores, "squared_mean"),
-            "mean20": fitness_of(a.scores, "mean"),
-            "sq100": fitness_of(b.scores, "squared_mean"),
-            "mean100": fitness_of(b.scores, "mean"),
-            "kl": fitness_of(c.scores, "kl"),
-            "ppl": fitness_of(c.scores, "ppl"),
-        }
-        for g, a, b, c in zip(genomes, t20, t100, kl, strict=True)
-    ]
-    bench.results["c"] = {"rows": rows}
-    bench.save()
-    order = sorted(range(len(genomes)), key=lambda i: genomes[i])
-    bench.holdout.plan([genomes[i] for i in order])
-    for done, i in enumerate(order, 1):
-        value, se, _ = held_out(bench, genomes[i])
-        rows[i]["holdout"], rows[i]["holdout_se"] = value, se
+    part = bench.results.setdefault("c", {"rows": []})
+    rows = part["rows"]
+    done = {tuple(r["dropped"]) for r in rows if "holdout" in r}
+    for i, g in enumerate(genomes, 1):
+        if tuple(g) in done:
+            continue
+        c, a = bench.kl(g), bench.task20(g)
+        value, se, seconds = held_out(bench, g)
+        rows.append(
+            {
+                "dropped": g,
+                "sq20": fitness_of(a.scores, "squared_mean"),
+                "mean20": fitness_of(a.scores, "mean"),
+                "kl": fitness_of(c.scores, "kl"),
+                "ppl": fitness_of(c.scores, "ppl"),
+                "holdout": value,
+                "holdout_se": se,
+                "seconds": {"kl": c.seconds, "task20": a.seconds, "holdout": seconds},
+            }
+        )
         bench.save()
-        log(f"c: held-out {done}/{len(order)}: drop {genomes[i]} -> {value:.4f}")
+        log(
+            f"c: {i}/{len(genomes)} drop {g}: kl {rows[-1]['kl']:.4f} sq20 {rows[-1]['sq20']:.4f}"
+            f" held-out {value:.4f} ({c.seconds:.0f}+{a.seconds:.0f}+{seconds:.0f} s)"
+        )
+    if not bench.args.limit100:
+        return
+    for i, row in enumerate(rows, 1):
+        if "sq100" not in row:
+            b = bench.task100(row["dropped"])
+            row["sq100"] = fitness_of(b.scores, "squared_mean")
+            row["mean100"] = fitness_of(b.scores, "mean")
+            bench.save()
+            log(f"c: limit 100 {i}/{len(rows)} ({b.seconds:.0f} s)")
 
 
 def spearman_table(bench: Bench) -> Any:
@@ -212,7 +230,7 @@ def spearman_table(bench: Bench) -> Any:
             f"(held-out: {', '.join(HOLDOUT_TASKS)} at {bench.args.holdout_limit} items each)"
         )
     )
-    for col in ("measure", "Spearman", "expected sign", "range over genomes"):
+    for col in ("measure", "genomes", "Spearman", "expected sign", "range over genomes"):
         table.add_column(col)
     held = [r["holdout"] for r in rows]
     measures = (
@@ -224,14 +242,16 @@ def spearman_table(bench: Bench) -> Any:
         ("perplexity (2048 tokens)", "ppl", "-"),
     )
     for label, key, sign in measures:
-        xs = [r[key] for r in rows]
-        rho = stats.spearman(xs, held) if len(rows) >= 2 else None
+        pairs = [(r[key], r["holdout"]) for r in rows if key in r]
+        xs = [x for x, _ in pairs]
+        rho = stats.spearman(xs, [y for _, y in pairs]) if len(pairs) >= 2 else None
         span = f"{min(xs):.4g} .. {max(xs):.4g}" if xs else "-"
-        table.add_row(label, "-" if rho is None else f"{rho:+.3f}", sign, span)
+        table.add_row(label, str(len(pairs)), "-" if rho is None else f"{rho:+.3f}", sign, span)
     if held:
         ses = [r["holdout_se"] for r in rows if r.get("holdout_se") is not None]
         table.add_row(
             "held-out score itself",
+            str(len(held)),
             "",
             "",
             f"{min(held):.4f} .. {max(held):.4f} (stderr ~{sum(ses) / max(1, len(ses)):.4f})",
@@ -522,11 +542,14 @@ def timing_table(saved: Any) -> Any:
         names = {
             "kl": "KL + perplexity (2048 tokens)",
             "task20": "task fitness, limit 20 (2 tasks, 40 items)",
-            "holdout": f"held-out ({3 * saved.args.holdout_limit} items)",
         }
         for key, label in names.items():
             t = timing[key]
             table.add_row(label, f"{t['base_s']:.1f}", f"{t['genome_s']:.1f}")
+    rows = saved.results.get("c", {}).get("rows", [])
+    if rows:
+        label = f"held-out ({3 * saved.args.holdout_limit} items; first genome of (c))"
+        table.add_row(label, "-", f"{rows[0]['seconds']['holdout']:.1f}")
     return table
 
 
@@ -559,6 +582,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--random-genomes", type=int, default=40)
     parser.add_argument("--holdout-limit", type=int, default=500)
     parser.add_argument("--calibration-tokens", type=int, default=2048)
+    parser.add_argument(
+        "--limit100", action="store_true", help="(c) also task fitness at limit 100, last"
+    )
     parser.add_argument("--seeds", type=int, default=5, help="GA seeds per kind x mutation in (a)")
     parser.add_argument("--max-generations", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0, help="of the random genomes in (c)")
@@ -585,6 +611,7 @@ def main() -> int:
     if args.report:
         path = args.dir / "results.json"
         results = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        args.holdout_limit = results.get("holdout_limit", args.holdout_limit)
         report(Saved(args, results), console)
         console.print(machine_line())
         console.print(f"command: {command}")
