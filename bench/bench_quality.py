@@ -316,17 +316,14 @@ def signals_pass(bench: Bench) -> tuple[Any, float]:
 
 
 def part_b(bench: Bench, k: int) -> None:
+    """Cheapest picks first (baselines, random, base), then the GA with KL, then with task
+    fitness, each held out as soon as it is picked: an interrupted part leaves whole rows."""
     from gaprune_tui.engine.baselines import baselines
 
     key = f"b{k}"
-    part = bench.results.setdefault(key, {"picks": {}})
-    picks = part["picks"]
-    for label, kind in (("GA squared_mean (limit 20)", "squared_mean"), ("GA kl", "kl")):
-        if label not in picks:
-            log(f"{key}: {label}")
-            picks[label] = run_ga(bench, k, kind)
-            bench.save()
+    picks = bench.results.setdefault(key, {"picks": {}})["picks"]
     signals, seconds = signals_pass(bench)
+    log(f"{key}: baseline pass {seconds:.1f} s")
     for pick in baselines(signals, bench.n, k, PROTECT):
         picks.setdefault(f"baseline {pick.name}", {"dropped": pick.dropped, "seconds": seconds})
     picks.setdefault(
@@ -335,7 +332,20 @@ def part_b(bench: Bench, k: int) -> None:
     )
     picks.setdefault("base model", {"dropped": [], "seconds": 0.0})
     bench.save()
-    order = sorted(picks, key=lambda name: picks[name]["dropped"])
+    hold_out(bench, key, picks)
+    for label, kind in (("GA kl", "kl"), ("GA squared_mean (limit 20)", "squared_mean")):
+        if label not in picks:
+            log(f"{key}: {label}")
+            picks[label] = run_ga(bench, k, kind)
+            bench.save()
+        hold_out(bench, key, picks)
+
+
+def hold_out(bench: Bench, key: str, picks: dict[str, Any]) -> None:
+    """Held-out score of every pick that has none yet (tree order)."""
+    order = sorted(
+        (n for n in picks if "holdout" not in picks[n]), key=lambda n: picks[n]["dropped"]
+    )
     bench.holdout.plan([picks[name]["dropped"] for name in order])
     for name in order:
         value, se, _ = held_out(bench, picks[name]["dropped"])
