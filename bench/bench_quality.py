@@ -218,6 +218,16 @@ def part_c(bench: Bench) -> None:
             log(f"c: limit 100 {i}/{len(rows)} ({b.seconds:.0f} s)")
 
 
+def spearman_ci(rho: float | None, n: int) -> str:
+    """95% interval of a Spearman correlation (Fisher z, standard error 1.06 / sqrt(n - 3))."""
+    import math
+
+    if rho is None or n < 4 or abs(rho) >= 1:
+        return "-"
+    z, half = math.atanh(rho), 1.96 * 1.06 / math.sqrt(n - 3)
+    return f"{math.tanh(z - half):+.2f} .. {math.tanh(z + half):+.2f}"
+
+
 def spearman_table(bench: Bench) -> Any:
     from rich.table import Table
 
@@ -230,7 +240,7 @@ def spearman_table(bench: Bench) -> Any:
             f"(held-out: {', '.join(HOLDOUT_TASKS)} at {bench.args.holdout_limit} items each)"
         )
     )
-    for col in ("measure", "genomes", "Spearman", "expected sign", "range over genomes"):
+    for col in ("measure", "genomes", "Spearman", "95% CI", "expected sign", "range over genomes"):
         table.add_column(col)
     held = [r["holdout"] for r in rows]
     measures = (
@@ -246,12 +256,14 @@ def spearman_table(bench: Bench) -> Any:
         xs = [x for x, _ in pairs]
         rho = stats.spearman(xs, [y for _, y in pairs]) if len(pairs) >= 2 else None
         span = f"{min(xs):.4g} .. {max(xs):.4g}" if xs else "-"
-        table.add_row(label, str(len(pairs)), "-" if rho is None else f"{rho:+.3f}", sign, span)
+        rho_cell = "-" if rho is None else f"{rho:+.3f}"
+        table.add_row(label, str(len(pairs)), rho_cell, spearman_ci(rho, len(pairs)), sign, span)
     if held:
         ses = [r["holdout_se"] for r in rows if r.get("holdout_se") is not None]
         table.add_row(
             "held-out score itself",
             str(len(held)),
+            "",
             "",
             "",
             f"{min(held):.4f} .. {max(held):.4f} (stderr ~{sum(ses) / max(1, len(ses)):.4f})",
