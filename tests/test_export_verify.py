@@ -172,3 +172,28 @@ def test_export_run_verifies_every_tiny_family(
     assert ver.fitness_required and ver.fitness_ok
     assert ver.fitness_export == pytest.approx(result.fitness, abs=1e-12)
     assert result.dropped == DROPPED and (tmp_path / family / "gaprune.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("family", "reason"),
+    [
+        # MergeKit 0.1.5's GPT-NeoX definition wants the attention.bias buffer, which current
+        # transformers no longer saves.
+        ("gpt_neox", "attention.bias required but not present"),
+        # MergeKit 0.1.5 has no OPT definition: it infers one and keeps all layers in the config.
+        ("opt", "MergeKit wrote a config with 6 layers instead of 4"),
+    ],
+)
+def test_families_mergekit_cannot_export_fail_in_one_line(
+    family: str, reason: str, tmp_path: Path
+) -> None:
+    """The README names these families for the search (the layer view is tested in
+    test_model.py) and says their export is not supported: it fails cleanly, no target left."""
+    from gaprune_tui.engine.export import export_genome
+
+    src = build_tiny(family, tmp_path / family)
+    out = tmp_path / "out"
+    with pytest.raises(ExportError, match=reason) as info:
+        export_genome(src, KEPT, out)
+    assert "\n" not in str(info.value)
+    assert not out.exists() and len(list(tmp_path.glob("out.failed-*"))) == 1
