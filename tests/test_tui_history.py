@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fake_engine import fake_store, history_runs, populate
 from textual.widgets import DataTable, Static
+from tui_wait import until
 
 from gaprune_tui.core import launch
 from gaprune_tui.core.store import RunStore, list_runs
@@ -108,8 +109,8 @@ async def test_new_runs_appear_on_refresh_and_cursor_stays(runs: dict) -> None:
         assert rows(screen)[0][0] == newer.id
         assert screen.selected_run().id == runs["crashed"].id  # type: ignore[union-attr]
         another = fake_store(run_id="20260101-000010-abcd")
-        await pilot.pause(2.5)  # the interval refresh picks it up without a key
-        assert rows(screen)[0][0] == another.id
+        # The interval refresh picks it up without a key.
+        await until(pilot, lambda: rows(screen)[0][0] == another.id, "the interval refresh")
 
 
 @pytest.mark.parametrize(
@@ -251,8 +252,7 @@ async def test_quit_keys_ask_on_a_running_search(runs: dict, key: str) -> None:
     is immediate (see test_n_opens_setup_and_f4_comes_back)."""
     app = GapruneApp(initial="run", run=str(runs["running"].path))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
-        assert app.screen.id == "run"
+        await until(pilot, lambda: app.screen.id == "run", "the Run screen")
         await pilot.press(key)
         await pilot.pause()
         assert app.screen.id == "quit-dialog"
