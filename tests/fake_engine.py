@@ -107,8 +107,13 @@ class FakeEngine:
         finished: bool = True,
         model: str = "demo",
         seconds_per_eval: float = 2.5,
+        faithful: bool = False,
     ) -> None:
         self.store = store
+        # faithful: everything the real engine writes (scores with stderr and n, the baselines,
+        # the confirmation). Off, the search alone, as the UI tests and snapshots were written
+        # against; result.json has the real engine's keys either way.
+        self.faithful = faithful
         self.generations = generations
         self.population = population
         self.n_layers = n_layers
@@ -184,13 +189,15 @@ class FakeEngine:
         """Per-task scores of a genome (deterministic; rounded like accuracy over 100 items),
         with lm-eval's binomial standard error and the item count, as the engine stores them."""
         n = items or self.limit
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
         for task in TASKS:
             damage = sum(self._damage[task][i] for i in dropped)
             # Dropping adjacent layers hurts a little more than the sum.
             adjacent = sum(1 for a, b in zip(dropped, dropped[1:], strict=False) if b == a + 1)
             value = round(max(0.18, BASE_SCORES[task] - damage - 0.01 * adjacent), 2)
-            out[task] = {METRIC: value, f"{METRIC}_stderr": binomial_stderr(value, n), "n": n}
+            out[task] = {METRIC: value}
+            if self.faithful:
+                out[task].update({f"{METRIC}_stderr": binomial_stderr(value, n), "n": n})
         return out
 
     # ---- internals ---------------------------------------------------------------------------
@@ -259,7 +266,8 @@ class FakeEngine:
         self.store.set_meta(base_scores=base, base_fitness=fitness_of(base))
         self.store.add_event(BaseScores(scores=base, fitness=fitness_of(base), from_memo=False))
         yield
-        yield from self._references()
+        if self.faithful:
+            yield from self._references()
 
         population = [self._random_genome() for _ in range(self.population)]
         invalid = list(range(len(population)))
@@ -429,7 +437,7 @@ class FakeEngine:
         from gaprune_tui.engine.result import build_result
 
         store = self.store
-        confirmations = self._confirm(base)
+        confirmations = self._confirm(base) if self.faithful else []
         config = store.config()
         n_params = N_PARAMS_30 + PARAMS_PER_LAYER * (self.n_layers - 30)
         per_layer = [PARAMS_PER_LAYER] * self.n_layers
@@ -494,8 +502,10 @@ def populate(
     protect: int = 2,
     seed: int = 0,
     finished: bool = True,
+    faithful: bool = False,
 ) -> FakeEngine:
-    """Write a whole search into ``store``; with ``finished=False`` it stays running (no ending)."""
+    """Write a whole search into ``store``; with ``finished=False`` it stays running (no ending);
+    ``faithful`` as in ``FakeEngine``."""
     engine = FakeEngine(
         store,
         generations=generations,
@@ -505,6 +515,7 @@ def populate(
         protect=protect,
         seed=seed,
         finished=finished,
+        faithful=faithful,
     )
     engine.run()
     return engine

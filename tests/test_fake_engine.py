@@ -109,9 +109,8 @@ def real_store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
 @pytest.fixture
 def fake_run() -> RunStore:
     store = fake_store(**CONFIG)
-    FakeEngine(
-        store, **{k: CONFIG[k] for k in ("generations", "population", "prune", "protect")}
-    ).run()
+    shape = {k: CONFIG[k] for k in ("generations", "population", "prune", "protect")}
+    FakeEngine(store, **shape, faithful=True).run()
     return store
 
 
@@ -131,3 +130,13 @@ def test_the_fake_writes_the_real_result_json(real_store: RunStore, fake_run: Ru
     assert real is not None and fake is not None
     assert differences(shape(real), shape(fake), "result") == []
     assert real_store.state == fake_run.state == "finished"
+
+
+def test_the_compact_fake_still_writes_every_result_key(real_store: RunStore) -> None:
+    """The UI tests' default fake (no baselines, no confirmation, scores without standard
+    errors) still writes every top-level key of the real result.json."""
+    store = fake_store(**CONFIG)
+    FakeEngine(store, generations=2, population=4, prune=2, protect=1).run()
+    real, fake = real_store.result(), store.result()
+    assert real is not None and fake is not None
+    assert real.keys() == fake.keys()
