@@ -24,13 +24,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.events import (
     BaseScores,
+    ConfirmationStarted,
     EvaluationStarted,
+    GenomeConfirmed,
     LogMessage,
+    ReferenceScored,
     RunFailed,
     RunFinished,
     RunPaused,
@@ -38,6 +43,7 @@ from gaprune_tui.core.events import (
     RunStarted,
     RunStopped,
 )
+from gaprune_tui.core.stats import binomial_stderr
 from gaprune_tui.core.store import ControlAction, Evaluation, Generation, RunState, RunStore
 
 TASKS = ("hellaswag_offline", "openbookqa_offline")
@@ -48,10 +54,9 @@ PARAMS_PER_LAYER = 3_540_096
 N_PARAMS_30 = 134_515_008
 
 
-def fitness_of(scores: dict[str, dict[str, float]]) -> float:
+def fitness_of(scores: dict[str, dict[str, Any]]) -> float:
     """The method's default fitness: mean of squared task scores."""
-    values = [next(iter(m.values())) for m in scores.values()]
-    return sum(v * v for v in values) / len(values)
+    return fitness_kinds.fitness_of(scores, "squared_mean")
 
 
 def dead_pid() -> int:
@@ -70,18 +75,21 @@ def fake_store(
     seed: int = 0,
     limit: int = 20,
     run_id: str | None = None,
+    **config: Any,
 ) -> RunStore:
-    """Create a run folder whose config matches what the fake engine will write."""
-    config = RunConfig(
-        fitness="squared_mean",  # the fake scores tasks, as the original method does
+    """Create a run folder whose config matches what the fake engine will write (``config``: more
+    RunConfig fields, e.g. finalists, confirm_limit, holdout_tasks)."""
+    config.setdefault("fitness", "squared_mean")  # the fake scores tasks, as the original did
+    run_config = RunConfig(
         population=population,
         generations=generations,
         prune=prune,
         protect=protect,
         seed=seed,
         limit=limit,
+        **config,
     )
-    return RunStore.create(config, run_id=run_id)
+    return RunStore.create(run_config, run_id=run_id)
 
 
 class FakeEngine:
@@ -100,8 +108,13 @@ class FakeEngine:
         finished: bool = True,
         model: str = "demo",
         seconds_per_eval: float = 2.5,
+        faithful: bool = False,
     ) -> None:
         self.store = store
+        # faithful: everything the real engine writes (scores with stderr and n, the baselines,
+        # the confirmation). Off, the search alone, as the UI tests and snapshots were written
+        # against; result.json has the real engine's keys either way.
+        self.faithful = faithful
         self.generations = generations
         self.population = population
         self.n_layers = n_layers
@@ -121,7 +134,13 @@ class FakeEngine:
             ]
             for task in TASKS
         }
-        self.memo: dict[tuple[int, ...], dict[str, dict[str, float]]] = {}
+        config = store.config()
+        self.limit = config.limit or 20
+        self.finalists = config.finalists
+        self.confirm_limit = config.confirm_limit or 100
+        self.holdout = config.holdout
+        self.references: list[ReferenceScored] = []
+        self.memo: dict[tuple[int, ...], dict[str, dict[str, Any]]] = {}
         self.paused = False
         self.done = False
         self.events_written = 0
@@ -167,15 +186,19 @@ class FakeEngine:
         self.store.set_meta(pid=dead_pid())
         self.done = True
 
-    def scores_of(self, dropped: list[int]) -> dict[str, dict[str, float]]:
-        """Per-task scores of a genome (deterministic; rounded like accuracy over 100 items)."""
-        out = {}
+    def scores_of(self, dropped: list[int], items: int | None = None) -> dict[str, dict[str, Any]]:
+        """Per-task scores of a genome (deterministic; rounded like accuracy over 100 items),
+        with lm-eval's binomial standard error and the item count, as the engine stores them."""
+        n = items or self.limit
+        out: dict[str, dict[str, Any]] = {}
         for task in TASKS:
             damage = sum(self._damage[task][i] for i in dropped)
             # Dropping adjacent layers hurts a little more than the sum.
             adjacent = sum(1 for a, b in zip(dropped, dropped[1:], strict=False) if b == a + 1)
-            value = max(0.18, BASE_SCORES[task] - damage - 0.01 * adjacent)
-            out[task] = {METRIC: round(value, 2)}
+            value = round(max(0.18, BASE_SCORES[task] - damage - 0.01 * adjacent), 2)
+            out[task] = {METRIC: value}
+            if self.faithful:
+                out[task].update({f"{METRIC}_stderr": binomial_stderr(value, n), "n": n})
         return out
 
     # ---- internals ---------------------------------------------------------------------------
@@ -240,10 +263,12 @@ class FakeEngine:
     def _run(self) -> Iterator[None]:
         """The engine's script, one store write (or a few) per step."""
         yield from self._start()
-        base = {t: {METRIC: v} for t, v in BASE_SCORES.items()}
+        base = self.scores_of([])
         self.store.set_meta(base_scores=base, base_fitness=fitness_of(base))
         self.store.add_event(BaseScores(scores=base, fitness=fitness_of(base), from_memo=False))
         yield
+        if self.faithful:
+            yield from self._references()
 
         population = [self._random_genome() for _ in range(self.population)]
         invalid = list(range(len(population)))
@@ -283,6 +308,24 @@ class FakeEngine:
         yield
         self._log_event("scoring the base model")
         yield
+
+    def _references(self) -> Iterator[None]:
+        """The one-shot baselines the engine scores before the search (ShortGPT, angular
+        distance, the last k before the final layer)."""
+        last = self.n_layers - 1
+        picks = {
+            "shortgpt": (sorted(range(last - self.prune, last)), 0.031),
+            "angular": (list(range(self.protect, self.protect + self.prune)), 0.412),
+            "last_k": (list(range(last - self.prune, last)), None),
+        }
+        for name, (dropped, signal) in picks.items():
+            scores = self.scores_of(dropped)
+            event = ReferenceScored(
+                name=name, dropped=dropped, fitness=fitness_of(scores), scores=scores, signal=signal
+            )
+            self.store.add_event(event)
+            self.references.append(event)
+            yield
 
     def _generation(
         self, gen: int, population: list[list[int]], invalid: list[int]
@@ -345,34 +388,86 @@ class FakeEngine:
         if self._best is None or fitness > self._best[0]:
             self._best = (fitness, dropped)
 
-    def _finish(self, base: dict[str, dict[str, float]]) -> None:
+    def _confirm(self, base: dict[str, dict[str, Any]]) -> list[GenomeConfirmed]:
+        """Confirmation as the engine writes it: the base model, the top finalists and the
+        baselines re-scored on more items and on the held-out tasks."""
+        cands = [("base model", "base", [], fitness_of(base), 0)]
+        for i, e in enumerate(self.store.best_evaluations(self.finalists), 1):
+            cands.append((f"finalist {i}", "finalist", e.dropped, e.fitness, i))
+        cands += [(r.name, "baseline", r.dropped, r.fitness, 0) for r in self.references]
+        self.store.add_event(
+            ConfirmationStarted(
+                genomes=len(cands),
+                confirm_limit=self.confirm_limit,
+                tasks=list(TASKS),
+                holdout_tasks=self.holdout,
+                offsets={t: self.limit for t in TASKS},
+            )
+        )
+        out = []
+        for label, role, dropped, fitness, rank in cands:
+            confirmed = self.scores_of(dropped, self.confirm_limit)
+            holdout = {
+                task: {**next(iter(confirmed.values())), "n": self.confirm_limit}
+                for task in self.holdout
+            }
+            event = GenomeConfirmed(
+                label=label,
+                role=role,
+                rank=rank,
+                dropped=dropped,
+                fitness=fitness,
+                fitness_stderr=fitness_kinds.fitness_stderr(
+                    self.scores_of(dropped), "squared_mean"
+                ),
+                confirmed=fitness_kinds.fitness_of(confirmed, "mean"),
+                confirmed_stderr=fitness_kinds.fitness_stderr(confirmed, "mean"),
+                confirmed_scores=confirmed,
+                holdout=fitness_kinds.fitness_of(holdout, "mean") if holdout else None,
+                holdout_stderr=fitness_kinds.fitness_stderr(holdout, "mean") if holdout else None,
+                holdout_scores=holdout,
+                seconds=round(self.seconds_per_eval * 3, 2),
+            )
+            self.store.add_event(event)
+            out.append(event)
+        return out
+
+    def _finish(self, base: dict[str, dict[str, Any]]) -> None:
+        """result.json through the engine's own builder (``engine/result.py``, which imports no
+        torch), fed a stand-in for the loaded model: the fake cannot drift from its fields."""
+        from gaprune_tui.engine.result import build_result
+
         store = self.store
-        hall = store.best_evaluations(10)
-        top = hall[0]
+        confirmations = self._confirm(base) if self.faithful else []
+        config = store.config()
         n_params = N_PARAMS_30 + PARAMS_PER_LAYER * (self.n_layers - 30)
-        result: dict[str, Any] = {  # the keys the real worker writes
-            "run_id": store.id,
-            "model": self.model,
-            "n_layers": self.n_layers,
-            "tasks": [{"name": t, "metric": METRIC, "num_fewshot": 0, "limit": 20} for t in TASKS],
-            "dropped_layers": top.dropped,
-            "kept_layers": top.kept,
-            "fitness": top.fitness,
-            "fitness_function": "squared_mean",
-            "scores": top.scores,
-            "base_scores": base,
-            "base_fitness": fitness_of(base),
-            "hall_of_fame": [
-                {"dropped": e.dropped, "fitness": e.fitness, "scores": e.scores} for e in hall
-            ],
-            "evaluations": self._new_evaluations,
-            "cache_hits": self._cache_hits,
-            "generations": self.generations,
-            "population": self.population,
-            "wall_seconds": round(self._new_evaluations * self.seconds_per_eval + 3.0, 2),
-            "params_total": n_params,
-            "params_removed": PARAMS_PER_LAYER * len(top.dropped),
-        }
+        per_layer = [PARAMS_PER_LAYER] * self.n_layers
+        setup = SimpleNamespace(
+            config=config,
+            loaded=SimpleNamespace(
+                name=self.model,
+                source=Path("/models") / self.model,
+                n_layers=self.n_layers,
+                dtype="float32",
+                device=SimpleNamespace(type="cpu"),
+                model=SimpleNamespace(parameters=lambda: [SimpleNamespace(numel=lambda: n_params)]),
+            ),
+            taskset=SimpleNamespace(
+                tasks=[
+                    SimpleNamespace(name=t, metric=METRIC, num_fewshot=0, limit=self.limit)
+                    for t in TASKS
+                ]
+            ),
+            calibration=SimpleNamespace(
+                spec="offline",
+                description="BoolQ passages and SciQ support paragraphs (validation, from the end)",
+                input_ids=SimpleNamespace(numel=lambda: 16 * 128),
+            ),
+        )
+        base_event = BaseScores(scores=base, fitness=fitness_of(base))
+        result = build_result(
+            store, setup, base_event, self.references, confirmations, per_layer, 0.0
+        )  # type: ignore[arg-type]  # the stand-in has what build_result reads
         store.write_result(result)
         store.set_state(RunState.FINISHED)
         store.add_event(RunFinished(result=result))
@@ -408,8 +503,10 @@ def populate(
     protect: int = 2,
     seed: int = 0,
     finished: bool = True,
+    faithful: bool = False,
 ) -> FakeEngine:
-    """Write a whole search into ``store``; with ``finished=False`` it stays running (no ending)."""
+    """Write a whole search into ``store``; with ``finished=False`` it stays running (no ending);
+    ``faithful`` as in ``FakeEngine``."""
     engine = FakeEngine(
         store,
         generations=generations,
@@ -419,6 +516,7 @@ def populate(
         protect=protect,
         seed=seed,
         finished=finished,
+        faithful=faithful,
     )
     engine.run()
     return engine

@@ -11,12 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tiny_models import build_tiny
 
-from gaprune_tui.core import paths
+from gaprune_tui.core import events, paths
 from gaprune_tui.core.store import RunStore, list_runs
 
 TINY_RUN = ["--tasks", "hellaswag_offline", "--limit", "4", "--prune", "2", "--protect", "1"]
@@ -24,13 +26,15 @@ TINY_RUN = ["--tasks", "hellaswag_offline", "--limit", "4", "--prune", "2", "--p
 TINY_RUN += ["--fitness", "squared_mean", "--finalists", "1", "--confirm-limit", "4"]
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gaprune_tui", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "GAPRUNE_THREADS": "1"},
+        env={**os.environ, "GAPRUNE_THREADS": "1", **(env or {})},
     )
 
 
@@ -172,46 +176,194 @@ def test_run_then_repeat_is_all_memo(tiny_llama: Path) -> None:
 def start_detached(model: Path, generations: int, limit: int = 4) -> tuple[str, RunStore]:
     """Start a search in the background on a tiny model; its id and store."""
     args = ["--population", "6", "--generations", str(generations), "--limit", str(limit)]
-    start = cli("run", "--model", str(model), *TINY_RUN, *args, "--detach")
+    return start_detached_args(model, [*TINY_RUN, *args])
+
+
+def start_detached_args(model: Path, args: list[str]) -> tuple[str, RunStore]:
+    start = cli("run", "--model", str(model), *args, "--detach")
     assert start.returncode == 0, start.stderr
     run_id = start.stdout.strip().splitlines()[-1]
     return run_id, RunStore.open(run_id)
 
 
-def test_kill_9_then_resume_redoes_nothing(tiny_llama: Path) -> None:
-    # 40 items per evaluation: slow enough that the search cannot finish between the moment
-    # generation 2 shows up and the kill.
-    run_id, store = start_detached(tiny_llama, generations=4, limit=40)
-    deadline = time.monotonic() + 240
-    # Kill mid-generation: after generation 1 has begun and some of its evaluations finished.
-    while time.monotonic() < deadline:
-        evs = store.evaluations()
-        if any(e.generation >= 2 for e in evs):
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("the engine made no progress")
+# ---- kill -9 and resume ----------------------------------------------------------------------
+# A 12-layer tiny model dropping 3 of the last 11 layers: 165 genomes, so the generations are
+# mostly fresh work, not memo hits, and each lasts long enough to kill inside it.
+RESUME_RUN = [
+    "--tasks",
+    "hellaswag_offline",
+    "--limit",
+    "24",
+    "--prune",
+    "3",
+    "--protect",
+    "1",
+    "--population",
+    "8",
+    "--generations",
+    "3",
+    "--finalists",
+    "2",
+    "--confirm-limit",
+    "8",
+    "--holdout-tasks",
+    "piqa_offline",
+]
+# result.json keys that depend on what was computed, not on when or in how many sessions.
+RESULT_KEYS = (
+    "dropped_layers",
+    "kept_layers",
+    "fitness",
+    "scores",
+    "picked_by",
+    "finalists",
+    "baselines",
+    "base_confirmation",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama12(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny("llama", tmp_path_factory.mktemp("tiny12") / "llama", n_layers=12)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    tiny_llama12: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], int]:
+    """The same search run start to end in its own GAPRUNE_HOME (its own memo): the result and
+    the number of fresh (non-memo) evaluations it made."""
+    home = tmp_path_factory.mktemp("uninterrupted-home")
+    env = {"GAPRUNE_HOME": str(home)}
+    proc = cli("run", "--model", str(tiny_llama12), *RESUME_RUN, "--json", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    (run_dir,) = (home / "data" / "runs").iterdir()
+    store = RunStore(run_dir)
+    assert [e.resumed for e in store.events() if isinstance(e, events.RunStarted)] == [False]
+    return result, fresh_evaluations(store)
+
+
+def fresh_evaluations(store: RunStore) -> int:
+    """Evaluations computed (not read from the memo) over every session of a run: the
+    evaluation_finished events, which are appended and never replaced."""
+    return sum(
+        1 for e in store.events() if isinstance(e, events.EvaluationFinished) and not e.from_memo
+    )
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def kill_engine(store: RunStore) -> None:
     pid = store.meta()["pid"]
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
-    assert store.display_state() == "crashed"
-    before = store.evaluations()
-    fresh_before = {tuple(e.dropped) for e in before if not e.from_memo}
+    wait_for(lambda: store.display_state() == "crashed", "the run to show as crashed", 30)
 
-    resumed = cli("resume", run_id, "--json")
+
+def resume_and_compare(
+    run_id: str, store: RunStore, uninterrupted: tuple[dict[str, Any], int]
+) -> dict[str, Any]:
+    """Resume a killed run to the end; its result equals the uninterrupted run's and its fresh
+    evaluations over both sessions are the uninterrupted run's, plus at most the one in flight."""
+    expected, expected_fresh = uninterrupted
+    resumed = cli("resume", run_id, "--json", timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
     assert store.state == "finished"
-    after = store.evaluations()[len(before) :]
-    fresh_after = [tuple(e.dropped) for e in after if not e.from_memo]
-    # Nothing finished before the kill was evaluated again.
-    assert not fresh_before & set(fresh_after)
-    assert len(fresh_after) == len(set(fresh_after))
-    assert result["generations"] == 4
-    assert [g.gen for g in store.generations()] == [0, 1, 2, 3, 4]
+    assert json.loads(store.result_path.read_text()) == result
+    assert not store.result_path.with_suffix(".json.tmp").exists()
+    for key in RESULT_KEYS:
+        assert result[key] == expected[key], key
+    assert expected_fresh <= fresh_evaluations(store) <= expected_fresh + 1
+    assert [g.gen for g in store.generations()] == [0, 1, 2, 3]
+    return result
+
+
+def test_kill_9_mid_generation_resumes_from_its_checkpoint(
+    tiny_llama12: Path, uninterrupted: tuple[dict[str, Any], int]
+) -> None:
+    run_id, store = start_detached_args(tiny_llama12, RESUME_RUN)
+
+    def mid_generation() -> bool:
+        # Generation g checkpointed and generation g + 1 partly evaluated (g >= 1).
+        checkpoint = store.last_checkpoint()
+        if checkpoint is None or checkpoint[0] < 1:
+            return False
+        return any(e.generation == checkpoint[0] + 1 for e in store.evaluations())
+
+    wait_for(mid_generation, "generation g + 1 to be partly evaluated")
+    kill_engine(store)
+    checkpoint = store.last_checkpoint()
+    assert checkpoint is not None
+    g = checkpoint[0]
+    # The kill really landed inside generation g + 1 (the test would prove nothing otherwise).
+    assert [x.gen for x in store.generations()] == list(range(g + 1))
+    assert any(e.generation == g + 1 for e in store.evaluations())
+    assert g + 1 <= 3, "the kill came after the last generation"
+
+    resume_and_compare(run_id, store, uninterrupted)
+
+    started = [e for e in store.events() if isinstance(e, events.RunStarted)]
+    assert [e.resumed for e in started] == [False, True]
+    assert f"resuming after generation {g}" in store.log_path.read_text()
+    # No generation up to g ran again: each closed once, in the first session.
+    closed = [e.generation for e in store.events() if isinstance(e, events.GenerationFinished)]
+    assert sorted(closed) == [0, 1, 2, 3] and len(closed) == len(set(closed))
+    second_session = store.events()[store.events().index(started[1]) :]
+    redone = {
+        e.generation
+        for e in second_session
+        if isinstance(e, events.EvaluationFinished | events.GenerationFinished)
+    }
+    assert min(redone) == g + 1, redone
 
     finished = cli("resume", run_id)
     assert_one_line_error_keep_runs(finished, "already finished")
+
+
+def test_kill_9_in_first_evaluation_and_in_result_write(
+    tiny_llama12: Path, uninterrupted: tuple[dict[str, Any], int]
+) -> None:
+    run_id, store = start_detached_args(tiny_llama12, RESUME_RUN)
+    # 1. During the very first evaluation (the base model): nothing finished yet.
+    wait_for(
+        lambda: any(isinstance(e, events.RunStarted) for e in store.events()),
+        "the engine to start",
+    )
+    kill_engine(store)
+    assert store.last_checkpoint() is None
+    assert not any(isinstance(e, events.BaseScores) for e in store.events()), "kill came too late"
+    # 2. Resume, and kill again once the search is over and the result is being put together
+    # (confirmation started: result.json is next). A kill in the middle of ``write_result``
+    # leaves at most a partial ``result.json.tmp`` and no result.json (it is replaced atomically):
+    # leave such a partial file, as that kill would.
+    again = cli("resume", run_id, "--detach")
+    assert again.returncode == 0, again.stderr
+    wait_for(
+        lambda: any(isinstance(e, events.ConfirmationStarted) for e in store.events()),
+        "the confirmation to start",
+        timeout=600,
+    )
+    kill_engine(store)
+    assert store.result() is None
+    store.result_path.with_suffix(".json.tmp").write_text('{"dropped_layers": [1,')
+    started = [e for e in store.events() if isinstance(e, events.RunStarted)]
+    # The first kill came before generation 0 closed: that resume restarted (no checkpoint).
+    assert [e.resumed for e in started] == [False, False]
+    assert "no generation finished yet: restarting" in store.log_path.read_text()
+
+    resume_and_compare(run_id, store, uninterrupted)
+    started = [e for e in store.events() if isinstance(e, events.RunStarted)]
+    assert [e.resumed for e in started] == [False, False, True]
+    assert "resuming after generation 3" in store.log_path.read_text()
+    closed = [e.generation for e in store.events() if isinstance(e, events.GenerationFinished)]
+    assert closed == [0, 1, 2, 3]
 
 
 def assert_one_line_error_keep_runs(proc: subprocess.CompletedProcess[str], fragment: str) -> None:

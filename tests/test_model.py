@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import constants as hf_constants
-from tiny_models import FAMILIES, build_tiny, put_in_hub_cache
+from tiny_models import FAMILIES, MORE_FAMILIES, build_tiny, put_in_hub_cache
 
 from gaprune_tui.core.errors import ModelError
 from gaprune_tui.core.modelspec import embedded_gguf_path
@@ -49,13 +49,19 @@ def torch_threads(request: pytest.FixtureRequest):
 # Dropped-layer sets for 6-layer models with the first two layers protected: the first droppable,
 # the last, a contiguous block, a scattered set, and layer 0 itself (LayerView must not care).
 GENOMES = [(2,), (5,), (2, 3, 4), (2, 4, 5), (0,)]
-LAYER_PATHS = {"llama": "model.layers", "qwen3": "model.layers", "gpt2": "transformer.h"}
+LAYER_PATHS = {
+    "llama": "model.layers",
+    "qwen3": "model.layers",
+    "gpt2": "transformer.h",
+    "gpt_neox": "gpt_neox.layers",
+    "opt": "model.decoder.layers",
+}
 
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
-    return {family: build_tiny(family, root / family) for family in FAMILIES}
+    return {family: build_tiny(family, root / family) for family in FAMILIES + MORE_FAMILIES}
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +128,7 @@ def _generate(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, pad
         )
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + MORE_FAMILIES)
 def test_layer_view_equals_rebuilt_model(family: str, loaded: dict[str, LoadedModel]) -> None:
     lm = loaded[family]
     ids, mask = _inputs(lm.model.config.vocab_size)
@@ -178,7 +184,7 @@ def test_apply_dropped_and_restore_put_config_back(loaded: dict[str, LoadedModel
 # load_model on local folders
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES + MORE_FAMILIES)
 def test_load_tiny_folder(family: str, tiny_dirs: dict[str, Path], loaded: dict[str, LoadedModel]):
     lm = loaded[family]
     assert lm.source == tiny_dirs[family].resolve()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import random
 
 import pytest
-from deap import tools
 
 from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.core.events import (
     EvaluationFinished,
     EvaluationStarted,
@@ -116,6 +116,10 @@ def test_duplicates_in_a_generation_are_evaluated_once() -> None:
         per_gen.setdefault(e.generation, []).append(tuple(e.dropped))
     for gen_genomes in per_gen.values():
         assert len(gen_genomes) == len(set(gen_genomes))
+    # The objective was asked exactly once for each genome a generation reports, and never for
+    # anything else (a duplicate is reported once and costs nothing).
+    assert sorted(calls) == sorted(g for gen in per_gen.values() for g in gen)
+    assert any(len(gen) < 8 for gen in per_gen.values()), "no duplicates: nothing was tested"
 
 
 class PlannedObjective:
@@ -158,6 +162,9 @@ def test_zero_mode_scores_invalid_offspring_zero_without_evaluating() -> None:
     assert invalid, "with seed 7 the original operators produce repeated indices"
     assert all(e.fitness == 0.0 and len(set(e.dropped)) < 4 for e in invalid)
     assert all(len(set(d)) == len(d) for d in seen)
+    # Only the valid genomes reached the objective, each reported one once.
+    valid = [e.dropped for e in finished(evs) if e.fidelity != "invalid"]
+    assert sorted(seen) == sorted(valid)
 
 
 def test_repair_is_deterministic_and_valid() -> None:
@@ -197,9 +204,13 @@ def test_screening_spends_the_full_limit_only_on_promising_offspring() -> None:
     started = [e for e in evs if isinstance(e, EvaluationStarted)]
     assert {e.fidelity for e in started} == {None, "screen:5"}
     assert full_after_gen0 < screened
+    # Every objective call is one reported evaluation at its fidelity (None: the full limit).
+    reported = [
+        None if e.fidelity == "full" else int(e.fidelity.split(":")[1]) for e in finished(evs)
+    ]
+    assert sorted(calls, key=str) == sorted(reported, key=str)
 
 
 def test_layer_checks() -> None:
-    with pytest.raises(Exception, match="prune=14 must be below"):
+    with pytest.raises(ConfigError, match="prune=14 must be below"):
         Search(cfg(prune=14), N, objective)
-    assert isinstance(tools.HallOfFame(1), tools.HallOfFame)

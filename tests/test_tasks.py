@@ -14,25 +14,22 @@ import math
 from pathlib import Path
 from typing import Any
 
+import lm_eval
 import pytest
+from lm_eval.api.model import LM
+from lm_eval.tasks import TaskManager
+from lm_eval.tasks._yaml_loader import load_yaml
 
 from gaprune_tui.core import tasknames
 from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.errors import TaskError
 from gaprune_tui.core.stats import binomial_stderr, task_score
-
-lm_eval = pytest.importorskip("lm_eval")
-
-from lm_eval.api.model import LM  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
-from lm_eval.tasks._yaml_loader import load_yaml  # noqa: E402
-
-from gaprune_tui.engine.tasks import (  # noqa: E402
+from gaprune_tui.engine.tasks import (
     build_tasks,
     bundled_task_names,
     bundled_tasks_dir,
 )
-from gaprune_tui.offline_tasks import offline  # noqa: E402
+from gaprune_tui.offline_tasks import offline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LM_EVAL_TASKS = Path(lm_eval.__file__).parent / "tasks"

@@ -24,7 +24,7 @@ async def wait_for(pilot: Any, condition: Any, timeout: float, what: str) -> Non
     while not condition():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
-        await pilot.pause(0.5)
+        await pilot.pause(0.05)
 
 
 async def test_setup_run_results_export_on_the_real_engine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,7 +54,6 @@ async def test_setup_run_results_export_on_the_real_engine(monkeypatch: pytest.M
         await wait_for(pilot, lambda: app.screen.id == "run", 300, "the Run screen")
         store = RunStore.open(list_runs()[0].id)
         await wait_for(pilot, lambda: store.state == "finished", 600, "the search to finish")
-        await pilot.pause(1.0)
         if app.screen.id != "results":
             await pilot.press("o")
         await wait_for(pilot, lambda: app.screen.id == "results", 30, "the Results screen")

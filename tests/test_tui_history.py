@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fake_engine import fake_store, history_runs, populate
 from textual.widgets import DataTable, Static
+from tui_wait import until
 
 from gaprune_tui.core import launch
 from gaprune_tui.core.store import RunStore, list_runs
@@ -108,8 +109,8 @@ async def test_new_runs_appear_on_refresh_and_cursor_stays(runs: dict) -> None:
         assert rows(screen)[0][0] == newer.id
         assert screen.selected_run().id == runs["crashed"].id  # type: ignore[union-attr]
         another = fake_store(run_id="20260101-000010-abcd")
-        await pilot.pause(2.5)  # the interval refresh picks it up without a key
-        assert rows(screen)[0][0] == another.id
+        # The interval refresh picks it up without a key.
+        await until(pilot, lambda: rows(screen)[0][0] == another.id, "the interval refresh")
 
 
 @pytest.mark.parametrize(
@@ -251,8 +252,7 @@ async def test_quit_keys_ask_on_a_running_search(runs: dict, key: str) -> None:
     is immediate (see test_n_opens_setup_and_f4_comes_back)."""
     app = GapruneApp(initial="run", run=str(runs["running"].path))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
-        assert app.screen.id == "run"
+        await until(pilot, lambda: app.screen.id == "run", "the Run screen")
         await pilot.press(key)
         await pilot.pause()
         assert app.screen.id == "quit-dialog"
@@ -277,3 +277,57 @@ async def test_highlighted_run_shows_its_error_and_what_to_do(runs: dict) -> Non
         best = runs["finished"].meta()["best_dropped"]
         assert f"best: drop {best}" in str(detail.render())
         assert "error" not in str(detail.render())
+
+
+async def test_r_resumes_a_crashed_run_on_the_real_engine(tmp_path: Any) -> None:
+    """No recorder: the real engine process runs a search on a tiny model, is killed -9 after
+    generation 0, and ``r`` on History starts the real engine again, which resumes from that
+    checkpoint and finishes while the Run screen follows it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tiny_models import build_tiny
+
+    from gaprune_tui.core import events
+
+    model = build_tiny("llama", tmp_path / "llama")
+    args = ["--tasks", "hellaswag_offline", "--limit", "8", "--prune", "2", "--protect", "1"]
+    args += ["--population", "4", "--generations", "2", "--finalists", "1", "--confirm-limit", "4"]
+    args += ["--holdout-tasks", "piqa_offline"]
+    start = subprocess.run(
+        [sys.executable, "-m", "gaprune_tui", "run", "--model", str(model), *args, "--detach"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "GAPRUNE_THREADS": "1"},
+    )
+    assert start.returncode == 0, start.stderr
+    store = RunStore.open(start.stdout.strip().splitlines()[-1])
+    deadline = time.monotonic() + 300
+    while store.last_checkpoint() is None:
+        assert time.monotonic() < deadline, "generation 0 never closed"
+        time.sleep(0.05)
+    os.kill(store.meta()["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while store.display_state() != "crashed":
+        assert time.monotonic() < deadline, "the killed run does not show as crashed"
+        time.sleep(0.05)
+
+    app = GapruneApp(initial="history")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await select(pilot, history_of(app), store.id)
+        await pilot.press("r")
+        await until(pilot, lambda: app.screen.id == "run", "the Run screen")
+        await until(pilot, lambda: store.state == "finished", "the resumed search", timeout=300)
+        banner = app.screen.query_one("#banner", Static)
+        await until(pilot, lambda: "finished" in str(banner.render()), "the finished banner")
+    started = [e for e in store.events() if isinstance(e, events.RunStarted)]
+    assert [e.resumed for e in started] == [False, True]
+    closed = [e.generation for e in store.events() if isinstance(e, events.GenerationFinished)]
+    assert sorted(closed) == [0, 1, 2] and len(set(closed)) == len(closed)
+    result = store.result()
+    assert result is not None and len(result["dropped_layers"]) == 2

@@ -14,6 +14,7 @@ import pytest
 from fake_engine import FakeEngine, fake_store, populate
 from rich.console import Console
 from textual.widgets import DataTable, Sparkline, Static
+from tui_wait import until
 
 from gaprune_tui.core import launch
 from gaprune_tui.core.store import RunStore
@@ -81,11 +82,19 @@ async def test_opens_on_a_running_search_and_follows_it_live() -> None:
         assert "running" in title and "generation 2/3" in title
         # The timer alone (4 Hz) picks up the next events too.
         engine.run()
-        await pilot.pause(0.6)
-        assert table.row_count == 4
-        assert "finished" in banner_text(screen)
-        toasts = [str(t.render()) for t in screen.query("Toast")]
-        assert any("press o for the results" in t for t in toasts)  # offered, not forced
+
+        def toasts() -> list[str]:
+            return [str(t.render()) for t in screen.query("Toast")]
+
+        await until(
+            pilot,
+            lambda: (
+                table.row_count == 4
+                and "finished" in banner_text(screen)
+                and any("press o for the results" in t for t in toasts())
+            ),  # offered, not forced
+            "the timer to show the finished search",
+        )
         log = screen.query_one("#engine-log")
         assert any("search finished" in str(line.text) for line in log.lines)
 
@@ -320,19 +329,37 @@ async def test_invalid_run_shows_why() -> None:
         assert "model 'nope' not found" in banner_text(app.screen)
 
 
-async def test_unreadable_store_is_reported_not_raised() -> None:
+def count_polls(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[int]:
+    """Count the calls of ``cls.poll`` (the screens' interval timers call it): a one-item list."""
+    count = [0]
+    real = cls.poll
+
+    def counted(self: object, *args: object, **kwargs: object) -> object:
+        count[0] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "poll", counted)
+    return count
+
+
+async def test_unreadable_store_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     store, _engine = running_store()
+    run_polls = count_polls(monkeypatch, RunScreen)
+    results_polls = count_polls(monkeypatch, ResultsScreen)
     app = GapruneApp(initial="run", run=str(store.path))
     async with app.run_test(size=SIZE) as pilot:
         screen = app.screen
         screen.store.close()  # what the screen holds can no longer be read
         screen.poll()
-        await pilot.pause(0.5)  # the 4 Hz timer polls too
+        # The 4 Hz timer polls the closed store too, more than once, without raising.
+        seen = run_polls[0]
+        await until(pilot, lambda: run_polls[0] >= seen + 2, "the Run screen's timer")
         assert app.is_running
         assert "Cannot read the run store" in banner_text(screen)
         await pilot.press("o")
         assert isinstance(app.screen, ResultsScreen)
-        await pilot.pause(1.2)
+        seen = results_polls[0]
+        await until(pilot, lambda: results_polls[0] >= seen + 3, "the Results screen's timer")
         assert app.is_running
 
 

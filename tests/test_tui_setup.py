@@ -17,6 +17,7 @@ import pytest
 from fake_engine import fake_store, populate
 from textual.widgets import Button, Input, Select, SelectionList, Static
 from tiny_models import build_tiny
+from tui_wait import until
 
 from gaprune_tui.core import launch, modelinfo
 from gaprune_tui.core.config import RunConfig, TaskSpec
@@ -472,8 +473,7 @@ async def test_start_opens_the_run_screen_once_the_engine_runs(launches: list) -
         await pilot.pause()
         assert len(launches) == 1
         store.set_state(RunState.RUNNING)
-        await pilot.pause(0.6)
-        assert app.screen.id == "run"
+        await until(pilot, lambda: app.screen.id == "run", "the Run screen")
 
 
 async def test_invalid_setup_reported_by_the_engine_comes_back_to_the_form(
@@ -489,9 +489,14 @@ async def test_invalid_setup_reported_by_the_engine_comes_back_to_the_form(
         store.set_state(
             RunState.INVALID, error="task 'mutual' needs its dataset, which is not offline"
         )
-        await pilot.pause(0.6)
+        await until(
+            pilot,
+            lambda: (
+                "Not started: task 'mutual' needs its dataset" in text_of(screen, "#form-error")
+            ),
+            "the engine's error on the form",
+        )
         assert app.screen is screen
-        assert "Not started: task 'mutual' needs its dataset" in text_of(screen, "#form-error")
         assert not store.path.exists()  # discarded
         assert not start_button(screen).disabled
 
@@ -506,7 +511,11 @@ async def test_engine_that_dies_before_starting_is_reported(launches: list) -> N
         store, proc = launches[0]
         store.log_path.write_text("Traceback...\nModuleNotFoundError: No module named 'torch'\n")
         proc.returncode = 1
-        await pilot.pause(0.6)
+        await until(
+            pilot,
+            lambda: "exited before starting" in text_of(screen, "#form-error"),
+            "the start-up failure on the form",
+        )
         error = text_of(screen, "#form-error")
         assert "exited before starting" in error
         assert "No module named 'torch'" in error

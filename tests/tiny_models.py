@@ -14,6 +14,9 @@ from pathlib import Path
 import torch
 
 FAMILIES = ("llama", "qwen3", "gpt2")
+# The other layer paths the README names (``gpt_neox.layers``, ``model.decoder.layers``): tested
+# for the layer view and export, not run through every scoring test.
+MORE_FAMILIES = ("gpt_neox", "opt")
 N_LAYERS = 6
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog. A man is sitting on a roof.",
@@ -48,12 +51,17 @@ def build_tokenizer(path: Path):
 
 
 def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int = 0) -> Path:
-    """Save a tiny model of ``family`` (llama, qwen3 with layer_types, gpt2) into ``path``."""
+    """Save a tiny model of ``family`` (llama, qwen3 with layer_types, gpt2, gpt_neox, opt) into
+    ``path``."""
     from transformers import (
         GPT2Config,
         GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
         LlamaConfig,
         LlamaForCausalLM,
+        OPTConfig,
+        OPTForCausalLM,
         Qwen3Config,
         Qwen3ForCausalLM,
     )
@@ -101,6 +109,31 @@ def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int =
         model = GPT2LMHeadModel(
             GPT2Config(
                 vocab_size=vocab, n_embd=32, n_layer=n_layers, n_head=4, n_positions=512, **common
+            )
+        )
+    elif family == "gpt_neox":
+        model = GPTNeoXForCausalLM(
+            GPTNeoXConfig(
+                vocab_size=vocab,
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=n_layers,
+                num_attention_heads=4,
+                max_position_embeddings=512,
+                **common,
+            )
+        )
+    elif family == "opt":
+        model = OPTForCausalLM(
+            OPTConfig(
+                vocab_size=vocab,
+                hidden_size=32,
+                word_embed_proj_dim=32,
+                ffn_dim=64,
+                num_hidden_layers=n_layers,
+                num_attention_heads=4,
+                max_position_embeddings=512,
+                **common,
             )
         )
     else:
