@@ -235,6 +235,7 @@ def scored_run_data(tiny: dict[str, Path]) -> dict:
     from gaprune_tui.engine.tasks import build_tasks
 
     config = RunConfig(
+        fitness="squared_mean",  # these runs score tasks
         model=str(tiny["llama"]),
         tasks=[TaskSpec("hellaswag_offline")],
         limit=6,

@@ -175,6 +175,7 @@ def task_run_data(llama: Path) -> dict:
     from gaprune_tui.engine.tasks import build_tasks
 
     config = RunConfig(
+        fitness="squared_mean",  # these runs score tasks
         model=str(llama),
         tasks=[TaskSpec("hellaswag_offline")],
         limit=6,

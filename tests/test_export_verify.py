@@ -39,6 +39,7 @@ def scored_run(model: Path) -> RunStore:
     from gaprune_tui.engine.tasks import build_tasks
 
     config = RunConfig(
+        fitness="squared_mean",  # these runs score tasks
         model=str(model),
         tasks=[TaskSpec("hellaswag_offline")],
         limit=6,

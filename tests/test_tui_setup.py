@@ -292,7 +292,7 @@ async def test_hf_cache_models_are_listed_and_selectable(
 
 # ---- cost preview ---------------------------------------------------------------------------------
 def test_estimate_uses_median_seconds_per_item_of_similar_runs() -> None:
-    config = RunConfig(population=8, generations=3, limit=20).validate()
+    config = RunConfig(population=8, generations=3, limit=20, fitness="squared_mean").validate()
     assert items_per_evaluation(config) == 40
     samples = [
         TimingSample(frozenset({"hellaswag_offline"}), 0.05),
