@@ -330,15 +330,26 @@ def test_kill_9_mid_generation_resumes_from_its_checkpoint(
 def test_kill_9_in_first_evaluation_and_in_result_write(
     tiny_llama12: Path, uninterrupted: tuple[dict[str, Any], int]
 ) -> None:
-    run_id, store = start_detached_args(tiny_llama12, RESUME_RUN)
-    # 1. During the very first evaluation (the base model): nothing finished yet.
-    wait_for(
-        lambda: any(isinstance(e, events.RunStarted) for e in store.events()),
-        "the engine to start",
+    # 1. Before the very first evaluation finished. On a tiny model the base model is scored in
+    # well under a second, so a kill "during" it would race; instead the run is created with a
+    # pause request already queued, the engine loads, announces the run and parks on the pause
+    # just before scoring the base model, and is killed there: deterministically before any
+    # evaluation finished.
+    from gaprune_tui.cli.main import build_parser, config_from_args
+    from gaprune_tui.core.launch import spawn_engine
+    from gaprune_tui.core.store import ControlAction, RunState
+
+    config = config_from_args(
+        build_parser().parse_args(["run", "--model", str(tiny_llama12), *RESUME_RUN])
     )
+    store = RunStore.create(config)
+    run_id = store.id
+    store.request(ControlAction.PAUSE)
+    spawn_engine(store)
+    wait_for(lambda: store.state == RunState.PAUSED, "the engine to park on the pause")
     kill_engine(store)
-    assert store.last_checkpoint() is None
-    assert not any(isinstance(e, events.BaseScores) for e in store.events()), "kill came too late"
+    assert store.last_checkpoint() is None and not store.evaluations()
+    assert not any(isinstance(e, events.BaseScores) for e in store.events())
     # 2. Resume, and kill again once the search is over and the result is being put together
     # (confirmation started: result.json is next). A kill in the middle of ``write_result``
     # leaves at most a partial ``result.json.tmp`` and no result.json (it is replaced atomically):
