@@ -449,6 +449,7 @@ class FakeEngine:
                 source=Path("/models") / self.model,
                 n_layers=self.n_layers,
                 dtype="float32",
+                dtype_reason="float32: the fake engine (no model)",
                 device=SimpleNamespace(type="cpu"),
                 model=SimpleNamespace(parameters=lambda: [SimpleNamespace(numel=lambda: n_params)]),
             ),
