@@ -23,6 +23,7 @@ from gaprune_tui.core.store import RunStore
 
 # The run both engines follow (the fake's defaults stand in for a model: 30 layers).
 CONFIG = {
+    "fitness": "squared_mean",  # the fake scores tasks
     "generations": 2,
     "population": 4,
     "prune": 2,

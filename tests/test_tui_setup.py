@@ -334,6 +334,10 @@ async def test_cost_preview_shows_max_evaluations_and_measured_estimate() -> Non
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         screen = setup_of(app)
+        # The default fitness is KL, whose timing the task measurements do not give.
+        assert "KL timing not measured yet" in text_of(screen, "#cost")
+        screen.query_one("#fitness", Select).value = "squared_mean"
+        await settle(pilot)
         cost = text_of(screen, "#cost")
         assert "at most 32 evaluations" in cost
         assert f"estimated ≤ {format_duration(32 * median)}" in cost
