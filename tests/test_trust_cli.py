@@ -153,7 +153,8 @@ def test_kl_run_confirms_finalists_and_confirm_reruns(sharp_llama: Path) -> None
     for row, ref in zip(result["baselines"], refs, strict=True):
         assert (row["dropped_layers"], row["fitness"]) == (ref.dropped, ref.fitness)
         assert row["fitness"] > 0 and row["fitness_vs_base"] == "worse"
-        assert row["confirmed_stderr"] > 0 and row["holdout_stderr"] > 0
+        # 0 at a score of 0 or 1 (lm-eval's binomial convention), never missing.
+        assert row["confirmed_stderr"] >= 0 and row["holdout_stderr"] >= 0
     check_confirmations(result, store, finalists=2)
     assert store.result() == result
 
