@@ -32,6 +32,8 @@ INIT_CHOICES = ("random", "heuristics")
 MUTATION_CHOICES = ("uniform", "swap")
 INVALID_CHOICES = ("repair", "zero")
 SCORER_CHOICES = ("fast", "hflm")
+# single: one k (``prune``), the original method; pareto: every k in ``prune_range`` at once.
+OBJECTIVE_CHOICES = ("single", "pareto")
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -64,6 +66,9 @@ class RunConfig:
     limit: int | None = 100
     include_path: list[str] = field(default_factory=list)
     prune: int = 4
+    # ``objective = "pareto"`` searches every k in ``prune_range`` ([MIN, MAX]) at once (NSGA-II).
+    objective: str = "single"
+    prune_range: list[int] | None = None
     protect: int = 2
     population: int = 60
     generations: int = 10
@@ -100,6 +105,18 @@ class RunConfig:
 
     def task_limit(self, spec: TaskSpec) -> int | None:
         return self.limit if spec.limit is None else spec.limit
+
+    @property
+    def pareto(self) -> bool:
+        return self.objective == "pareto"
+
+    @property
+    def ks(self) -> list[int]:
+        """The numbers of dropped layers the search covers: the range, or ``[prune]``."""
+        if self.pareto and self.prune_range:
+            low, high = self.prune_range
+            return list(range(low, high + 1))
+        return [self.prune]
 
     @property
     def max_evaluations(self) -> int:
@@ -191,10 +208,45 @@ class RunConfig:
                 )
         _choice("init", self.init, INIT_CHOICES)
         _choice("mutation", self.mutation, MUTATION_CHOICES)
+        self._validate_objective()
         if self.screen is not None and self.fitness not in fitness_kinds.TASK_KINDS:
             raise ConfigError(
                 f"--screen applies to task fitness, not {self.fitness}: drop --screen "
                 "(KL and perplexity are already cheap)"
+            )
+
+    def _validate_objective(self) -> None:
+        """``objective`` and ``prune_range`` ("MIN:MAX" or [MIN, MAX], 1 <= MIN < MAX)."""
+        _choice("objective", self.objective, OBJECTIVE_CHOICES)
+        if isinstance(self.prune_range, str):
+            self.prune_range = parse_prune_range(self.prune_range)
+        if self.prune_range is not None:
+            bounds = self.prune_range
+            ok = (
+                isinstance(bounds, list | tuple)
+                and len(bounds) == 2
+                and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+                and 1 <= bounds[0] < bounds[1]
+            )
+            if not ok:
+                raise ConfigError(
+                    f"prune_range must be MIN:MAX with 1 <= MIN < MAX, got {bounds!r}: "
+                    "use --prune-range 2:8"
+                )
+            self.prune_range = [int(bounds[0]), int(bounds[1])]
+        if not self.pareto:
+            if self.prune_range is not None:
+                raise ConfigError(
+                    "--prune-range needs --objective pareto: add it, or give one k with --prune"
+                )
+            return
+        if self.prune_range is None:
+            raise ConfigError(
+                "--objective pareto needs the sizes to cover: add --prune-range MIN:MAX (e.g. 2:8)"
+            )
+        if self.screen is not None:
+            raise ConfigError(
+                "--screen applies to single-objective runs: drop --screen or --objective pareto"
             )
 
     def check_layers(self, n_layers: int) -> None:
@@ -205,6 +257,14 @@ class RunConfig:
                 f"use --protect below {n_layers}"
             )
         droppable = n_layers - self.protect
+        if self.pareto and self.prune_range and self.prune_range[1] >= droppable:
+            raise ConfigError(
+                f"prune_range {self.prune_range[0]}:{self.prune_range[1]} must stay below the "
+                f"{droppable} droppable layers ({n_layers} layers, {self.protect} protected): "
+                f"use --prune-range {self.prune_range[0]}:{droppable - 1} or less"
+            )
+        if self.pareto:
+            return
         if self.prune >= droppable:
             raise ConfigError(
                 f"prune={self.prune} must be below the {droppable} droppable layers "
@@ -259,6 +319,17 @@ class RunConfig:
         except OSError as exc:
             raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
         return cls.from_dict(data, source=str(path))
+
+
+def parse_prune_range(text: str) -> list[int]:
+    """``"2:8"`` -> ``[2, 8]``; a one-line error naming the form otherwise."""
+    low, sep, high = str(text).strip().partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return [int(low), int(high)]
+    except ValueError:
+        raise ConfigError(f"prune range {text!r} is not MIN:MAX: use --prune-range 2:8") from None
 
 
 def _parse_tasks(value: Any, source: str) -> list[TaskSpec]:

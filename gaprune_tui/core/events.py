@@ -25,6 +25,8 @@ Scores = dict[str, dict[str, float]]
 _ENVELOPE = frozenset({"seq", "ts", "extra"})
 # Metadata of a field the engine hands along with an event but never stores (a checkpoint blob).
 TRANSIENT = {"transient": True}
+# Fields only the event carries: the store's generation row has no column for them.
+EVENT_ONLY = {"event_only": True}
 
 
 @dataclass
@@ -81,6 +83,9 @@ class RunStarted(RunEvent):
     max_evaluations: int = 0
     resumed: bool = False
     fitness: str = "squared_mean"
+    # "pareto": every k in ``prune_range`` at once; ``prune`` is then unused.
+    objective: str = "single"
+    prune_range: list[int] | None = None
 
 
 @dataclass
@@ -146,6 +151,10 @@ class GenerationFinished(RunEvent):
     best_fitness: float = 0.0
     seconds: float = 0.0
     population: list[list[int]] = field(default_factory=list)
+    # Pareto runs: the front so far (``core/pareto.FrontPoint.to_dict``: k, dropped, fitness,
+    # dominated; one member per k) and its hypervolume against the run's fixed reference point.
+    front: list[dict[str, Any]] = field(default_factory=list, metadata=EVENT_ONLY)
+    hypervolume: float | None = field(default=None, metadata=EVENT_ONLY)
     checkpoint: bytes = field(default=b"", repr=False, compare=False, metadata=TRANSIENT)
 
 

@@ -37,6 +37,7 @@ from gaprune_tui.core.events import (
     RunStarted,
     RunStopped,
 )
+from gaprune_tui.core.pareto import FrontPoint, front_from_dicts
 from gaprune_tui.core.store import Generation, RunState, RunStore
 
 LOG_TAIL_BYTES = 64 * 1024
@@ -103,6 +104,23 @@ class RunView:
     references: dict[str, ReferenceScored] = field(default_factory=dict)
     confirming: ConfirmationStarted | None = None
     confirmations: list[GenomeConfirmed] = field(default_factory=list)
+    # Pareto runs: the objective, the range of k, the front after each generation (index =
+    # generation; ``core/pareto.FrontPoint``) and the hypervolume history.
+    objective: str = "single"
+    prune_range: list[int] | None = None
+    fronts: list[list[FrontPoint]] = field(default_factory=list)
+    hypervolumes: list[float] = field(default_factory=list)
+
+    @property
+    def pareto(self) -> bool:
+        return self.objective == "pareto"
+
+    @property
+    def front(self) -> list[FrontPoint]:
+        """The latest front (the finished run's, from result.json, once there is one)."""
+        if self.result and self.result.get("front"):
+            return front_from_dicts(self.result["front"])
+        return self.fronts[-1] if self.fronts else []
 
     @property
     def higher_is_better(self) -> bool:
@@ -221,6 +239,8 @@ class Follower:
         view.tasks = list(e.tasks)
         view.max_evaluations = e.max_evaluations
         view.fitness_kind = e.fitness
+        view.objective = e.objective
+        view.prune_range = list(e.prune_range) if e.prune_range else None
         view.state = RunState.RUNNING
         view.error = None
 
@@ -298,6 +318,12 @@ class Follower:
             row.population = [list(g) for g in view.population]
         view.rows = [r for r in view.rows if r.gen != row.gen] + [row]
         view.rows.sort(key=lambda r: r.gen)
+        if e.front:
+            # Index = generation; a resumed engine re-announcing a generation replaces it.
+            del view.fronts[row.gen :]
+            del view.hypervolumes[row.gen :]
+            view.fronts.append(front_from_dicts(e.front))
+            view.hypervolumes.append(e.hypervolume or 0.0)
         view.population = row.population
         view.best_fitness = row.best_fitness
         view.best_dropped = row.best_dropped

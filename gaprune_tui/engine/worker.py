@@ -43,7 +43,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 # The config values a run_started event repeats for the screens.
-_SEARCH_SHAPE = ("protect", "prune", "population", "generations", "max_evaluations", "fitness")
+_SEARCH_SHAPE = (
+    "protect",
+    "prune",
+    "population",
+    "generations",
+    "max_evaluations",
+    "fitness",
+    "objective",
+    "prune_range",
+)
 
 
 def set_threads() -> int:
