@@ -230,15 +230,18 @@ class Search:
             outcome = Outcome(
                 scores={}, fitness=worst, seconds=0.0, from_memo=False, fidelity="invalid"
             )
-            ind.fitness.values = (worst,)
-            ind.fidelity = outcome.fidelity
+            self._set_fitness(ind, outcome)
             yield self._finished(gen, dropped, kept, outcome)
             return
         yield EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
         outcome = self._call(dropped, None)
+        self._set_fitness(ind, outcome)
+        yield self._finished(gen, dropped, kept, outcome)
+
+    def _set_fitness(self, ind: Any, outcome: Outcome) -> None:
+        """Give an individual its evaluation: the DEAP fitness values and the fidelity."""
         ind.fitness.values = (outcome.fitness,)
         ind.fidelity = outcome.fidelity
-        yield self._finished(gen, dropped, kept, outcome)
 
     def _call(self, dropped: list[int], limit: int | None) -> Outcome:
         outcome = self.evaluate_fn(dropped, limit)
@@ -301,8 +304,7 @@ class Search:
             if promising:
                 yield from self._assess(ind, gen, index)
             else:
-                ind.fitness.values = (quick.fitness,)
-                ind.fidelity = quick.fidelity
+                self._set_fitness(ind, quick)
 
     # ---- the loop -----------------------------------------------------------------------------
     def run(self) -> Iterator[RunEvent]:
