@@ -248,6 +248,11 @@ class RunConfig:
             raise ConfigError(
                 "--screen applies to single-objective runs: drop --screen or --objective pareto"
             )
+        if self.invalid == "zero":
+            raise ConfigError(
+                "--invalid zero applies to single-objective runs (a Pareto run repairs every "
+                "child into the range): drop --invalid zero or --objective pareto"
+            )
 
     def check_layers(self, n_layers: int) -> None:
         """Checks that need the model's layer count."""

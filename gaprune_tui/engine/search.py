@@ -33,6 +33,7 @@ from typing import Any
 from deap import algorithms, base, creator, tools
 
 from gaprune_tui.core import fitness as fitness_kinds
+from gaprune_tui.core import pareto
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.events import (
     EvaluationFinished,
@@ -42,7 +43,7 @@ from gaprune_tui.core.events import (
     SearchFinished,
 )
 from gaprune_tui.core.fitness import fitness_of
-from gaprune_tui.engine.operators import mut_swap
+from gaprune_tui.engine.operators import cx_sets, mut_resize, mut_swap, repair_range
 
 # DEAP compares fitnesses through their weights: +1 maximises task fitness, -1 minimises KL and
 # perplexity, so selection, the HallOfFame and "best" follow the fitness kind with no sign tricks.
@@ -55,14 +56,29 @@ if not hasattr(creator, "GapruneFitnessMin"):
 if not hasattr(creator, "GapruneIndividualMin"):
     creator.create("GapruneIndividualMin", list, fitness=creator.GapruneFitnessMin)
 
+# A Pareto run's two objectives: the fitness (its kind's direction) and k, the layers dropped (up).
+if not hasattr(creator, "GaprunePareto"):
+    creator.create("GaprunePareto", base.Fitness, weights=(1.0, 1.0))
+if not hasattr(creator, "GapruneParetoIndividual"):
+    creator.create("GapruneParetoIndividual", list, fitness=creator.GaprunePareto)
+if not hasattr(creator, "GapruneParetoMin"):
+    creator.create("GapruneParetoMin", base.Fitness, weights=(-1.0, 1.0))
+if not hasattr(creator, "GapruneParetoIndividualMin"):
+    creator.create("GapruneParetoIndividualMin", list, fitness=creator.GapruneParetoMin)
+
 Individual = creator.GapruneIndividual
 IndividualMin = creator.GapruneIndividualMin
 CHECKPOINT_VERSION = 1
 __all__ = ["Outcome", "Search", "SearchState", "fitness_of", "is_valid", "repair"]
 
 
-def individual_class(kind: str) -> type:
-    """The DEAP individual type whose fitness weight matches the kind's direction."""
+def individual_class(kind: str, pareto: bool = False) -> type:
+    """The DEAP individual type whose fitness weights match the kind's direction (and, for a
+    Pareto run, add k as a second objective to maximise)."""
+    if pareto:
+        if fitness_kinds.higher_is_better(kind):
+            return creator.GapruneParetoIndividual
+        return creator.GapruneParetoIndividualMin
     return Individual if fitness_kinds.higher_is_better(kind) else IndividualMin
 
 
@@ -93,6 +109,10 @@ class SearchState:
     rng_state: Any
     logbook: list[dict[str, Any]] = field(default_factory=list)
     version: int = CHECKPOINT_VERSION
+    # Pareto runs: every full evaluation so far (the front is built from it) and the fixed
+    # reference fitness of the hypervolume. None in single-objective runs and older checkpoints.
+    archive: list[tuple[list[int], float]] | None = None
+    hv_ref: float | None = None
 
     def dumps(self) -> bytes:
         return pickle.dumps(self)
@@ -151,10 +171,16 @@ class Search:
         # evaluator under a KL config still maximises its task fitness), else the config's kind.
         self.kind: str = getattr(evaluate, "kind", config.fitness)
         self.higher_is_better = fitness_kinds.higher_is_better(self.kind)
-        self.individual = individual_class(self.kind)
+        self.pareto = config.pareto
+        self.ks = config.ks
+        self.individual = individual_class(self.kind, self.pareto)
         self.config = config
         self.n_layers = n_layers
         self.k = config.prune
+        # Pareto runs: (dropped, fitness) of every full evaluation, in evaluation order, and
+        # the hypervolume's reference fitness (fixed from the initial population).
+        self.archive: dict[tuple[int, ...], float] = {}
+        self.hv_ref: float | None = None
         self.evaluate_fn = evaluate
         self.rng = random.Random(config.seed)
         self.state = state
@@ -176,6 +202,10 @@ class Search:
             lambda: self.individual(sorted(random.sample(range(cfg.protect, n), self.k))),
         )
         tb.register("population", tools.initRepeat, list, tb.individual)
+        if self.pareto:
+            tb.register("mate", self._mate_sets)
+            tb.register("mutate", self._mutate_resize)
+            return tb
         tb.register("mate", tools.cxOnePoint)
         if cfg.mutation == "swap":
             tb.register("mutate", self._mutate_swap)
@@ -193,15 +223,37 @@ class Search:
         ind[:] = mut_swap(genome, self.n_layers, protect, random)  # type: ignore[arg-type]
         return (ind,)
 
+    def _mate_sets(self, a: list[int], b: list[int]) -> tuple[list[int], list[int]]:
+        """A Pareto run's crossover (``cx_sets``), in place as DEAP expects."""
+        one, two = cx_sets(a, b, random)  # type: ignore[arg-type]
+        a[:], b[:] = one, two
+        return a, b
+
+    def _mutate_resize(self, ind: list[int]) -> tuple[list[int]]:
+        """A Pareto run's mutation (``mut_resize``): grow, shrink or swap within the range."""
+        low, high = self.ks[0], self.ks[-1]
+        ind[:] = mut_resize(ind, self.n_layers, self.config.protect, low, high, random)  # type: ignore[arg-type]
+        return (ind,)
+
+    def _valid(self, genome: list[int]) -> bool:
+        if not self.pareto:
+            return is_valid(genome, self.n_layers, self.config.protect, self.k)
+        return any(is_valid(genome, self.n_layers, self.config.protect, k) for k in self.ks)
+
     def _initial_population(self) -> list[Any]:
-        """The seeds that are valid and distinct, then random genomes up to the population size."""
+        """The seeds that are valid and distinct, then random genomes up to the population size
+        (a Pareto run's spread evenly over the sizes of its range)."""
         cfg = self.config
         seeded: list[Any] = []
         for genome in self.seeds:
-            valid = is_valid(genome, self.n_layers, cfg.protect, self.k)
-            if valid and genome not in seeded and len(seeded) < cfg.population:
+            if self._valid(genome) and genome not in seeded and len(seeded) < cfg.population:
                 seeded.append(self.individual(genome))
-        return seeded + self.toolbox.population(n=cfg.population - len(seeded))
+        missing = cfg.population - len(seeded)
+        if not self.pareto:
+            return seeded + self.toolbox.population(n=missing)
+        pool = range(cfg.protect, self.n_layers)
+        sizes = [self.ks[i % len(self.ks)] for i in range(missing)]
+        return seeded + [self.individual(sorted(random.sample(pool, k))) for k in sizes]
 
     @contextlib.contextmanager
     def _own_random(self) -> Iterator[None]:
@@ -239,8 +291,15 @@ class Search:
         yield self._finished(gen, dropped, kept, outcome)
 
     def _set_fitness(self, ind: Any, outcome: Outcome) -> None:
-        """Give an individual its evaluation: the DEAP fitness values and the fidelity."""
-        ind.fitness.values = (outcome.fitness,)
+        """Give an individual its evaluation: the DEAP fitness values (a Pareto run's second
+        objective is the number of dropped layers) and the fidelity; a Pareto run's full
+        evaluations also go into its archive, the source of the front."""
+        if self.pareto:
+            ind.fitness.values = (outcome.fitness, float(len(ind)))
+            if outcome.fidelity == "full":
+                self.archive.setdefault(tuple(sorted(ind)), outcome.fitness)
+        else:
+            ind.fitness.values = (outcome.fitness,)
         ind.fidelity = outcome.fidelity
 
     def _call(self, dropped: list[int], limit: int | None) -> Outcome:
@@ -317,6 +376,10 @@ class Search:
                 population = self._initial_population()
             yield from self._evaluate_all(population, 0)
             self.hof.update(population)
+            if self.pareto:
+                fits = [ind.fitness.values[0] for ind in population]
+                self.hv_ref = pareto.reference_quality(fits, self.kind)
+                population = tools.selNSGA2(population, len(population))
             yield self._generation_event(0, population, time.monotonic() - start)
             first_gen = 1
         else:
@@ -327,29 +390,75 @@ class Search:
             self._gen_counts = [0, 0]
             self.state_population = [(ind.fitness.values[0], ind.fidelity) for ind in population]
             with self._own_random():
-                offspring = self.toolbox.select(population, len(population))
-                offspring = algorithms.varAnd(offspring, self.toolbox, cfg.cxpb, cfg.mutpb)
-                if cfg.invalid == "repair":
-                    for i, ind in enumerate(offspring):
-                        if ind.fitness.valid:
-                            continue
-                        if is_valid(list(ind), self.n_layers, cfg.protect, self.k):
-                            ind[:] = sorted(ind)
-                        else:
-                            offspring[i] = self.individual(
-                                repair(list(ind), self.n_layers, cfg.protect, random)
-                            )
+                offspring = self._breed(population)
             yield from self._evaluate_all(offspring, gen)
             self.hof.update(offspring)
-            population[:] = offspring
+            population[:] = self._survivors(population, offspring)
             yield self._generation_event(gen, population, time.monotonic() - start)
         yield self.summary()
 
+    def _breed(self, population: list[Any]) -> list[Any]:
+        """Offspring of one generation (inside ``_own_random``): selection, ``varAnd``, repair.
+
+        Single objective: tournament selection, as the original method. Pareto: NSGA-II's
+        crowded tournament (``selTournamentDCD``; it takes a multiple of four, so the population
+        is padded with its own first members and the extra children dropped), and every child
+        repaired into the range."""
+        cfg = self.config
+        if self.pareto:
+            padded = population + population[: (-len(population)) % 4]
+            parents = tools.selTournamentDCD(padded, len(padded))[: len(population)]
+            offspring = algorithms.varAnd(parents, self.toolbox, cfg.cxpb, cfg.mutpb)
+            low, high = self.ks[0], self.ks[-1]
+            for i, ind in enumerate(offspring):
+                if not ind.fitness.valid:
+                    fixed = repair_range(ind, self.n_layers, cfg.protect, low, high, random)  # type: ignore[arg-type]
+                    offspring[i] = self.individual(fixed)
+            return offspring
+        offspring = self.toolbox.select(population, len(population))
+        offspring = algorithms.varAnd(offspring, self.toolbox, cfg.cxpb, cfg.mutpb)
+        if cfg.invalid == "repair":
+            for i, ind in enumerate(offspring):
+                if ind.fitness.valid:
+                    continue
+                if is_valid(list(ind), self.n_layers, cfg.protect, self.k):
+                    ind[:] = sorted(ind)
+                else:
+                    offspring[i] = self.individual(
+                        repair(list(ind), self.n_layers, cfg.protect, random)
+                    )
+        return offspring
+
+    def _survivors(self, population: list[Any], offspring: list[Any]) -> list[Any]:
+        """The next population: the offspring (single objective, generational as the original),
+        or NSGA-II's elitist choice from parents and offspring together, each genome once
+        where the distinct genomes suffice (a duplicate only adds crowding, never a new point)."""
+        if not self.pareto:
+            return offspring
+        distinct: list[Any] = []
+        seen: set[tuple[int, ...]] = set()
+        for ind in population + offspring:
+            key = tuple(sorted(ind))
+            if key not in seen:
+                seen.add(key)
+                distinct.append(ind)
+        size = len(population)
+        pool = distinct if len(distinct) >= size else population + offspring
+        return tools.selNSGA2(pool, size)
+
+    def front(self) -> list[pareto.FrontPoint]:
+        """A Pareto run's front: the best full evaluation per k of the range so far."""
+        return pareto.per_k_best(self.archive.items(), self.kind, self.ks)
+
     def summary(self) -> SearchFinished:
-        return SearchFinished(
-            hall_of_fame=[
+        if self.pareto:
+            members = [{"dropped": p.dropped, "fitness": p.fitness} for p in self.front()]
+        else:
+            members = [
                 {"dropped": sorted(ind), "fitness": ind.fitness.values[0]} for ind in self.hof
-            ],
+            ]
+        return SearchFinished(
+            hall_of_fame=members,
             evaluated=self.evaluated,
             memo_hits=self.memo_hits,
         )
@@ -358,7 +467,17 @@ class Search:
         self, gen: int, population: list[Any], seconds: float
     ) -> GenerationFinished:
         fits = [ind.fitness.values[0] for ind in population]
-        best = self.hof[0]
+        best_dropped, best_fitness = sorted(self.hof[0]), self.hof[0].fitness.values[0]
+        front: list[pareto.FrontPoint] = []
+        volume = None
+        if self.pareto:
+            # A Pareto run's "best" is its front's knee: the point a user would most likely pick.
+            front = self.front()
+            knee = pareto.knee(front, self.kind)
+            if knee is not None:
+                best_dropped, best_fitness = knee.dropped, knee.fitness
+            ref = self.hv_ref if self.hv_ref is not None else 0.0
+            volume = pareto.hypervolume(front, self.kind, ref, self.ks[0] - 1)
         state = SearchState(
             gen=gen,
             population=[list(ind) for ind in population],
@@ -366,6 +485,8 @@ class Search:
             fidelities=[getattr(ind, "fidelity", "full") for ind in population],
             hof=[(list(ind), ind.fitness.values[0]) for ind in self.hof],
             rng_state=self.rng.getstate(),
+            archive=[(list(g), f) for g, f in self.archive.items()] if self.pareto else None,
+            hv_ref=self.hv_ref,
         )
         return GenerationFinished(
             generation=gen,
@@ -374,10 +495,12 @@ class Search:
             min=min(fits),
             mean=sum(fits) / len(fits),
             max=max(fits),
-            best_dropped=sorted(best),
-            best_fitness=best.fitness.values[0],
+            best_dropped=best_dropped,
+            best_fitness=best_fitness,
             seconds=seconds,
             population=[sorted(ind) for ind in population],
+            front=pareto.front_to_dicts(front),
+            hypervolume=volume,
             checkpoint=state.dumps(),
         )
 
@@ -388,13 +511,22 @@ class Search:
             state.population, state.fitnesses, state.fidelities, strict=True
         ):
             ind = self.individual(genome)
-            ind.fitness.values = (fit,)
+            ind.fitness.values = self._values(genome, fit)
             ind.fidelity = fid
             population.append(ind)
         hof_inds = []
         for genome, fit in state.hof:
             ind = self.individual(genome)
-            ind.fitness.values = (fit,)
+            ind.fitness.values = self._values(genome, fit)
             hof_inds.append(ind)
         self.hof.update(hof_inds)
+        if self.pareto:
+            self.archive = {tuple(g): f for g, f in state.archive or []}
+            self.hv_ref = state.hv_ref
+            # NSGA-II's crowded tournament reads the crowding distances selNSGA2 assigns (they
+            # are not in the checkpoint); it draws nothing random, so the resume stays exact.
+            population = tools.selNSGA2(population, len(population))
         return population
+
+    def _values(self, genome: list[int], fit: float) -> tuple[float, ...]:
+        return (fit, float(len(genome))) if self.pareto else (fit,)
