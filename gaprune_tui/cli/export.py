@@ -1,7 +1,8 @@
 """``gaprune-tui export RUN``: write a run's pick (or its N-th genome) as a standalone model.
 
 Without ``--rank`` the run's recommended genome is exported (result.json's ``dropped_layers``: the
-confirmed best when confirmation ran); ``--rank N`` counts in the confirmed order when the run has
+confirmed best when confirmation ran, a Pareto run's knee); ``--k K`` exports a Pareto run's front
+member with K dropped layers; ``--rank N`` counts in the confirmed order when the run has
 confirmed finalists (then the rest of the search's ranking), else in the search's ranking.
 
 Human mode prints progress lines and the outcome with rich; ``--progress-json`` prints one JSON
@@ -49,6 +50,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="LAYERS",
         help="the genome dropping these layers (comma-separated, e.g. 3,4) instead of --rank",
     )
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="a Pareto run's front member with K dropped layers (default: the front's knee)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument(
         "--dtype",
@@ -80,6 +87,20 @@ def _layers(text: str) -> list[int]:
         ) from None
 
 
+def _front_member(args: argparse.Namespace) -> list[int]:
+    """``--k K``: the dropped layers of the Pareto front's member with K dropped layers."""
+    from gaprune_tui.core.pareto import member_for_k
+    from gaprune_tui.core.store import RunStore, resolve_run
+
+    if args.drop is not None or args.rank is not None:
+        raise GapruneError("--k names the genome already: drop --rank/--drop, or drop --k")
+    store = RunStore(resolve_run(args.run))
+    try:
+        return member_for_k(store.result(), args.k, store.id)
+    finally:
+        store.close()
+
+
 def _emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -99,11 +120,14 @@ def _quiet_libraries() -> None:
 
 def run(args: argparse.Namespace) -> int:
     _quiet_libraries()
+    dropped = args.drop
+    if args.k is not None:
+        dropped = _front_member(args)
     from gaprune_tui.engine.export import export_run
 
     kwargs = dict(
         rank=args.rank,
-        dropped=args.drop,
+        dropped=dropped,
         out=args.out,
         dtype=args.dtype,
         verify=not args.no_verify,

@@ -38,6 +38,12 @@ _RUN_FLAGS: list[tuple[str, Any, str]] = [
     ("num-fewshot", int, "few-shot examples per prompt (default 0)"),
     ("limit", int, "items per task (default 100)"),
     ("prune", int, "number of decoder layers to drop, k (default 4)"),
+    (
+        "objective",
+        str,
+        "single (default: one k, --prune) or pareto (every k in --prune-range at once, NSGA-II)",
+    ),
+    ("prune-range", str, "MIN:MAX, the k a pareto run covers (e.g. 2:8)"),
     ("protect", int, "leading layers never dropped (default 2)"),
     ("population", int, "GA population size (default 60)"),
     ("generations", int, "GA generations (default 10)"),
@@ -251,14 +257,28 @@ def _print_event(
     if isinstance(event, events.RunStarted):
         if not bar:
             bar.append(progress.add_task("evaluations", total=event.max_evaluations, status=""))
+        drop = (
+            f"every k in {event.prune_range[0]}..{event.prune_range[1]} (Pareto)"
+            if event.objective == "pareto" and event.prune_range
+            else str(event.prune)
+        )
         console.print(
             f"[dim]run {store.id}: {event.model}, {event.n_layers} layers, drop "
-            f"{event.prune}, tasks {', '.join(event.tasks)}[/]"
+            f"{drop}, tasks {', '.join(event.tasks)}[/]"
         )
     elif isinstance(event, events.BaseScores):
         console.print(f"base model fitness {event.fitness:.4f}  {format.scores_line(event.scores)}")
     elif isinstance(event, events.EvaluationStarted) and bar:
         progress.update(bar[0], status=f"gen {event.generation} drop {event.dropped}")
+    elif isinstance(event, events.GenerationFinished) and event.front:
+        front = "  ".join(
+            f"k{p['k']} {format.score(p['fitness'])}{'*' if p.get('dominated') else ''}"
+            for p in event.front
+        )
+        console.print(
+            f"gen {event.generation:>3}  new {event.evaluated:>3}  memo {event.from_memo:>3}  "
+            f"hypervolume {event.hypervolume or 0:.4g}  front {front}  ({event.seconds:.1f} s)"
+        )
     elif isinstance(event, events.GenerationFinished):
         console.print(
             f"gen {event.generation:>3}  new {event.evaluated:>3}  memo {event.from_memo:>3}  "

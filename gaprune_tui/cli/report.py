@@ -109,6 +109,34 @@ def _genome_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
+def _front_table(result: dict[str, Any]) -> Table | None:
+    """A Pareto run's front: one row per k, its fitness and confirmation with standard errors."""
+    rows = result.get("front")
+    if not rows:
+        return None
+    kind = result.get("fitness_kind", "kl")
+    total = max(1, result.get("params_total", 1))
+    table = Table(
+        title=f"Pareto front: the best genome per k ({fitness_kinds.label(kind)})",
+        caption="* dominated: a genome dropping more layers is at least as good; "
+        "knee: the recommended trade-off",
+    )
+    for col in ("k", "dropped", "fitness", "vs base", "confirmed", "held-out", "params"):
+        table.add_column(col, justify="left" if col == "dropped" else "right")
+    for row in rows:
+        mark = " knee" if row.get("knee") else " *" if row.get("dominated") else ""
+        table.add_row(
+            f"{row['k']}{mark}",
+            str(row["dropped_layers"]),
+            format.score(row.get("fitness"), row.get("fitness_stderr")),
+            row.get("fitness_vs_base", ""),
+            format.score(row.get("confirmed"), row.get("confirmed_stderr")),
+            format.score(row.get("holdout"), row.get("holdout_stderr")),
+            f"-{row.get('params_removed', 0) / total:.1%}",
+        )
+    return table
+
+
 def _dtype_note(result: dict[str, Any]) -> str:
     """`` in float32 (reason)`` for the time line; results written before the reason have none."""
     dtype = result.get("dtype")
@@ -121,11 +149,10 @@ def _dtype_note(result: dict[str, Any]) -> str:
 def _summary(result: dict[str, Any], run_id: str) -> str:
     kind = result.get("fitness_kind") or result.get("fitness_function", "squared_mean")
     removed = result.get("params_removed", 0) / max(1, result.get("params_total", 1))
-    how = (
-        "the confirmed best finalist"
-        if result.get("picked_by") == "confirmed"
-        else "the search's best (not confirmed)"
-    )
+    how = {
+        "confirmed": "the confirmed best finalist",
+        "knee": "the knee of the Pareto front",
+    }.get(result.get("picked_by", ""), "the search's best (not confirmed)")
     verdict = result.get("fitness_vs_base")
     finalists = result.get("finalists") or []
     if len(finalists) > 1 and result.get("picked_by") == "confirmed":
@@ -149,7 +176,12 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
         + (" — nothing new to evaluate" if result["evaluations"] == 0 else "")
         + f"; {result['eval_seconds']:.1f} s evaluating, {result['wall_seconds']:.1f} s in all"
         + _dtype_note(result),
-        f"export it with: gaprune-tui export {run_id}",
+        f"export it with: gaprune-tui export {run_id}"
+        + (
+            f" (another k: --k {' or '.join(str(r['k']) for r in result['front'])})"
+            if result.get("front")
+            else ""
+        ),
     ]
     return "\n".join(lines)
 
@@ -157,6 +189,9 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
 def print_report(result: dict[str, Any], run_id: str, console: Console | None = None) -> None:
     console = console or Console()
     console.print(_task_rows(result))
+    front = _front_table(result)
+    if front is not None:
+        console.print(front)
     table = _confirmation_table(result)
     if table is not None:
         console.print(table)

@@ -185,3 +185,23 @@ def front_from_dicts(items: Iterable[dict[str, Any]]) -> list[FrontPoint]:
             )
         )
     return out
+
+
+def member_for_k(result: dict[str, Any] | None, k: int, run_id: str = "") -> list[int]:
+    """The dropped layers of a finished Pareto run's front member with ``k`` dropped layers
+    (``export --k``); an ``ExportError`` naming the k the front has otherwise."""
+    from gaprune_tui.core.errors import ExportError
+
+    run = f"run {run_id}" if run_id else "the run"
+    if not result:
+        raise ExportError(f"{run} has no result.json yet: let it finish, or export with --drop")
+    rows = result.get("front")
+    if not rows:
+        raise ExportError(f"{run} is not a Pareto run: export it without --k (or with --drop)")
+    ks = [int(row["k"]) for row in rows]
+    for row in rows:
+        if int(row["k"]) == k:
+            return list(row.get("dropped_layers", row.get("dropped", [])))
+    raise ExportError(
+        f"{run}'s front has no member with k={k}: use --k {' or '.join(map(str, ks))}"
+    )

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gaprune_tui.core import fitness as fitness_kinds
-from gaprune_tui.core import stats
+from gaprune_tui.core import pareto, stats
 from gaprune_tui.core.events import (
     BaseScores,
     ConfirmationStarted,
@@ -25,6 +25,7 @@ from gaprune_tui.core.events import (
 from gaprune_tui.core.store import Evaluation, RunStore
 
 if TYPE_CHECKING:
+    from gaprune_tui.core.config import RunConfig
     from gaprune_tui.engine.worker import Setup
 
 
@@ -76,6 +77,41 @@ def _by_genome(confirmations: list[GenomeConfirmed], role: str) -> dict[tuple[in
     return {tuple(c.dropped): c for c in confirmations if c.role == role}
 
 
+def pareto_front(store: RunStore, config: RunConfig) -> list[pareto.FrontPoint]:
+    """A Pareto run's front from its stored full evaluations, each point's scores in
+    ``extra["scores"]``: the same front its generations announced (the best genome per k)."""
+    full = [e for e in store.evaluations() if e.fidelity == "full"]
+    front = pareto.per_k_best([(e.dropped, e.fitness) for e in full], config.fitness, config.ks)
+    scores = {tuple(e.dropped): e.scores for e in full}
+    for point in front:
+        point.extra["scores"] = scores[tuple(point.dropped)]
+    return front
+
+
+def _front_rows(
+    front: list[pareto.FrontPoint],
+    knee: pareto.FrontPoint | None,
+    confirmations: list[GenomeConfirmed],
+    kind: str,
+    base: BaseScores,
+    per_layer: list[int],
+) -> list[dict[str, Any]]:
+    """result.json's ``front``: one row per k, with its standard error, its verdict against the
+    base model and its confirmation where that ran."""
+    base_conf = next((c for c in confirmations if c.role == "base"), None)
+    confirmed = _by_genome(confirmations, "finalist")
+    return [
+        {
+            "k": p.k,
+            **_genome(p.dropped, p.fitness, p.extra.get("scores", {}), kind, base, per_layer),
+            "dominated": p.dominated,
+            "knee": knee is not None and p.k == knee.k,
+            **_confirmation(confirmed.get(tuple(p.dropped)), base_conf),
+        }
+        for p in front
+    ]
+
+
 def recommended(
     ranked: list[Evaluation], confirmations: list[GenomeConfirmed]
 ) -> tuple[list[int], str]:
@@ -103,6 +139,18 @@ def build_result(
     evaluations = store.evaluations()
     ranked = store.best_evaluations()
     pick, picked_by = recommended(ranked, confirmations)
+    pareto_part: dict[str, Any] = {"objective": config.objective}
+    if config.pareto:
+        # A Pareto run recommends its front's knee; every k stays exportable (``--k``).
+        front = pareto_front(store, config)
+        knee = pareto.knee(front, kind)
+        if knee is not None:
+            pick, picked_by = knee.dropped, "knee"
+        pareto_part.update(
+            prune_range=config.prune_range,
+            knee_k=knee.k if knee is not None else None,
+            front=_front_rows(front, knee, confirmations, kind, base, per_layer),
+        )
     best = next((e for e in ranked if e.dropped == pick), ranked[0])
     base_conf = next((c for c in confirmations if c.role == "base"), None)
     finalist_rows, baseline_rows = _reference_rows(
@@ -128,6 +176,7 @@ def build_result(
             "description": setup.calibration.description,
             "tokens": int(setup.calibration.input_ids.numel()),
         },
+        **pareto_part,
         "picked_by": picked_by,
         "search_best": ranked[0].dropped,
         **_genome(best.dropped, best.fitness, best.scores, kind, base, per_layer),

@@ -290,14 +290,19 @@ class Worker:
 
         config, loaded = setup.config, setup.loaded
         signals = layer_signals(loaded, setup.calibration.input_ids)
-        picks = baselines(signals, loaded.n_layers, config.prune, config.protect)
-        setup.evaluator.plan([b.dropped for b in picks])
+        # A Pareto run has baselines at every k of its range ("shortgpt k=3", ...), one pass.
+        picks = [
+            (f"{b.name} k={k}" if config.pareto else b.name, b)
+            for k in config.ks
+            for b in baselines(signals, loaded.n_layers, k, config.protect)
+        ]
+        setup.evaluator.plan([b.dropped for _, b in picks])
         out = []
-        for pick in picks:
+        for name, pick in picks:
             self.handle_control()
             outcome = setup.evaluator(pick.dropped, None)
             event = events.ReferenceScored(
-                name=pick.name,
+                name=name,
                 dropped=pick.dropped,
                 fitness=outcome.fitness,
                 scores=outcome.scores,
@@ -323,12 +328,24 @@ class Worker:
         cands = [
             Candidate("base model", "base", [], base.fitness, fitness_stderr(base.scores, kind))
         ]
-        for i, e in enumerate(self.store.best_evaluations(config.finalists), 1):
-            se = fitness_stderr(e.scores, kind)
-            cands.append(Candidate(f"finalist {i}", "finalist", e.dropped, e.fitness, se, i))
-        for r in references:
-            se = fitness_stderr(r.scores, kind)
-            cands.append(Candidate(r.name, "baseline", r.dropped, r.fitness, se))
+        if config.pareto:
+            # One member per k: the front. Its baselines are not re-scored (their search
+            # fitness at each k stands beside the front), which keeps confirmation's cost to
+            # one genome per k.
+            from gaprune_tui.engine.result import pareto_front
+
+            for point in pareto_front(self.store, config):
+                se = fitness_stderr(point.extra["scores"], kind)
+                cands.append(
+                    Candidate(f"k={point.k}", "finalist", point.dropped, point.fitness, se, point.k)
+                )
+        else:
+            for i, e in enumerate(self.store.best_evaluations(config.finalists), 1):
+                se = fitness_stderr(e.scores, kind)
+                cands.append(Candidate(f"finalist {i}", "finalist", e.dropped, e.fitness, se, i))
+            for r in references:
+                se = fitness_stderr(r.scores, kind)
+                cands.append(Candidate(r.name, "baseline", r.dropped, r.fitness, se))
         confirmer = Confirmer(setup.loaded, config, setup.memo, setup.lm)
         self.store.add_event(
             events.ConfirmationStarted(
