@@ -290,9 +290,14 @@ class Follower:
         if gen == 0 and not any(r.gen == 0 for r in view.rows) and dropped not in view.population:
             # Before the first generation closes, the population is what has been scored so far.
             view.population.append(dropped)
-        if e.fidelity == "full" and (
-            view.best_fitness is None
-            or fitness_kinds.better(e.fitness, view.best_fitness, view.fitness_kind)
+        # A Pareto run's best is its front's knee, which only generations announce.
+        if (
+            not view.pareto
+            and e.fidelity == "full"
+            and (
+                view.best_fitness is None
+                or fitness_kinds.better(e.fitness, view.best_fitness, view.fitness_kind)
+            )
         ):
             view.best_fitness = e.fitness
             view.best_dropped = dropped

@@ -97,6 +97,7 @@ class Worker:
         self.confirm_only = confirm_only
         self.started = time.time()
         self.fitness_kind = "squared_mean"  # the run's, once setup has read its config
+        self.pareto = False
 
     # ---- control ------------------------------------------------------------------------------
     def stop_requested(self) -> bool:
@@ -172,6 +173,7 @@ class Worker:
         store = self.store
         config = store.config().validate()
         self.fitness_kind = config.fitness
+        self.pareto = config.pareto
         state = None
         if self.resume:
             checkpoint = store.last_checkpoint()
@@ -422,9 +424,9 @@ class Worker:
             store.add_evaluation(ev)
             best = store.meta().get("best_fitness")
             kind = self.fitness_kind
-            if ev.fidelity == "full" and (
-                best is None or fitness_kinds.better(ev.fitness, best, kind)
-            ):
+            # A Pareto run's "best" is its front's knee, set per generation below.
+            improves = best is None or fitness_kinds.better(ev.fitness, best, kind)
+            if not self.pareto and ev.fidelity == "full" and improves:
                 store.set_meta(best_fitness=ev.fitness, best_dropped=ev.dropped)
             log.info(
                 "gen %d drop %s fitness %.4f %s(%.1f s)",
@@ -438,6 +440,8 @@ class Worker:
             store.add_generation(Generation.from_event(event))
             store.save_checkpoint(event.generation, event.checkpoint)
             store.add_event(event)
+            if self.pareto:
+                store.set_meta(best_fitness=event.best_fitness, best_dropped=event.best_dropped)
             # "best", not "max": for KL and perplexity the best is the lowest.
             log.info(
                 "generation %d: best %.4f mean %.4f best drop %s",
