@@ -275,8 +275,8 @@ class Search:
         """Evaluate one individual (validity, screening, full), yielding its events."""
         dropped = sorted(ind)
         kept = [i for i in range(self.n_layers) if i not in set(dropped)]
-        if self.config.invalid == "zero" and len(set(ind)) != len(ind):
-            # The original scores an invalid genome 0: the worst task fitness. For KL and
+        if self.config.invalid == "zero" and not self._valid(list(ind)):
+            # The original scores an invalid genome (a repeated or a protected layer) 0: the worst task fitness. For KL and
             # perplexity (lower is better) the worst is +inf.
             worst = 0.0 if self.higher_is_better else float("inf")
             outcome = Outcome(
@@ -351,7 +351,7 @@ class Search:
         for index, ind in enumerate(todo):
             dropped = sorted(ind)
             kept = [i for i in range(self.n_layers) if i not in set(dropped)]
-            if self.config.invalid == "zero" and len(set(ind)) != len(ind):
+            if self.config.invalid == "zero" and not self._valid(list(ind)):
                 yield from self._assess(ind, gen, index)
                 continue
             yield EvaluationStarted(
