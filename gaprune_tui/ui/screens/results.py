@@ -295,7 +295,7 @@ class ResultsScreen(Screen[None]):
         self.query_one(FitnessChart).display = not view.pareto
         if view.pareto:
             plot.set_fronts(
-                [*view.fronts[:-1], view.front], view.prune_range or [], view.fitness_kind, knee
+                [*view.fronts[:-1], view.front], view.prune_range, view.fitness_kind, knee
             )
         self.query_one(FitnessChart).set_series(
             view.best_history,

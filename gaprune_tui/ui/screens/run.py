@@ -193,7 +193,7 @@ class RunScreen(Screen[None]):
         self.query_one("#best-summary", Static).update(front_summary(view))
         plot = self.query_one(FrontPlot)
         plot.display = True
-        plot.set_fronts([*view.fronts[:-1], front], view.prune_range or [], kind, knee)
+        plot.set_fronts([*view.fronts[:-1], front], view.prune_range, kind, knee)
         rows = [
             BitmapRow(
                 list(p.dropped),

@@ -64,13 +64,15 @@ class FrontPlot(Widget):
     def set_fronts(
         self,
         fronts: Sequence[Sequence[FrontPoint]],
-        ks: Sequence[int],
+        prune_range: Sequence[int] | None,
         kind: str,
         knee_k: int | None = None,
     ) -> None:
-        """``fronts``: one per generation, the latest last; ``ks``: the run's range of k."""
+        """``fronts``: one per generation, the latest last; ``prune_range``: the run's
+        [MIN, MAX] (every k in it gets a place on the axis, reached or not)."""
         self.fronts = [list(f) for f in fronts]
-        self.ks = sorted(set(ks) | {p.k for f in self.fronts for p in f})
+        ks = set(range(prune_range[0], prune_range[-1] + 1)) if prune_range else set()
+        self.ks = sorted(ks | {p.k for f in self.fronts for p in f})
         self.kind = kind
         self.knee_k = knee_k
         self.refresh(layout=True)
