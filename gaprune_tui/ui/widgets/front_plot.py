@@ -96,11 +96,8 @@ class FrontPlot(Widget):
             "earlier": Style(color=colour("bitmap-kept"), dim=True),
         }
 
-    def render_text(self, width: int) -> Text:
-        """Title and key, the plot, the k axis."""
-        styles = self._styles()
-        dim = Style(dim=True)
-        text = Text(no_wrap=True, overflow="crop")
+    def _append_title(self, text: Text, styles: dict[str, Style], width: int) -> None:
+        """The kind with its direction, then the key, on one line."""
         key = Text()
         append_legend(
             key,
@@ -114,9 +111,16 @@ class FrontPlot(Widget):
         title = fitness_kinds.label(self.kind)
         if len(title) + 2 + len(key) > width:
             title = fitness_kinds.short_label(self.kind)
-        text.append(title + "  ", dim)
+        text.append(title + "  ", Style(dim=True))
         text.append_text(key)
         text.append("\n")
+
+    def render_text(self, width: int) -> Text:
+        """Title and key, the plot, the k axis."""
+        styles = self._styles()
+        dim = Style(dim=True)
+        text = Text(no_wrap=True, overflow="crop")
+        self._append_title(text, styles, width)
         height = self.plot_height
         latest = self.fronts[-1] if self.fronts else []
         if not latest or not self.ks:
@@ -160,7 +164,7 @@ class FrontPlot(Widget):
                 text.append(glyph, styles[style] if style else Style())
             text.append("\n")
         text.append(" " * (Y_LABEL - 1) + "└", dim)
-        ticks = {c for c in column.values()}
+        ticks = set(column.values())
         text.append("".join("┬" if c in ticks else "─" for c in range(len(self.ks) * step)), dim)
         text.append("\n" + " " * Y_LABEL)
         text.append("".join(str(k).center(step) for k in self.ks) + "  layers dropped", dim)
