@@ -11,6 +11,9 @@ the real engine on the embedded model.
   real engine it honours control requests (pause / resume / stop) between evaluations, and it
   can ``fail()`` (run_failed) or ``crash()`` (the engine process vanished) on demand.
 - ``fake_store(**kw)`` creates a run (``RunStore.create``) whose config.toml matches the fake.
+- A store created with ``objective="pareto", prune_range=[MIN, MAX]`` gets a Pareto run: genomes of
+  every size in the range, a front and its hypervolume on each generation event, and result.json's
+  ``front`` (one member per k, the knee's genome at the top level), as the real engine writes them.
 
 Fitness is a made-up but structured function of the genome (some layers hurt a lot, most a
 little), so the best genomes, memo hits and per-generation statistics look like a real search.
@@ -28,6 +31,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from gaprune_tui.core import fitness as fitness_kinds
+from gaprune_tui.core import pareto
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.events import (
     BaseScores,
@@ -48,6 +52,8 @@ from gaprune_tui.core.store import ControlAction, Evaluation, Generation, RunSta
 
 TASKS = ("hellaswag_offline", "openbookqa_offline")
 METRIC = "acc_norm"
+# The fake scores tasks with the method's default fitness, whatever the config says.
+KIND = "squared_mean"
 BASE_SCORES = {"hellaswag_offline": 0.44, "openbookqa_offline": 0.36}
 # SmolLM2-135M: 30 layers of 3,540,096 parameters each, 134,515,008 in all (tied embeddings).
 PARAMS_PER_LAYER = 3_540_096
@@ -139,6 +145,9 @@ class FakeEngine:
         self.finalists = config.finalists
         self.confirm_limit = config.confirm_limit or 100
         self.holdout = config.holdout
+        # Pareto: every k in the range at once; ``prune`` is then unused.
+        self.ks = config.ks if config.pareto else [prune]
+        self.pareto = config.pareto
         self.references: list[ReferenceScored] = []
         self.memo: dict[tuple[int, ...], dict[str, dict[str, Any]]] = {}
         self.paused = False
@@ -234,8 +243,8 @@ class FakeEngine:
         self._log(message)
         self.store.add_event(LogMessage(message=message))
 
-    def _random_genome(self) -> list[int]:
-        return sorted(self.rng.sample(range(self.protect, self.n_layers), self.prune))
+    def _random_genome(self, k: int | None = None) -> list[int]:
+        return sorted(self.rng.sample(range(self.protect, self.n_layers), k or self.prune))
 
     def _repair(self, genome: list[int]) -> list[int]:
         """Replace duplicates and protected layers with unused allowed ones (the default)."""
@@ -270,13 +279,17 @@ class FakeEngine:
         if self.faithful:
             yield from self._references()
 
-        population = [self._random_genome() for _ in range(self.population)]
+        # A Pareto run's first population cycles through the range, so every k is on the front.
+        population = [
+            self._random_genome(self.ks[i % len(self.ks)]) for i in range(self.population)
+        ]
         invalid = list(range(len(population)))
+        breed = self._pareto_offspring if self.pareto else self._offspring
         for gen in range(self.generations + 1):
             yield from self._generation(gen, population, invalid)
             if gen == self.generations:
                 break
-            population, invalid = self._offspring(population)
+            population, invalid = breed(population)
         if not self.finished:
             return
         self._finish(base)
@@ -302,6 +315,8 @@ class FakeEngine:
                 generations=self.generations,
                 tasks=list(TASKS),
                 max_evaluations=self.population * (1 + self.generations),
+                objective="pareto" if self.pareto else "single",
+                prune_range=[self.ks[0], self.ks[-1]] if self.pareto else None,
             )
         )
         self._log(f"loaded {self.model}: {self.n_layers} layers")
@@ -368,7 +383,12 @@ class FakeEngine:
             population=[list(g) for g in population],
         )
         store.add_generation(generation)
-        store.add_event(generation.event())
+        event = generation.event()
+        if self.pareto:
+            front = self.front()
+            event.front = pareto.front_to_dicts(front)
+            event.hypervolume = pareto.hypervolume(front, KIND, 0.0, self.ks[0] - 1)
+        store.add_event(event)
         store.set_meta(best_fitness=best[0], best_dropped=best[1])
         self._log(f"generation {gen}: best {best[0]:.4f} dropping {best[1]}")
         yield
@@ -388,11 +408,22 @@ class FakeEngine:
         if self._best is None or fitness > self._best[0]:
             self._best = (fitness, dropped)
 
+    def front(self) -> list[pareto.FrontPoint]:
+        """A Pareto run's front over every genome scored so far (the memo, in evaluation order)."""
+        scored = [(list(g), fitness_of(s)) for g, s in self.memo.items()]
+        return pareto.per_k_best(scored, KIND, self.ks)
+
     def _confirm(self, base: dict[str, dict[str, Any]]) -> list[GenomeConfirmed]:
-        """Confirmation as the engine writes it: the base model, the top finalists and the
-        baselines re-scored on more items and on the held-out tasks."""
+        """Confirmation as the engine writes it: the base model, the top finalists (a Pareto
+        run's: one front member per k) and the baselines re-scored on more items and on the
+        held-out tasks."""
         cands = [("base model", "base", [], fitness_of(base), 0)]
-        for i, e in enumerate(self.store.best_evaluations(self.finalists), 1):
+        if self.pareto:
+            for i, p in enumerate(self.front(), 1):
+                cands.append((f"k={p.k}", "finalist", p.dropped, p.fitness, i))
+        for i, e in enumerate(
+            [] if self.pareto else self.store.best_evaluations(self.finalists), 1
+        ):
             cands.append((f"finalist {i}", "finalist", e.dropped, e.fitness, i))
         cands += [(r.name, "baseline", r.dropped, r.fitness, 0) for r in self.references]
         self.store.add_event(
@@ -469,10 +500,71 @@ class FakeEngine:
         result = build_result(
             store, setup, base_event, self.references, confirmations, per_layer, 0.0
         )  # type: ignore[arg-type]  # the stand-in has what build_result reads
+        if self.pareto and "front" not in result:
+            self._pareto_result(result, base_event, confirmations, per_layer)
         store.write_result(result)
         store.set_state(RunState.FINISHED)
         store.add_event(RunFinished(result=result))
         self._log("search finished")
+
+    def _pareto_result(
+        self,
+        result: dict[str, Any],
+        base: BaseScores,
+        confirmations: list[GenomeConfirmed],
+        per_layer: list[int],
+    ) -> None:
+        """A Pareto run's result.json keys (the lead's contract): ``front`` sorted by k, each
+        member judged like a finalist, and the knee's genome at the top level."""
+        from gaprune_tui.engine.result import _confirmation, _genome
+
+        front = self.front()
+        knee = pareto.knee(front, KIND) or front[-1]
+        base_conf = next((c for c in confirmations if c.role == "base"), None)
+        finalists = {tuple(c.dropped): c for c in confirmations if c.role == "finalist"}
+        members = []
+        for p in front:
+            scores = self.memo[tuple(p.dropped)]
+            genome = _genome(p.dropped, p.fitness, scores, KIND, base, per_layer)
+            del genome["scores"]
+            confirmed = _confirmation(finalists.get(tuple(p.dropped)), base_conf)
+            for key in ("confirmed_scores", "holdout_scores"):
+                confirmed.pop(key, None)
+            members.append(
+                {"k": p.k, **genome, "dominated": p.dominated, "knee": p is knee, **confirmed}
+            )
+        scores = self.memo[tuple(knee.dropped)]
+        result.update(
+            objective="pareto",
+            prune_range=[self.ks[0], self.ks[-1]],
+            knee_k=knee.k,
+            front=members,
+            **_genome(knee.dropped, knee.fitness, scores, KIND, base, per_layer),
+            kept_layers=[i for i in range(self.n_layers) if i not in set(knee.dropped)],
+        )
+
+    def _pareto_offspring(self, population: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+        """A stand-in for NSGA-II's variation: each slot takes the best of three genomes of its
+        own size (so every k keeps improving), then swaps one dropped layer for a kept one, or
+        drops or restores one layer within the range."""
+        low, high = self.ks[0], self.ks[-1]
+        free = range(self.protect, self.n_layers)
+        offspring, changed = [], []
+        for i, genome in enumerate(population):
+            same = [g for g in population if len(g) == len(genome)]
+            child = list(max(self.rng.sample(same, min(3, len(same))), key=self._fitness))
+            if self.rng.random() < 0.7:
+                kept = [x for x in free if x not in child]
+                child[self.rng.randrange(len(child))] = self.rng.choice(kept)
+            elif len(child) < high and self.rng.random() < 0.5:
+                child.append(self.rng.choice([x for x in free if x not in child]))
+            elif len(child) > low:
+                child.remove(self.rng.choice(child))
+            child = sorted(child)
+            offspring.append(child)
+            if child != genome:
+                changed.append(i)
+        return offspring, changed
 
     def _offspring(self, population: list[list[int]]) -> tuple[list[list[int]], list[int]]:
         """eaSimple's varAnd: select, one-point crossover, uniform-int mutation, repair."""

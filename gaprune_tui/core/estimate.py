@@ -2,6 +2,11 @@
 
 The Setup screen previews it before Start; it lives here, below the screens, because it reads the
 store and does arithmetic, neither of which is drawing. Stdlib only.
+
+A forward pass costs about one kept layer's time per layer kept, so a Pareto run (genomes of every
+size in its range) is estimated at the range's mean k: each measured evaluation is scaled from the
+layers it kept to the layers a mean-k genome keeps. A single-objective estimate is not scaled (its
+past runs mostly share its k; it reads exactly as before).
 """
 
 from __future__ import annotations
@@ -22,6 +27,15 @@ class TimingSample:
 
     tasks: frozenset[str]
     seconds_per_item: float
+    # The measured genome's kept layers and the model's layer count (0: not known).
+    kept: int = 0
+    n_layers: int = 0
+
+    def scaled_to(self, k: float) -> float:
+        """Seconds per item for a genome of the same model dropping ``k`` layers."""
+        if not self.kept or not self.n_layers:
+            return self.seconds_per_item
+        return self.seconds_per_item * max(0.0, self.n_layers - k) / self.kept
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,8 @@ class CostEstimate:
     confirm_genomes: int = 0
     confirm_items: int | None = 0
     confirm_seconds: float | None = None
+    # A Pareto run: the mean k its per-evaluation cost is taken at.
+    mean_k: float | None = None
 
     def text(self) -> str:
         """One line for a preview: the budget, then the duration or why there is none."""
@@ -45,7 +61,9 @@ class CostEstimate:
         else:
             line = (
                 f"{line}; estimated ≤ {fmt.duration(self.seconds)} "
-                f"(estimate from {fmt.plural(self.samples, 'measured evaluation')} on this machine)"
+                f"(estimate from {fmt.plural(self.samples, 'measured evaluation')} on this machine"
+                + ("" if self.mean_k is None else f", each at the range's mean k {self.mean_k:g}")
+                + ")"
             )
         if self.confirm_genomes:
             items = "all items" if self.confirm_items is None else f"{self.confirm_items} items"
@@ -90,7 +108,7 @@ def measure_timings(model: str) -> list[TimingSample]:
             continue
         names = frozenset(t.name for t in config.tasks)
         samples.extend(
-            TimingSample(names, ev.seconds / items)
+            TimingSample(names, ev.seconds / items, len(ev.kept), len(ev.kept) + len(ev.dropped))
             for ev in evaluations
             if not ev.from_memo and ev.fidelity == "full" and ev.seconds > 0
         )
@@ -99,9 +117,15 @@ def measure_timings(model: str) -> list[TimingSample]:
 
 def estimate_cost(config: RunConfig, samples: list[TimingSample]) -> CostEstimate:
     """Worst-case duration: max evaluations x items per evaluation x median seconds per item,
-    measured on runs of the same model that share at least one task with this config."""
+    measured on runs of the same model that share at least one task with this config (a Pareto
+    run's scaled to the range's mean k, see the module docstring)."""
     names = {t.name for t in config.tasks}
-    similar = [s.seconds_per_item for s in samples if s.tasks & names]
+    mean_k = statistics.mean(config.ks) if config.pareto else None
+    similar = [
+        s.seconds_per_item if mean_k is None else s.scaled_to(mean_k)
+        for s in samples
+        if s.tasks & names
+    ]
     items = items_per_evaluation(config)
     confirm = _confirmation(config, statistics.median(similar) if similar else None)
     if not similar:
@@ -118,7 +142,12 @@ def estimate_cost(config: RunConfig, samples: list[TimingSample]) -> CostEstimat
         )
     per_eval = statistics.median(similar) * items
     return CostEstimate(
-        config.max_evaluations, per_eval * config.max_evaluations, len(similar), "", *confirm
+        config.max_evaluations,
+        per_eval * config.max_evaluations,
+        len(similar),
+        "",
+        *confirm,
+        mean_k=mean_k,
     )
 
 
@@ -126,10 +155,11 @@ def _confirmation(
     config: RunConfig, seconds_per_item: float | None
 ) -> tuple[int, int | None, float | None]:
     """(genomes, items per genome, seconds) of the confirmation: the finalists, three baselines
-    and the base model, each on the run's tasks and the held-out tasks at ``confirm_limit``."""
+    and the base model, each on the run's tasks and the held-out tasks at ``confirm_limit``. A
+    Pareto run confirms one front member per k in place of the finalists."""
     if config.finalists <= 0:
         return 0, 0, None
-    genomes = config.finalists + 4
+    genomes = (len(config.ks) if config.pareto else config.finalists) + 4
     limit = config.confirm_limit
     items = None if limit is None else limit * (len(config.tasks) + len(config.holdout))
     seconds = None

@@ -26,6 +26,7 @@ __all__ = [
     "front_to_dicts",
     "hypervolume",
     "knee",
+    "knee_k",
     "non_dominated",
     "per_k_best",
     "reference_quality",
@@ -205,3 +206,12 @@ def member_for_k(result: dict[str, Any] | None, k: int, run_id: str = "") -> lis
     raise ExportError(
         f"{run}'s front has no member with k={k}: use --k {' or '.join(map(str, ks))}"
     )
+
+
+def knee_k(front: Sequence[FrontPoint], kind: str, recorded: Any = None) -> int | None:
+    """The k the screens mark as the knee: the one a finished run recorded (result.json's
+    ``knee_k``, the member its top-level genome is), else the knee of the front so far."""
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        return recorded
+    point = knee(front, kind)
+    return None if point is None else point.k

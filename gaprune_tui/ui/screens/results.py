@@ -1,5 +1,8 @@
 """The Results screen: the hall of fame beside the base model, the fitness chart, and export.
 
+A Pareto run shows its front instead: one row per k (the best genome found with k layers
+dropped, the knee marked) under the front plot; export, scores and confirmation work the same.
+
 Export runs the same CLI a user would (``python -m gaprune_tui export RUN --rank N
 --progress-json``) as a child process and follows its JSON lines in an async worker: MergeKit and
 torch never enter the UI process (they would stall the UI and cost seconds of imports), a crash
@@ -29,13 +32,14 @@ from textual.worker import Worker, WorkerState
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
-from gaprune_tui.core import stats
+from gaprune_tui.core import pareto, stats
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.events import GenomeConfirmed
 from gaprune_tui.core.follow import Follower, RunView, as_shown
 from gaprune_tui.core.store import Evaluation, RunStore
 from gaprune_tui.ui.widgets.dialogs import ScoresDialog
 from gaprune_tui.ui.widgets.fitness_chart import FitnessChart
+from gaprune_tui.ui.widgets.front_plot import FrontPlot
 from gaprune_tui.ui.widgets.generation_table import genome_text
 
 HALL_OF_FAME = 20
@@ -72,6 +76,15 @@ class ResultRow:
     scores: dict[str, Any]
     confirmation: GenomeConfirmed | None = None
     note: str = ""
+    # A Pareto run's front row: its k, and whether it is the knee or dominated.
+    k: int | None = None
+    knee: bool = False
+    dominated: bool = False
+
+    @property
+    def what(self) -> str:
+        """How a status line names the row: "k=4" on a front, "rank 2" in a hall of fame."""
+        return f"k={self.k}" if self.k is not None else f"rank {self.rank}"
 
     def score_cells(self, view: RunView) -> list[str]:
         """Search fitness, confirmed, held-out (each ± stderr) and the verdict against the base:
@@ -141,6 +154,42 @@ def result_rows(ranked: list[Evaluation], view: RunView, limit: int) -> list[Res
     return rows
 
 
+def front_rows(
+    front: list[pareto.FrontPoint], ranked: list[Evaluation], view: RunView, knee: int | None
+) -> list[ResultRow]:
+    """A Pareto run's front, one row per k (sorted by k), each with its search scores, its
+    confirmation (a Pareto run confirms one member per k) and its export rank."""
+    by_genome = {tuple(e.dropped): e for e in ranked}
+    confirmed = {tuple(c.dropped): c for c in view.confirmations if c.role != "base"}
+    order = fitness_kinds.pick_order([e.dropped for e in ranked], view.confirmations)
+    rows = []
+    for point in sorted(front, key=lambda p: p.k):
+        dropped = list(point.dropped)
+        ev = by_genome.get(tuple(dropped))
+        role = "knee" if point.k == knee else ("dominated" if point.dominated else "front")
+        rows.append(
+            ResultRow(
+                label=str(point.k),
+                dropped=dropped,
+                rank=order.index(dropped) + 1 if dropped in order else None,
+                fitness=point.fitness,
+                scores=ev.scores if ev else {},
+                confirmation=confirmed.get(tuple(dropped)),
+                note=f"front member with {fmt.plural(point.k, 'layer')} dropped ({role})",
+                k=point.k,
+                knee=point.k == knee,
+                dominated=point.dominated,
+            )
+        )
+    return rows
+
+
+def front_k(row: ResultRow) -> str:
+    """A front row's k cell, marked with the plot's glyphs: ◆ the knee, ○ a dominated member
+    (one dropping more layers is as good). Marks, not a column: the front's table is wide."""
+    return f"{row.k} ◆" if row.knee else (f"{row.k} ○" if row.dominated else str(row.k))
+
+
 def params_removed(
     dropped: list[int], n_layers: int, meta: dict[str, Any]
 ) -> tuple[float | None, bool]:
@@ -170,7 +219,8 @@ def verified_text(value: bool | None) -> str:
 
 
 class ResultsScreen(Screen[None]):
-    """Hall of fame of a run (finished or not) and export of any of its rows."""
+    """Hall of fame of a run (its front, for a Pareto run), finished or not, and export of any
+    of its rows."""
 
     BINDINGS = [
         Binding("e", "export", "Export"),
@@ -192,6 +242,7 @@ class ResultsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(f"results · run {self.store.id}", id="results-title")
         yield Static("", id="base-scores")
+        yield FrontPlot(id="front-plot", plot_height=6)
         yield DataTable(id="hall-of-fame", cursor_type="row", zebra_stripes=True)
         yield FitnessChart(id="fitness-chart", plot_height=5)
         yield Static("e exports the selected genome; enter shows its scores.", id="export-status")
@@ -225,13 +276,27 @@ class ResultsScreen(Screen[None]):
         if view.base_scores is None and meta.get("base_scores"):
             view.base_scores = meta["base_scores"]
             view.base_fitness = meta.get("base_fitness")
-        self.rows = result_rows(self.store.best_evaluations(), view, HALL_OF_FAME)
+        knee = pareto.knee_k(view.front, view.fitness_kind, (view.result or {}).get("knee_k"))
+        if view.pareto:
+            self.rows = front_rows(view.front, self.store.best_evaluations(), view, knee)
+        else:
+            self.rows = result_rows(self.store.best_evaluations(), view, HALL_OF_FAME)
+        # A front's table leaves the per-task scores to the scores dialog (enter): it is wide.
         tasks = list(view.tasks) or sorted({t for r in self.rows for t in r.scores})
+        if view.pareto:
+            tasks = []
         title = [f"results · run {self.store.id}", view.model, view.state]
         title.append(f"{len(self.store.evaluations())} evaluations")
         self.query_one("#results-title", Static).update(" · ".join(title))
         self.query_one("#base-scores", Static).update(self._base_text(view, n_layers))
         self._fill_table(tasks, n_layers, meta)
+        plot = self.query_one(FrontPlot)
+        plot.display = view.pareto
+        self.query_one(FitnessChart).display = not view.pareto
+        if view.pareto:
+            plot.set_fronts(
+                [*view.fronts[:-1], view.front], view.prune_range, view.fitness_kind, knee
+            )
         self.query_one(FitnessChart).set_series(
             view.best_history,
             view.mean_history,
@@ -260,22 +325,26 @@ class ResultsScreen(Screen[None]):
                 f"  confirmed {fmt.score(base.confirmed, base.confirmed_stderr)}"
                 f"  held-out {fmt.score(base.holdout, base.holdout_stderr)}"
             )
-        text.append(
-            "\nranked by the confirmed score where finalists were confirmed (c confirms now); "
-            "'vs base' needs a gap beyond two standard errors",
-            style="dim",
-        )
+        if view.pareto:
+            how = (
+                "\none row per k: the best genome found with k layers dropped; past the knee "
+                "each dropped layer costs more quality"
+            )
+        else:
+            how = "\nranked by the confirmed score where finalists were confirmed (c confirms now)"
+        text.append(f"{how}; 'vs base' needs a gap beyond two standard errors", style="dim")
         return text
 
     def _fill_table(self, tasks: list[str], n_layers: int, meta: dict[str, Any]) -> None:
         table = self.query_one("#hall-of-fame", DataTable)
         exact = bool(meta.get("n_params") and meta.get("params_per_layer"))
         pct_header = "% params" if exact else "% layers*"
-        label = fitness_kinds.short_label(self.follower.view.fitness_kind)
+        view = self.follower.view
+        label = fitness_kinds.short_label(view.fitness_kind)
         columns = (
-            "rank",
+            "k" if view.pareto else "rank",
             "dropped",
-            "kept",
+            *([] if view.pareto else ["kept"]),
             pct_header,
             label,
             "confirmed",
@@ -291,12 +360,14 @@ class ResultsScreen(Screen[None]):
             self._columns = columns
         else:
             table.clear()
-        base = self.follower.view
         for index, row in enumerate(self.rows):
             pct, _ = params_removed(row.dropped, n_layers, meta)
-            cells = [row.label, genome_text(row.dropped), str(n_layers - len(row.dropped))]
+            if view.pareto:
+                cells = [front_k(row), genome_text(row.dropped)]
+            else:
+                cells = [row.label, genome_text(row.dropped), str(n_layers - len(row.dropped))]
             cells.append("" if pct is None else f"{pct:.1f}")
-            cells += row.score_cells(base)
+            cells += row.score_cells(view)
             for task in tasks:
                 metrics = row.scores.get(task) or {}
                 cells.append(fmt.score(*stats.task_score(metrics)) if metrics else "")
@@ -370,7 +441,7 @@ class ResultsScreen(Screen[None]):
             return
         self.export_result = None
         self.export_error = None
-        self._status(f"exporting rank {rank} (dropping {genome_text(row.dropped)})…")
+        self._status(f"exporting {row.what} (dropping {genome_text(row.dropped)})…")
         self.query_one("#export-log", RichLog).clear()
         self.run_export(rank, row.dropped)
 

@@ -22,11 +22,12 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Spar
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
-from gaprune_tui.core import launch
+from gaprune_tui.core import launch, pareto
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.follow import Follower, LogTail, RunView, last_error_lines
 from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume
 from gaprune_tui.ui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
+from gaprune_tui.ui.widgets.front_plot import FrontPlot
 from gaprune_tui.ui.widgets.generation_table import GenerationTable, genome_text
 from gaprune_tui.ui.widgets.layer_bitmap import BitmapRow, LayerBitmap
 
@@ -48,6 +49,28 @@ def best_summary(view: RunView) -> str:
         shown = "" if verdict == "no stderr" else f": {verdict}"
         summary += f"  (base {fmt.score(view.base_fitness, base_se)}{shown})"
     return summary
+
+
+def front_summary(view: RunView) -> str:
+    """A Pareto run's line beside the hypervolume sparkline: the hypervolume, how much of the
+    range the front covers, and the knee with its standard error."""
+    front = view.front
+    if not front:
+        return ""
+    kind = view.fitness_kind
+    hv = view.hypervolumes[-1] if view.hypervolumes else None
+    dominated = sum(1 for p in front if p.dominated)
+    low, high = view.prune_range or [front[0].k, front[-1].k]
+    parts = [f"{fmt.score(hv)}  front: {len(front)} of k {low}–{high}"]
+    if dominated:
+        parts[0] += f" ({dominated} dominated)"
+    knee = pareto.knee_k(front, kind, (view.result or {}).get("knee_k"))
+    point = next((p for p in front if p.k == knee), None)
+    if point is not None:
+        scored = view.scored_for(point.dropped)
+        se = fitness_kinds.fitness_stderr(scored.scores, kind) if scored else None
+        parts.append(f"knee k={point.k}: {fmt.score(point.fitness, se)}")
+    return "  ·  ".join(parts)
 
 
 _STATE_LABELS = {RunState.CREATED: "starting", RunState.CRASHED: "crashed (engine gone)"}
@@ -98,6 +121,7 @@ class RunScreen(Screen[None]):
             yield Sparkline([], id="best-fitness")
             yield Static("", id="best-summary")
         with VerticalScroll(id="body"):
+            yield FrontPlot(id="front-plot")
             yield LayerBitmap(id="layer-bitmap")
             yield GenerationTable(id="generations")
             yield RichLog(id="engine-log", max_lines=LOG_LINES, wrap=False, markup=False)
@@ -139,8 +163,13 @@ class RunScreen(Screen[None]):
         self._show_banner(view)
         self._show_progress(view)
         self._show_evaluating(view)
-        self._show_best(view)
-        self.query_one(LayerBitmap).set_rows(view.n_layers, view.protect, self._bitmap_rows(view))
+        if view.pareto:
+            self._show_front(view)
+        else:
+            self._show_best(view)
+            self.query_one(LayerBitmap).set_rows(
+                view.n_layers, view.protect, self._bitmap_rows(view)
+            )
         self.query_one(GenerationTable).show_rows(view.rows, higher_is_better=view.higher_is_better)
         self._announce_end(view)
 
@@ -152,6 +181,29 @@ class RunScreen(Screen[None]):
         sign = 1.0 if view.higher_is_better else -1.0
         self.query_one("#best-fitness", Sparkline).data = [sign * v for v in view.best_history]
         self.query_one("#best-summary", Static).update(best_summary(view))
+
+    def _show_front(self, view: RunView) -> None:
+        """A Pareto run: the hypervolume per generation in place of the best fitness, the front
+        plot, and the front's members (one row per k) in the bitmap in place of the population."""
+        front = view.front
+        kind = view.fitness_kind
+        knee = pareto.knee_k(front, kind, (view.result or {}).get("knee_k"))
+        self.query_one("#fitness-label", Label).update("hypervolume")
+        self.query_one("#best-fitness", Sparkline).data = list(view.hypervolumes)
+        self.query_one("#best-summary", Static).update(front_summary(view))
+        plot = self.query_one(FrontPlot)
+        plot.display = True
+        plot.set_fronts([*view.fronts[:-1], front], view.prune_range, kind, knee)
+        rows = [
+            BitmapRow(
+                list(p.dropped),
+                p.fitness,
+                best=p.k == knee,
+                marker=("★" if p.k == knee else " ") + f"k={p.k}",
+            )
+            for p in front
+        ]
+        self.query_one(LayerBitmap).set_rows(view.n_layers, view.protect, rows, best_meaning="knee")
 
     def _show_title(self, view: RunView) -> None:
         gen = f"generation {view.generation}/{view.generations}" if view.generations else ""

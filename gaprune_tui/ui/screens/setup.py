@@ -45,6 +45,7 @@ from gaprune_tui.ui.messages import CacheScanned, ModelInspected, TimingsMeasure
 from gaprune_tui.ui.screens.setup_fields import (
     FORM_FIELDS,
     OVERRIDE_FIELDS,
+    SIZE_FIELDS,
     ConfigValue,
     FieldGroup,
     fields_of,
@@ -168,7 +169,7 @@ class SetupScreen(Screen[None]):
         cells: list[Label | Input | Select[str]] = []
         for spec in fields_of(group):
             cells += [
-                Label(spec.label),
+                Label(spec.label, classes=f"label-{spec.ident}"),
                 spec.widget(getattr(self.base, spec.attr), blink=self._blink),
             ]
         if len(cells) % 4:
@@ -177,6 +178,7 @@ class SetupScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._fill_tasks(self.base)
+        self._show_size_field()
         self._inspect(self.base.model.strip())
         self._scan_cache()
         self._load_task_names()
@@ -218,6 +220,7 @@ class SetupScreen(Screen[None]):
                 self.query_one(f"#{spec.ident}", Input).value = spec.format(value)
         self.override_task = None
         self._fill_tasks(config)
+        self._show_size_field()
         self._inspect(config.model.strip())
 
     # ---- reading the form ------------------------------------------------------------------------
@@ -233,8 +236,12 @@ class SetupScreen(Screen[None]):
         """The form as a validated ``RunConfig``; ``ConfigError`` names the first bad field."""
         specs = [self._task_spec(name) for name in self.task_names()]
         values: dict[str, Any] = {}  # typed by each row's parse; validate() checks the values
+        hidden = self._hidden_size_field()
         for spec in FORM_FIELDS:
-            if spec.kind == "choice":
+            if spec.ident == hidden:
+                # Not shown, not read: a single search has no range, a Pareto one keeps prune.
+                values[spec.attr] = None if spec.kind == "range" else getattr(self.base, spec.attr)
+            elif spec.kind == "choice":
                 values[spec.attr] = self.query_one(f"#{spec.ident}", Select).value
             else:
                 values[spec.attr] = spec.parse(self.query_one(f"#{spec.ident}", Input).value)
@@ -242,6 +249,21 @@ class SetupScreen(Screen[None]):
             self.base, tasks=specs, include_path=list(self.base.include_path), **values
         )
         return config.validate()
+
+    def _objective(self) -> str:
+        return str(self.query_one("#objective", Select).value)
+
+    def _hidden_size_field(self) -> str | None:
+        """The ident of the layer-count field the objective does not use."""
+        shown = SIZE_FIELDS.get(self._objective())
+        return next((f for f in SIZE_FIELDS.values() if f != shown), None) if shown else None
+
+    def _show_size_field(self) -> None:
+        """One k (prune) for a single-objective search, MIN:MAX for a Pareto one."""
+        hidden = self._hidden_size_field()
+        for ident in SIZE_FIELDS.values():
+            for widget in self.query(f"#{ident}, .label-{ident}"):
+                widget.display = ident != hidden
 
     def _task_spec(self, name: str) -> TaskSpec:
         """One selected task with its overrides; ``ConfigError`` names the task and the field."""
@@ -367,6 +389,8 @@ class SetupScreen(Screen[None]):
                 self.query_one(f"#{spec.ident}", Input).value = raw.get(spec.attr, "")
         elif event.select.id == "dtype":
             self._show_model_line()
+        elif event.select.id == "objective":
+            self._show_size_field()
         self.revalidate()
 
     @on(OptionList.OptionSelected, "#cache-models")

@@ -21,18 +21,24 @@ from gaprune_tui.core.config import (
     INIT_CHOICES,
     INVALID_CHOICES,
     MUTATION_CHOICES,
+    OBJECTIVE_CHOICES,
     SCORER_CHOICES,
+    parse_prune_range,
 )
 from gaprune_tui.core.devices import DEVICE_HINT, device_ok
 from gaprune_tui.core.errors import ConfigError
 
-FieldKind = Literal["text", "int", "float", "choice", "list"]
+FieldKind = Literal["text", "int", "float", "choice", "list", "range"]
 # Where a field sits on the form: the model line, the benchmark defaults, the GA, how the pick is
 # made trustworthy (calibration, confirmation, baselines), the hardware.
 FieldGroup = Literal["model", "tasks", "ga", "trust", "hardware"]
-ConfigValue = str | int | float | list[str] | None
+ConfigValue = str | int | float | list[str] | list[int] | None
 MODEL_HINT = "demo, a local folder, a .gguf file or a hub id"
 METRIC_HINT = "per task default"
+RANGE_HINT = "MIN:MAX, e.g. 2:8"
+# Which of the two "how many layers" fields the form shows, by objective (the other is hidden and
+# not read): one k for a single-objective search, a range of k for a Pareto one.
+SIZE_FIELDS = {"single": "prune", "pareto": "prune-range"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class FormField:
     def format(self, value: ConfigValue) -> str:
         """The config's value as the field's text."""
         if isinstance(value, list):
-            return ",".join(value)
+            return (":" if self.kind == "range" else ",").join(map(str, value))
         return "" if value is None else str(value)
 
     def parse(self, text: str) -> ConfigValue:
@@ -62,6 +68,8 @@ class FormField:
             return None
         if self.kind == "list":
             return [part.strip() for part in text.split(",") if part.strip()]
+        if self.kind == "range":
+            return parse_prune_range(text)
         if self.kind == "int":
             try:
                 return int(text)
@@ -118,6 +126,14 @@ def text_input(
     return widget
 
 
+def _range_ok(text: str) -> bool:
+    try:
+        parse_prune_range(text)
+    except ConfigError:
+        return False
+    return True
+
+
 def _int(ident: str, label: str, attr: str, low: int | None, group: FieldGroup = "ga") -> FormField:
     return FormField(ident, label, attr, "int", group, (Integer(low),))
 
@@ -135,7 +151,18 @@ FORM_FIELDS: tuple[FormField, ...] = (
     dataclasses.replace(
         _int("limit", "limit", "limit", 1, "tasks"), optional=True, placeholder="all items"
     ),
+    _choice("objective", OBJECTIVE_CHOICES, "ga"),
     _int("prune", "prune k", "prune", 1),
+    FormField(
+        "prune-range",
+        "prune range",
+        "prune_range",
+        "range",
+        "ga",
+        (Function(_range_ok, f"the prune range is {RANGE_HINT}"),),
+        optional=True,
+        placeholder=RANGE_HINT,
+    ),
     _int("protect", "protect", "protect", 0),
     _int("population", "population", "population", 2),
     _int("generations", "generations", "generations", 0),

@@ -40,6 +40,8 @@ class BitmapRow:
     fitness: float | None = None
     best: bool = False
     evaluating: bool = False
+    # Replaces the ★/▶ marker in the label: a Pareto run's front rows say their k ("k=4").
+    marker: str | None = None
 
 
 class LayerBitmap(Widget, can_focus=True):
@@ -87,14 +89,24 @@ class LayerBitmap(Widget, can_focus=True):
         self.n_layers = n_layers
         self.protect = protect
         self.rows: list[BitmapRow] = rows or []
+        self.best_meaning = "best so far"
 
     def on_mount(self) -> None:
         # Colours come from the theme: repaint when the user switches themes.
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
 
-    def set_rows(self, n_layers: int, protect: int, rows: list[BitmapRow]) -> None:
-        """Replace what is drawn (one refresh); the cursor stays on the same index."""
+    def set_rows(
+        self,
+        n_layers: int,
+        protect: int,
+        rows: list[BitmapRow],
+        *,
+        best_meaning: str = "best so far",
+    ) -> None:
+        """Replace what is drawn (one refresh); the cursor stays on the same index.
+        ``best_meaning`` is what the legend says the highlighted row is."""
         size_changed = len(rows) != len(self.rows) or n_layers != self.n_layers
+        self.best_meaning = best_meaning
         self.n_layers = n_layers
         self.protect = protect
         self.rows = rows
@@ -165,6 +177,8 @@ class LayerBitmap(Widget, can_focus=True):
             text.append("  waiting for the first genomes…\n", dim)
         for index, row in enumerate(self.rows):
             marker = "★" if row.best else ("▶" if row.evaluating else " ")
+            if row.marker is not None:
+                marker = row.marker
             score = "  …   " if row.fitness is None else fmt.score(row.fitness)
             label = f"{marker} {score}".ljust(LABEL_WIDTH)
             label_style = best if row.best else Style()
@@ -186,6 +200,6 @@ class LayerBitmap(Widget, can_focus=True):
             (GLYPH_KEPT, kept, "kept"),
             (GLYPH_DROPPED, dropped, "dropped"),
             (GLYPH_PROTECTED, protected, "protected"),
-            ("★", best, "best so far"),
+            ("★", best, self.best_meaning),
         )
         return text

@@ -1,0 +1,171 @@
+"""The front of a Pareto run: quality against layers dropped, for the Run and Results screens.
+
+Drawn as rich ``Text`` like the fitness chart (no plotting dependency): layers dropped along the
+bottom axis (the run's whole range, so a k the search has not reached yet shows as a gap), the
+fitness up the left axis with better up (KL and perplexity are drawn upside down and labelled as
+they are). The latest front is drawn bold over the fronts of earlier generations, which stay as
+dim dots so the user sees the front move; a dominated member (one that a member dropping more
+layers matches or beats) and the knee have their own glyphs, so the plot reads without colour.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rich.style import Style
+from rich.text import Text
+from textual.widget import Widget
+
+from gaprune_tui.core import fitness as fitness_kinds
+from gaprune_tui.core import format as fmt
+from gaprune_tui.core.pareto import FrontPoint
+from gaprune_tui.ui.themes import BITMAP_DEFAULTS
+from gaprune_tui.ui.widgets.legend import append_legend
+
+GLYPH_FRONT = "●"
+GLYPH_DOMINATED = "○"
+GLYPH_KNEE = "◆"
+GLYPH_EARLIER = "·"
+Y_LABEL = 9
+MAX_STEP = 8
+
+
+def _row_of(value: float, lo: float, hi: float, height: int) -> int:
+    """Row index counted from the top (0) for a value between lo and hi."""
+    if hi <= lo:
+        return height // 2
+    return height - 1 - round((value - lo) / (hi - lo) * (height - 1))
+
+
+class FrontPlot(Widget):
+    """The front after each generation; ``set_fronts`` replaces the data."""
+
+    DEFAULT_CSS = """
+    FrontPlot {
+        height: auto;
+        width: 1fr;
+    }
+    """
+
+    def __init__(
+        self, *, plot_height: int = 7, id: str | None = None, classes: str | None = None
+    ) -> None:
+        super().__init__(id=id, classes=classes)
+        self.plot_height = plot_height
+        self.fronts: list[list[FrontPoint]] = []
+        self.ks: list[int] = []
+        self.kind = "squared_mean"
+        self.knee_k: int | None = None
+
+    def on_mount(self) -> None:
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
+
+    def set_fronts(
+        self,
+        fronts: Sequence[Sequence[FrontPoint]],
+        prune_range: Sequence[int] | None,
+        kind: str,
+        knee_k: int | None = None,
+    ) -> None:
+        """``fronts``: one per generation, the latest last; ``prune_range``: the run's
+        [MIN, MAX] (every k in it gets a place on the axis, reached or not)."""
+        self.fronts = [list(f) for f in fronts]
+        ks = set(range(prune_range[0], prune_range[-1] + 1)) if prune_range else set()
+        self.ks = sorted(ks | {p.k for f in self.fronts for p in f})
+        self.kind = kind
+        self.knee_k = knee_k
+        self.refresh(layout=True)
+
+    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
+        return self.plot_height + 3
+
+    def render(self) -> Text:
+        return self.render_text(self.size.width or 80)
+
+    def _styles(self) -> dict[str, Style]:
+        variables = getattr(self.app, "theme_variables", {}) or {}
+
+        def colour(name: str) -> str:
+            return variables.get(name) or BITMAP_DEFAULTS[name]
+
+        return {
+            "front": Style(color=colour("bitmap-best"), bold=True),
+            "knee": Style(color=colour("bitmap-best"), bold=True, underline=True),
+            "dominated": Style(color=colour("bitmap-dropped")),
+            "earlier": Style(color=colour("bitmap-kept"), dim=True),
+        }
+
+    def _append_title(self, text: Text, styles: dict[str, Style], width: int) -> None:
+        """The kind with its direction, then the key, on one line."""
+        key = Text()
+        append_legend(
+            key,
+            (GLYPH_FRONT, styles["front"], "front"),
+            (GLYPH_DOMINATED, styles["dominated"], "dominated"),
+            (GLYPH_KNEE, styles["knee"], "knee"),
+            (GLYPH_EARLIER, styles["earlier"], "earlier fronts"),
+        )
+        # The key must stay on one line (the height is counted): a narrow plot names the kind
+        # by its short label.
+        title = fitness_kinds.label(self.kind)
+        if len(title) + 2 + len(key) > width:
+            title = fitness_kinds.short_label(self.kind)
+        text.append(title + "  ", Style(dim=True))
+        text.append_text(key)
+        text.append("\n")
+
+    def render_text(self, width: int) -> Text:
+        """Title and key, the plot, the k axis."""
+        styles = self._styles()
+        dim = Style(dim=True)
+        text = Text(no_wrap=True, overflow="crop")
+        self._append_title(text, styles, width)
+        height = self.plot_height
+        latest = self.fronts[-1] if self.fronts else []
+        if not latest or not self.ks:
+            for _ in range(height):
+                text.append(" " * (Y_LABEL - 1) + "│\n", dim)
+            text.append(" " * (Y_LABEL - 1) + "└" + "─" * 10 + "\n", dim)
+            text.append(" " * Y_LABEL + "no generation finished yet", dim)
+            return text
+        sign = 1.0 if fitness_kinds.higher_is_better(self.kind) else -1.0
+        values = [sign * p.fitness for f in self.fronts for p in f if math.isfinite(p.fitness)]
+        lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+        step = max(3, min(MAX_STEP, (width - Y_LABEL - 2) // len(self.ks)))
+        column = {k: i * step + step // 2 for i, k in enumerate(self.ks)}
+        grid: list[list[tuple[str, str]]] = [
+            [(" ", "")] * (len(self.ks) * step) for _ in range(height)
+        ]
+
+        def place(point: FrontPoint, glyph: str, style: str) -> None:
+            if math.isfinite(point.fitness) and point.k in column:
+                grid[_row_of(sign * point.fitness, lo, hi, height)][column[point.k]] = (
+                    glyph,
+                    style,
+                )
+
+        for earlier in self.fronts[:-1]:
+            for point in earlier:
+                place(point, GLYPH_EARLIER, "earlier")
+        for point in latest:
+            if point.k == self.knee_k:
+                place(point, GLYPH_KNEE, "knee")
+            elif point.dominated:
+                place(point, GLYPH_DOMINATED, "dominated")
+            else:
+                place(point, GLYPH_FRONT, "front")
+        for r, cells in enumerate(grid):
+            edge = r in (0, height - 1)
+            label = fmt.score(sign * (hi if r == 0 else lo)) if edge else ""
+            text.append(label.rjust(Y_LABEL - 1)[-(Y_LABEL - 1) :], dim)
+            text.append("┤" if edge else "│", dim)
+            for glyph, style in cells:
+                text.append(glyph, styles[style] if style else Style())
+            text.append("\n")
+        text.append(" " * (Y_LABEL - 1) + "└", dim)
+        ticks = set(column.values())
+        text.append("".join("┬" if c in ticks else "─" for c in range(len(self.ks) * step)), dim)
+        text.append("\n" + " " * Y_LABEL)
+        text.append("".join(str(k).center(step) for k in self.ks) + "  layers dropped", dim)
+        return text
