@@ -500,48 +500,10 @@ class FakeEngine:
         result = build_result(
             store, setup, base_event, self.references, confirmations, per_layer, 0.0
         )  # type: ignore[arg-type]  # the stand-in has what build_result reads
-        if self.pareto and "front" not in result:
-            self._pareto_result(result, base_event, confirmations, per_layer)
         store.write_result(result)
         store.set_state(RunState.FINISHED)
         store.add_event(RunFinished(result=result))
         self._log("search finished")
-
-    def _pareto_result(
-        self,
-        result: dict[str, Any],
-        base: BaseScores,
-        confirmations: list[GenomeConfirmed],
-        per_layer: list[int],
-    ) -> None:
-        """A Pareto run's result.json keys (the lead's contract): ``front`` sorted by k, each
-        member judged like a finalist, and the knee's genome at the top level."""
-        from gaprune_tui.engine.result import _confirmation, _genome
-
-        front = self.front()
-        knee = pareto.knee(front, KIND) or front[-1]
-        base_conf = next((c for c in confirmations if c.role == "base"), None)
-        finalists = {tuple(c.dropped): c for c in confirmations if c.role == "finalist"}
-        members = []
-        for p in front:
-            scores = self.memo[tuple(p.dropped)]
-            genome = _genome(p.dropped, p.fitness, scores, KIND, base, per_layer)
-            del genome["scores"]
-            confirmed = _confirmation(finalists.get(tuple(p.dropped)), base_conf)
-            for key in ("confirmed_scores", "holdout_scores"):
-                confirmed.pop(key, None)
-            members.append(
-                {"k": p.k, **genome, "dominated": p.dominated, "knee": p is knee, **confirmed}
-            )
-        scores = self.memo[tuple(knee.dropped)]
-        result.update(
-            objective="pareto",
-            prune_range=[self.ks[0], self.ks[-1]],
-            knee_k=knee.k,
-            front=members,
-            **_genome(knee.dropped, knee.fitness, scores, KIND, base, per_layer),
-            kept_layers=[i for i in range(self.n_layers) if i not in set(knee.dropped)],
-        )
 
     def _pareto_offspring(self, population: list[list[int]]) -> tuple[list[list[int]], list[int]]:
         """A stand-in for NSGA-II's variation: each slot takes the best of three genomes of its
