@@ -76,6 +76,9 @@ _RUN_FLAGS: list[tuple[str, Any, str]] = [
         int,
         "memory budget for the cross-genome prefix cache (default 4096; at most a quarter of free memory)",
     ),
+    ("workers", int, "score each generation on N worker processes (CPU: the cores split)"),
+    ("devices", str, "one worker per device: all, or cuda:0,cuda:1"),
+    ("ray", str, "score on Ray actors: local (start one here), auto or HOST:PORT (a cluster)"),
 ]
 
 
