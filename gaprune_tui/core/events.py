@@ -340,7 +340,7 @@ class WorkerStatus(RunEvent):
     ``state`` is starting, idle, busy, lost or stopped; ``dropped`` the genome in flight (busy);
     ``scored`` the genome it just finished (set once per scored genome, so counting these events
     gives each worker's evaluations over every session); ``evaluations`` and ``seconds`` its
-    genomes and scoring time in this session."""
+    genomes and scoring time in this session; ``pid`` its process (0 where unknown)."""
 
     kind: ClassVar[str] = "worker_status"
     name: str = ""
@@ -351,6 +351,7 @@ class WorkerStatus(RunEvent):
     evaluations: int = 0
     seconds: float = 0.0
     backend: str = ""
+    pid: int = 0
 
 
 EVENT_TYPES[WorkerStatus.kind] = WorkerStatus

@@ -83,9 +83,14 @@ class Scoring:
         return Evaluator(self.loaded, self.taskset, self.config, memo, lm=self.lm, kl=self.kl)
 
 
-def build_scoring(config: RunConfig, should_stop: Any = None) -> Scoring:
+def build_scoring(
+    config: RunConfig, should_stop: Any = None, *, fitness_only: bool = False
+) -> Scoring:
     """Load the model, the tasks and the calibration text of ``config`` and build its scorers
-    (the KL scorer computes the base model's distributions once)."""
+    (the KL scorer computes the base model's distributions once). ``fitness_only`` (a worker of
+    ``engine/backends``) loads only what the search's fitness reads: the tasks or the
+    calibration text, not both (the engine needs both: baselines and confirmation)."""
+    from gaprune_tui.core.fitness import is_calibration
     from gaprune_tui.engine.calibration import load_calibration
     from gaprune_tui.engine.evaluator import Evaluator
     from gaprune_tui.engine.model import load_model
@@ -98,9 +103,16 @@ def build_scoring(config: RunConfig, should_stop: Any = None) -> Scoring:
         trust_remote_code=config.trust_remote_code,
     )
     config.check_layers(loaded.n_layers)
-    log.info("building tasks %s", ", ".join(t.name for t in config.tasks))
-    taskset = build_tasks(config)
-    calibration = load_calibration(config.calibration, loaded.tokenizer, config.calibration_tokens)
+    calibration_fitness = is_calibration(config.fitness)
+    taskset: Any = None
+    if not (fitness_only and calibration_fitness):
+        log.info("building tasks %s", ", ".join(t.name for t in config.tasks))
+        taskset = build_tasks(config)
+    calibration: Any = None
+    if calibration_fitness or not fitness_only:
+        calibration = load_calibration(
+            config.calibration, loaded.tokenizer, config.calibration_tokens
+        )
     lm = Evaluator.make_lm(loaded, config, should_stop)
     kl = kl_scorer(config, loaded, calibration, lm, should_stop)
     return Scoring(config, loaded, taskset, calibration, lm, kl)

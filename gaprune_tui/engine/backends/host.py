@@ -42,7 +42,7 @@ class ScorerHost:
         self.config = RunConfig.from_dict(config).validate()
         self.threads = torch.get_num_threads()
         start = time.perf_counter()
-        scoring = build_scoring(self.config)
+        scoring = build_scoring(self.config, fitness_only=True)
         self.evaluator = scoring.evaluator(_NoMemo())  # type: ignore[arg-type]
         self.device = str(scoring.loaded.device)
         log.info(

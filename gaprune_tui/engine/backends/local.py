@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -72,7 +72,9 @@ class _Proc:
     job: Job | None = None
     evaluations: int = 0
     seconds: float = 0.0
-    since: float = field(default_factory=time.monotonic)
+    pid: int = 0
+    busy: float = 0.0  # seconds with a genome in flight, as the driver sees it
+    busy_since: float = 0.0
 
     def status(self, state: str, backend: str, scored: list[int] | None = None) -> WorkerStatus:
         return WorkerStatus(
@@ -84,6 +86,7 @@ class _Proc:
             evaluations=self.evaluations,
             seconds=round(self.seconds, 3),
             backend=backend,
+            pid=self.pid or self.process.pid or 0,
         )
 
 
@@ -98,6 +101,7 @@ class LocalWorkers(Backend):
         self.threads = worker_threads(len(devices))
         ctx = multiprocessing.get_context("spawn")
         self.procs: list[_Proc] = []
+        self.idle_seconds: list[float] = []  # per generation, summed over workers
         for i, device in enumerate(devices, 1):
             data = {**config.to_dict(), "device": device, "workers": 1, "devices": None}
             data = {k: v for k, v in data.items() if v is not None}
@@ -117,6 +121,7 @@ class LocalWorkers(Backend):
         if not live:
             raise WorkersGone("every worker is gone: resume the run to continue")
         sched = Scheduler(jobs, [p.name for p in live])
+        start, busy = time.monotonic(), sum(p.busy for p in live)
         for p in live:
             self._send(p, ("plan", sched.planned(p.name)))
         yield from self._hand_out(sched)
@@ -131,6 +136,15 @@ class LocalWorkers(Backend):
             if any(p.job for p in self.procs):
                 self.close()  # a stop or a failure mid-generation: nothing more comes back
             raise
+        self._idle(len(live), time.monotonic() - start, sum(p.busy for p in live) - busy)
+
+    def _idle(self, n: int, wall: float, busy: float) -> None:
+        """Record how long workers sat idle in this generation (loading included)."""
+        idle = max(0.0, n * wall - busy)
+        self.idle_seconds.append(idle)
+        log.info(
+            "generation scored on %d workers in %.1f s; %.1f worker-seconds idle", n, wall, idle
+        )
 
     def _step(self, sched: Scheduler) -> Iterator[Dispatched | Done | RunEvent]:
         """Wait for any worker to report (or die), handle it, hand out more work."""
@@ -148,10 +162,12 @@ class LocalWorkers(Backend):
                 if message[0] == "ready":
                     p.ready = True
                     p.device = str(message[1].get("device", p.device))
+                    p.pid = int(message[1].get("pid", 0))
                     yield p.status("idle", self.name)
                 elif message[0] == "done":
                     _, key, scores, seconds = message
                     job, p.job = p.job, None
+                    p.busy += time.monotonic() - p.busy_since
                     p.evaluations += 1
                     p.seconds += seconds
                     yield Done(key, scores, seconds, p.name)
@@ -186,7 +202,7 @@ class LocalWorkers(Backend):
                 continue
             if plan is not None:
                 self._send(p, ("plan", plan))
-            p.job = job
+            p.job, p.busy_since = job, time.monotonic()
             if self._send(p, ("score", job.key, job.dropped, job.limit)):
                 yield Dispatched(job, p.name)
                 yield p.status("busy", self.name)

@@ -29,6 +29,7 @@ from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume
 from gaprune_tui.ui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
 from gaprune_tui.ui.widgets.generation_table import GenerationTable, genome_text
 from gaprune_tui.ui.widgets.layer_bitmap import BitmapRow, LayerBitmap
+from gaprune_tui.ui.widgets.worker_table import WorkerTable
 
 POLL_SECONDS = 0.25
 LOG_LINES = 500
@@ -142,6 +143,7 @@ class RunScreen(Screen[None]):
         self._show_best(view)
         self.query_one(LayerBitmap).set_rows(view.n_layers, view.protect, self._bitmap_rows(view))
         self.query_one(GenerationTable).show_rows(view.rows, higher_is_better=view.higher_is_better)
+        WorkerTable.show(self, view, after="#generations")  # several workers only
         self._announce_end(view)
 
     def _show_best(self, view: RunView) -> None:
