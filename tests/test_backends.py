@@ -150,7 +150,7 @@ def test_scheduler_keeps_neighbours_together_and_steals_half() -> None:
     assert s.next_for("a") == (None, None) and s.left() == 0
 
 
-def test_backend_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backend_config_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="workers must be an integer >= 1"):
         RunConfig(workers=0).validate()
     with pytest.raises(ConfigError, match="devices must be all or a list like cuda:0,cuda:1"):
@@ -161,6 +161,10 @@ def test_backend_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         RunConfig(ray="127.0.0.1:9").validate()
     with pytest.raises(ConfigError, match="is not HOST:PORT"):
         RunConfig(ray="somewhere").validate()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="--ray auto found no Ray cluster on this machine"):
+        RunConfig(ray="auto").validate()
     import importlib.util
 
     real = importlib.util.find_spec
@@ -223,17 +227,42 @@ def in_process_task(
     return run_in_home(tmp_path_factory.mktemp("inproc-task"), tiny12, *SMALL, *TASK)
 
 
+@pytest.fixture(scope="module")
+def in_process_kl(
+    tiny12: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], RunStore]:
+    """The default fitness (KL): continuous values, so any drift between backends would show."""
+    return run_in_home(tmp_path_factory.mktemp("inproc-kl"), tiny12, *SMALL)
+
+
 @pytest.mark.slow
-def test_two_workers_kl_same_result_as_in_process(tiny12: Path, tmp_path: Path) -> None:
-    """The default fitness (KL): continuous values, so any drift would show."""
-    one = run_in_home(tmp_path / "one", tiny12, *SMALL)
-    two = run_in_home(tmp_path / "two", tiny12, *SMALL, "--workers", "2")
-    assert_same_run(one, two)
-    assert one[0]["backend"] == "in-process" and two[0]["backend"] == "2 local workers"
+def test_two_workers_kl_same_result_as_in_process(
+    tiny12: Path, tmp_path: Path, in_process_kl: tuple[dict[str, Any], RunStore]
+) -> None:
+    two = run_in_home(tmp_path, tiny12, *SMALL, "--workers", "2")
+    assert_same_run(in_process_kl, two)
+    assert (
+        in_process_kl[0]["backend"] == "in-process" and in_process_kl[0]["worker_evaluations"] == {}
+    )
+    assert two[0]["backend"] == "2 local workers"
     counts = two[0]["worker_evaluations"]
-    assert set(counts) == {"worker-1", "worker-2"} and sum(counts.values()) == two[0]["evaluations"]
+    assert set(counts) <= {"worker-1", "worker-2"} and sum(counts.values()) == two[0]["evaluations"]
     statuses = [e for e in two[1].events() if isinstance(e, events.WorkerStatus)]
     assert {e.state for e in statuses} >= {"idle", "busy"}
+    shown = cli("show", two[1].id, env={"GAPRUNE_HOME": str(tmp_path)})
+    assert "scored on 2 local workers (worker-" in shown.stdout, shown.stdout
+    listing = cli("runs", env={"GAPRUNE_HOME": str(tmp_path)})
+    assert "2 local workers" in listing.stdout
+
+
+@pytest.mark.slow
+def test_two_ray_actors_kl_same_result_as_in_process(
+    tiny12: Path, tmp_path: Path, in_process_kl: tuple[dict[str, Any], RunStore]
+) -> None:
+    ray = run_in_home(tmp_path, tiny12, *SMALL, "--ray", "local", "--workers", "2")
+    assert_same_run(in_process_kl, ray)
+    assert ray[0]["backend"] == "ray local (2 actors)"
+    assert sum(ray[0]["worker_evaluations"].values()) == ray[0]["evaluations"]
 
 
 def worker_pids(store: RunStore) -> dict[str, int]:
@@ -277,6 +306,27 @@ def test_worker_killed_mid_run_loses_nothing(
     assert any(m.startswith("worker-1 (cpu) died") for m in logs), logs
     assert "died" in store.log_path.read_text()
     assert set(result["worker_evaluations"]) == {"worker-1", "worker-2"}
+
+
+@pytest.mark.slow
+def test_ray_actor_killed_mid_run_loses_nothing(
+    tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
+) -> None:
+    home = tmp_path / "home"
+    env = {"GAPRUNE_HOME": str(home)}
+    flags = ["--ray", "local", "--workers", "2", "--detach"]
+    start = cli("run", "--model", str(tiny12), *SMALL, *TASK, *flags, env=env)
+    assert start.returncode == 0, start.stderr
+    (run_dir,) = (home / "data" / "runs").iterdir()
+    store = RunStore(run_dir)
+    wait_for(lambda: busy_in(store, "actor-1", 1), "actor-1 to score a genome of generation 1")
+    os.kill(worker_pids(store)["actor-1"], signal.SIGKILL)
+    wait_for(lambda: not store.alive(), "the run to end")
+    assert store.state == "finished", store.meta().get("error")
+    result = json.loads(store.result_path.read_text())
+    assert_same_run(in_process_task, (result, store))
+    logs = [e.message for e in store.events() if isinstance(e, events.LogMessage)]
+    assert any(m.startswith("actor-1 (cpu) died") for m in logs), logs
 
 
 @pytest.mark.slow
@@ -325,3 +375,39 @@ def test_driver_killed_with_workers_busy_resumes_to_the_same_result(
     assert [g.population for g in store.generations()] == [
         g.population for g in in_process_task[1].generations()
     ]
+
+
+# ---- the Run screen's worker table -------------------------------------------------------------
+@pytest.mark.anyio
+async def test_run_screen_shows_a_row_per_worker_only_with_several() -> None:
+    from fake_engine import FakeEngine, fake_store
+    from textual.widgets import DataTable
+
+    from gaprune_tui.ui.app import GapruneApp
+    from gaprune_tui.ui.screens.run import RunScreen
+    from gaprune_tui.ui.widgets.worker_table import WorkerTable
+
+    store = fake_store()
+    FakeEngine(store).run(4)
+    store.add_event(events.WorkerStatus(name="worker-1", device="cpu", state="idle"))
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        assert not screen.query(WorkerTable)  # one worker: the screen is unchanged
+        store.add_event(
+            events.WorkerStatus(name="worker-2", device="cpu", state="busy", dropped=[3, 5, 7])
+        )
+        store.add_event(
+            events.WorkerStatus(
+                name="worker-1", device="cpu", state="idle", scored=[2, 4, 6], evaluations=1
+            )
+        )
+        screen.poll()
+        await pilot.pause()
+        table = screen.query_one(WorkerTable)
+        assert isinstance(table, DataTable) and table.row_count == 2
+        assert table.get_row("worker-2")[:5] == ["worker-2", "cpu", "busy", "[3,5,7]", "0"]
+        assert table.get_row("worker-1")[2:5] == ["idle", "-", "1"]
+        assert set(screen.view.workers) == {"worker-1", "worker-2"}

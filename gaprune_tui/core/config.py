@@ -406,7 +406,17 @@ def validate_backend(config: RunConfig) -> None:
         raise ConfigError("ray is empty: use --ray local, --ray auto or --ray HOST:PORT")
     if importlib.util.find_spec("ray") is None:
         raise ConfigError('--ray needs Ray: pip install "gaprune-tui[ray]"')
-    if config.ray not in ("local", "auto"):
+    if config.ray == "auto":
+        import os
+
+        # Where `ray start --head` leaves the address of the cluster it started on this machine.
+        current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+        if not os.environ.get("RAY_ADDRESS") and not current.is_file():
+            raise ConfigError(
+                "--ray auto found no Ray cluster on this machine: start one with "
+                "`ray start --head`, or use --ray local"
+            )
+    elif config.ray != "local":
         _check_ray_address(config.ray)
 
 

@@ -73,6 +73,7 @@ class _Proc:
     evaluations: int = 0
     seconds: float = 0.0
     pid: int = 0
+    ready_at: float = 0.0  # when it finished loading (monotonic)
     busy: float = 0.0  # seconds with a genome in flight, as the driver sees it
     busy_since: float = 0.0
 
@@ -88,6 +89,18 @@ class _Proc:
             backend=backend,
             pid=self.pid or self.process.pid or 0,
         )
+
+
+def record_idle(handles: Sequence[Any], start: float, busy_before: float, what: str) -> float:
+    """Log and return how long ready workers sat idle in this generation (worker-seconds: from
+    when each was ready, or the generation's start, to its end, minus its busy time)."""
+    end = time.monotonic()
+    up = sum(end - max(start, h.ready_at) for h in handles if h.ready)
+    idle = max(0.0, up - (sum(h.busy for h in handles) - busy_before))
+    log.info(
+        "generation scored on %d %s in %.1f s; %.1f s idle", len(handles), what, end - start, idle
+    )
+    return idle
 
 
 class LocalWorkers(Backend):
@@ -136,15 +149,7 @@ class LocalWorkers(Backend):
             if any(p.job for p in self.procs):
                 self.close()  # a stop or a failure mid-generation: nothing more comes back
             raise
-        self._idle(len(live), time.monotonic() - start, sum(p.busy for p in live) - busy)
-
-    def _idle(self, n: int, wall: float, busy: float) -> None:
-        """Record how long workers sat idle in this generation (loading included)."""
-        idle = max(0.0, n * wall - busy)
-        self.idle_seconds.append(idle)
-        log.info(
-            "generation scored on %d workers in %.1f s; %.1f worker-seconds idle", n, wall, idle
-        )
+        self.idle_seconds.append(record_idle(live, start, busy, "workers"))
 
     def _step(self, sched: Scheduler) -> Iterator[Dispatched | Done | RunEvent]:
         """Wait for any worker to report (or die), handle it, hand out more work."""
@@ -160,7 +165,7 @@ class LocalWorkers(Backend):
             while p.conn.poll():
                 message = p.conn.recv()
                 if message[0] == "ready":
-                    p.ready = True
+                    p.ready, p.ready_at = True, time.monotonic()
                     p.device = str(message[1].get("device", p.device))
                     p.pid = int(message[1].get("pid", 0))
                     yield p.status("idle", self.name)

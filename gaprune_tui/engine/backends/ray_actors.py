@@ -20,6 +20,7 @@ from typing import Any
 from gaprune_tui.core.config import RunConfig, backend_label
 from gaprune_tui.core.events import LogMessage, RunEvent, WorkerStatus
 from gaprune_tui.engine.backends import Backend, Dispatched, Done, WorkersGone
+from gaprune_tui.engine.backends.local import record_idle
 from gaprune_tui.engine.backends.schedule import Job, Scheduler
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class _Actor:
     pid: int = 0
     evaluations: int = 0
     seconds: float = 0.0
+    ready_at: float = 0.0  # when it finished loading (monotonic)
     busy: float = 0.0
     busy_since: float = 0.0
 
@@ -139,15 +141,7 @@ class RayActors(Backend):
             if any(a.job for a in self.actors):
                 self.close()
             raise
-        wall = time.monotonic() - start
-        idle = max(0.0, len(live) * wall - (sum(a.busy for a in live) - busy))
-        self.idle_seconds.append(idle)
-        log.info(
-            "generation scored on %d actors in %.1f s; %.1f actor-seconds idle",
-            len(live),
-            wall,
-            idle,
-        )
+        self.idle_seconds.append(record_idle(live, start, busy, "actors"))
 
     def _step(self, sched: Scheduler) -> Iterator[Dispatched | Done | RunEvent]:
         refs = [a.pending for a in self.actors if a.pending is not None]
@@ -168,6 +162,7 @@ class RayActors(Backend):
             raise RuntimeError(f"{a.name} failed: {exc}") from None
         if not a.ready:
             a.ready, a.device, a.pid = True, str(value["device"]), int(value["pid"])
+            a.ready_at = time.monotonic()
             yield a.status("idle", self.name)
             return
         key, scores, seconds = value

@@ -43,8 +43,7 @@ class WorkerTable(DataTable[str]):
     def __init__(self, *, id: str | None = "workers") -> None:
         super().__init__(id=id, cursor_type="none", zebra_stripes=True)
         self._shown: dict[str, tuple[str, ...]] = {}
-
-    def on_mount(self) -> None:
+        # Columns now, not on mount: the first rows arrive in the same refresh that mounts it.
         for name in COLUMNS:
             self.add_column(name, key=name)
 
