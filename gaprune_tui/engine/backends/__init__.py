@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gaprune_tui.core.config import RunConfig, backend_label
+from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.core.events import (
     EvaluationFinished,
     EvaluationStarted,
@@ -221,7 +222,7 @@ def make_backend(config: RunConfig, threads: int) -> Backend:
 
         return RayActors(config)
     devices = _devices(config)
-    if len(devices) > 1:
+    if config.devices or len(devices) > 1:
         from gaprune_tui.engine.backends.local import LocalWorkers
 
         return LocalWorkers(config, devices)
@@ -235,7 +236,11 @@ def _devices(config: RunConfig) -> list[str]:
         import torch
 
         count = torch.cuda.device_count()
-        return [f"cuda:{i}" for i in range(count)] or [config.device]
+        if not count:
+            raise ConfigError(
+                "--devices all found no CUDA device: on a CPU use --workers N to split the cores"
+            )
+        return [f"cuda:{i}" for i in range(count)]
     if config.devices:
         return [d.strip() for d in config.devices.split(",") if d.strip()]
     return [config.device] * config.workers
