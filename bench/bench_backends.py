@@ -81,6 +81,8 @@ def main() -> int:
     args = parser.parse_args()
     benchkit.offline_env()
     os.environ.setdefault("TQDM_DISABLE", "1")
+    # One converted copy of the embedded model for every row (each row has its own GAPRUNE_HOME).
+    os.environ.setdefault("GAPRUNE_CACHE_DIR", tempfile.mkdtemp(prefix="gaprune-bench-cache-"))
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     lines = [
         f"search: embedded model, fitness {args.fitness}, population {args.population} x "
