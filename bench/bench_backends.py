@@ -23,16 +23,14 @@ import re
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import benchkit
 
 ROWS = {
-    "in-process": [],
-    "1 local worker": [
-        "--workers",
-        "1",
-    ],  # the in-process path: a worker of its own is --workers 2+
+    # One worker is the in-process backend: the engine scores the genomes itself, on all cores.
+    "1 worker (in-process)": [],
     "2 local workers": ["--workers", "2"],
     "2 Ray actors": ["--ray", "local", "--workers", "2"],
 }
@@ -40,7 +38,23 @@ _IDLE = re.compile(r"generation scored on \d+ \w+ in ([\d.]+) s; ([\d.]+) s idle
 _GEN = re.compile(r"^(\S+ \S+) INFO __main__: generation (\d+):", re.M)
 
 
-def run_row(flags: list[str], args: argparse.Namespace) -> dict[str, object]:
+@dataclass
+class Row:
+    """One backend's run: what it scored, how fast, how long workers idled, what it found."""
+
+    genomes: int
+    search_s: float
+    idle: list[float]
+    dropped: list[int]
+    fitness: float
+    workers: dict[str, int]
+
+    @property
+    def per_hour(self) -> float:
+        return 3600 * self.genomes / self.search_s if self.search_s else 0.0
+
+
+def run_row(flags: list[str], args: argparse.Namespace) -> Row:
     home = Path(tempfile.mkdtemp(prefix="gaprune-bench-backends-"))
     cmd = [sys.executable, "-m", "gaprune_tui", "run", "--model", "demo", "--json"]
     cmd += ["--fitness", args.fitness, "--limit", str(args.limit), "--prune", str(args.prune)]
@@ -58,15 +72,14 @@ def run_row(flags: list[str], args: argparse.Namespace) -> dict[str, object]:
     gens = RunStore(run_dir).generations()
     search_s = sum(g.seconds for g in gens)
     idle = [float(m.group(2)) for m in _IDLE.finditer(log)]
-    return {
-        "genomes": result["evaluations"],
-        "search_s": search_s,
-        "per_hour": 3600 * result["evaluations"] / search_s if search_s else 0.0,
-        "idle": idle,
-        "dropped": result["dropped_layers"],
-        "fitness": result["fitness"],
-        "workers": result.get("worker_evaluations") or {},
-    }
+    return Row(
+        genomes=result["evaluations"],
+        search_s=search_s,
+        idle=idle,
+        dropped=result["dropped_layers"],
+        fitness=result["fitness"],
+        workers=result.get("worker_evaluations") or {},
+    )
 
 
 def main() -> int:
@@ -91,18 +104,18 @@ def main() -> int:
         "| backend | genomes | search s | genomes/hour | idle s per generation | result |",
         "|---|---|---|---|---|---|",
     ]
-    first = None
+    first: tuple[list[int], float] | None = None
     for name in wanted:
         row = run_row(ROWS[name], args)
-        same = (row["dropped"], row["fitness"]) == first if first else True
-        first = first or (row["dropped"], row["fitness"])
-        idle = ", ".join(f"{s:.1f}" for s in row["idle"]) or "-"  # type: ignore[union-attr]
-        per_worker = ", ".join(f"{k} {v}" for k, v in row["workers"].items())  # type: ignore[union-attr]
+        same = (row.dropped, row.fitness) == first if first else True
+        first = first or (row.dropped, row.fitness)
+        idle = ", ".join(f"{s:.1f}" for s in row.idle) or "-"
+        per_worker = ", ".join(f"{k} {v}" for k, v in row.workers.items())
         lines.append(
-            f"| {name} | {row['genomes']}"
+            f"| {name} | {row.genomes}"
             + (f" ({per_worker})" if per_worker else "")
-            + f" | {row['search_s']:.1f} | {row['per_hour']:.0f} | {idle} | drop {row['dropped']}, "
-            f"fitness {row['fitness']:.4f}{'' if same else ' (DIFFERS)'} |"
+            + f" | {row.search_s:.1f} | {row.per_hour:.0f} | {idle} | drop {row.dropped}, "
+            f"fitness {row.fitness:.4f}{'' if same else ' (DIFFERS)'} |"
         )
         print(lines[-1], flush=True)
         if not same:

@@ -370,7 +370,7 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-# ---- several workers (engine/backends) -------------------------------------------------------------
+# ---- several workers (engine/backends) --------------------------------------------------------
 _DEVICE_LIST_RE = re.compile(r"^cuda:\d+(,cuda:\d+)*$")
 
 

@@ -337,10 +337,10 @@ def parse(kind: str, payload: Mapping[str, Any], *, seq: int = 0, ts: float = 0.
 class WorkerStatus(RunEvent):
     """One worker of a several-worker backend (``engine/backends``): what it is doing now.
 
-    ``state`` is starting, idle, busy, lost or stopped; ``dropped`` the genome in flight (busy);
-    ``scored`` the genome it just finished (set once per scored genome, so counting these events
-    gives each worker's evaluations over every session); ``evaluations`` and ``seconds`` its
-    genomes and scoring time in this session; ``pid`` its process (0 where unknown)."""
+    ``state`` is idle (loaded, waiting), busy or lost (died); ``dropped`` the genome in flight
+    (busy); ``scored`` the genome it just finished (set once per scored genome, so counting these
+    events gives each worker's evaluations over every session); ``evaluations`` and ``seconds``
+    its genomes and scoring time in this session; ``pid`` its process (0 where unknown)."""
 
     kind: ClassVar[str] = "worker_status"
     name: str = ""
