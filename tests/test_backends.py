@@ -421,3 +421,27 @@ async def test_run_screen_shows_a_row_per_worker_only_with_several() -> None:
         assert table.get_row("worker-2")[:5] == ["worker-2", "cpu", "busy", "[3,5,7]", "0"]
         assert table.get_row("worker-1")[2:5] == ["idle", "-", "1"]
         assert set(screen.view.workers) == {"worker-1", "worker-2"}
+
+
+def test_every_worker_gone_ends_the_generation_with_workers_gone() -> None:
+    """Both worker processes killed before they loaded anything: each loss is reported (event
+    and log line), the genome is not dropped silently, and the run ends with ``WorkersGone``
+    (the engine marks it failed; ``resume`` continues it)."""
+    from gaprune_tui.engine.backends import WorkersGone
+    from gaprune_tui.engine.backends.local import LocalWorkers
+
+    backend = LocalWorkers(RunConfig(fitness="squared_mean").validate(), ["cpu", "cpu"])
+    try:
+        for p in backend.procs:
+            os.kill(p.process.pid, signal.SIGKILL)
+        seen: list[Any] = []
+        with pytest.raises(WorkersGone, match="every worker is gone"):
+            for item in backend.run([Job(0, [3, 4], [0, 1, 2, 5])]):
+                seen.append(item)
+        lost = [e for e in seen if isinstance(e, events.WorkerStatus) and e.state == "lost"]
+        assert sorted(e.name for e in lost) == ["worker-1", "worker-2"]
+        logs = [e.message for e in seen if isinstance(e, events.LogMessage)]
+        assert len(logs) == 2 and all("died (exit code -9)" in m for m in logs), logs
+        assert not any(isinstance(e, Done) for e in seen)
+    finally:
+        backend.close()
