@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gaprune_tui.core.config import RunConfig, backend_label
 from gaprune_tui.core.errors import ConfigError
@@ -34,7 +34,11 @@ from gaprune_tui.core.events import (
     WorkerStatus,
 )
 from gaprune_tui.engine.backends.schedule import Job, Scheduler
-from gaprune_tui.engine.search import Outcome
+
+if TYPE_CHECKING:
+    # Not at run time: result.py imports this package for ``backend_result``, and the fake
+    # engine runs result.py without the GA's libraries.
+    from gaprune_tui.engine.search import Outcome
 
 log = logging.getLogger(__name__)
 Scores = dict[str, dict[str, Any]]
@@ -132,6 +136,8 @@ class _Entry:
 
 def _triage(search: Any, todo: list[Any]) -> tuple[list[Job], list[_Entry]]:
     """Split a generation into memo hits, invalid genomes, repeats and jobs for the workers."""
+    from gaprune_tui.engine.search import Outcome
+
     jobs: list[Job] = []
     entries: list[_Entry] = []
     first: dict[tuple[int, ...], int] = {}
