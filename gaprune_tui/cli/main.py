@@ -82,6 +82,9 @@ _RUN_FLAGS: list[tuple[str, Any, str]] = [
         int,
         "memory budget for the cross-genome prefix cache (default 4096; at most a quarter of free memory)",
     ),
+    ("workers", int, "score each generation on N worker processes (CPU: the cores split)"),
+    ("devices", str, "one worker per device: all, or cuda:0,cuda:1"),
+    ("ray", str, "score on Ray actors: local (start one here), auto or HOST:PORT (a cluster)"),
 ]
 
 
@@ -392,6 +395,16 @@ def cmd_confirm(args: argparse.Namespace) -> int:
     return _follow_or_detach(store, proc, args)
 
 
+def _backend_of(run_path: Path) -> str:
+    """Where a run scores its genomes (in-process, local workers, Ray), from its config."""
+    from gaprune_tui.core.config import backend_label
+
+    try:
+        return backend_label(RunConfig.load(run_path / "config.toml"))
+    except GapruneError:
+        return "-"
+
+
 def cmd_runs(_: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -402,13 +415,14 @@ def cmd_runs(_: argparse.Namespace) -> int:
         return 0
     table = Table()
     table.add_column("run", no_wrap=True, min_width=len(runs[0].id))
-    for col in ("state", "model", "best fitness", "best dropped", "started"):
+    for col in ("state", "model", "backend", "best fitness", "best dropped", "started"):
         table.add_column(col, overflow="fold")
     for r in runs:
         table.add_row(
             r.id,
             r.state,
             r.model,
+            _backend_of(r.path),
             "-" if r.best_fitness is None else f"{r.best_fitness:.4f}",
             "-" if r.best_dropped is None else str(r.best_dropped),
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),

@@ -183,6 +183,10 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
             else ""
         ),
     ]
+    if result.get("backend") and result["backend"] != "in-process":
+        counts = result.get("worker_evaluations") or {}
+        each = ", ".join(f"{name} {n}" for name, n in counts.items())
+        lines.insert(-1, f"scored on {result['backend']}" + (f" ({each})" if each else ""))
     return "\n".join(lines)
 
 

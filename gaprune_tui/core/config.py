@@ -95,6 +95,12 @@ class RunConfig:
     screen: int | None = None
     prefix_cache: bool = True
     prefix_cache_mb: int = 4096
+    # Several workers (engine/backends): N processes on --device (CPU: the cores split between
+    # them), one per device of ``devices`` ("all" or "cuda:0,cuda:1"), or Ray actors
+    # (``ray``: local, auto or a cluster's ADDRESS).
+    workers: int = 1
+    devices: str | None = None
+    ray: str | None = None
 
     # ---- derived -------------------------------------------------------------------------
     def task_metric(self, spec: TaskSpec) -> str | None:
@@ -180,6 +186,7 @@ class RunConfig:
         for path in self.include_path:
             if not Path(path).expanduser().is_dir():
                 raise ConfigError(f"include path {path!r} is not a folder: give a folder of YAMLs")
+        validate_backend(self)
         return self
 
     def _validate_trust(self) -> None:
@@ -366,3 +373,69 @@ def _int_at_least(name: str, value: Any, low: int, what: str) -> None:
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+# ---- several workers (engine/backends) --------------------------------------------------------
+_DEVICE_LIST_RE = re.compile(r"^cuda:\d+(,cuda:\d+)*$")
+
+
+def backend_label(config: RunConfig) -> str:
+    """How a run scores its genomes, for ``runs``, ``show`` and result.json."""
+    if config.ray:
+        return f"ray {config.ray}" + (f" ({config.workers} actors)" if config.workers > 1 else "")
+    if config.devices:
+        return f"local workers on {config.devices}"
+    if config.workers > 1:
+        return f"{config.workers} local workers"
+    return "in-process"
+
+
+def validate_backend(config: RunConfig) -> None:
+    """``workers``, ``devices`` and ``ray``: one-line errors naming the fix. A Ray address must
+    answer now, and Ray must be installed (looked up, never imported: this module stays light)."""
+    import importlib.util
+
+    _int_at_least("workers", config.workers, 1, "worker processes, 1 to score in this process")
+    if config.devices is not None:
+        config.devices = str(config.devices).replace(" ", "")
+        if config.devices != "all" and not _DEVICE_LIST_RE.match(config.devices):
+            raise ConfigError(
+                f"devices must be all or a list like cuda:0,cuda:1, got {config.devices!r}"
+            )
+        if config.workers > 1:
+            raise ConfigError("--workers and --devices both set: give one (a worker per device)")
+    if config.ray is None:
+        return
+    config.ray = str(config.ray).strip()
+    if not config.ray:
+        raise ConfigError("ray is empty: use --ray local, --ray auto or --ray HOST:PORT")
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError('--ray needs Ray: pip install "gaprune-tui[ray]"')
+    if config.ray == "auto":
+        import os
+
+        # Where `ray start --head` leaves the address of the cluster it started on this machine.
+        current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+        if not os.environ.get("RAY_ADDRESS") and not current.is_file():
+            raise ConfigError(
+                "--ray auto found no Ray cluster on this machine: start one with "
+                "`ray start --head`, or use --ray local"
+            )
+    elif config.ray != "local":
+        _check_ray_address(config.ray)
+
+
+def _check_ray_address(address: str) -> None:
+    """A cluster address (``HOST:PORT``, ``ray://HOST:PORT``) must accept a connection."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"ray address {address!r} is not HOST:PORT: use --ray 10.0.0.5:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError:
+        raise ConfigError(
+            f"no Ray cluster answers at {address}: start one with `ray start --head` there, "
+            "or use --ray local"
+        ) from None

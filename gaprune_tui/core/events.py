@@ -331,3 +331,27 @@ def parse(kind: str, payload: Mapping[str, Any], *, seq: int = 0, ts: float = 0.
         else:
             extra[key] = value
     return cls(**values, seq=seq, ts=ts, extra=extra)
+
+
+@dataclass
+class WorkerStatus(RunEvent):
+    """One worker of a several-worker backend (``engine/backends``): what it is doing now.
+
+    ``state`` is idle (loaded, waiting), busy or lost (died); ``dropped`` the genome in flight
+    (busy); ``scored`` the genome it just finished (set once per scored genome, so counting these
+    events gives each worker's evaluations over every session); ``evaluations`` and ``seconds``
+    its genomes and scoring time in this session; ``pid`` its process (0 where unknown)."""
+
+    kind: ClassVar[str] = "worker_status"
+    name: str = ""
+    device: str = ""
+    state: str = ""
+    dropped: list[int] | None = None
+    scored: list[int] | None = None
+    evaluations: int = 0
+    seconds: float = 0.0
+    backend: str = ""
+    pid: int = 0
+
+
+EVENT_TYPES[WorkerStatus.kind] = WorkerStatus

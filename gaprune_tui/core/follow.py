@@ -36,6 +36,7 @@ from gaprune_tui.core.events import (
     RunResumed,
     RunStarted,
     RunStopped,
+    WorkerStatus,
 )
 from gaprune_tui.core.pareto import FrontPoint, front_from_dicts
 from gaprune_tui.core.store import Generation, RunState, RunStore
@@ -66,6 +67,20 @@ class Scored:
     from_memo: bool
     fidelity: str
     seconds: float
+
+
+@dataclass
+class WorkerRow:
+    """One worker as the Run screen shows it: its latest status and when it was first seen
+    in this session (for genomes per hour)."""
+
+    status: WorkerStatus
+    since: float
+
+    @property
+    def per_hour(self) -> float | None:
+        hours = (self.status.ts - self.since) / 3600
+        return self.status.evaluations / hours if hours > 0 and self.status.evaluations else None
 
 
 @dataclass
@@ -110,6 +125,8 @@ class RunView:
     prune_range: list[int] | None = None
     fronts: list[list[FrontPoint]] = field(default_factory=list)
     hypervolumes: list[float] = field(default_factory=list)
+    # Several workers (engine/backends): the latest status of each, by worker name.
+    workers: dict[str, WorkerRow] = field(default_factory=dict)
 
     @property
     def pareto(self) -> bool:
@@ -182,6 +199,7 @@ class Follower:
             ConfirmationStarted: self._on_confirmation_started,
             GenomeConfirmed: self._on_genome_confirmed,
         }
+        self._handlers[WorkerStatus] = self._on_worker_status
 
     def poll(self) -> bool:
         """Apply every event written since the last poll; True when anything changed.
@@ -364,6 +382,12 @@ class Follower:
 
     def _on_export_finished(self, e: ExportFinished, live: bool) -> None:
         self.view.exports.append(e)
+
+    def _on_worker_status(self, e: WorkerStatus, live: bool) -> None:
+        row = self.view.workers.get(e.name)
+        # A new session (its first status has done nothing yet) restarts the rate.
+        keep = row is not None and not (e.evaluations == 0 and row.status.evaluations > 0)
+        self.view.workers[e.name] = WorkerRow(e, row.since if keep and row else e.ts)
 
 
 class LogTail:

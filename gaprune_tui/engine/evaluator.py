@@ -107,18 +107,31 @@ class Evaluator:
             plan([self.kept_of(d) for d in dropped_lists])
 
     def __call__(self, dropped: list[int], limit: int | None = None) -> Outcome:
-        kept = self.kept_of(dropped)
-        fidelity = "full" if limit is None else f"screen:{limit}"
-        context = self.context(limit)
-        hit = self.memo.get(context, kept)
+        hit = self.lookup(dropped, limit)
         if hit is not None:
-            scores, seconds = hit
-            self.cache_hits += 1
-            return Outcome(scores, fitness_of(scores, self.kind), seconds, True, fidelity)
-        scores, seconds = self.score(kept, limit)
-        self.memo.put(context, kept, scores, seconds)
+            return hit
+        scores, seconds = self.score(self.kept_of(dropped), limit)
+        return self.record(dropped, limit, scores, seconds)
+
+    def lookup(self, dropped: list[int], limit: int | None = None) -> Outcome | None:
+        """The memo's outcome for this genome, or None: the driver's half of ``__call__`` when
+        the scoring runs elsewhere (``engine/backends``), so only the driver reads the memo."""
+        kept = self.kept_of(dropped)
+        hit = self.memo.get(self.context(limit), kept)
+        if hit is None:
+            return None
+        scores, seconds = hit
+        self.cache_hits += 1
+        return Outcome(scores, fitness_of(scores, self.kind), seconds, True, _fidelity(limit))
+
+    def record(
+        self, dropped: list[int], limit: int | None, scores: Scores, seconds: float
+    ) -> Outcome:
+        """Write fresh scores (computed here or by a worker) to the memo; their outcome. Only the
+        driver calls this, so the memo has one writer whatever the backend."""
+        self.memo.put(self.context(limit), self.kept_of(dropped), scores, seconds)
         self.evaluations += 1
-        return Outcome(scores, fitness_of(scores, self.kind), seconds, False, fidelity)
+        return Outcome(scores, fitness_of(scores, self.kind), seconds, False, _fidelity(limit))
 
     def score(self, kept: list[int], limit: int | None = None) -> tuple[Scores, float]:
         """Score a kept-layer set now, bypassing the memo. The global RNG is left untouched, so
@@ -140,3 +153,7 @@ class Evaluator:
         seconds = time.perf_counter() - start
         self.eval_seconds += seconds
         return scores, seconds
+
+
+def _fidelity(limit: int | None) -> str:
+    return "full" if limit is None else f"screen:{limit}"

@@ -23,6 +23,7 @@ from gaprune_tui.core.events import (
     ReferenceScored,
 )
 from gaprune_tui.core.store import Evaluation, RunStore
+from gaprune_tui.engine.backends import backend_result as _backend_result
 
 if TYPE_CHECKING:
     from gaprune_tui.core.config import RunConfig
@@ -213,6 +214,7 @@ def build_result(
         "confirm_seconds": round(sum(c.seconds for c in confirmations), 3),
         "wall_seconds": round(time.time() - float(store.meta().get("created", run_started)), 3),
         "params_total": sum(p.numel() for p in loaded.model.parameters()),
+        **_backend_result(store, config),  # "backend" and "worker_evaluations"
     }
 
 

@@ -163,9 +163,11 @@ class Search:
         *,
         state: SearchState | None = None,
         seeds: Sequence[Sequence[int]] = (),
+        backend: Any = None,
     ) -> None:
         """``seeds`` are genomes put in the initial population before the random ones (the
-        one-shot baselines with ``--init heuristics``)."""
+        one-shot baselines with ``--init heuristics``). ``backend`` scores a generation on
+        several workers (``engine/backends``); None scores here, one genome after another."""
         config.check_layers(n_layers)
         # The direction follows what ``evaluate`` computes (an Evaluator says its kind: a task
         # evaluator under a KL config still maximises its task fitness), else the config's kind.
@@ -192,6 +194,7 @@ class Search:
         self.state_population: list[tuple[float, str]] = []
         self.seeds = [sorted(s) for s in seeds]
         self.hof = tools.HallOfFame(max(10, min(50, config.population)))
+        self.backend = backend
 
     # ---- DEAP toolbox ---------------------------------------------------------------------------
     def _toolbox(self) -> base.Toolbox:
@@ -303,7 +306,10 @@ class Search:
         ind.fidelity = outcome.fidelity
 
     def _call(self, dropped: list[int], limit: int | None) -> Outcome:
-        outcome = self.evaluate_fn(dropped, limit)
+        return self._counted(self.evaluate_fn(dropped, limit))
+
+    def _counted(self, outcome: Outcome) -> Outcome:
+        """Count an outcome (fresh or from the memo), wherever it was computed."""
         if outcome.from_memo:
             self.memo_hits += 1
             self._gen_counts[1] += 1
@@ -329,7 +335,11 @@ class Search:
             plan([sorted(ind) for ind in todo])
         screen = self.config.screen
         if screen and gen > 0 and self.state_population:
-            yield from self._screened(todo, gen, screen)
+            yield from self._screened(todo, gen, screen)  # always here, whatever the backend
+            return
+        if self.backend is not None and self.backend.remote:
+            # Several workers score the generation; the events come back in this same order.
+            yield from self.backend.evaluate(self, todo, gen)
             return
         done: dict[tuple[int, ...], Any] = {}
         for index, ind in enumerate(todo):

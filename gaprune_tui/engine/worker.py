@@ -66,6 +66,77 @@ def set_threads() -> int:
 
 
 @dataclass
+class Scoring:
+    """The model, tasks and scorers a run's config builds: the engine's, and each worker's of a
+    several-worker backend (``engine/backends``), which must score exactly as the engine would."""
+
+    config: RunConfig
+    loaded: LoadedModel
+    taskset: TaskSet
+    calibration: Calibration
+    lm: Any
+    kl: Any
+
+    def evaluator(self, memo: Memo) -> Evaluator:
+        from gaprune_tui.engine.evaluator import Evaluator
+
+        return Evaluator(self.loaded, self.taskset, self.config, memo, lm=self.lm, kl=self.kl)
+
+
+def build_scoring(
+    config: RunConfig, should_stop: Any = None, *, fitness_only: bool = False
+) -> Scoring:
+    """Load the model, the tasks and the calibration text of ``config`` and build its scorers
+    (the KL scorer computes the base model's distributions once). ``fitness_only`` (a worker of
+    ``engine/backends``) loads only what the search's fitness reads: the tasks or the
+    calibration text, not both (the engine needs both: baselines and confirmation)."""
+    from gaprune_tui.core.fitness import is_calibration
+    from gaprune_tui.engine.calibration import load_calibration
+    from gaprune_tui.engine.evaluator import Evaluator
+    from gaprune_tui.engine.model import load_model
+    from gaprune_tui.engine.tasks import build_tasks
+
+    loaded = load_model(
+        config.model,
+        dtype=config.dtype,
+        device=config.device,
+        trust_remote_code=config.trust_remote_code,
+    )
+    config.check_layers(loaded.n_layers)
+    calibration_fitness = is_calibration(config.fitness)
+    taskset: Any = None
+    if not (fitness_only and calibration_fitness):
+        log.info("building tasks %s", ", ".join(t.name for t in config.tasks))
+        taskset = build_tasks(config)
+    calibration: Any = None
+    if calibration_fitness or not fitness_only:
+        calibration = load_calibration(
+            config.calibration, loaded.tokenizer, config.calibration_tokens
+        )
+    lm = Evaluator.make_lm(loaded, config, should_stop)
+    kl = kl_scorer(config, loaded, calibration, lm, should_stop)
+    return Scoring(config, loaded, taskset, calibration, lm, kl)
+
+
+def kl_scorer(
+    config: RunConfig, loaded: LoadedModel, calibration: Calibration, lm: Any, should_stop: Any
+) -> Any:
+    """The KL/perplexity scorer of a calibration-fitness run (None for task fitness): the base
+    model's distributions are computed once here, sharing the task scorer's prefix cache when it
+    is the fast scorer."""
+    from gaprune_tui.core.fitness import is_calibration
+
+    if not is_calibration(config.fitness):
+        return None
+    from gaprune_tui.engine.kl import BaseDistributions, KLScorer
+    from gaprune_tui.engine.scoring import FastLM
+
+    fast = lm if isinstance(lm, FastLM) else None
+    base = BaseDistributions.compute(loaded, calibration, lm=fast)
+    return KLScorer(loaded, calibration, base, lm=fast, should_stop=should_stop)
+
+
+@dataclass
 class Setup:
     """What ``Worker.setup`` loaded once and the search uses throughout."""
 
@@ -78,6 +149,8 @@ class Setup:
     calibration: Calibration
     # The task scorer (FastLM or HFLM) shared by the search's and the confirmation's evaluators.
     lm: Any = None
+    # Where the search's genomes are scored (engine/backends): in this process, or on workers.
+    backend: Any = None
 
 
 @dataclass
@@ -98,6 +171,7 @@ class Worker:
         self.started = time.time()
         self.fitness_kind = "squared_mean"  # the run's, once setup has read its config
         self.pareto = False
+        self.backend: Any = None  # engine/backends, once setup has built it
 
     # ---- control ------------------------------------------------------------------------------
     def stop_requested(self) -> bool:
@@ -147,6 +221,9 @@ class Worker:
             self.stopped()
         except Exception as exc:
             return self.fail(exc)
+        finally:
+            if self.backend is not None:
+                self.backend.close()  # several workers: every one ends with the run
         return 0
 
     def stopped(self) -> None:
@@ -164,11 +241,8 @@ class Worker:
         return 1
 
     def setup(self) -> Setup:
-        from gaprune_tui.engine.calibration import load_calibration
-        from gaprune_tui.engine.evaluator import Evaluator
-        from gaprune_tui.engine.model import load_model
+        from gaprune_tui.engine.backends import make_backend
         from gaprune_tui.engine.search import SearchState
-        from gaprune_tui.engine.tasks import build_tasks
 
         store = self.store
         config = store.config().validate()
@@ -184,40 +258,23 @@ class Worker:
                 log.info("no generation finished yet: restarting; the memo keeps finished work")
         threads = set_threads()
         log.info("loading model %s (torch threads: %d)", config.model, threads)
-        loaded = load_model(
-            config.model,
-            dtype=config.dtype,
-            device=config.device,
-            trust_remote_code=config.trust_remote_code,
-        )
-        config.check_layers(loaded.n_layers)
-        log.info("building tasks %s", ", ".join(t.name for t in config.tasks))
-        taskset = build_tasks(config)
+        scoring = build_scoring(config, self.stop_requested)
         memo = Memo()
-        calibration = load_calibration(
-            config.calibration, loaded.tokenizer, config.calibration_tokens
+        evaluator = scoring.evaluator(memo)
+        # Several workers start loading now, while this process scores the base model.
+        backend = None if self.confirm_only else make_backend(config, threads)
+        self.backend = backend
+        return Setup(
+            config,
+            scoring.loaded,
+            scoring.taskset,
+            evaluator,
+            state,
+            memo,
+            scoring.calibration,
+            scoring.lm,
+            backend,
         )
-        lm = Evaluator.make_lm(loaded, config, self.stop_requested)
-        kl = self.kl_scorer(config, loaded, calibration, lm)
-        evaluator = Evaluator(loaded, taskset, config, memo, lm=lm, kl=kl)
-        return Setup(config, loaded, taskset, evaluator, state, memo, calibration, lm)
-
-    def kl_scorer(
-        self, config: RunConfig, loaded: LoadedModel, calibration: Calibration, lm: Any
-    ) -> Any:
-        """The KL/perplexity scorer of a calibration-fitness run (None for task fitness): the
-        base model's distributions are computed once here, sharing the task scorer's prefix
-        cache when it is the fast scorer."""
-        from gaprune_tui.core.fitness import is_calibration
-
-        if not is_calibration(config.fitness):
-            return None
-        from gaprune_tui.engine.kl import BaseDistributions, KLScorer
-        from gaprune_tui.engine.scoring import FastLM
-
-        fast = lm if isinstance(lm, FastLM) else None
-        base = BaseDistributions.compute(loaded, calibration, lm=fast)
-        return KLScorer(loaded, calibration, base, lm=fast, should_stop=self.stop_requested)
 
     # ---- the search, step by step ---------------------------------------------------------------
     def search(self, setup: Setup) -> None:
@@ -232,6 +289,7 @@ class Worker:
         search = Search(
             setup.config, setup.loaded.n_layers, setup.evaluator, state=setup.state, seeds=seeds
         )
+        search.backend = setup.backend
         for event in search.run():
             self.handle_control()
             self.record(event)

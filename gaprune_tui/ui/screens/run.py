@@ -30,6 +30,7 @@ from gaprune_tui.ui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDial
 from gaprune_tui.ui.widgets.front_plot import FrontPlot
 from gaprune_tui.ui.widgets.generation_table import GenerationTable, genome_text
 from gaprune_tui.ui.widgets.layer_bitmap import BitmapRow, LayerBitmap
+from gaprune_tui.ui.widgets.worker_table import WorkerTable
 
 POLL_SECONDS = 0.25
 LOG_LINES = 500
@@ -171,6 +172,7 @@ class RunScreen(Screen[None]):
                 view.n_layers, view.protect, self._bitmap_rows(view)
             )
         self.query_one(GenerationTable).show_rows(view.rows, higher_is_better=view.higher_is_better)
+        WorkerTable.show(self, view, after="#generations")  # several workers only
         self._announce_end(view)
 
     def _show_best(self, view: RunView) -> None:

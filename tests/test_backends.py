@@ -1,0 +1,447 @@
+"""Several workers score a generation (issue 12): the same answer as in-process, one writer.
+
+The fast tests drive the search with a backend whose "workers" finish in a shuffled order over a
+deterministic objective: the events, fitnesses and checkpoints must be the in-process ones. The
+slow tests run the real engine through the CLI on a tiny model: ``--workers 2`` (and Ray actors)
+against the in-process backend, a worker killed mid-run, pause/stop, and kill -9 of the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cli import cli, wait_for
+from tiny_models import build_tiny
+
+from gaprune_tui.core import events
+from gaprune_tui.core.config import RunConfig, backend_label
+from gaprune_tui.core.errors import ConfigError
+from gaprune_tui.core.store import RunStore
+from gaprune_tui.engine.backends import Backend, Dispatched, Done, Job, Scheduler
+from gaprune_tui.engine.search import Outcome, Search, fitness_of
+
+N = 16
+
+
+# ---- the driver's half, with stand-in workers ------------------------------------------------
+class MemoObjective:
+    """An ``Evaluator`` stand-in: a pure objective behind a memo (lookup/record/__call__)."""
+
+    kind = "squared_mean"
+
+    def __init__(self) -> None:
+        self.memo: dict[tuple[int, ...], dict[str, Any]] = {}
+        self.planned: list[list[list[int]]] = []
+
+    @staticmethod
+    def scores(dropped: Sequence[int]) -> dict[str, Any]:
+        # Coarse on purpose: many genomes tie, as task fitness does at a small limit.
+        return {"t": {"acc": round(sum(dropped) / (len(dropped) * N), 1)}}
+
+    def plan(self, dropped_lists: list[list[int]]) -> None:
+        self.planned.append(dropped_lists)
+
+    def lookup(self, dropped: list[int], limit: int | None = None) -> Outcome | None:
+        hit = self.memo.get(tuple(dropped))
+        return None if hit is None else Outcome(hit, fitness_of(hit, self.kind), 0.0, True)
+
+    def record(self, dropped: list[int], limit: int | None, scores: Any, seconds: float) -> Outcome:
+        self.memo[tuple(dropped)] = scores
+        return Outcome(scores, fitness_of(scores, self.kind), seconds, False)
+
+    def __call__(self, dropped: list[int], limit: int | None = None) -> Outcome:
+        hit = self.lookup(dropped, limit)
+        return hit if hit is not None else self.record(dropped, limit, self.scores(dropped), 0.0)
+
+
+class ShuffledWorkers(Backend):
+    """Two "workers" that take every job at once and finish them in a random order."""
+
+    remote = True
+
+    def __init__(self, config: RunConfig, seed: int) -> None:
+        super().__init__(config)
+        self.order = random.Random(seed)  # not the search's RNG: workers must not touch it
+        self.dispatched = 0
+
+    def run(self, jobs: Sequence[Job]) -> Iterator[Dispatched | Done | events.RunEvent]:
+        for i, job in enumerate(jobs):
+            self.dispatched += 1
+            yield Dispatched(job, f"w{i % 2}")
+        done = list(jobs)
+        self.order.shuffle(done)
+        for job in done:
+            yield Done(job.key, MemoObjective.scores(job.dropped), 0.0, "w0")
+            yield events.LogMessage(message=f"job {job.key} done")
+
+
+def cfg(**kw: Any) -> RunConfig:
+    base = dict(prune=3, protect=2, population=8, generations=3, seed=7, fitness="squared_mean")
+    base.update(kw)
+    return RunConfig(**base).validate()
+
+
+def search_events(config: RunConfig, evaluator: MemoObjective, backend: Any) -> list[Any]:
+    search = Search(config, N, evaluator, backend=backend)
+    out = []
+    for e in search.run():
+        e = vars(e).copy() if not isinstance(e, events.LogMessage) else None
+        if e is not None:
+            e.pop("checkpoint", None)
+            e.pop("seconds", None)
+            out.append(e)
+    return out
+
+
+def finished_of(evs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in evs if "from_memo" in e and "kept" in e and "fitness" in e]
+
+
+@pytest.mark.parametrize("invalid", ["repair", "zero"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shuffled_workers_give_the_in_process_events(invalid: str, seed: int) -> None:
+    config = cfg(invalid=invalid)
+    expected = search_events(config, MemoObjective(), None)
+    evaluator = MemoObjective()
+    backend = ShuffledWorkers(config, seed)
+    got = search_events(config, evaluator, backend)
+    # Finished events, generation events and the summary: the same, in the same order.
+    assert [e for e in got if "index" not in e] == [e for e in expected if "index" not in e]
+    assert backend.dispatched > 0
+    # The search planned each generation on the driver, as in-process.
+    assert len(evaluator.planned) == config.generations + 1
+
+
+def test_memo_hits_are_not_dispatched_and_keep_their_place() -> None:
+    config = cfg()
+    evaluator = MemoObjective()
+    first = search_events(config, evaluator, ShuffledWorkers(config, 0))
+    again = ShuffledWorkers(config, 1)
+    second = search_events(config, evaluator, again)
+    assert again.dispatched == 0  # everything came from the driver's memo
+    assert [e["dropped"] for e in finished_of(second)] == [e["dropped"] for e in finished_of(first)]
+    assert all(e["from_memo"] for e in finished_of(second))
+
+
+def test_scheduler_keeps_neighbours_together_and_steals_half() -> None:
+    jobs = [Job(i, [i], [i]) for i in range(10)]
+    s = Scheduler(jobs, ["a", "b"])
+    assert s.planned("a") == [[i] for i in range(5)] and s.planned("b") == [
+        [i] for i in range(5, 10)
+    ]
+    taken_a = [s.next_for("a")[0].key for _ in range(5)]
+    assert taken_a == [0, 1, 2, 3, 4]
+    job, plan = s.next_for("a")  # a's segment is empty: it steals the back half of b's
+    assert job.key == 7 and plan == [[7], [8], [9]]
+    assert s.next_for("b")[0].key == 5
+    s.requeue(Job(99, [1], [1]))
+    assert s.next_for("b")[0].key == 99  # a dead worker's genome is handed out first
+    s.drop_worker("b")
+    assert s.next_for("a")[0].key == 6  # b's rest went to the queue
+    assert [s.next_for("a")[0].key for _ in range(2)] == [8, 9]
+    assert s.next_for("a") == (None, None) and s.left() == 0
+
+
+def test_backend_config_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="workers must be an integer >= 1"):
+        RunConfig(workers=0).validate()
+    with pytest.raises(ConfigError, match="devices must be all or a list like cuda:0,cuda:1"):
+        RunConfig(devices="gpu0").validate()
+    with pytest.raises(ConfigError, match="give one"):
+        RunConfig(devices="all", workers=2).validate()
+    with pytest.raises(ConfigError, match="no Ray cluster answers at 127.0.0.1:9"):
+        RunConfig(ray="127.0.0.1:9").validate()
+    with pytest.raises(ConfigError, match="is not HOST:PORT"):
+        RunConfig(ray="somewhere").validate()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="--ray auto found no Ray cluster on this machine"):
+        RunConfig(ray="auto").validate()
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match=r'--ray needs Ray: pip install "gaprune-tui\[ray\]"'):
+        RunConfig(ray="local").validate()
+    assert backend_label(RunConfig()) == "in-process"
+    assert backend_label(RunConfig(workers=2)) == "2 local workers"
+    assert backend_label(RunConfig(ray="local", workers=2)) == "ray local (2 actors)"
+    assert RunConfig.from_dict(RunConfig(workers=3).to_dict()).workers == 3
+
+
+def test_cli_rejects_a_ray_address_that_does_not_answer() -> None:
+    proc = cli("run", "--model", "demo", "--ray", "127.0.0.1:9")
+    assert proc.returncode == 2 and "no Ray cluster answers at 127.0.0.1:9" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ---- the real engine, through the CLI ---------------------------------------------------------
+SMALL = ["--prune", "3", "--protect", "1", "--population", "6", "--generations", "2"]
+SMALL += ["--finalists", "0"]  # confirmation runs in the driver alike for every backend
+TASK = ["--fitness", "squared_mean", "--tasks", "hellaswag_offline", "--limit", "8"]
+# result.json keys that must not depend on the backend.
+SAME_KEYS = ("dropped_layers", "fitness", "evaluations", "cache_hits", "hall_of_fame", "baselines")
+
+
+@pytest.fixture(scope="module")
+def tiny12(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny("llama", tmp_path_factory.mktemp("tiny12") / "llama", n_layers=12)
+
+
+def run_in_home(home: Path, model: Path, *args: str) -> tuple[dict[str, Any], RunStore]:
+    """A run to its end in its own GAPRUNE_HOME (its own memo): result.json and its store."""
+    proc = cli("run", "--model", str(model), *args, "--json", env={"GAPRUNE_HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (home / "data" / "runs").iterdir()
+    return json.loads(proc.stdout), RunStore(run_dir)
+
+
+def rows(store: RunStore) -> list[tuple[Any, ...]]:
+    """The evaluation rows as the store ranks and shows them, in the order they were written."""
+    return [
+        (e.generation, e.dropped, e.fitness, e.from_memo, e.fidelity) for e in store.evaluations()
+    ]
+
+
+def assert_same_run(a: tuple[dict[str, Any], RunStore], b: tuple[dict[str, Any], RunStore]) -> None:
+    for key in SAME_KEYS:
+        assert a[0][key] == b[0][key], key
+    assert rows(a[1]) == rows(b[1])
+    assert [g.population for g in a[1].generations()] == [g.population for g in b[1].generations()]
+
+
+@pytest.fixture(scope="module")
+def in_process_task(
+    tiny12: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], RunStore]:
+    return run_in_home(tmp_path_factory.mktemp("inproc-task"), tiny12, *SMALL, *TASK)
+
+
+@pytest.fixture(scope="module")
+def in_process_kl(
+    tiny12: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], RunStore]:
+    """The default fitness (KL): continuous values, so any drift between backends would show."""
+    return run_in_home(tmp_path_factory.mktemp("inproc-kl"), tiny12, *SMALL)
+
+
+@pytest.mark.slow
+def test_two_workers_kl_same_result_as_in_process(
+    tiny12: Path, tmp_path: Path, in_process_kl: tuple[dict[str, Any], RunStore]
+) -> None:
+    two = run_in_home(tmp_path, tiny12, *SMALL, "--workers", "2")
+    assert_same_run(in_process_kl, two)
+    assert (
+        in_process_kl[0]["backend"] == "in-process" and in_process_kl[0]["worker_evaluations"] == {}
+    )
+    assert two[0]["backend"] == "2 local workers"
+    counts = two[0]["worker_evaluations"]
+    assert set(counts) <= {"worker-1", "worker-2"} and sum(counts.values()) == two[0]["evaluations"]
+    statuses = [e for e in two[1].events() if isinstance(e, events.WorkerStatus)]
+    assert {e.state for e in statuses} >= {"idle", "busy"}
+    shown = cli("show", two[1].id, env={"GAPRUNE_HOME": str(tmp_path)})
+    assert "scored on 2 local workers (worker-" in shown.stdout, shown.stdout
+    listing = cli("runs", env={"GAPRUNE_HOME": str(tmp_path), "COLUMNS": "200"})
+    assert "2 local workers" in listing.stdout
+
+
+def worker_pids(store: RunStore) -> dict[str, int]:
+    return {e.name: e.pid for e in store.events() if isinstance(e, events.WorkerStatus) and e.pid}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[-1][:1] != "Z"
+
+
+def busy_worker(store: RunStore, gen: int) -> str | None:
+    """A worker with a genome of generation ``gen`` (or later) in flight, if any."""
+    evs = store.events()
+    started = [e for e in evs if isinstance(e, events.EvaluationStarted)]
+    if not started or started[-1].generation < gen:
+        return None
+    last = {e.name: e for e in evs if isinstance(e, events.WorkerStatus)}
+    busy = sorted(name for name, e in last.items() if e.state == "busy" and e.pid)
+    return busy[0] if busy else None
+
+
+def kill_busy_worker(store: RunStore, gen: int) -> str:
+    """SIGKILL a worker (process or Ray actor) while it scores a genome of generation ``gen``."""
+    found: list[str] = []
+
+    def busy() -> bool:
+        name = busy_worker(store, gen)
+        found[:] = [name] if name else []
+        return bool(found)
+
+    wait_for(busy, f"a worker busy in generation {gen}")
+    os.kill(worker_pids(store)[found[0]], signal.SIGKILL)
+    return found[0]
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_loses_nothing(
+    tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
+) -> None:
+    home = tmp_path / "home"
+    env = {"GAPRUNE_HOME": str(home)}
+    start = cli("run", "--model", str(tiny12), *SMALL, *TASK, "--workers", "2", "--detach", env=env)
+    assert start.returncode == 0, start.stderr
+    (run_dir,) = (home / "data" / "runs").iterdir()
+    store = RunStore(run_dir)
+    killed = kill_busy_worker(store, 1)
+    wait_for(lambda: not store.alive(), "the run to end")
+    assert store.state == "finished", store.meta().get("error")
+    result = json.loads(store.result_path.read_text())
+    assert_same_run(in_process_task, (result, store))
+    logs = [e.message for e in store.events() if isinstance(e, events.LogMessage)]
+    assert any(m.startswith(f"{killed} (cpu) died") for m in logs), logs
+    assert f"{killed} (cpu) died" in store.log_path.read_text()
+    # Every fresh genome was scored once, the one in flight at the kill by the other worker.
+    assert sum(result["worker_evaluations"].values()) == result["evaluations"]
+
+
+@pytest.mark.slow
+def test_ray_actor_killed_mid_run_loses_nothing(
+    tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
+) -> None:
+    """``--ray local`` with 2 actors, one killed mid-genome: the in-process result and rows."""
+    home = tmp_path / "home"
+    env = {"GAPRUNE_HOME": str(home)}
+    flags = ["--ray", "local", "--workers", "2", "--detach"]
+    start = cli("run", "--model", str(tiny12), *SMALL, *TASK, *flags, env=env)
+    assert start.returncode == 0, start.stderr
+    (run_dir,) = (home / "data" / "runs").iterdir()
+    store = RunStore(run_dir)
+    killed = kill_busy_worker(store, 1)
+    wait_for(lambda: not store.alive(), "the run to end")
+    assert store.state == "finished", store.meta().get("error")
+    result = json.loads(store.result_path.read_text())
+    assert_same_run(in_process_task, (result, store))
+    logs = [e.message for e in store.events() if isinstance(e, events.LogMessage)]
+    assert any(m.startswith(f"{killed} (cpu) died") for m in logs), logs
+    assert result["backend"] == "ray local (2 actors)"
+    assert sum(result["worker_evaluations"].values()) == result["evaluations"]
+
+
+@pytest.mark.slow
+def test_pause_and_stop_reach_every_worker(tiny12: Path) -> None:
+    args = [*SMALL, *TASK, "--generations", "200", "--workers", "2", "--detach"]
+    start = cli("run", "--model", str(tiny12), *args)
+    assert start.returncode == 0, start.stderr
+    run_id = start.stdout.strip().splitlines()[-1]
+    store = RunStore.open(run_id)
+    wait_for(lambda: len(worker_pids(store)) == 2 and len(store.evaluations()) > 0, "2 workers")
+    assert cli("pause", run_id).returncode == 0
+    wait_for(lambda: store.state == "paused", "the pause")
+    count = len(store.evaluations())
+    time.sleep(1.5)
+    assert len(store.evaluations()) == count, "a paused run evaluates nothing"
+    assert cli("unpause", run_id).returncode == 0
+    wait_for(lambda: len(store.evaluations()) > count, "evaluations after unpause")
+    assert cli("stop", run_id).returncode == 0
+    wait_for(lambda: not store.alive(), "the stop")
+    assert store.state == "stopped"
+    pids = worker_pids(store).values()
+    wait_for(lambda: not any(alive(p) for p in pids), "every worker process to end", 30)
+
+
+@pytest.mark.slow
+def test_driver_killed_with_workers_busy_resumes_to_the_same_result(
+    tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
+) -> None:
+    home = tmp_path / "home"
+    env = {"GAPRUNE_HOME": str(home)}
+    start = cli("run", "--model", str(tiny12), *SMALL, *TASK, "--workers", "2", "--detach", env=env)
+    assert start.returncode == 0, start.stderr
+    (run_dir,) = (home / "data" / "runs").iterdir()
+    store = RunStore(run_dir)
+    wait_for(lambda: busy_worker(store, 1) is not None, "a busy worker in generation 1")
+    pids = list(worker_pids(store).values())
+    os.kill(store.meta()["pid"], signal.SIGKILL)
+    wait_for(lambda: store.display_state() == "crashed", "the run to show as crashed", 30)
+    # Orphaned workers notice their driver is gone and end.
+    wait_for(lambda: not any(alive(p) for p in pids), "the orphaned workers to end", 30)
+    resumed = cli("resume", run_dir.name, "--json", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads(resumed.stdout)
+    for key in ("dropped_layers", "fitness", "hall_of_fame"):
+        assert result[key] == in_process_task[0][key], key
+    assert [g.population for g in store.generations()] == [
+        g.population for g in in_process_task[1].generations()
+    ]
+
+
+# ---- the Run screen's worker table -------------------------------------------------------------
+@pytest.mark.anyio
+async def test_run_screen_shows_a_row_per_worker_only_with_several() -> None:
+    from fake_engine import FakeEngine, fake_store
+    from textual.widgets import DataTable
+
+    from gaprune_tui.ui.app import GapruneApp
+    from gaprune_tui.ui.screens.run import RunScreen
+    from gaprune_tui.ui.widgets.worker_table import WorkerTable
+
+    store = fake_store()
+    FakeEngine(store).run(4)
+    store.add_event(events.WorkerStatus(name="worker-1", device="cpu", state="idle"))
+    app = GapruneApp(initial="run", run=str(store.path))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        assert not screen.query(WorkerTable)  # one worker: the screen is unchanged
+        store.add_event(
+            events.WorkerStatus(name="worker-2", device="cpu", state="busy", dropped=[3, 5, 7])
+        )
+        store.add_event(
+            events.WorkerStatus(
+                name="worker-1", device="cpu", state="idle", scored=[2, 4, 6], evaluations=1
+            )
+        )
+        screen.poll()
+        await pilot.pause()
+        table = screen.query_one(WorkerTable)
+        assert isinstance(table, DataTable) and table.row_count == 2
+        assert table.get_row("worker-2")[:5] == ["worker-2", "cpu", "busy", "[3,5,7]", "0"]
+        assert table.get_row("worker-1")[2:5] == ["idle", "-", "1"]
+        assert set(screen.view.workers) == {"worker-1", "worker-2"}
+
+
+def test_every_worker_gone_ends_the_generation_with_workers_gone() -> None:
+    """Both worker processes killed before they loaded anything: each loss is reported (event
+    and log line), the genome is not dropped silently, and the run ends with ``WorkersGone``
+    (the engine marks it failed; ``resume`` continues it)."""
+    from gaprune_tui.engine.backends import WorkersGone
+    from gaprune_tui.engine.backends.local import LocalWorkers
+
+    backend = LocalWorkers(RunConfig(fitness="squared_mean").validate(), ["cpu", "cpu"])
+    try:
+        for p in backend.procs:
+            os.kill(p.process.pid, signal.SIGKILL)
+        seen: list[Any] = []
+        with pytest.raises(WorkersGone, match="every worker is gone"):
+            for item in backend.run([Job(0, [3, 4], [0, 1, 2, 5])]):
+                seen.append(item)
+        lost = [e for e in seen if isinstance(e, events.WorkerStatus) and e.state == "lost"]
+        assert sorted(e.name for e in lost) == ["worker-1", "worker-2"]
+        logs = [e.message for e in seen if isinstance(e, events.LogMessage)]
+        assert len(logs) == 2 and all("died (exit code -9)" in m for m in logs), logs
+        assert not any(isinstance(e, Done) for e in seen)
+    finally:
+        backend.close()
