@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,94 +52,65 @@ def build_tokenizer(path: Path):
     return tok
 
 
+@dataclass(frozen=True)
+class FamilySpec:
+    """How to build one family: its transformers config and model classes, its (tiny) sizes, and
+    the config key that holds the layer count."""
+
+    config: str
+    model: str
+    sizes: dict[str, Any]
+    layers_key: str = "num_hidden_layers"
+
+
+_POS = dict(max_position_embeddings=512)
+_SIZES = dict(_POS, hidden_size=32, intermediate_size=64, num_attention_heads=4)
+_GQA = dict(_SIZES, num_key_value_heads=2)
+_SPECS = {
+    "llama": FamilySpec("LlamaConfig", "LlamaForCausalLM", _GQA),
+    "qwen3": FamilySpec(
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        dict(_GQA, head_dim=8, use_sliding_window=True, sliding_window=8),
+    ),
+    "gpt2": FamilySpec(
+        "GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_head=4, n_positions=512), "n_layer"
+    ),
+    "gpt_neox": FamilySpec("GPTNeoXConfig", "GPTNeoXForCausalLM", _SIZES),
+    "opt": FamilySpec(
+        "OPTConfig",
+        "OPTForCausalLM",
+        dict(_POS, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64, num_attention_heads=4),
+    ),
+}
+
+
 def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int = 0) -> Path:
     """Save a tiny model of ``family`` (llama, qwen3 with layer_types, gpt2, gpt_neox, opt) into
     ``path``."""
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        GPTNeoXConfig,
-        GPTNeoXForCausalLM,
-        LlamaConfig,
-        LlamaForCausalLM,
-        OPTConfig,
-        OPTForCausalLM,
-        Qwen3Config,
-        Qwen3ForCausalLM,
-    )
+    import transformers
 
+    if family not in _SPECS:
+        raise ValueError(f"unknown family {family!r}")
+    spec = _SPECS[family]
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(path)
-    vocab = len(tok)
     torch.manual_seed(seed)
-    common = dict(
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    sizes = dict(spec.sizes)
+    sizes[spec.layers_key] = n_layers
+    if family == "qwen3":  # alternate full and sliding attention so both layer kinds are tested
+        sizes["layer_types"] = [
+            "full_attention" if i % 2 == 0 else "sliding_attention" for i in range(n_layers)
+        ]
+    config = getattr(transformers, spec.config)(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **sizes,
     )
-    if family == "llama":
-        model = LlamaForCausalLM(
-            LlamaConfig(
-                vocab_size=vocab,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=n_layers,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=512,
-                **common,
-            )
-        )
-    elif family == "qwen3":
-        types = ["full_attention" if i % 2 == 0 else "sliding_attention" for i in range(n_layers)]
-        model = Qwen3ForCausalLM(
-            Qwen3Config(
-                vocab_size=vocab,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=n_layers,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                head_dim=8,
-                layer_types=types,
-                use_sliding_window=True,
-                sliding_window=8,
-                max_position_embeddings=512,
-                **common,
-            )
-        )
-    elif family == "gpt2":
-        model = GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=vocab, n_embd=32, n_layer=n_layers, n_head=4, n_positions=512, **common
-            )
-        )
-    elif family == "gpt_neox":
-        model = GPTNeoXForCausalLM(
-            GPTNeoXConfig(
-                vocab_size=vocab,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=n_layers,
-                num_attention_heads=4,
-                max_position_embeddings=512,
-                **common,
-            )
-        )
-    elif family == "opt":
-        model = OPTForCausalLM(
-            OPTConfig(
-                vocab_size=vocab,
-                hidden_size=32,
-                word_embed_proj_dim=32,
-                ffn_dim=64,
-                num_hidden_layers=n_layers,
-                num_attention_heads=4,
-                max_position_embeddings=512,
-                **common,
-            )
-        )
-    else:
-        raise ValueError(f"unknown family {family!r}")
+    model = getattr(transformers, spec.model)(config)
     model.eval()
     model.save_pretrained(path)
     return path
