@@ -103,13 +103,10 @@ def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int =
         sizes["layer_types"] = [
             "full_attention" if i % 2 == 0 else "sliding_attention" for i in range(n_layers)
         ]
-    config = getattr(transformers, spec.config)(
-        vocab_size=len(tok),
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        **sizes,
+    special = dict(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
     )
+    config = getattr(transformers, spec.config)(vocab_size=len(tok), **special, **sizes)
     model = getattr(transformers, spec.model)(config)
     model.eval()
     model.save_pretrained(path)
