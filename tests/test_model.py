@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import constants as hf_constants
-from tiny_models import FAMILIES, MORE_FAMILIES, build_tiny, put_in_hub_cache
+from tiny_models import FAMILIES, MORE_FAMILIES, build_families, put_in_hub_cache
 
 from gaprune_tui.core.errors import ModelError
 from gaprune_tui.core.modelspec import embedded_gguf_path
@@ -60,8 +60,7 @@ LAYER_PATHS = {
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    return {family: build_tiny(family, root / family) for family in FAMILIES + MORE_FAMILIES}
+    return build_families(tmp_path_factory.mktemp("tiny"), FAMILIES + MORE_FAMILIES)
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,11 @@ def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int =
     return path
 
 
+def build_families(root: Path, families: tuple[str, ...] = FAMILIES) -> dict[str, Path]:
+    """One tiny model of each family, in ``root/<family>``."""
+    return {family: build_tiny(family, Path(root) / family) for family in families}
+
+
 def put_in_hub_cache(hub: Path, src: Path, repo_id: str, repo_type: str = "model") -> Path:
     """Lay ``src`` out in the hub cache ``hub`` as huggingface_hub does: blobs, a snapshot of
     symlinks, refs/main. Returns the snapshot folder."""
