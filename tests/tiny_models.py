@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,9 +115,75 @@ def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int =
     return path
 
 
+def kept_views(n_layers: int, *dropped: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The whole model's layers, then the kept layers of each ``dropped`` set: a population."""
+    keep_all = tuple(range(n_layers))
+    return [keep_all, *(tuple(i for i in keep_all if i not in d) for d in dropped)]
+
+
 def build_families(root: Path, families: tuple[str, ...] = FAMILIES) -> dict[str, Path]:
     """One tiny model of each family, in ``root/<family>``."""
     return {family: build_tiny(family, Path(root) / family) for family in families}
+
+
+@contextmanager
+def forward_sizes(lm: Any, limit: int | None = None) -> Iterator[list[int]]:
+    """The token count of every decoder forward of ``lm`` while in the block; past ``limit``
+    tokens a forward fails the way an out-of-memory device does."""
+    sizes: list[int] = []
+
+    def hook(_module: Any, args: Any, kwargs: dict) -> None:
+        sizes.append(kwargs["input_ids"].numel())
+        if limit is not None and sizes[-1] > limit:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    handle = lm.decoder.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield sizes
+    finally:
+        handle.remove()
+
+
+def finish_gguf(writer: Any, *, tensor_data: bool = True) -> None:
+    """Write a ``gguf.GGUFWriter``'s header, metadata and tensors (``tensor_data=False``: only the
+    tensor infos, as a header-only file would have) and close it."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    if tensor_data:
+        writer.write_tensors_to_file()
+    else:
+        writer.write_ti_data_to_file()
+    writer.close()
+
+
+def synthetic_gguf(
+    path: Path,
+    arch: str = "llama",
+    *,
+    blocks: int | None = 3,
+    vocab: int = 20,
+    context_length: int | None = None,
+    tensor_data: bool = True,
+) -> Path:
+    """A GGUF file of ``arch`` for the header readers, not a model anything can run: a name, a
+    block count, a tokenizer vocabulary of strings (which a header parser has to skip over) and
+    two zero tensors."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name("synthetic")
+    if blocks is not None:
+        writer.add_block_count(blocks)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([f"tok{i}" for i in range(vocab)])
+    writer.add_token_types([1] * vocab)
+    if context_length is not None:
+        writer.add_context_length(context_length)
+    writer.add_tensor("token_embd.weight", np.zeros((vocab, 8), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((8, 8), dtype=np.float32))
+    finish_gguf(writer, tensor_data=tensor_data)
+    return path
 
 
 def put_in_hub_cache(hub: Path, src: Path, repo_id: str, repo_type: str = "model") -> Path:
