@@ -17,7 +17,7 @@ import pytest
 from fake_engine import fake_store, populate
 from textual.widgets import Button, Input, Select, SelectionList, Static
 from tiny_models import build_tiny
-from tui_wait import opened, settle, until
+from tui_wait import key, opened, settle, until
 
 from gaprune_tui.core import launch, modelinfo
 from gaprune_tui.core.config import RunConfig, TaskSpec
@@ -35,12 +35,7 @@ from gaprune_tui.ui.app import GapruneApp
 from gaprune_tui.ui.screens.setup import SetupScreen
 from gaprune_tui.ui.screens.setup_fields import FORM_FIELDS, OVERRIDE_FIELDS
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(autouse=True)
-def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cpu_only")]
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +67,6 @@ async def accepted(pilot: Any, screen: SetupScreen, ident: str, value: str) -> N
     """Typing ``value`` into ``ident`` leaves Start enabled."""
     await set_value(pilot, screen, ident, value)
     assert not start_button(screen).disabled
-
-
-async def key(pilot: Any, name: str) -> None:
-    """Press ``name`` and let the app answer it."""
-    await pilot.press(name)
-    await pilot.pause()
 
 
 # ---- defaults -----------------------------------------------------------------------------------
@@ -525,7 +514,6 @@ async def test_keys_history_help_and_quit() -> None:
 async def test_q_types_into_a_field_instead_of_quitting() -> None:
     async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         screen.query_one("#metric", Input).focus()
-        await pilot.press("q")
-        await pilot.pause()
+        await key(pilot, "q")
         assert pilot.app.is_running
         assert screen.query_one("#metric", Input).value == "q"
