@@ -13,18 +13,13 @@ machine it ran on.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import benchkit
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--genomes", type=int, default=5)
-    parser.add_argument("--limit", type=int, default=20)
-    parser.add_argument("--prune", type=int, default=4)
-    args = parser.parse_args()
+    args = benchkit.parser(__doc__, genomes=5, limit=20, prune=4).parse_args()
     benchkit.offline_env()
 
     from rich.console import Console

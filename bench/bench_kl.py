@@ -12,7 +12,6 @@ full-vocabulary KL computed directly from the model's logits (mean over the geno
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from typing import Any
@@ -46,13 +45,14 @@ def _base_logp(loaded: Any, ids: Any) -> list[Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--genomes", type=int, default=3)
-    parser.add_argument("--prune", type=int, default=4)
-    parser.add_argument("--sizes", default="2048x128,1024x128,2048x256")
-    parser.add_argument("--top-k", type=int, default=256)
-    parser.add_argument("--bound-k", default="64,256,1024")
-    args = parser.parse_args()
+    args = benchkit.parser(
+        __doc__,
+        genomes=3,
+        prune=4,
+        sizes="2048x128,1024x128,2048x256",
+        top_k=256,
+        bound_k="64,256,1024",
+    ).parse_args()
     benchkit.offline_env()
 
     from rich.console import Console

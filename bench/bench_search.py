@@ -18,7 +18,6 @@ is measured by ``bench/bench_scoring.py`` and the README quotes both.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -34,13 +33,10 @@ ROWS = {
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scorers", default="fast,fast-cold,hflm")
-    parser.add_argument("--population", type=int, default=20)
-    parser.add_argument("--generations", type=int, default=5)
-    parser.add_argument("--limit", type=int, default=40)
-    parser.add_argument("--prune", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    scorers = "fast,fast-cold,hflm"
+    parser = benchkit.parser(
+        __doc__, scorers=scorers, population=20, generations=5, limit=40, prune=4, seed=0
+    )
     args = parser.parse_args()
     wanted = [s.strip() for s in args.scorers.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in ROWS]

@@ -8,6 +8,7 @@ before torch, transformers or lm-eval are first imported.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import random
@@ -16,6 +17,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
+
+
+def parser(doc: str, **defaults: int | str) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring's first line as the description, and an option
+    per keyword (``top_k=256`` is ``--top-k``, an int because its default is one)."""
+    out = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, default in defaults.items():
+        out.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    return out
 
 
 def offline_env() -> None:

@@ -30,3 +30,16 @@ def gaprune_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     monkeypatch.setenv("GAPRUNE_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Defaults and notes as on a machine without a GPU, whatever this one has (the Setup screen
+    asks ``core.devices``, which honours ``GAPRUNE_ASSUME_GPU``)."""
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+
+
+@pytest.fixture
+def deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Screens drawn the same every time (no ETA, no blinking), for snapshots."""
+    monkeypatch.setenv("GAPRUNE_TUI_DETERMINISTIC", "1")

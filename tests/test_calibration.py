@@ -127,23 +127,21 @@ def test_bad_specs_are_config_errors(spec: str, message: str, tokenizer: Any) ->
 
 
 def test_bad_files_and_sizes_are_config_errors(tmp_path: Path, tokenizer: Any) -> None:
+    def refused(spec: object, tokens: int, seq_len: int, message: str) -> None:
+        with pytest.raises(ConfigError, match=message):
+            load_calibration(str(spec), tokenizer, tokens, seq_len)
+
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"text": "fine"}\nnot json\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="line 2 is not JSON"):
-        load_calibration(str(bad_json), tokenizer, 64, 16)
+    refused(bad_json, 64, 16, "line 2 is not JSON")
     no_text = tmp_path / "notext.jsonl"
     no_text.write_text('{"body": "no text field"}\n', encoding="utf-8")
-    with pytest.raises(ConfigError, match="no string 'text' field"):
-        load_calibration(str(no_text), tokenizer, 64, 16)
-    short = _write_txt(tmp_path / "short.txt", _DOCS[:1])
-    with pytest.raises(ConfigError, match="fewer than the 512 asked"):
-        load_calibration(str(short), tokenizer, 512, 64)
-    with pytest.raises(ConfigError, match="at least 128"):
-        load_calibration("offline", tokenizer, 100, 64)
+    refused(no_text, 64, 16, "no string 'text' field")
+    refused(_write_txt(tmp_path / "short.txt", _DOCS[:1]), 512, 64, "fewer than the 512 asked")
+    refused("offline", 100, 64, "at least 128")
     binary = tmp_path / "binary.txt"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(ConfigError, match="UTF-8"):
-        load_calibration(str(binary), tokenizer, 64, 16)
+    refused(binary, 64, 16, "UTF-8")
 
 
 def test_hf_dataset_offline_is_a_config_error(tokenizer: Any) -> None:

@@ -9,14 +9,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import cli
 from tiny_models import build_tiny
+from tui_wait import wait_until
 
 from gaprune_tui.core import events, paths
 from gaprune_tui.core.store import RunStore, list_runs
@@ -24,18 +24,6 @@ from gaprune_tui.core.store import RunStore, list_runs
 TINY_RUN = ["--tasks", "hellaswag_offline", "--limit", "4", "--prune", "2", "--protect", "1"]
 # The original task fitness (these tests check task scores), one finalist confirmed on 4 items.
 TINY_RUN += ["--fitness", "squared_mean", "--finalists", "1", "--confirm-limit", "4"]
-
-
-def cli(
-    *args: str, timeout: float = 300, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gaprune_tui", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "GAPRUNE_THREADS": "1", **(env or {})},
-    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -210,16 +198,8 @@ RESUME_RUN = [
     "piqa_offline",
 ]
 # result.json keys that depend on what was computed, not on when or in how many sessions.
-RESULT_KEYS = (
-    "dropped_layers",
-    "kept_layers",
-    "fitness",
-    "scores",
-    "picked_by",
-    "finalists",
-    "baselines",
-    "base_confirmation",
-)
+RESULT_KEYS = ("dropped_layers", "kept_layers", "fitness", "scores", "picked_by", "finalists")
+RESULT_KEYS += ("baselines", "base_confirmation")
 
 
 @pytest.fixture(scope="module")
@@ -252,18 +232,10 @@ def fresh_evaluations(store: RunStore) -> int:
     )
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def kill_engine(store: RunStore) -> None:
     pid = store.meta()["pid"]
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: store.display_state() == "crashed", "the run to show as crashed", 30)
+    wait_until(lambda: store.display_state() == "crashed", "the run to show as crashed", 30)
 
 
 def resume_and_compare(
@@ -297,7 +269,7 @@ def test_kill_9_mid_generation_resumes_from_its_checkpoint(
             return False
         return any(e.generation == checkpoint[0] + 1 for e in store.evaluations())
 
-    wait_for(mid_generation, "generation g + 1 to be partly evaluated")
+    wait_until(mid_generation, "generation g + 1 to be partly evaluated")
     kill_engine(store)
     checkpoint = store.last_checkpoint()
     assert checkpoint is not None
@@ -346,7 +318,7 @@ def test_kill_9_in_first_evaluation_and_in_result_write(
     run_id = store.id
     store.request(ControlAction.PAUSE)
     spawn_engine(store)
-    wait_for(lambda: store.state == RunState.PAUSED, "the engine to park on the pause")
+    wait_until(lambda: store.state == RunState.PAUSED, "the engine to park on the pause")
     kill_engine(store)
     assert store.last_checkpoint() is None and not store.evaluations()
     assert not any(isinstance(e, events.BaseScores) for e in store.events())
@@ -356,7 +328,7 @@ def test_kill_9_in_first_evaluation_and_in_result_write(
     # leave such a partial file, as that kill would.
     again = cli("resume", run_id, "--detach")
     assert again.returncode == 0, again.stderr
-    wait_for(
+    wait_until(
         lambda: any(isinstance(e, events.ConfirmationStarted) for e in store.events()),
         "the confirmation to start",
         timeout=600,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from test_scoring import _TEXT_REQUESTS, REL_TOL, _genome_sequence, _instances
-from tiny_models import FAMILIES, build_tiny
+from tiny_models import FAMILIES, build_tiny, kept_views
 
 from gaprune_tui.cli.report import _summary
 from gaprune_tui.core.config import RunConfig, TaskSpec
@@ -184,12 +184,7 @@ def test_bf16_prefix_cache_and_tree_order_exact(tiny_bf16: Any) -> None:
     the cached state is the very tensor the full forward would have computed."""
     torch.set_num_threads(1)
     n = tiny_bf16.view.n_layers
-    views = [
-        tuple(range(n)),
-        tuple(i for i in range(n) if i not in (3, 5)),
-        tuple(i for i in range(n) if i not in (2, 4)),
-        tuple(i for i in range(n) if i not in (3, 4)),
-    ]
+    views = kept_views(n, (3, 5), (2, 4), (3, 4))
     on = make_lm(tiny_bf16, "fast", prefix_cache=True, token_budget=64)
     on.plan(views)
     off = make_lm(tiny_bf16, "fast", prefix_cache=False, token_budget=64)

@@ -12,20 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_run import cli
 
 from gaprune_tui.core.store import RunStore, list_runs
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gaprune_tui", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ),
-    )
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +24,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     home = tmp_path_factory.mktemp("e2e-home")
     os.environ["GAPRUNE_HOME"] = str(home)
     try:
-        proc = cli(
-            "run",
-            "--prune",
-            "4",
-            "--population",
-            "4",
-            "--generations",
-            "1",
-            "--limit",
-            "8",
-            "--finalists",
-            "2",
-            "--confirm-limit",
-            "8",
-            "--json",
-        )
+        args = "--prune 4 --population 4 --generations 1 --limit 8 --finalists 2 --confirm-limit 8"
+        proc = cli("run", *args.split(), "--json", timeout=900, threads=None)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return json.loads(proc.stdout), home
     finally:
@@ -95,7 +72,7 @@ def test_export_winner_verifies_and_loads_without_gaprune(
     monkeypatch.setenv("GAPRUNE_HOME", str(home))
     run_id = list_runs()[0].id
     out = home / "export"
-    proc = cli("export", run_id, "--out", str(out), "--progress-json")
+    proc = cli("export", run_id, "--out", str(out), "--progress-json", timeout=900, threads=None)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
     final = json.loads(proc.stdout.strip().splitlines()[-1])
     assert final["done"] is True and final["verified"] is True

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_models import build_tiny
+from scored_runs import ScoredRun, score_tasks, tiny_run_config
+from tiny_models import build_families
 
-from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.errors import ExportError
 from gaprune_tui.core.store import Evaluation, RunStore
 from gaprune_tui.engine.export import (
@@ -34,8 +34,7 @@ PROMPT = "The quick brown fox jumps over the lazy dog and"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny-src")
-    return {family: build_tiny(family, root / family) for family in ("llama", "qwen3", "gpt2")}
+    return build_families(tmp_path_factory.mktemp("tiny-src"))
 
 
 @pytest.fixture(scope="module")
@@ -227,50 +226,25 @@ def test_killed_export_leaves_a_recognisable_partial_folder(
 
 
 @pytest.fixture(scope="module")
-def scored_run_data(tiny: dict[str, Path]) -> dict:
+def scored_run_data(tiny: dict[str, Path]) -> ScoredRun:
     """Real scores of a few genomes of the tiny Llama on a bundled task, computed once."""
-    from gaprune_tui.engine.model import load_model
-    from gaprune_tui.engine.scoring import make_lm
-    from gaprune_tui.engine.search import fitness_of
-    from gaprune_tui.engine.tasks import build_tasks
-
-    config = RunConfig(
-        fitness="squared_mean",  # these runs score tasks
-        model=str(tiny["llama"]),
-        tasks=[TaskSpec("hellaswag_offline")],
-        limit=6,
-        prune=2,
-        population=4,
-        generations=1,
-        device="cpu",
-    ).validate()
-    loaded = load_model(config.model, dtype=config.dtype, device="cpu")
-    taskset = build_tasks(config)
-    lm = make_lm(loaded, config.scorer)
-    genomes = {}
-    for dropped in ([2, 4], [3, 5], [1, 2]):
-        kept = [i for i in range(loaded.n_layers) if i not in dropped]
-        with loaded.view.view(kept), torch.no_grad():
-            scores = taskset.evaluate(lm)
-        genomes[tuple(dropped)] = (kept, scores, fitness_of(scores, config.fitness))
-    with torch.no_grad():
-        base = taskset.evaluate(lm)
-    return {"config": config, "genomes": genomes, "base": (base, fitness_of(base, "squared_mean"))}
+    return score_tasks(tiny_run_config(tiny["llama"]), [[2, 4], [3, 5], [1, 2]])
 
 
-def _make_run(data: dict, *, corrupt: bool = False, base_event: bool = True) -> RunStore:
-    store = RunStore.create(data["config"])
-    if base_event:
-        store.add_event("base_scores", scores=data["base"][0], fitness=data["base"][1])
-    for dropped, (kept, scores, fitness) in data["genomes"].items():
-        stored = fitness + 0.5 if corrupt else fitness
-        store.add_evaluation(Evaluation(0, list(dropped), kept, stored, scores, 1.0, False))
+def _make_run(data: ScoredRun, *, corrupt: bool = False, base_event: bool = True) -> RunStore:
+    store = data.store(base_event=base_event, fitness_offset=0.5 if corrupt else 0.0)
     # A screening-fidelity row never counts as a ranked genome.
     store.add_evaluation(Evaluation(0, [0, 1], [2, 3, 4, 5], 9.0, {}, 0.1, False, "screen:2"))
     return store
 
 
-def test_export_run_verifies_and_documents(scored_run_data: dict, tmp_path: Path) -> None:
+@pytest.fixture
+def run_store(scored_run_data: ScoredRun) -> RunStore:
+    """A fresh run store of the scored genomes, with the base model's scores."""
+    return _make_run(scored_run_data)
+
+
+def test_export_run_verifies_and_documents(scored_run_data: ScoredRun, tmp_path: Path) -> None:
     store = _make_run(scored_run_data)
     ranked = store.best_evaluations()
     lines: list[tuple[str, str]] = []
@@ -294,7 +268,7 @@ def test_export_run_verifies_and_documents(scored_run_data: dict, tmp_path: Path
 
     lineage = json.loads((result.path / "gaprune.json").read_text())
     assert lineage["dropped_layers"] == best.dropped and lineage["verified"] is True
-    assert lineage["scores"]["base"] == scored_run_data["base"][0]
+    assert lineage["scores"]["base"] == scored_run_data.base
     assert lineage["run"]["id"] == store.id and lineage["run"]["evaluated_genomes"] == 3
     card = (result.path / "README.md").read_text()
     assert f"Dropped layers | {best.dropped[0]}, {best.dropped[1]}" in card
@@ -315,16 +289,16 @@ def test_export_run_verifies_and_documents(scored_run_data: dict, tmp_path: Path
 
 
 def test_export_run_computes_base_scores_when_the_run_lacks_them(
-    scored_run_data: dict, tmp_path: Path
+    scored_run_data: ScoredRun, tmp_path: Path
 ) -> None:
     store = _make_run(scored_run_data, base_event=False)
     result = export_run(store.id, rank=3, out=tmp_path / "r3")
     assert result.verified is True
-    assert result.lineage["scores"]["base"] == scored_run_data["base"][0]
+    assert result.lineage["scores"]["base"] == scored_run_data.base
 
 
 def test_export_run_refuses_when_the_fitness_does_not_reproduce(
-    scored_run_data: dict, tmp_path: Path
+    scored_run_data: ScoredRun, tmp_path: Path
 ) -> None:
     store = _make_run(scored_run_data, corrupt=True)
     out = tmp_path / "bad"
@@ -337,7 +311,7 @@ def test_export_run_refuses_when_the_fitness_does_not_reproduce(
     assert any(e.kind == "export_failed" for e in store.events())
 
 
-def test_bad_rank_and_unknown_run(scored_run_data: dict) -> None:
+def test_bad_rank_and_unknown_run(scored_run_data: ScoredRun) -> None:
     store = _make_run(scored_run_data)
     with pytest.raises(
         ExportError, match=rf"run {store.id} has only 3 evaluated genomes: use --rank 1..3"
@@ -347,28 +321,27 @@ def test_bad_rank_and_unknown_run(scored_run_data: dict) -> None:
         export_run(store.id, rank=0)
     with pytest.raises(ExportError, match="no run 'nope'"):
         export_run("nope")
-    empty = RunStore.create(scored_run_data["config"])
+    empty = RunStore.create(scored_run_data.config)
     with pytest.raises(ExportError, match="no fully evaluated genome yet"):
         export_run(empty.id)
 
 
 def test_cli_export_json_progress_and_errors(
-    scored_run_data: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    run_store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from gaprune_tui.cli.main import main
 
-    store = _make_run(scored_run_data)
     code = main(
-        ["export", store.id, "--no-verify", "--out", str(tmp_path / "e"), "--progress-json"]
+        ["export", run_store.id, "--no-verify", "--out", str(tmp_path / "e"), "--progress-json"]
     )
     assert code == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert all("stage" in r for r in rows[:-1]) and rows[-1]["done"] is True
     assert rows[-1]["path"] == str(tmp_path / "e") and rows[-1]["verified"] is None
 
-    assert main(["export", store.id, "--rank", "9"]) == 2
+    assert main(["export", run_store.id, "--rank", "9"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"error: run {store.id} has only 3 evaluated genomes: use --rank 1..3"
+    assert err.strip() == f"error: run {run_store.id} has only 3 evaluated genomes: use --rank 1..3"
 
     assert main(["export", "nope", "--progress-json"]) == 2
     out = capsys.readouterr().out.strip().splitlines()
@@ -376,10 +349,9 @@ def test_cli_export_json_progress_and_errors(
 
 
 def test_bfloat16_export_run_is_exact_against_a_bfloat16_view(
-    scored_run_data: dict, tmp_path: Path
+    run_store: RunStore, tmp_path: Path
 ) -> None:
-    store = _make_run(scored_run_data)
-    result = export_run(store.id, out=tmp_path / "bf16", dtype="bfloat16")
+    result = export_run(run_store.id, out=tmp_path / "bf16", dtype="bfloat16")
     ver = result.verification
     assert ver is not None and result.verified is True
     assert ver.dtype == "bfloat16" and ver.search_dtype == "float32"
@@ -405,17 +377,16 @@ def test_a_tokenizer_mergekit_failed_to_copy_fails_the_export(
 
 
 def test_cli_export_below_a_regular_file_is_one_line_before_any_work(
-    scored_run_data: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    run_store: RunStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from gaprune_tui.cli.main import main
 
-    store = _make_run(scored_run_data)
     work = tmp_path / "work"  # tmp_path also holds the test's GAPRUNE_HOME
     work.mkdir()
     blocker = work / "notes.txt"
     blocker.write_text("a file, not a folder")
     out = blocker / "deeper" / "export"
-    assert main(["export", store.id, "--out", str(out)]) == 2
+    assert main(["export", run_store.id, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (
         f"error: export folder {out} cannot be created: {blocker} is a file, not a folder; "

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 import torch
+from scored_runs import ScoredRun, score_kl, score_tasks, tiny_run_config
 from tiny_models import build_tiny
 
 from gaprune_tui.core import fitness as fitness_kinds
-from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.errors import ExportError
 from gaprune_tui.core.events import ConfirmationStarted, GenomeConfirmed, ReferenceScored
-from gaprune_tui.core.store import Evaluation, RunStore
+from gaprune_tui.core.store import RunStore
 from gaprune_tui.engine.export import export_run, render_card
 from gaprune_tui.engine.export.verify import scores_equal
 
@@ -168,34 +168,9 @@ GENOMES = ([2, 4], [3, 5], [1, 2], [1, 4])
 
 
 @pytest.fixture(scope="module")
-def task_run_data(llama: Path) -> dict:
+def task_run_data(llama: Path) -> ScoredRun:
     """Real scores (with standard errors) of a few genomes of the tiny Llama, computed once."""
-    from gaprune_tui.engine.model import load_model
-    from gaprune_tui.engine.scoring import make_lm
-    from gaprune_tui.engine.tasks import build_tasks
-
-    config = RunConfig(
-        fitness="squared_mean",  # these runs score tasks
-        model=str(llama),
-        tasks=[TaskSpec("hellaswag_offline")],
-        limit=6,
-        prune=2,
-        population=4,
-        generations=1,
-        device="cpu",
-    ).validate()
-    loaded = load_model(config.model, dtype=config.dtype, device="cpu")
-    taskset = build_tasks(config)
-    lm = make_lm(loaded, config.scorer)
-    genomes = {}
-    for dropped in GENOMES:
-        kept = [i for i in range(loaded.n_layers) if i not in dropped]
-        with loaded.view.view(kept), torch.no_grad():
-            scores = taskset.evaluate(lm)
-        genomes[tuple(dropped)] = (kept, scores, fitness_kinds.fitness_of(scores, config.fitness))
-    with torch.no_grad():
-        base = taskset.evaluate(lm)
-    return {"config": config, "genomes": genomes, "base": base}
+    return score_tasks(tiny_run_config(llama), list(GENOMES))
 
 
 def _confirmed(label: str, role: str, dropped: list[int], value: float, rank: int = 0) -> Any:
@@ -215,13 +190,10 @@ def _confirmed(label: str, role: str, dropped: list[int], value: float, rank: in
     )
 
 
-def _confirmed_run(data: dict) -> tuple[RunStore, list[list[int]]]:
+def _confirmed_run(data: ScoredRun) -> tuple[RunStore, list[list[int]]]:
     """A run whose confirmation reverses the search's top three; returns the confirmed order."""
-    store = RunStore.create(data["config"])
-    base = data["base"]
-    store.add_event("base_scores", scores=base, fitness=fitness_kinds.fitness_of(base, "mean"))
-    for dropped, (kept, scores, fitness) in data["genomes"].items():
-        store.add_evaluation(Evaluation(0, list(dropped), kept, fitness, scores, 1.0, False))
+    store = data.store(base_kind="mean")
+    base = data.base
     search = [e.dropped for e in store.best_evaluations()]
     # An older confirmation that a later one replaces: it must not count.
     store.add_event(ConfirmationStarted(genomes=1, confirm_limit=50, tasks=["hellaswag_offline"]))
@@ -244,7 +216,7 @@ def _confirmed_run(data: dict) -> tuple[RunStore, list[list[int]]]:
     return store, order
 
 
-def test_export_defaults_to_the_confirmed_best(task_run_data: dict, tmp_path: Path) -> None:
+def test_export_defaults_to_the_confirmed_best(task_run_data: ScoredRun, tmp_path: Path) -> None:
     store, order = _confirmed_run(task_run_data)
     lines: list[tuple[str, str]] = []
     result = export_run(store.id, progress=lambda stage, msg: lines.append((stage, msg)))
@@ -274,7 +246,7 @@ def test_export_defaults_to_the_confirmed_best(task_run_data: dict, tmp_path: Pa
     assert json.loads((result.path / "gaprune.json").read_text())["run"]["order"] == "confirmed"
 
 
-def test_rank_counts_in_confirmed_order(task_run_data: dict, tmp_path: Path) -> None:
+def test_rank_counts_in_confirmed_order(task_run_data: ScoredRun, tmp_path: Path) -> None:
     store, order = _confirmed_run(task_run_data)
     lines: list[tuple[str, str]] = []
     for rank in (1, 2, 3, 4):  # three confirmed finalists, then the search's ranking
@@ -293,7 +265,7 @@ def test_rank_counts_in_confirmed_order(task_run_data: dict, tmp_path: Path) -> 
 
 
 def test_drop_names_the_genome_whatever_the_order(
-    task_run_data: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    task_run_data: ScoredRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from gaprune_tui.cli.main import main
 
@@ -313,10 +285,10 @@ def test_drop_names_the_genome_whatever_the_order(
     assert "is not a list of layer indices: write them comma-separated" in capsys.readouterr().err
 
 
-def test_without_confirmation_the_search_order_holds(task_run_data: dict, tmp_path: Path) -> None:
-    store = RunStore.create(task_run_data["config"])
-    for dropped, (kept, scores, fitness) in task_run_data["genomes"].items():
-        store.add_evaluation(Evaluation(0, list(dropped), kept, fitness, scores, 1.0, False))
+def test_without_confirmation_the_search_order_holds(
+    task_run_data: ScoredRun, tmp_path: Path
+) -> None:
+    store = task_run_data.store(base_event=False)
     ranked = store.best_evaluations()
     store.write_result({"dropped_layers": ranked[0].dropped, "picked_by": "search"})
     result = export_run(store.id, out=tmp_path / "s", verify=False)
@@ -333,47 +305,18 @@ def test_without_confirmation_the_search_order_holds(task_run_data: dict, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def kl_run_data(llama: Path) -> dict:
+def kl_run_data(llama: Path) -> ScoredRun:
     """KL and perplexity of a few genomes of the tiny Llama on the bundled calibration text."""
-    from gaprune_tui.engine.calibration import load_calibration
-    from gaprune_tui.engine.kl import BaseDistributions, KLScorer
-    from gaprune_tui.engine.model import load_model
-
-    config = RunConfig(
-        model=str(llama),
-        tasks=[TaskSpec("hellaswag_offline")],
-        limit=6,
-        prune=2,
-        population=4,
-        generations=1,
-        device="cpu",
-        fitness="kl",
-        calibration_tokens=512,
-    ).validate()
-    loaded = load_model(config.model, dtype=config.dtype, device="cpu")
-    calibration = load_calibration(config.calibration, loaded.tokenizer, config.calibration_tokens)
-    scorer = KLScorer(loaded, calibration, BaseDistributions.compute(loaded, calibration))
-    genomes = {}
-    for dropped in GENOMES[:2]:
-        kept = [i for i in range(loaded.n_layers) if i not in dropped]
-        scores = {fitness_kinds.CALIBRATION: scorer.score(kept)}
-        genomes[tuple(dropped)] = (kept, scores, fitness_kinds.fitness_of(scores, "kl"))
-    base = {fitness_kinds.CALIBRATION: scorer.score(list(range(loaded.n_layers)))}
-    return {"config": config, "genomes": genomes, "base": base}
+    return score_kl(tiny_run_config(llama, fitness="kl", calibration_tokens=512), list(GENOMES[:2]))
 
 
 @pytest.mark.parametrize("base_event", [True, False])
 def test_kl_export_is_verified_on_the_calibration_text(
-    kl_run_data: dict, tmp_path: Path, base_event: bool
+    kl_run_data: ScoredRun, tmp_path: Path, base_event: bool
 ) -> None:
-    store = RunStore.create(kl_run_data["config"])
-    base = kl_run_data["base"]
-    if base_event:
-        store.add_event("base_scores", scores=base, fitness=fitness_kinds.fitness_of(base, "kl"))
-    for dropped, (kept, scores, fitness) in kl_run_data["genomes"].items():
-        store.add_evaluation(Evaluation(0, list(dropped), kept, fitness, scores, 1.0, False))
+    store = kl_run_data.store(base_event=base_event)
     best = store.best_evaluations()[0]  # lowest KL first
-    assert best.fitness == min(g[2] for g in kl_run_data["genomes"].values())
+    assert best.fitness == min(g[2] for g in kl_run_data.genomes.values())
     lines: list[tuple[str, str]] = []
     result = export_run(
         store.id, out=tmp_path / "kl", progress=lambda stage, msg: lines.append((stage, msg))

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_models import build_tiny
+from scored_runs import score_tasks, tiny_run_config
+from tiny_models import build_families, build_tiny
 
-from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.errors import ExportError
-from gaprune_tui.core.store import Evaluation, RunStore
+from gaprune_tui.core.store import RunStore
 from gaprune_tui.engine.export import FAILED_FILE, export_run
 from gaprune_tui.engine.export import genome as genome_module
 
@@ -33,39 +33,12 @@ KEPT = [0, 1, 3, 5]
 
 def scored_run(model: Path) -> RunStore:
     """A run store of ``model`` with one genome (drop 2 and 4) really scored on a bundled task."""
-    from gaprune_tui.engine.model import load_model
-    from gaprune_tui.engine.scoring import make_lm
-    from gaprune_tui.engine.search import fitness_of
-    from gaprune_tui.engine.tasks import build_tasks
-
-    config = RunConfig(
-        fitness="squared_mean",  # these runs score tasks
-        model=str(model),
-        tasks=[TaskSpec("hellaswag_offline")],
-        limit=6,
-        prune=2,
-        population=4,
-        generations=1,
-        device="cpu",
-    ).validate()
-    loaded = load_model(config.model, dtype=config.dtype, device="cpu")
-    taskset = build_tasks(config)
-    lm = make_lm(loaded, config.scorer)
-    with torch.no_grad():
-        base = taskset.evaluate(lm)
-        with loaded.view.view(KEPT):
-            scores = taskset.evaluate(lm)
-    store = RunStore.create(config)
-    store.add_event("base_scores", scores=base, fitness=fitness_of(base, config.fitness))
-    fitness = fitness_of(scores, config.fitness)
-    store.add_evaluation(Evaluation(0, DROPPED, KEPT, fitness, scores, 1.0, False))
-    return store
+    return score_tasks(tiny_run_config(model), [DROPPED]).store()
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny-verify")
-    return {family: build_tiny(family, root / family) for family in ("llama", "qwen3", "gpt2")}
+    return build_families(tmp_path_factory.mktemp("tiny-verify"))
 
 
 def _weights(folder: Path) -> Path:

@@ -8,13 +8,18 @@ from fake_engine import FakeEngine, fake_store, populate, write_log
 
 from gaprune_tui.core.events import EvaluationStarted, RunStarted
 from gaprune_tui.core.follow import Follower, LogTail, last_error_lines
-from gaprune_tui.core.store import ControlAction, Evaluation, RunState
+from gaprune_tui.core.store import ControlAction, Evaluation, RunState, RunStore
+
+
+def following(*, finished: bool = False) -> tuple[RunStore, FakeEngine, Follower]:
+    """A new fake run, its engine (``finished``: already run to its end) and a Follower of it."""
+    store = fake_store()
+    engine = populate(store) if finished else FakeEngine(store)
+    return store, engine, Follower(store)
 
 
 def test_finished_run_folds_into_view() -> None:
-    store = fake_store()
-    engine = populate(store)
-    follower = Follower(store)
+    store, engine, follower = following(finished=True)
     assert follower.poll() is True
     view = follower.view
     gens = store.generations()
@@ -48,9 +53,7 @@ def test_finished_run_folds_into_view() -> None:
 
 
 def test_live_steps_update_generation_progress_and_evaluating() -> None:
-    store = fake_store()
-    engine = FakeEngine(store)
-    follower = Follower(store)
+    store, engine, follower = following()
     follower.poll()
     assert follower.view.rows == []
     engine.run(3)  # run_started, log, base_scores
@@ -84,9 +87,7 @@ def test_live_steps_update_generation_progress_and_evaluating() -> None:
 
 
 def test_pause_resume_stop_are_reflected_from_the_engine() -> None:
-    store = fake_store()
-    engine = FakeEngine(store)
-    follower = Follower(store)
+    store, engine, follower = following()
     engine.run(5)
     store.request("pause")
     follower.poll()
@@ -197,9 +198,7 @@ def test_screening_and_replayed_evaluations_count_once() -> None:
 
 def test_read_returns_the_events_it_folded_and_poll_reports_changes() -> None:
     """The CLI prints from ``read()``; the screens repaint on ``poll()``: one fold serves both."""
-    store = fake_store()
-    engine = FakeEngine(store)
-    follower = Follower(store)
+    store, engine, follower = following()
     assert follower.poll() is True  # the first poll always draws
     assert follower.poll() is False
     engine.run(4)

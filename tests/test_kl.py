@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_models import FAMILIES, N_LAYERS, build_tiny
+from tiny_models import FAMILIES, N_LAYERS, build_tiny, forward_sizes
 
 from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.engine.calibration import Calibration, load_calibration
@@ -197,19 +197,12 @@ def test_oom_halves_the_sequence_batch_and_gives_the_same_values(
 ) -> None:
     want = _scorer(tiny, calibration, top_k=16, prefix_cache=False).score(GENOMES[2])
     scorer = _scorer(tiny, calibration, top_k=16, prefix_cache=False)
-    sizes: list[int] = []
-
-    def fake_oom(_module: Any, args: Any, kwargs: dict) -> None:
-        sizes.append(kwargs["input_ids"].numel())
-        if sizes[-1] > 96:  # this "device" holds two sequences of 48 tokens per forward
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-
-    handle = scorer.lm.decoder.register_forward_pre_hook(fake_oom, with_kwargs=True)
-    try:
-        with caplog.at_level(logging.WARNING, logger="gaprune_tui.scoring"):
-            got = scorer.score(GENOMES[2])
-    finally:
-        handle.remove()
+    # This "device" holds two sequences of 48 tokens per forward.
+    with (
+        forward_sizes(scorer.lm, 96) as sizes,
+        caplog.at_level(logging.WARNING, logger="gaprune_tui.scoring"),
+    ):
+        got = scorer.score(GENOMES[2])
     assert got == pytest.approx(want, rel=1e-6)
     assert scorer.lm.token_budget < 4096 and max(sizes) > 96 and sizes[-1] <= 96
     assert "token budget halved" in caplog.text

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import constants as hf_constants
-from tiny_models import FAMILIES, MORE_FAMILIES, build_tiny, put_in_hub_cache
+from tiny_models import FAMILIES, MORE_FAMILIES, build_families, finish_gguf, put_in_hub_cache
 
 from gaprune_tui.core.errors import ModelError
 from gaprune_tui.core.modelspec import embedded_gguf_path
@@ -60,8 +60,7 @@ LAYER_PATHS = {
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    return {family: build_tiny(family, root / family) for family in FAMILIES + MORE_FAMILIES}
+    return build_families(tmp_path_factory.mktemp("tiny"), FAMILIES + MORE_FAMILIES)
 
 
 @pytest.fixture(scope="module")
@@ -311,10 +310,7 @@ def write_tiny_gguf(model: torch.nn.Module, tokenizer_dir: Path, path: Path) -> 
             elif part == "self_attn.k_proj":
                 array = _llama_cpp_permute(array, config.num_key_value_heads)
         writer.add_tensor(name, np.ascontiguousarray(array))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
     return path
 
 
@@ -411,10 +407,7 @@ def test_unreadable_gguf_files(tmp_path: Path, private_cache: Path) -> None:
     writer = gguf.GGUFWriter(str(odd), "nosucharch")
     writer.add_block_count(2)
     writer.add_tensor("blk.0.x.weight", np.zeros((4, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish_gguf(writer)
     with pytest.raises(ModelError, match="transformers cannot read odd.gguf.*nosucharch") as err:
         load_model(str(odd))
     assert "\n" not in str(err.value)

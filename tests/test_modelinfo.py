@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from huggingface_hub import constants as hf_constants
 from safetensors.numpy import save_file
-from tiny_models import build_tiny, put_in_hub_cache
+from tiny_models import build_tiny, put_in_hub_cache, synthetic_gguf
 
 from gaprune_tui.core.errors import ModelError
 from gaprune_tui.core.modelinfo import embedded_gguf_path, inspect_model, scan_hf_cache
@@ -45,22 +45,7 @@ def _model_folder(path: Path, config: dict, shards: int = 2) -> Path:
 
 
 def _write_gguf(path: Path, arch: str, blocks: int | None) -> Path:
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name("synthetic")
-    if blocks is not None:
-        writer.add_block_count(blocks)
-    # A tokenizer vocabulary of strings that the header parser has to skip over.
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list([f"tok{i}" for i in range(50)])
-    writer.add_token_types([1] * 50)
-    writer.add_context_length(64)
-    writer.add_tensor("token_embd.weight", np.zeros((50, 8), dtype=np.float32))
-    writer.add_tensor("blk.0.attn_q.weight", np.zeros((8, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return synthetic_gguf(path, arch, blocks=blocks, vocab=50, context_length=64)
 
 
 @pytest.fixture

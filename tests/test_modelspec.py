@@ -16,11 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import gguf
 import numpy as np
 import pytest
 from huggingface_hub import constants as hf_constants
 from safetensors.numpy import save_file
+from tiny_models import synthetic_gguf
 
 from gaprune_tui.core import modelspec
 from gaprune_tui.core.config import RunConfig
@@ -65,19 +65,7 @@ def _folder(path: Path, weights: bytes | None = None) -> Path:
 
 
 def _gguf(path: Path) -> Path:
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("synthetic")
-    writer.add_block_count(3)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list([f"tok{i}" for i in range(20)])
-    writer.add_token_types([1] * 20)
-    writer.add_tensor("token_embd.weight", np.zeros((20, 8), dtype=np.float32))
-    writer.add_tensor("blk.0.attn_q.weight", np.zeros((8, 8), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    writer.close()
-    return path
+    return synthetic_gguf(path, tensor_data=False)
 
 
 # ---- safetensors ------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 from lm_eval.api.instance import Instance
-from tiny_models import FAMILIES, build_tiny
+from tiny_models import FAMILIES, build_tiny, forward_sizes, kept_views
 
 from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.errors import ConfigError
@@ -144,13 +144,7 @@ def _genome_sequence(lm: Any, view: LayerView, requests: list[Instance], views: 
 
 def test_prefix_cache_on_off_identical_over_genomes(tiny: Any) -> None:
     n = tiny.view.n_layers
-    views = [
-        tuple(range(n)),
-        tuple(i for i in range(n) if i not in (3, 5)),
-        tuple(i for i in range(n) if i not in (2, 4)),
-        tuple(i for i in range(n) if i not in (3, 4)),
-        tuple(i for i in range(n) if i not in (3, 5)),
-    ]
+    views = kept_views(n, (3, 5), (2, 4), (3, 4), (3, 5))
     requests = _instances(_TEXT_REQUESTS)
     on = make_lm(tiny, "fast", prefix_cache=True, token_budget=64)
     off = make_lm(tiny, "fast", prefix_cache=False, token_budget=64)
@@ -218,33 +212,17 @@ def test_oom_halves_the_batch_and_retries(tiny: Any, caplog: pytest.LogCaptureFi
     # Equal-length requests, nothing shared: merged side by side into one row of all eight.
     pairs = [(f"Question {i}: what grows in soil?", " Plants") for i in range(8)]
     ref_lm = make_lm(tiny, "fast", prefix_cache=False, token_budget=4096)
-    seen: list[int] = []
-
-    def record(_module: Any, args: Any, kwargs: dict) -> None:
-        seen.append(kwargs["input_ids"].numel())
-
-    handle = ref_lm.decoder.register_forward_pre_hook(record, with_kwargs=True)
-    try:
+    with forward_sizes(ref_lm) as seen:
         ref = ref_lm.loglikelihood(_instances(pairs))
-    finally:
-        handle.remove()
     assert len(seen) == 1, "the reference must score everything in one merged row"
     limit = seen[0] // 2  # tokens per forward this "device" can hold
 
     fast = make_lm(tiny, "fast", prefix_cache=False, token_budget=4096)
-    sizes: list[int] = []
-
-    def fake_oom(_module: Any, args: Any, kwargs: dict) -> None:
-        sizes.append(kwargs["input_ids"].numel())
-        if sizes[-1] > limit:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
-
-    handle = fast.decoder.register_forward_pre_hook(fake_oom, with_kwargs=True)
-    try:
-        with caplog.at_level(logging.WARNING, logger="gaprune_tui.engine.scoring"):
-            got = fast.loglikelihood(_instances(pairs))
-    finally:
-        handle.remove()
+    with (
+        forward_sizes(fast, limit),
+        caplog.at_level(logging.WARNING, logger="gaprune_tui.engine.scoring"),
+    ):
+        got = fast.loglikelihood(_instances(pairs))
     _compare(got, ref)
     # The batch shrank (token budget) and the merged row was split (merge width), both logged.
     assert fast.token_budget < 4096 and fast.merge_width < 256
@@ -297,6 +275,16 @@ def test_make_lm_kinds(tiny: Any) -> None:
         make_lm(tiny, "fast").generate_until([])
 
 
+def assert_members_in_place(row: Any, reqs: list[TokenRequest]) -> None:
+    """Every scored position of each of the row's members sees exactly its own request's tokens,
+    at the right positions."""
+    for member, gather in zip(row.members, row.gather, strict=True):
+        req = reqs[member]
+        for q, g in zip(req.scored_positions(), gather, strict=True):
+            assert row.tokens[g] == req.inp[q]
+            assert row.positions[g] == q
+
+
 def test_pack_rows_shares_prefixes_not_strings() -> None:
     ctx = tuple(range(10, 30))
     mc = [TokenRequest(ctx + c[:-1], c) for c in ((1, 2, 3), (4, 5), (6,))]
@@ -309,12 +297,7 @@ def test_pack_rows_shares_prefixes_not_strings() -> None:
     rows = pack_rows(reqs)
     assert sorted(len(r.members) for r in rows) == [1, 2, 3]
     for row in rows:
-        for member, gather in zip(row.members, row.gather, strict=True):
-            req = reqs[member]
-            # Every scored position sees exactly its own request's tokens at the right positions.
-            for q, g in zip(req.scored_positions(), gather, strict=True):
-                assert row.tokens[g] == req.inp[q]
-                assert row.positions[g] == q
+        assert_members_in_place(row, reqs)
     mc_row = next(r for r in rows if len(r.members) == 3)
     assert len(mc_row) == len(ctx) + 2 + 1 + 0  # the context once, then each branch's own tokens
 
@@ -332,14 +315,9 @@ def test_merge_rows_puts_short_rows_side_by_side() -> None:
     assert sorted(m for r in merged for m in r.members) == list(range(len(reqs)))
     for row in merged:
         assert not row.segments or len(row.segments) == len(row)
-        for member, gather in zip(row.members, row.gather, strict=True):
-            req = reqs[member]
-            for q, g in zip(req.scored_positions(), gather, strict=True):
-                assert row.tokens[g] == req.inp[q]
-                assert row.positions[g] == q
-            # A member's tokens all lie in one segment.
-            if row.segments:
-                assert len({row.segments[g] for g in gather}) == 1
+        assert_members_in_place(row, reqs)
+        for gather in row.gather:  # a member's tokens all lie in one segment
+            assert not row.segments or len({row.segments[g] for g in gather}) == 1
 
 
 # ---- the embedded model on real offline benchmarks ------------------------------------------

@@ -9,16 +9,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from search_events import finished, generations, run_search
 
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import ConfigError
-from gaprune_tui.core.events import (
-    EvaluationFinished,
-    EvaluationStarted,
-    GenerationFinished,
-    RunEvent,
-    SearchFinished,
-)
+from gaprune_tui.core.events import EvaluationStarted, RunEvent, SearchFinished
 from gaprune_tui.engine.search import Outcome, Search, SearchState, fitness_of, is_valid, repair
 
 N = 16
@@ -45,18 +40,6 @@ def cfg(**kw) -> RunConfig:
     return RunConfig(**base).validate()
 
 
-def events(search: Search) -> list[RunEvent]:
-    return list(search.run())
-
-
-def finished(evs: list[RunEvent]) -> list[EvaluationFinished]:
-    return [e for e in evs if isinstance(e, EvaluationFinished)]
-
-
-def generations(evs: list[RunEvent]) -> list[GenerationFinished]:
-    return [e for e in evs if isinstance(e, GenerationFinished)]
-
-
 def genomes(evs: list[RunEvent]) -> list[list[int]]:
     return [e.dropped for e in finished(evs)]
 
@@ -78,9 +61,9 @@ def test_operators_follow_the_method() -> None:
 
 
 def test_same_seed_same_genomes_and_valid_in_repair_mode() -> None:
-    a = events(Search(cfg(), N, objective))
-    b = events(Search(cfg(), N, objective))
-    c = events(Search(cfg(seed=8), N, objective))
+    a = run_search(Search(cfg(), N, objective))
+    b = run_search(Search(cfg(), N, objective))
+    c = run_search(Search(cfg(seed=8), N, objective))
     assert genomes(a) == genomes(b)
     assert genomes(a) != genomes(c)
     assert all(is_valid(g, N, 2, 3) for g in genomes(a))
@@ -100,7 +83,9 @@ def test_global_random_use_during_evaluation_does_not_change_the_search() -> Non
         random.random()  # as lm-eval or a memo miss might
         return objective(dropped, limit)
 
-    assert genomes(events(Search(cfg(), N, noisy))) == genomes(events(Search(cfg(), N, objective)))
+    assert genomes(run_search(Search(cfg(), N, noisy))) == genomes(
+        run_search(Search(cfg(), N, objective))
+    )
 
 
 def test_duplicates_in_a_generation_are_evaluated_once() -> None:
@@ -110,7 +95,7 @@ def test_duplicates_in_a_generation_are_evaluated_once() -> None:
         calls.append(tuple(dropped))
         return objective(dropped, limit)
 
-    evs = events(Search(cfg(generations=6), N, counting))
+    evs = run_search(Search(cfg(generations=6), N, counting))
     per_gen: dict[int, list[tuple[int, ...]]] = {}
     for e in finished(evs):
         per_gen.setdefault(e.generation, []).append(tuple(e.dropped))
@@ -139,7 +124,7 @@ class PlannedObjective:
 
 def test_each_generation_is_announced_and_evaluated_in_tree_order() -> None:
     planned = PlannedObjective()
-    evs = events(Search(cfg(), N, planned))
+    evs = run_search(Search(cfg(), N, planned))
     assert len(planned.plans) == 5  # the initial population and four generations
     calls = iter(planned.calls)
     for announced in planned.plans:
@@ -147,7 +132,7 @@ def test_each_generation_is_announced_and_evaluated_in_tree_order() -> None:
         distinct = list(dict.fromkeys(map(tuple, announced)))
         assert [tuple(next(calls)) for _ in distinct] == distinct
     # An evaluator with the hook and one without see the same genomes.
-    assert genomes(evs) == genomes(events(Search(cfg(), N, objective)))
+    assert genomes(evs) == genomes(run_search(Search(cfg(), N, objective)))
 
 
 def test_zero_mode_scores_invalid_offspring_zero_without_evaluating() -> None:
@@ -157,7 +142,7 @@ def test_zero_mode_scores_invalid_offspring_zero_without_evaluating() -> None:
         seen.append(dropped)
         return objective(dropped, limit)
 
-    evs = events(Search(cfg(invalid="zero", generations=8, prune=4), N, recording))
+    evs = run_search(Search(cfg(invalid="zero", generations=8, prune=4), N, recording))
     invalid = [e for e in finished(evs) if e.fidelity == "invalid"]
     assert invalid, "with seed 7 the original operators produce repeated indices"
     # Invalid: a repeated layer, or a protected one (mutUniformInt draws from [0, n)).
@@ -179,10 +164,10 @@ def test_repair_is_deterministic_and_valid() -> None:
 
 
 def test_resume_from_checkpoint_continues_the_same_sequence() -> None:
-    full = events(Search(cfg(), N, objective))
+    full = run_search(Search(cfg(), N, objective))
     checkpoint = next(e.checkpoint for e in generations(full) if e.generation == 2)
     assert "checkpoint" not in generations(full)[0].to_payload()  # stored apart, never an event
-    resumed = events(Search(cfg(), N, objective, state=SearchState.loads(checkpoint)))
+    resumed = run_search(Search(cfg(), N, objective, state=SearchState.loads(checkpoint)))
     after = [e for e in finished(full) if e.generation > 2]
     assert genomes(resumed) == [e.dropped for e in after]
     last_full = generations(full)[-1]
@@ -198,7 +183,7 @@ def test_screening_spends_the_full_limit_only_on_promising_offspring() -> None:
         calls.append(limit)
         return objective(dropped, limit)
 
-    evs = events(Search(cfg(screen=5, generations=5), N, recording))
+    evs = run_search(Search(cfg(screen=5, generations=5), N, recording))
     fids = {e.fidelity for e in finished(evs)}
     assert "screen:5" in fids and "full" in fids
     screened = calls.count(5)

@@ -159,6 +159,14 @@ def test_bundled_prompts_equal_builtin(name: str, bundled_manager: TaskManager) 
     assert len({doc_id for doc_id, _, _ in args_ours}) == N_DOCS
 
 
+def _user_yaml(tmp_path: Path, name: str, text: str) -> Path:
+    """A user task folder holding ``<name>.yaml`` with ``text``; for ``--include-path``."""
+    folder = tmp_path / "user_tasks"
+    folder.mkdir()
+    (folder / f"{name}.yaml").write_text(text, encoding="utf-8")
+    return folder
+
+
 def _write_user_task(folder: Path, name: str, builtin_yaml: str, data: Path) -> None:
     """A user task folder that includes the built-in YAML and points it at local jsonl data."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -373,11 +381,8 @@ def test_unknown_task_lists_close_matches() -> None:
 
 
 def test_group_is_refused_with_a_hint(tmp_path: Path) -> None:
-    folder = tmp_path / "user_tasks"
-    folder.mkdir()
-    (folder / "my_suite.yaml").write_text(
-        "group: my_suite\ntask:\n  - openbookqa_offline\n  - arc_easy_offline\n", encoding="utf-8"
-    )
+    suite = "group: my_suite\ntask:\n  - openbookqa_offline\n  - arc_easy_offline\n"
+    folder = _user_yaml(tmp_path, "my_suite", suite)
     config = RunConfig(tasks=[TaskSpec("my_suite")], include_path=[str(folder)])
     with pytest.raises(TaskError, match=r"'my_suite' is a group of lm-eval tasks: list the single"):
         build_tasks(config.validate())
@@ -393,16 +398,14 @@ def test_unknown_metric_lists_the_tasks_metrics() -> None:
 
 
 def test_task_without_offline_data(tmp_path: Path) -> None:
-    folder = tmp_path / "user_tasks"
-    folder.mkdir()
-    (folder / "needs_net.yaml").write_text(
+    text = (
         "task: needs_net\n"
         "dataset_path: gaprune-tests/not-in-any-cache\n"
         "output_type: multiple_choice\n"
         "validation_split: validation\n"
-        "doc_to_text: '{{q}}'\ndoc_to_target: 0\ndoc_to_choice: '{{c}}'\n",
-        encoding="utf-8",
+        "doc_to_text: '{{q}}'\ndoc_to_target: 0\ndoc_to_choice: '{{c}}'\n"
     )
+    folder = _user_yaml(tmp_path, "needs_net", text)
     config = RunConfig(tasks=[TaskSpec("needs_net")], include_path=[str(folder)])
     with pytest.raises(
         TaskError,
@@ -484,14 +487,12 @@ def test_stderr_never_bootstraps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         raise AssertionError("lm-eval bootstrapped a stderr inside TaskSet.evaluate")
 
     monkeypatch.setattr(metrics, "bootstrap_stderr", no_bootstrap)
-    folder = tmp_path / "user_tasks"
-    folder.mkdir()
-    (folder / "boolq_f1.yaml").write_text(
+    text = (
         f"include: {bundled_tasks_dir() / 'boolq_offline.yaml'}\n"
         "task: boolq_f1\n"
-        "metric_list:\n  - metric: acc\n  - metric: f1\n",
-        encoding="utf-8",
+        "metric_list:\n  - metric: acc\n  - metric: f1\n"
     )
+    folder = _user_yaml(tmp_path, "boolq_f1", text)
     for metric, expect_stderr in (("acc", True), ("f1", False)):
         spec = TaskSpec("boolq_f1", metric=metric)
         config = RunConfig(tasks=[spec], include_path=[str(folder)], num_fewshot=0, limit=12)

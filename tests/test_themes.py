@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tui_wait import key, opened
 
 from gaprune_tui.core import paths
 from gaprune_tui.ui.app import GapruneApp
+from gaprune_tui.ui.screens.setup import SetupScreen
 from gaprune_tui.ui.themes import (
     BITMAP_VARIABLES,
     DEFAULT_THEME,
@@ -16,7 +19,7 @@ from gaprune_tui.ui.themes import (
     load_themes,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cpu_only")]
 
 REPO_THEMES = Path(__file__).resolve().parent.parent / "themes"
 
@@ -32,11 +35,6 @@ bitmap-dropped = "#BF616A"
 bitmap-protected = "#4C566A"
 bitmap-best = "#EBCB8B"
 """
-
-
-@pytest.fixture(autouse=True)
-def _cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
 
 
 def test_builtin_themes_are_complete_dark_and_light() -> None:
@@ -96,14 +94,27 @@ def test_user_theme_loads_and_can_override_a_builtin(tmp_path: Path) -> None:
     assert load_theme_file(tmp_path / "mine.toml").background == "#2E3440"
 
 
-async def test_app_registers_themes_and_warns_about_a_broken_user_theme() -> None:
+def user_themes(**files: str) -> Path:
+    """The user's theme folder, made here, holding ``<name>.toml`` for each ``name=text``."""
     user_dir = paths.user_themes_dir()
     user_dir.mkdir(parents=True)
-    (user_dir / "mine.toml").write_text(USER_THEME)
-    (user_dir / "broken.toml").write_text("name = 'broken'\nprimary = 'purple-ish'\n")
+    for name, text in files.items():
+        (user_dir / f"{name}.toml").write_text(text)
+    return user_dir
+
+
+async def pick(pilot: Any, name: str) -> None:
+    """Type ``name`` into the open picker, let it filter, and choose the first match."""
+    await pilot.press(*name)
+    await pilot.pause(0.3)
+    await pilot.press("enter")
+    await pilot.pause(0.3)
+
+
+async def test_app_registers_themes_and_warns_about_a_broken_user_theme() -> None:
+    user_themes(mine=USER_THEME, broken="name = 'broken'\nprimary = 'purple-ish'\n")
     app = GapruneApp()
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
+    async with opened(app, SetupScreen, "setup") as (pilot, _):
         assert app.theme == DEFAULT_THEME
         assert "my-theme" in app.available_themes
         assert "broken" not in app.available_themes
@@ -118,35 +129,19 @@ async def test_app_registers_themes_and_warns_about_a_broken_user_theme() -> Non
 
 
 async def test_theme_picker_key_switches_to_a_user_theme() -> None:
-    user_dir = paths.user_themes_dir()
-    user_dir.mkdir(parents=True)
-    (user_dir / "mine.toml").write_text(USER_THEME)
+    user_themes(mine=USER_THEME)
     app = GapruneApp()
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
-        await pilot.press("f9")
-        await pilot.pause()
-        await pilot.press(*"my-theme")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause()
+    async with opened(app, SetupScreen, "setup") as (pilot, _):
+        await key(pilot, "f9")
+        await pick(pilot, "my-theme")
         assert app.theme == "my-theme"
         assert app.get_css_variables()["bitmap-dropped"] == "#BF616A"
 
 
 async def test_command_palette_switches_theme() -> None:
     """ctrl+p, the "Theme" system command, then the theme's name: Textual's own picker."""
-    app = GapruneApp()
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
-        await pilot.press("ctrl+p")
-        await pilot.pause()
-        await pilot.press(*"theme")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause(0.3)
-        await pilot.press(*"gaprune-light")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
-        await pilot.pause()
-        assert app.theme == "gaprune-light"
+    async with opened(GapruneApp(), SetupScreen, "setup") as (pilot, _):
+        await key(pilot, "ctrl+p")
+        await pick(pilot, "theme")
+        await pick(pilot, "gaprune-light")
+        assert pilot.app.theme == "gaprune-light"

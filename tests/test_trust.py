@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 import torch
+from search_events import finished, generations, run_search
 from tiny_models import build_tiny, build_tokenizer
 
 from gaprune_tui.core.config import DEFAULT_HOLDOUT, RunConfig, TaskSpec
@@ -173,16 +174,11 @@ def cfg(**kw: Any) -> RunConfig:
     return RunConfig(**base).validate()
 
 
-def run_search(search: Search) -> list[RunEvent]:
-    return list(search.run())
-
-
-def finished(evs: list[RunEvent]) -> list[EvaluationFinished]:
-    return [e for e in evs if isinstance(e, EvaluationFinished)]
-
-
-def gens(evs: list[RunEvent]) -> list[GenerationFinished]:
-    return [e for e in evs if isinstance(e, GenerationFinished)]
+def hall_of_fame(evs: list[RunEvent]) -> tuple[SearchFinished, list[float]]:
+    """The search's closing summary, and its hall of fame's fitness values in its order."""
+    summary = evs[-1]
+    assert isinstance(summary, SearchFinished)
+    return summary, [h["fitness"] for h in summary.hall_of_fame]
 
 
 def every_genome() -> list[list[int]]:
@@ -191,9 +187,7 @@ def every_genome() -> list[list[int]]:
 
 def test_kl_search_minimises_and_its_hall_of_fame_is_ascending() -> None:
     evs = run_search(Search(cfg(fitness="kl"), N, kl_objective))
-    summary = evs[-1]
-    assert isinstance(summary, SearchFinished)
-    hof = [h["fitness"] for h in summary.hall_of_fame]
+    summary, hof = hall_of_fame(evs)
     assert hof == sorted(hof) and len(
         set(map(tuple, (h["dropped"] for h in summary.hall_of_fame)))
     ) == len(hof)
@@ -202,23 +196,21 @@ def test_kl_search_minimises_and_its_hall_of_fame_is_ascending() -> None:
     # It found the true minimum over all 364 genomes, and "best" never got worse.
     assert min(kl_objective(g).fitness for g in every_genome()) == 0.0
     assert summary.hall_of_fame[0]["dropped"] == TARGET and hof[0] == 0.0
-    best = [g.best_fitness for g in gens(evs)]
+    best = [g.best_fitness for g in generations(evs)]
     assert best == sorted(best, reverse=True) and best[-1] == 0.0
-    assert gens(evs)[-1].best_dropped == TARGET
+    assert generations(evs)[-1].best_dropped == TARGET
     # Selection pulled the population down, not up.
-    assert gens(evs)[-1].mean < gens(evs)[0].mean
+    assert generations(evs)[-1].mean < generations(evs)[0].mean
 
 
 def test_task_search_maximises_the_same_landscape() -> None:
     evs = run_search(Search(cfg(fitness="squared_mean"), N, task_objective))
-    summary = evs[-1]
-    assert isinstance(summary, SearchFinished)
-    hof = [h["fitness"] for h in summary.hall_of_fame]
+    summary, hof = hall_of_fame(evs)
     assert hof == sorted(hof, reverse=True)
     assert summary.hall_of_fame[0]["dropped"] == TARGET and hof[0] == pytest.approx(1.0)
-    best = [g.best_fitness for g in gens(evs)]
+    best = [g.best_fitness for g in generations(evs)]
     assert best == sorted(best)
-    assert gens(evs)[-1].mean > gens(evs)[0].mean
+    assert generations(evs)[-1].mean > generations(evs)[0].mean
 
 
 def test_zero_mode_gives_invalid_genomes_the_worst_value_of_the_kind() -> None:
@@ -230,7 +222,7 @@ def test_zero_mode_gives_invalid_genomes_the_worst_value_of_the_kind() -> None:
     summary = kl_evs[-1]
     assert isinstance(summary, SearchFinished)
     assert all(math.isfinite(h["fitness"]) for h in summary.hall_of_fame)
-    assert all(math.isfinite(g.best_fitness) for g in gens(kl_evs))
+    assert all(math.isfinite(g.best_fitness) for g in generations(kl_evs))
     task_evs = run_search(Search(cfg(fitness="mean", **base), N, task4))
     assert all(e.fitness == 0.0 for e in finished(task_evs) if e.fidelity == "invalid")
 
@@ -257,7 +249,7 @@ def test_swap_mutation_keeps_k_distinct_unprotected_layers() -> None:
     assert len(offspring) >= 50
     assert all(e.fidelity == "full" and is_valid(e.dropped, N, 2, 4) for e in offspring)
     # Each child differs from every genome of the generation before it in at most 3 swaps.
-    populations = {g.generation: g.population for g in gens(evs)}
+    populations = {g.generation: g.population for g in generations(evs)}
     for e in offspring:
         parents = populations[e.generation - 1]
         assert min(len(set(e.dropped) - set(p)) for p in parents) <= 3
@@ -280,17 +272,17 @@ def test_seeds_start_generation_zero_distinct_and_valid_only() -> None:
     ]
     config = cfg(fitness="kl", population=6, generations=2)
     evs = run_search(Search(config, N, kl_objective, seeds=seeds))
-    gen0 = gens(evs)[0].population
+    gen0 = generations(evs)[0].population
     assert gen0[:2] == [[12, 13, 14], [3, 4, 15]]
     assert len(gen0) == 6 and all(is_valid(g, N, 2, 3) for g in gen0)
     assert [12, 13, 14] in [e.dropped for e in finished(evs) if e.generation == 0]
     again = run_search(Search(config, N, kl_objective, seeds=seeds))
     assert [e.dropped for e in finished(again)] == [e.dropped for e in finished(evs)]
-    assert [g.population for g in gens(again)] == [g.population for g in gens(evs)]
+    assert [g.population for g in generations(again)] == [g.population for g in generations(evs)]
     # More seeds than the population: only the first ``population`` valid ones.
     many = [[2 + i, 8, 15] for i in range(5)] + [[3, 9, 10], [4, 9, 10]]
     crowd = run_search(Search(cfg(population=4, generations=0), N, task_objective, seeds=many))
-    assert gens(crowd)[0].population == [[2, 8, 15], [3, 8, 15], [4, 8, 15], [5, 8, 15]]
+    assert generations(crowd)[0].population == [[2, 8, 15], [3, 8, 15], [4, 8, 15], [5, 8, 15]]
 
 
 # ---- 3. store and follower ----------------------------------------------------------------------

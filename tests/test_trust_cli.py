@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_run import cli
 from tiny_models import build_tiny
+from tui_wait import wait_until
 
 from gaprune_tui.core import format
 from gaprune_tui.core.events import ConfirmationStarted, GenomeConfirmed, ReferenceScored
@@ -37,23 +35,11 @@ KL_RUN = [
 ]  # fmt: skip
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gaprune_tui", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        # A wide terminal for rich, so table cells ("within noise") are not wrapped.
-        env={**os.environ, "GAPRUNE_THREADS": "1", "COLUMNS": "200"},
-    )
-
-
-def wait_for(condition: Any, what: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
+@pytest.fixture(autouse=True)
+def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wide terminal for rich in the CLI's child processes, so table cells ("within noise") are
+    not wrapped."""
+    monkeypatch.setenv("COLUMNS", "200")
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +220,7 @@ def test_heuristics_seed_generation_zero_and_confirm_refuses_a_live_run(
     assert start.returncode == 0, start.stderr
     run_id = start.stdout.strip().splitlines()[-1]
     store = RunStore.open(run_id)
-    wait_for(lambda: store.generations(), "generation 0")
+    wait_until(lambda: store.generations(), "generation 0")
     refs = [e for e in store.events() if isinstance(e, ReferenceScored)]
     assert [r.name for r in refs] == ["shortgpt", "angular", "last_k"]
     seeds = list(dict.fromkeys(tuple(r.dropped) for r in refs))
@@ -251,7 +237,7 @@ def test_heuristics_seed_generation_zero_and_confirm_refuses_a_live_run(
         == f"error: run {run_id} is running: wait for it to end, or stop it first"
     )
     assert cli("stop", run_id).returncode == 0
-    wait_for(lambda: not store.alive() and store.state == "stopped", "the stop")
+    wait_until(lambda: not store.alive() and store.state == "stopped", "the stop")
     # Swap mutation: every genome the search made keeps k distinct unprotected layers.
     assert all(len(set(e.dropped)) == 2 and min(e.dropped) >= 1 for e in store.evaluations())
 

@@ -7,24 +7,14 @@ minutes on 2 cores. Slow; runs in CI.
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import pytest
 from textual.widgets import Input
+from tui_wait import until
 
 from gaprune_tui.core.store import RunStore, list_runs
 from gaprune_tui.ui.app import GapruneApp
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
-
-
-async def wait_for(pilot: Any, condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
 
 
 async def test_setup_run_results_export_on_the_real_engine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,23 +41,23 @@ async def test_setup_run_results_export_on_the_real_engine(monkeypatch: pytest.M
         assert not screen.query_one("#start").disabled
         await pilot.press("f5")
 
-        await wait_for(pilot, lambda: app.screen.id == "run", 300, "the Run screen")
+        await until(pilot, lambda: app.screen.id == "run", "the Run screen", 300)
         store = RunStore.open(list_runs()[0].id)
-        await wait_for(pilot, lambda: store.state == "finished", 600, "the search to finish")
+        await until(pilot, lambda: store.state == "finished", "the search to finish", 600)
         if app.screen.id != "results":
             await pilot.press("o")
-        await wait_for(pilot, lambda: app.screen.id == "results", 30, "the Results screen")
+        await until(pilot, lambda: app.screen.id == "results", "the Results screen", 30)
         results = app.screen
         assert len(results.rows) >= 1
         hof = results.query_one("#hall-of-fame")
         assert hof.row_count >= 1
 
         await pilot.press("e")
-        await wait_for(
+        await until(
             pilot,
             lambda: results.export_result is not None or results.export_error is not None,
-            600,
             "the export",
+            600,
         )
         await app.workers.wait_for_complete()  # the export process has exited
         assert results.export_error is None, results.export_error

@@ -3,25 +3,20 @@ stopped and failed runs), driven with Pilot through every key."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 from fake_engine import fake_store, history_runs, populate
 from textual.widgets import DataTable, Static
-from tui_wait import until
+from tui_wait import SIZE, key, opened, until
 
 from gaprune_tui.core import launch
 from gaprune_tui.core.store import RunStore, list_runs
 from gaprune_tui.ui.app import GapruneApp
 from gaprune_tui.ui.screens.history import HistoryScreen
 
-pytestmark = pytest.mark.anyio
-SIZE = (100, 30)
-
-
-@pytest.fixture(autouse=True)
-def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cpu_only")]
 
 
 @pytest.fixture
@@ -30,11 +25,9 @@ def runs() -> dict[str, RunStore]:
     return history_runs()
 
 
-def history_of(app: GapruneApp) -> HistoryScreen:
-    screen = app.screen
-    assert isinstance(screen, HistoryScreen)
-    assert screen.id == "history"
-    return screen
+def history_screen(app: GapruneApp | None = None) -> AbstractAsyncContextManager[Any]:
+    """The app (a new one unless given) opened on History; hands over (pilot, screen)."""
+    return opened(app or GapruneApp(initial="history"), HistoryScreen, "history")
 
 
 def rows(screen: HistoryScreen) -> list[list[str]]:
@@ -51,10 +44,7 @@ async def select(pilot: Any, screen: HistoryScreen, run_id: str) -> None:
 
 
 async def test_lists_runs_with_state_model_best_and_evaluations(runs: dict) -> None:
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = history_of(app)
+    async with history_screen() as (pilot, screen):
         table = rows(screen)
         by_id = {row[0]: row for row in table}
         assert [row[0] for row in table] == [r.id for r in list_runs()]
@@ -70,24 +60,18 @@ async def test_lists_runs_with_state_model_best_and_evaluations(runs: dict) -> N
 
 
 async def test_empty_history_says_how_to_start() -> None:
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = history_of(app)
+    async with history_screen() as (pilot, screen):
         assert rows(screen) == []
         assert "press n" in str(screen.query_one("#history-status", Static).render())
         await pilot.press("o", "r", "d")  # nothing selected: nothing happens
         await pilot.pause()
-        assert app.screen is screen
+        assert pilot.app.screen is screen
 
 
 async def test_one_run_is_one_search() -> None:
     """The status line agrees with its count: "1 search", then "2 searches" after a refresh."""
     populate(fake_store(run_id="20260101-000001-aaaa"))
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = history_of(app)
+    async with history_screen() as (pilot, screen):
         status = str(screen.query_one("#history-status", Static).render())
         assert status.startswith("1 search.")
         populate(fake_store(run_id="20260101-000002-bbbb"))
@@ -97,15 +81,11 @@ async def test_one_run_is_one_search() -> None:
 
 
 async def test_new_runs_appear_on_refresh_and_cursor_stays(runs: dict) -> None:
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = history_of(app)
+    async with history_screen() as (pilot, screen):
         await select(pilot, screen, runs["crashed"].id)
         newer = fake_store(run_id="20260101-000009-ffff")
         populate(newer)
-        await pilot.press("f5")
-        await pilot.pause()
+        await key(pilot, "f5")
         assert rows(screen)[0][0] == newer.id
         assert screen.selected_run().id == runs["crashed"].id  # type: ignore[union-attr]
         another = fake_store(run_id="20260101-000010-abcd")
@@ -114,7 +94,7 @@ async def test_new_runs_appear_on_refresh_and_cursor_stays(runs: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "key", "screen_id"),
+    ("name", "open_key", "screen_id"),
     [
         ("finished", "enter", "results"),
         ("stopped", "o", "results"),
@@ -123,16 +103,13 @@ async def test_new_runs_appear_on_refresh_and_cursor_stays(runs: dict) -> None:
     ],
 )
 async def test_open_shows_results_or_attaches(
-    runs: dict, name: str, key: str, screen_id: str
+    runs: dict, name: str, open_key: str, screen_id: str
 ) -> None:
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await select(pilot, history_of(app), runs[name].id)
-        await pilot.press(key)
-        await pilot.pause()
-        assert app.screen.id == screen_id
-        assert app.screen.store.id == runs[name].id  # type: ignore[attr-defined]
+    async with history_screen() as (pilot, screen):
+        await select(pilot, screen, runs[name].id)
+        await key(pilot, open_key)
+        assert pilot.app.screen.id == screen_id
+        assert pilot.app.screen.store.id == runs[name].id  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -148,82 +125,64 @@ def resumes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-@pytest.mark.parametrize("name", ["stopped", "crashed", "failed"])
-async def test_resume_spawns_for_ended_runs_and_attaches(
-    runs: dict, resumes: list[str], name: str
+@pytest.mark.parametrize(
+    ("name", "resumable"),
+    [
+        ("stopped", True),
+        ("crashed", True),
+        ("failed", True),
+        ("running", False),
+        ("finished", False),
+    ],
+)
+async def test_resume_spawns_for_ended_runs_and_refuses_the_others(
+    runs: dict, resumes: list[str], name: str, resumable: bool
 ) -> None:
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await select(pilot, history_of(app), runs[name].id)
-        await pilot.press("r")
-        await pilot.pause()
-        assert resumes == [runs[name].id]
-        assert app.screen.id == "run"
-
-
-@pytest.mark.parametrize("name", ["running", "finished"])
-async def test_resume_refuses_running_and_finished_runs(
-    runs: dict, resumes: list[str], name: str
-) -> None:
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = history_of(app)
+    """An ended run is resumed and the Run screen attaches to it; a running or finished one is
+    refused with a note, and History stays."""
+    async with history_screen() as (pilot, screen):
         await select(pilot, screen, runs[name].id)
-        await pilot.press("r")
-        await pilot.pause()
-        assert resumes == []
-        assert app.screen is screen
-        assert any("only stopped, failed or crashed" in n.message for n in app._notifications)
+        await key(pilot, "r")
+        if resumable:
+            assert resumes == [runs[name].id]
+            assert pilot.app.screen.id == "run"
+        else:
+            assert resumes == []
+            assert pilot.app.screen is screen
+            notes = [n.message for n in pilot.app._notifications]
+            assert any("only stopped, failed or crashed" in n for n in notes)
 
 
 async def test_delete_asks_and_removes_only_on_yes(runs: dict) -> None:
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = history_of(app)
+    async with history_screen() as (pilot, screen):
         target = runs["finished"]
         await select(pilot, screen, target.id)
-        await pilot.press("d")
-        await pilot.pause()
-        assert app.screen.id == "confirm"
-        await pilot.press("n")
-        await pilot.pause()
+        await key(pilot, "d")
+        assert pilot.app.screen.id == "confirm"
+        await key(pilot, "n")
         assert target.path.is_dir()
-        await pilot.press("d")
-        await pilot.pause()
-        await pilot.press("y")
-        await pilot.pause()
+        await key(pilot, "d")
+        await key(pilot, "y")
         assert not target.path.exists()
         assert target.id not in [row[0] for row in rows(screen)]
 
 
 async def test_delete_refuses_a_running_run(runs: dict) -> None:
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = history_of(app)
+    async with history_screen() as (pilot, screen):
         await select(pilot, screen, runs["running"].id)
-        await pilot.press("d")
-        await pilot.pause()
-        assert app.screen is screen
+        await key(pilot, "d")
+        assert pilot.app.screen is screen
         assert runs["running"].path.is_dir()
 
 
 async def test_n_opens_setup_and_f4_comes_back(runs: dict) -> None:
     app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = history_of(app)
-        await pilot.press("n")
-        await pilot.pause()
+    async with history_screen(app) as (pilot, screen):
+        await key(pilot, "n")
         assert app.screen.id == "setup"
-        await pilot.press("f4")
-        await pilot.pause()
+        await key(pilot, "f4")
         assert app.screen is screen
-        await pilot.press("q")
-        await pilot.pause()
+        await key(pilot, "q")
     assert app.return_code == 0
 
 
@@ -246,27 +205,22 @@ def test_run_tui_rejects_an_unknown_run_before_touching_the_terminal() -> None:
         GapruneApp(initial="results")
 
 
-@pytest.mark.parametrize("key", ["f10", "ctrl+q", "q"])
-async def test_quit_keys_ask_on_a_running_search(runs: dict, key: str) -> None:
+@pytest.mark.parametrize("quit_key", ["f10", "ctrl+q", "q"])
+async def test_quit_keys_ask_on_a_running_search(runs: dict, quit_key: str) -> None:
     """Every quit key reaches the Run screen's question while its search runs; elsewhere quit
     is immediate (see test_n_opens_setup_and_f4_comes_back)."""
     app = GapruneApp(initial="run", run=str(runs["running"].path))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: app.screen.id == "run", "the Run screen")
-        await pilot.press(key)
-        await pilot.pause()
+        await key(pilot, quit_key)
         assert app.screen.id == "quit-dialog"
         assert app.is_running
-        await pilot.press("escape")
-        await pilot.pause()
+        await key(pilot, "escape")
         assert app.screen.id == "run"
 
 
 async def test_highlighted_run_shows_its_error_and_what_to_do(runs: dict) -> None:
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = history_of(app)
+    async with history_screen() as (pilot, screen):
         detail = screen.query_one("#run-detail", Static)
         await select(pilot, screen, runs["failed"].id)
         assert "error: CUDA out of memory" in str(detail.render())
@@ -316,14 +270,12 @@ async def test_r_resumes_a_crashed_run_on_the_real_engine(tmp_path: Any) -> None
         assert time.monotonic() < deadline, "the killed run does not show as crashed"
         time.sleep(0.05)
 
-    app = GapruneApp(initial="history")
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        await select(pilot, history_of(app), store.id)
+    async with history_screen() as (pilot, screen):
+        await select(pilot, screen, store.id)
         await pilot.press("r")
-        await until(pilot, lambda: app.screen.id == "run", "the Run screen")
+        await until(pilot, lambda: pilot.app.screen.id == "run", "the Run screen")
         await until(pilot, lambda: store.state == "finished", "the resumed search", timeout=300)
-        banner = app.screen.query_one("#banner", Static)
+        banner = pilot.app.screen.query_one("#banner", Static)
         await until(pilot, lambda: "finished" in str(banner.render()), "the finished banner")
     started = [e for e in store.events() if isinstance(e, events.RunStarted)]
     assert [e.resumed for e in started] == [False, True]

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_engine import FakeEngine, fake_store, populate
 from textual.widgets import DataTable, RichLog, Static
+from tui_wait import SIZE, key, opened
 
 from gaprune_tui.core.store import RunStore
 from gaprune_tui.ui.app import GapruneApp
@@ -30,8 +33,6 @@ from gaprune_tui.ui.widgets.dialogs import ScoresDialog
 from gaprune_tui.ui.widgets.fitness_chart import FitnessChart
 
 pytestmark = pytest.mark.anyio
-
-SIZE = (100, 30)
 
 STAND_IN = textwrap.dedent(
     """
@@ -87,14 +88,32 @@ def cells(table: DataTable, row: int) -> list[str]:
     return [str(c) for c in table.get_row_at(row)]
 
 
-async def test_hall_of_fame_beside_base_scores_and_chart() -> None:
+def populated() -> tuple[RunStore, FakeEngine]:
+    """A fake engine's finished search in a real run store."""
     store = fake_store()
-    populate(store)
+    return store, populate(store)
+
+
+def results_screen(
+    store: RunStore, **run_test: Any
+) -> AbstractAsyncContextManager[tuple[Any, ResultsScreen]]:
+    """The app opened on ``store``'s Results screen."""
     app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, ResultsScreen) and screen.id == "results"
+    return opened(app, ResultsScreen, "results", **run_test)
+
+
+async def export(pilot: Any, screen: ResultsScreen, command: Any, *keys: str) -> None:
+    """Press ``keys`` (default: e) to export with ``command`` standing in for the export CLI, and
+    wait until the screen has followed it to its end."""
+    screen.export_command = command
+    await pilot.press(*(keys or ("e",)))
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def test_hall_of_fame_beside_base_scores_and_chart() -> None:
+    store, _ = populated()
+    async with results_screen(store) as (pilot, screen):
         table = screen.query_one("#hall-of-fame", DataTable)
         ranked = store.best_evaluations()
         assert table.row_count == min(HALL_OF_FAME, len(ranked))
@@ -132,49 +151,38 @@ async def test_hall_of_fame_beside_base_scores_and_chart() -> None:
 
 
 async def test_params_fall_back_to_layer_share_when_not_recorded() -> None:
-    store = fake_store()
-    populate(store)
+    store, _ = populated()
     store.set_meta(n_params=None, params_per_layer=None)
     assert params_removed([3, 4, 5, 6], 30, store.meta()) == (pytest.approx(100 * 4 / 30), False)
     # The engine records one count per layer; anything else falls back to the share of layers.
     per_layer = {"n_params": 1000, "params_per_layer": [10, 20, 30, 40]}
     assert params_removed([1, 3], 4, per_layer) == (pytest.approx(6.0), True)
     assert params_removed([1, 3], 4, {"n_params": 1000, "params_per_layer": 25}) == (50.0, False)
-    app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        table = app.screen.query_one("#hall-of-fame", DataTable)
+    async with results_screen(store) as (pilot, screen):
+        table = screen.query_one("#hall-of-fame", DataTable)
         assert [str(c.label) for c in table.columns.values()][3] == "% layers*"
         assert cells(table, 0)[3] == "13.3"
-        assert "share of decoder layers" in text_of(app.screen, "#base-scores")
+        assert "share of decoder layers" in text_of(screen, "#base-scores")
 
 
 async def test_enter_shows_the_rows_scores() -> None:
-    store = fake_store()
-    engine = populate(store)
-    app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
+    store, engine = populated()
+    async with results_screen(store) as (pilot, _):
         await pilot.press("down", "enter")
-        dialog = app.screen
+        dialog = pilot.app.screen
         assert isinstance(dialog, ScoresDialog)
         second = store.best_evaluations()[1]
         assert dialog.dropped == second.dropped
         assert dialog.scores == engine.scores_of(second.dropped)
         assert dialog.note == "rank 2"
         await pilot.press("escape")
-        assert isinstance(app.screen, ResultsScreen)
+        assert isinstance(pilot.app.screen, ResultsScreen)
 
 
 async def test_export_follows_progress_and_shows_path_and_verification(tmp_path: Path) -> None:
-    store = fake_store()
-    populate(store)
-    app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
-        screen.export_command = stand_in(tmp_path, "ok")
-        await pilot.press("down", "e")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+    store, _ = populated()
+    async with results_screen(store) as (pilot, screen):
+        await export(pilot, screen, stand_in(tmp_path, "ok"), "down", "e")
         assert screen.export_error is None
         assert screen.export_result["path"] == f"{store.path}/exports/rank-2"
         assert screen.export_result["verified"] is True
@@ -201,49 +209,29 @@ async def test_export_follows_progress_and_shows_path_and_verification(tmp_path:
 async def test_export_failure_is_shown_and_the_ui_keeps_working(
     tmp_path: Path, mode: str, expected: str
 ) -> None:
-    store = fake_store()
-    populate(store)
-    app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
-        screen.export_command = stand_in(tmp_path, mode)
-        await pilot.press("e")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+    async with results_screen(populated()[0]) as (pilot, screen):
+        await export(pilot, screen, stand_in(tmp_path, mode))
         assert screen.export_result is None
         assert expected in screen.export_error
         assert "Export failed" in text_of(screen, "#export-status")
         assert screen.query_one("#export-status").has_class("error")
         await pilot.press("enter")
-        assert isinstance(app.screen, ScoresDialog)
+        assert isinstance(pilot.app.screen, ScoresDialog)
 
 
 async def test_export_command_that_cannot_start(tmp_path: Path) -> None:
-    store = fake_store()
-    populate(store)
-    app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
-        screen.export_command = lambda store, rank, dropped: [str(tmp_path / "no-such-program")]
-        await pilot.press("e")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert app.is_running
+    async with results_screen(populated()[0]) as (pilot, screen):
+        await export(
+            pilot, screen, lambda store, rank, dropped: [str(tmp_path / "no-such-program")]
+        )
+        assert pilot.app.is_running
         assert "could not run the export" in screen.export_error
 
 
 def test_default_export_command_is_the_cli() -> None:
     store = fake_store()
-    assert default_export_command(store, 3, [4, 7]) == [
-        sys.executable,
-        "-m",
-        "gaprune_tui",
-        "export",
-        str(store.path),
-        "--drop",
-        "4,7",
-        "--progress-json",
-    ]
+    cli = [sys.executable, "-m", "gaprune_tui", "export", str(store.path)]
+    assert default_export_command(store, 3, [4, 7]) == [*cli, "--drop", "4,7", "--progress-json"]
 
 
 async def test_results_of_a_running_search_update_and_escape_goes_back() -> None:
@@ -267,12 +255,8 @@ async def test_results_of_a_running_search_update_and_escape_goes_back() -> None
 
 
 async def test_export_with_nothing_evaluated_says_so() -> None:
-    store = fake_store()
-    app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE, notifications=True) as pilot:
-        screen = app.screen
-        await pilot.press("e")
-        await pilot.pause()
+    async with results_screen(fake_store(), notifications=True) as (pilot, screen):
+        await key(pilot, "e")
         assert screen.export_result is None and screen.export_error is None
         assert not screen.export_running
         toasts = [str(t.render()) for t in screen.query("Toast")]
@@ -282,20 +266,13 @@ async def test_export_with_nothing_evaluated_says_so() -> None:
 async def test_real_export_cli_error_reaches_the_screen() -> None:
     """The real `gaprune_tui export --progress-json` on a rank it refuses (fails before loading
     any model, so it is fast): its error line must be understood and shown."""
-    store = fake_store()
-    populate(store)
-    app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
-        screen.export_command = lambda store, rank, dropped: [
-            *default_export_command(store, rank, dropped)[:5],
-            "--rank",
-            str(rank + 100),  # past the end of the ranking: the CLI refuses it
-            "--progress-json",
-        ]
-        await pilot.press("e")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
+
+    def refused(store: RunStore, rank: int, dropped: list[int]) -> list[str]:
+        command = default_export_command(store, rank, dropped)[:5]
+        return [*command, "--rank", str(rank + 100), "--progress-json"]  # past the last rank
+
+    async with results_screen(populated()[0]) as (pilot, screen):
+        await export(pilot, screen, refused)
         assert screen.export_result is None
         assert "use --rank 1.." in screen.export_error
         assert "Export failed" in text_of(screen, "#export-status")
@@ -306,8 +283,6 @@ async def test_base_scores_from_meta_when_the_event_is_missing() -> None:
     store.set_meta(
         n_layers=30, base_scores={"hellaswag_offline": {"acc_norm": 0.41}}, base_fitness=0.1681
     )
-    app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        base = text_of(app.screen, "#base-scores")
+    async with results_screen(store) as (pilot, screen):
+        base = text_of(screen, "#base-scores")
         assert "hellaswag_offline acc_norm 0.4100" in base and "fitness 0.1681" in base

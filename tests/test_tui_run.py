@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import io
 import re
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import pytest
 from fake_engine import FakeEngine, fake_store, populate
 from rich.console import Console
 from textual.widgets import DataTable, Sparkline, Static
-from tui_wait import until
+from tui_wait import key, opened, until
 
 from gaprune_tui.core import launch
 from gaprune_tui.core.store import RunStore
@@ -53,17 +55,44 @@ def plain(renderable: object) -> str:
     return console.export_text()
 
 
+def run_screen(
+    store: RunStore, **run_test: Any
+) -> AbstractAsyncContextManager[tuple[Any, RunScreen]]:
+    """The app attached to ``store``, on its Run screen."""
+    return opened(GapruneApp(initial="run", run=str(store.path)), RunScreen, "run", **run_test)
+
+
 def banner_text(screen: RunScreen) -> str:
     return str(screen.query_one("#banner", Static).render())
 
 
+def title_text(screen: RunScreen) -> str:
+    return str(screen.query_one("#run-title", Static).render())
+
+
+async def pressed(pilot: Any, name: str) -> object:
+    """Press ``name``; the screen (or dialog) the app shows then."""
+    await pilot.press(name)
+    return pilot.app.screen
+
+
+async def requested(pilot: Any, store: RunStore, name: str) -> list[str]:
+    """Press ``name``; the control requests it wrote to the store."""
+    await pilot.press(name)
+    return actions(store)
+
+
+async def engine_step(pilot: Any, screen: RunScreen, engine: FakeEngine) -> None:
+    """The fake engine takes one step (honouring any request) and the screen shows it now,
+    without waiting for its timer."""
+    engine.step()
+    screen.poll()
+    await pilot.pause()
+
+
 async def test_opens_on_a_running_search_and_follows_it_live() -> None:
     store, engine = running_store(4)  # started, base scores, first evaluation started
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, RunScreen) and screen.id == "run"
+    async with run_screen(store, notifications=True) as (pilot, screen):
         table = screen.query_one("#generations", DataTable)
         bitmap = screen.query_one("#layer-bitmap", LayerBitmap)
         assert table.row_count == 0
@@ -78,7 +107,7 @@ async def test_opens_on_a_running_search_and_follows_it_live() -> None:
         assert screen.query_one("#best-fitness", Sparkline).data == [g.best_fitness for g in gens]
         assert bitmap.rows[0].best and bitmap.rows[0].dropped == gens[-1].best_dropped
         assert [r.dropped for r in bitmap.rows[1:]] == gens[-1].population
-        title = str(screen.query_one("#run-title", Static).render())
+        title = title_text(screen)
         assert "running" in title and "generation 2/3" in title
         # The timer alone (4 Hz) picks up the next events too.
         engine.run()
@@ -101,136 +130,106 @@ async def test_opens_on_a_running_search_and_follows_it_live() -> None:
 
 async def test_pause_and_resume_write_requests_and_show_the_engine_answer() -> None:
     store, engine = running_store()
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
-        await pilot.press("p")
-        assert actions(store) == ["pause"]
-        assert "running" in str(screen.query_one("#run-title", Static).render())
-        engine.step()  # the engine honours it between evaluations
-        screen.poll()
-        await pilot.pause()
+    async with run_screen(store) as (pilot, screen):
+        assert await requested(pilot, store, "p") == ["pause"]
+        assert "running" in title_text(screen)
+        await engine_step(pilot, screen, engine)  # the engine honours it between evaluations
         assert store.state == "paused"
-        assert "paused" in str(screen.query_one("#run-title", Static).render())
+        assert "paused" in title_text(screen)
         assert "Paused" in banner_text(screen)
-        await pilot.press("p")  # already paused: no second request
-        assert actions(store) == []
-        await pilot.press("r")
-        assert actions(store) == ["resume"]
-        engine.step()
-        screen.poll()
-        await pilot.pause()
-        assert "running" in str(screen.query_one("#run-title", Static).render())
-        await pilot.press("r")  # running: nothing to resume
-        assert actions(store) == []
+        assert await requested(pilot, store, "p") == []  # already paused: no second request
+        assert await requested(pilot, store, "r") == ["resume"]
+        await engine_step(pilot, screen, engine)
+        assert "running" in title_text(screen)
+        assert await requested(pilot, store, "r") == []  # running: nothing to resume
 
 
 async def test_stop_asks_first() -> None:
     store, engine = running_store()
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("s")
-        assert isinstance(app.screen, ConfirmDialog)
-        await pilot.press("n")
-        assert isinstance(app.screen, RunScreen)
+    async with run_screen(store) as (pilot, screen):
+        assert isinstance(await pressed(pilot, "s"), ConfirmDialog)
+        assert await pressed(pilot, "n") is screen
         assert actions(store) == []
         await pilot.press("s")
-        await pilot.press("y")
-        assert actions(store) == ["stop"]
-        engine.step()
-        app.screen.poll()
-        await pilot.pause()
-        assert "stopped" in banner_text(app.screen)
-        await pilot.press("s")  # not running any more: nothing asked, nothing written
-        assert isinstance(app.screen, RunScreen)
-        assert actions(store) == []
+        assert await requested(pilot, store, "y") == ["stop"]
+        assert pilot.app.screen is screen
+        await engine_step(pilot, screen, engine)
+        assert "stopped" in banner_text(screen)
+        # Not running any more: nothing asked, nothing written.
+        assert await requested(pilot, store, "s") == []
+        assert isinstance(pilot.app.screen, RunScreen)
 
 
-@pytest.mark.parametrize(("key", "requests", "exits"), [("c", [], False), ("l", [], True)])
-async def test_quit_while_running_asks(key: str, requests: list[str], exits: bool) -> None:
+@pytest.mark.parametrize(
+    ("answer", "requests", "exits"),
+    [("c", [], False), ("l", [], True), ("s", ["stop"], True)],  # cancel, leave, stop and quit
+)
+async def test_quit_while_running_asks(answer: str, requests: list[str], exits: bool) -> None:
     store, _engine = running_store()
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("q")
-        assert isinstance(app.screen, QuitDialog)
-        await pilot.press(key)
-        await pilot.pause()
+    async with run_screen(store) as (pilot, screen):
+        assert isinstance(await pressed(pilot, "q"), QuitDialog)
+        await key(pilot, answer)
         assert actions(store) == requests
-        assert app.is_running is not exits
+        assert pilot.app.is_running is not exits
         if not exits:
-            assert isinstance(app.screen, RunScreen)
-
-
-async def test_quit_and_stop() -> None:
-    store, _engine = running_store()
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("q")
-        await pilot.press("s")
-        await pilot.pause()
-        assert actions(store) == ["stop"]
-        assert not app.is_running
+            assert isinstance(pilot.app.screen, RunScreen)
 
 
 async def test_quit_without_a_live_engine_does_not_ask() -> None:
     store, engine = running_store()
     engine.crash()
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        assert isinstance(app.screen, RunScreen)
-        await pilot.press("q")
-        await pilot.pause()
-        assert not app.is_running
+    async with run_screen(store) as (pilot, screen):
+        await key(pilot, "q")
+        assert not pilot.app.is_running
 
 
 async def test_enter_shows_scores_from_bitmap_and_generation_table() -> None:
     store = fake_store()
     engine = populate(store, finished=False)
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
+    async with run_screen(store) as (pilot, screen):
         bitmap = screen.query_one(LayerBitmap)
         assert bitmap.has_focus
         best = store.best_evaluations(1)[0]
         await pilot.press("enter")
-        dialog = app.screen
+        dialog = pilot.app.screen
         assert isinstance(dialog, ScoresDialog)
         assert dialog.dropped == best.dropped
         assert dialog.scores == engine.scores_of(best.dropped)
         table_text = plain(dialog.query_one("#scores-table", Static).content)
         assert "hellaswag_offline" in table_text and "0.4400" in table_text  # base beside it
         await pilot.press("escape")
-        assert app.screen is screen
+        assert pilot.app.screen is screen
         await pilot.press("down", "enter")  # first individual of the population
-        assert app.screen.dropped == store.generations()[-1].population[0]
+        assert pilot.app.screen.dropped == store.generations()[-1].population[0]
         await pilot.press("escape")
         screen.query_one("#generations", DataTable).focus()
         await pilot.press("enter")  # generation 0's best
-        assert isinstance(app.screen, ScoresDialog)
-        assert app.screen.dropped == store.generations()[0].best_dropped
+        assert isinstance(pilot.app.screen, ScoresDialog)
+        assert pilot.app.screen.dropped == store.generations()[0].best_dropped
         await pilot.press("enter")
-        assert app.screen is screen
+        assert pilot.app.screen is screen
 
 
 async def test_o_opens_results() -> None:
     store, _engine = running_store(30)
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("o")
-        await pilot.pause()
-        assert isinstance(app.screen, ResultsScreen) and app.screen.id == "results"
+    async with run_screen(store) as (pilot, screen):
+        await key(pilot, "o")
+        assert isinstance(pilot.app.screen, ResultsScreen) and pilot.app.screen.id == "results"
 
 
-async def test_failed_run_shows_error_and_r_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
-    # launch.resume_run is replaced by a recorder: starting a real engine is the e2e test's job.
-    started: list[RunStore] = []
-    monkeypatch.setattr(launch, "resume_run", lambda store: started.append(store))
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[RunStore]:
+    """The runs the screen resumed: ``launch.resume_run`` is replaced by a recorder, because
+    starting a real engine is the e2e test's job."""
+    calls: list[RunStore] = []
+    monkeypatch.setattr(launch, "resume_run", calls.append)
+    return calls
+
+
+async def test_failed_run_shows_error_and_r_resumes(started: list[RunStore]) -> None:
     store, engine = running_store()
     engine.fail("CUDA out of memory while scoring hellaswag_offline")
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+    async with run_screen(store) as (pilot, screen):
         text = banner_text(screen)
         assert "failed" in text and "CUDA out of memory" in text and "r to resume" in text
         assert screen.query_one("#banner").has_class("error")
@@ -238,16 +237,12 @@ async def test_failed_run_shows_error_and_r_resumes(monkeypatch: pytest.MonkeyPa
         assert [s.path for s in started] == [store.path]
         # The UI keeps working: keys still answer.
         await pilot.press("o")
-        assert isinstance(app.screen, ResultsScreen)
+        assert isinstance(pilot.app.screen, ResultsScreen)
 
 
-async def test_crashed_engine_shows_log_tail(monkeypatch: pytest.MonkeyPatch) -> None:
-    started: list[RunStore] = []
-    monkeypatch.setattr(launch, "resume_run", lambda store: started.append(store))
+async def test_crashed_engine_shows_log_tail(started: list[RunStore]) -> None:
     store, engine = running_store()
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE, notifications=True) as pilot:
-        screen = app.screen
+    async with run_screen(store, notifications=True) as (pilot, screen):
         engine.crash()  # kill -9 while we watch
         screen.poll()
         await pilot.pause()
@@ -255,7 +250,7 @@ async def test_crashed_engine_shows_log_tail(monkeypatch: pytest.MonkeyPatch) ->
         assert "stopped unexpectedly" in text and "Killed" in text
         toasts = [str(t.render()) for t in screen.query("Toast")]
         assert any("stopped with an error" in t for t in toasts)
-        assert "crashed" in str(screen.query_one("#run-title", Static).render())
+        assert "crashed" in title_text(screen)
         await pilot.press("p")  # nothing to pause: no request written
         assert actions(store) == []
         await pilot.press("r")
@@ -265,10 +260,8 @@ async def test_crashed_engine_shows_log_tail(monkeypatch: pytest.MonkeyPatch) ->
 async def test_bitmap_glyphs_and_width_at_80_columns() -> None:
     store = fake_store()
     populate(store, finished=False)
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.pause()
-        bitmap = app.screen.query_one(LayerBitmap)
+    async with run_screen(store, size=(80, 24)) as (pilot, screen):
+        bitmap = screen.query_one(LayerBitmap)
         assert bitmap.cell_width(bitmap.size.width) == 2
         assert LABEL_WIDTH + 2 * 30 <= bitmap.size.width <= 80
         lines = bitmap.render_text(bitmap.size.width).plain.splitlines()
@@ -288,10 +281,8 @@ async def test_bitmap_glyphs_and_width_at_80_columns() -> None:
 async def test_bitmap_scales_to_80_layers() -> None:
     store = fake_store(prune=10)
     populate(store, n_layers=80, prune=10, finished=False)
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
-        bitmap = app.screen.query_one(LayerBitmap)
+    async with run_screen(store) as (pilot, screen):
+        bitmap = screen.query_one(LayerBitmap)
         assert bitmap.n_layers == 80
         assert bitmap.cell_width(bitmap.size.width) == 1
         lines = bitmap.render_text(bitmap.size.width).plain.splitlines()
@@ -303,18 +294,17 @@ async def test_bitmap_scales_to_80_layers() -> None:
 async def test_bitmap_colours_follow_the_theme() -> None:
     store = fake_store()
     populate(store, finished=False)
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        bitmap = app.screen.query_one(LayerBitmap)
+    async with run_screen(store) as (pilot, screen):
+        bitmap = screen.query_one(LayerBitmap)
         for theme in ("gaprune-dark", "gaprune-light"):
-            app.theme = theme
+            pilot.app.theme = theme
             await pilot.pause()
-            variables = app.get_theme(theme).variables
+            variables = pilot.app.get_theme(theme).variables
             assert bitmap.colours() == {k: variables[k] for k in FALLBACK_COLOURS}
             line = bitmap.render_text(bitmap.size.width)
             styles = {str(span.style.color.name) for span in line.spans if span.style.color}
             assert variables["bitmap-dropped"].lower() in {s.lower() for s in styles}
-        app.theme = "textual-dark"  # a theme without bitmap variables: the fallbacks
+        pilot.app.theme = "textual-dark"  # a theme without bitmap variables: the fallbacks
         await pilot.pause()
         assert set(bitmap.colours()) == set(FALLBACK_COLOURS)
         assert all(bitmap.colours().values())
@@ -323,10 +313,9 @@ async def test_bitmap_colours_follow_the_theme() -> None:
 async def test_invalid_run_shows_why() -> None:
     store = fake_store()
     store.set_state("invalid", error="model 'nope' not found: give a folder, a .gguf or demo")
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE):
-        assert "could not start" in banner_text(app.screen)
-        assert "model 'nope' not found" in banner_text(app.screen)
+    async with run_screen(store) as (pilot, screen):
+        assert "could not start" in banner_text(screen)
+        assert "model 'nope' not found" in banner_text(screen)
 
 
 def count_polls(monkeypatch: pytest.MonkeyPatch, cls: type) -> list[int]:
@@ -346,21 +335,19 @@ async def test_unreadable_store_is_reported_not_raised(monkeypatch: pytest.Monke
     store, _engine = running_store()
     run_polls = count_polls(monkeypatch, RunScreen)
     results_polls = count_polls(monkeypatch, ResultsScreen)
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        screen = app.screen
+    async with run_screen(store) as (pilot, screen):
         screen.store.close()  # what the screen holds can no longer be read
         screen.poll()
         # The 4 Hz timer polls the closed store too, more than once, without raising.
         seen = run_polls[0]
         await until(pilot, lambda: run_polls[0] >= seen + 2, "the Run screen's timer")
-        assert app.is_running
+        assert pilot.app.is_running
         assert "Cannot read the run store" in banner_text(screen)
         await pilot.press("o")
-        assert isinstance(app.screen, ResultsScreen)
+        assert isinstance(pilot.app.screen, ResultsScreen)
         seen = results_polls[0]
         await until(pilot, lambda: results_polls[0] >= seen + 3, "the Results screen's timer")
-        assert app.is_running
+        assert pilot.app.is_running
 
 
 def screen_lines(app: GapruneApp) -> list[str]:
@@ -377,10 +364,7 @@ async def test_progress_and_fitness_numbers_fit_the_terminal(
     (a full generation reads "100%", not "100") and the best-fitness line keeps its numbers."""
     monkeypatch.setenv("GAPRUNE_TUI_DETERMINISTIC", "0" if eta else "1")
     store, engine = running_store(0)
-    app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=size) as pilot:
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+    async with run_screen(store, size=size) as (pilot, screen):
         while not (
             screen.view.population_size
             and screen.view.generation_done >= screen.view.population_size
@@ -389,7 +373,7 @@ async def test_progress_and_fitness_numbers_fit_the_terminal(
             screen.poll()
         await pilot.pause()
         view = screen.view
-        lines = screen_lines(app)
+        lines = screen_lines(pilot.app)
         assert len(lines) == size[1] and all(len(line) == size[0] for line in lines)
         progress = next(line for line in lines if "search " in line and "gen " in line)
         percent = round(100 * view.evaluations_done / view.max_evaluations)

@@ -17,7 +17,7 @@ import pytest
 from fake_engine import fake_store, populate
 from textual.widgets import Button, Input, Select, SelectionList, Static
 from tiny_models import build_tiny
-from tui_wait import until
+from tui_wait import key, opened, settle, until
 
 from gaprune_tui.core import launch, modelinfo
 from gaprune_tui.core.config import RunConfig, TaskSpec
@@ -35,32 +35,12 @@ from gaprune_tui.ui.app import GapruneApp
 from gaprune_tui.ui.screens.setup import SetupScreen
 from gaprune_tui.ui.screens.setup_fields import FORM_FIELDS, OVERRIDE_FIELDS
 
-pytestmark = pytest.mark.anyio
-SIZE = (100, 30)
-
-
-@pytest.fixture(autouse=True)
-def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cpu_only")]
 
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny("llama", tmp_path_factory.mktemp("tiny") / "tiny-llama", n_layers=6)
-
-
-async def settle(pilot: Any) -> None:
-    """Let the screen's thread workers (model inspection, cache scan, task names) answer."""
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-def setup_of(app: GapruneApp) -> SetupScreen:
-    screen = app.screen
-    assert isinstance(screen, SetupScreen)
-    assert screen.id == "setup"
-    return screen
 
 
 def text_of(screen: SetupScreen, selector: str) -> str:
@@ -76,12 +56,22 @@ async def set_value(pilot: Any, screen: SetupScreen, ident: str, value: str) -> 
     await settle(pilot)
 
 
+async def rejected(pilot: Any, screen: SetupScreen, ident: str, value: str, error: str) -> None:
+    """Typing ``value`` into ``ident`` disables Start, and the form's error line says ``error``."""
+    await set_value(pilot, screen, ident, value)
+    assert start_button(screen).disabled
+    assert error in text_of(screen, "#form-error")
+
+
+async def accepted(pilot: Any, screen: SetupScreen, ident: str, value: str) -> None:
+    """Typing ``value`` into ``ident`` leaves Start enabled."""
+    await set_value(pilot, screen, ident, value)
+    assert not start_button(screen).disabled
+
+
 # ---- defaults -----------------------------------------------------------------------------------
 async def test_cpu_defaults_are_scaled_and_said_so() -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         assert "No GPU found" in text_of(screen, "#cpu-note")
         config = screen.build_config()
         assert (config.population, config.generations, config.limit) == (
@@ -104,10 +94,7 @@ async def test_cpu_defaults_are_scaled_and_said_so() -> None:
 
 async def test_gpu_machine_gets_the_methods_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "1")
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         assert not screen.query("#cpu-note")
         config = screen.build_config()
         assert dataclasses.asdict(config) == dataclasses.asdict(RunConfig().validate())
@@ -148,10 +135,7 @@ def test_form_table_names_real_config_fields_once() -> None:
 
 # ---- validation ---------------------------------------------------------------------------------
 async def test_invalid_value_disables_start_and_fixing_it_enables_it() -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         population = screen.query_one("#population", Input)
         population.focus()
         await pilot.press("end", "backspace", "1")  # "8" -> "1": DEAP needs at least 2
@@ -165,22 +149,14 @@ async def test_invalid_value_disables_start_and_fixing_it_enables_it() -> None:
         assert population.value == "12"
         assert not start_button(screen).disabled
         assert "Ready" in text_of(screen, "#form-error")
-        await set_value(pilot, screen, "cxpb", "1.5")
-        assert start_button(screen).disabled
-        assert "cxpb" in text_of(screen, "#form-error")
+        await rejected(pilot, screen, "cxpb", "1.5", "cxpb")
         await set_value(pilot, screen, "cxpb", "0.5")
-        await set_value(pilot, screen, "device", "gpu")
-        assert start_button(screen).disabled
-        assert "device" in text_of(screen, "#form-error")
-        await set_value(pilot, screen, "device", "cuda:1")
-        assert not start_button(screen).disabled
+        await rejected(pilot, screen, "device", "gpu", "device")
+        await accepted(pilot, screen, "device", "cuda:1")
 
 
 async def test_bad_model_path_shows_inline_error(tmp_path: Path) -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         await set_value(pilot, screen, "model", str(tmp_path / "no-such-model"))
         info = text_of(screen, "#model-info")
         assert "does not exist" in info
@@ -194,26 +170,19 @@ async def test_bad_model_path_shows_inline_error(tmp_path: Path) -> None:
 
 
 async def test_local_model_layers_checked_against_prune_and_protect(tiny_llama: Path) -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         await set_value(pilot, screen, "model", str(tiny_llama))
         assert "6 layers" in text_of(screen, "#model-info")
         # 6 layers, 2 protected: 4 droppable, so prune 4 would drop them all.
         assert start_button(screen).disabled
         assert "prune=4 must be below the 4 droppable layers" in text_of(screen, "#form-error")
-        await set_value(pilot, screen, "prune", "3")
-        assert not start_button(screen).disabled
+        await accepted(pilot, screen, "prune", "3")
         await set_value(pilot, screen, "protect", "6")
         assert "protect=6 leaves no droppable layer" in text_of(screen, "#form-error")
 
 
 async def test_unknown_extra_task_lists_close_matches_and_known_one_passes() -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         await set_value(pilot, screen, "extra-tasks", "hellaswag_ofline")
         error = text_of(screen, "#form-error")
         assert "unknown task 'hellaswag_ofline'" in error
@@ -231,10 +200,7 @@ async def test_unknown_extra_task_lists_close_matches_and_known_one_passes() -> 
 
 
 async def test_no_task_selected_disables_start() -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         screen.query_one("#tasks", SelectionList).deselect_all()
         await settle(pilot)
         assert start_button(screen).disabled
@@ -246,10 +212,7 @@ async def test_no_task_selected_disables_start() -> None:
 
 
 async def test_per_task_overrides_reach_the_config() -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         screen.query_one("#override-task", Select).value = "openbookqa_offline"
         await settle(pilot)
         await set_value(pilot, screen, "override-limit", "7")
@@ -258,9 +221,7 @@ async def test_per_task_overrides_reach_the_config() -> None:
         assert "openbookqa_offline: metric=acc, num_fewshot=2, limit=7" in text_of(
             screen, "#overrides"
         )
-        await set_value(pilot, screen, "override-limit", "0")
-        assert start_button(screen).disabled
-        assert "openbookqa_offline.limit" in text_of(screen, "#form-error")
+        await rejected(pilot, screen, "override-limit", "0", "openbookqa_offline.limit")
         await set_value(pilot, screen, "override-limit", "7")
         config = screen.build_config()
         assert config.tasks[1] == TaskSpec("openbookqa_offline", "acc", 2, 7)
@@ -278,10 +239,7 @@ async def test_hf_cache_models_are_listed_and_selectable(
     info = modelinfo.inspect_model(str(tiny_llama))
     info.name = str(tiny_llama)
     monkeypatch.setattr(modelinfo, "scan_hf_cache", lambda: [info])
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         options = screen.query_one("#cache-models")
         options.focus()
         await pilot.press("down", "enter")
@@ -330,10 +288,7 @@ async def test_cost_preview_shows_max_evaluations_and_measured_estimate() -> Non
     median = statistics.median(
         e.seconds for e in store.evaluations() if not e.from_memo and e.fidelity == "full"
     )
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         # The default fitness is KL, whose timing the task measurements do not give.
         assert "KL timing not measured yet" in text_of(screen, "#cost")
         screen.query_one("#fitness", Select).value = "squared_mean"
@@ -349,10 +304,8 @@ async def test_cost_preview_shows_max_evaluations_and_measured_estimate() -> Non
 
 
 async def test_cost_preview_without_measurement_says_so() -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        cost = text_of(setup_of(app), "#cost")
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
+        cost = text_of(screen, "#cost")
         assert "at most 32 evaluations" in cost
         assert "no measurement yet" in cost
 
@@ -360,10 +313,7 @@ async def test_cost_preview_without_measurement_says_so() -> None:
 # ---- save / load ---------------------------------------------------------------------------------
 async def test_save_and_load_round_trip_the_form(tmp_path: Path, tiny_llama: Path) -> None:
     path = tmp_path / "my-run.toml"
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         edits = {
             "model": str(tiny_llama),
             "prune": "2",
@@ -396,10 +346,7 @@ async def test_save_and_load_round_trip_the_form(tmp_path: Path, tiny_llama: Pat
     assert path.is_file()
     assert RunConfig.load(path).to_dict() == saved.to_dict()
 
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         screen.query_one("#config-path", Input).value = str(path)
         await pilot.press("f3")
         await settle(pilot)
@@ -417,20 +364,17 @@ async def test_save_and_load_round_trip_the_form(tmp_path: Path, tiny_llama: Pat
 async def test_load_of_a_bad_file_reports_and_keeps_the_form(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("population = 'many'\nmystery = 1\n")
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         before = screen.build_config().to_dict()
         screen.query_one("#config-path", Input).value = str(bad)
         await pilot.press("f3")
         await settle(pilot)
-        assert any("unknown key 'mystery'" in n.message for n in app._notifications)
+        assert any("unknown key 'mystery'" in n.message for n in pilot.app._notifications)
         assert screen.build_config().to_dict() == before
         screen.query_one("#config-path", Input).value = str(tmp_path / "missing.toml")
         await pilot.press("f3")
         await settle(pilot)
-        assert any("does not exist" in n.message for n in app._notifications)
+        assert any("does not exist" in n.message for n in pilot.app._notifications)
 
 
 # ---- start -----------------------------------------------------------------------------------------
@@ -461,15 +405,17 @@ def launches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[RunStore, FakeProc]]
     return started
 
 
+async def start(pilot: Any, launches: list[tuple[RunStore, FakeProc]]) -> tuple[RunStore, FakeProc]:
+    """Press F5 (Start) and hand back the launch it made."""
+    await key(pilot, "f5")
+    assert launches, "F5 launched nothing"
+    return launches[-1]
+
+
 async def test_start_opens_the_run_screen_once_the_engine_runs(launches: list) -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
-        await pilot.press("f5")
-        await pilot.pause()
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
+        store, _ = await start(pilot, launches)
         assert len(launches) == 1
-        store, _ = launches[0]
         assert store.config().to_dict() == screen.build_config().to_dict()
         assert start_button(screen).disabled
         assert f"Starting run {store.id}" in text_of(screen, "#form-error")
@@ -477,16 +423,13 @@ async def test_start_opens_the_run_screen_once_the_engine_runs(launches: list) -
         await pilot.pause()
         assert len(launches) == 1
         store.set_state(RunState.RUNNING)
-        await until(pilot, lambda: app.screen.id == "run", "the Run screen")
+        await until(pilot, lambda: pilot.app.screen.id == "run", "the Run screen")
 
 
 async def test_invalid_setup_reported_by_the_engine_comes_back_to_the_form(
     launches: list,
 ) -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         await pilot.click("#start")
         await pilot.pause()
         store, _ = launches[0]
@@ -500,19 +443,14 @@ async def test_invalid_setup_reported_by_the_engine_comes_back_to_the_form(
             ),
             "the engine's error on the form",
         )
-        assert app.screen is screen
+        assert pilot.app.screen is screen
         assert not store.path.exists()  # discarded
         assert not start_button(screen).disabled
 
 
 async def test_engine_that_dies_before_starting_is_reported(launches: list) -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
-        await pilot.press("f5")
-        await pilot.pause()
-        store, proc = launches[0]
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
+        store, proc = await start(pilot, launches)
         store.log_path.write_text("Traceback...\nModuleNotFoundError: No module named 'torch'\n")
         proc.returncode = 1
         await until(
@@ -556,37 +494,26 @@ def test_launch_status_is_what_the_cli_waits_on() -> None:
 # ---- keys ----------------------------------------------------------------------------------------
 async def test_keys_history_help_and_quit() -> None:
     app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        assert app.screen.query_one("#model", Input).has_focus
-        await pilot.press("f1")
-        await pilot.pause()
+    async with opened(app, SetupScreen, "setup", settled=True) as (pilot, screen):
+        assert screen.query_one("#model", Input).has_focus
+        await key(pilot, "f1")
         assert app.screen.query("HelpPanel")
-        await pilot.press("f1")
-        await pilot.pause()
+        await key(pilot, "f1")
         assert not app.screen.query("HelpPanel")
-        await pilot.press("f4")
-        await pilot.pause()
+        await key(pilot, "f4")
         assert app.screen.id == "history"
-        await pilot.press("n")
-        await pilot.pause()
+        await key(pilot, "n")
         assert app.screen.id == "setup"
         app.screen.query_one("#tasks").focus()
-        await pilot.press("question_mark")
-        await pilot.pause()
+        await key(pilot, "question_mark")
         assert app.screen.query("HelpPanel")
-        await pilot.press("q")
-        await pilot.pause()
+        await key(pilot, "q")
     assert app.return_code == 0
 
 
 async def test_q_types_into_a_field_instead_of_quitting() -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = setup_of(app)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         screen.query_one("#metric", Input).focus()
-        await pilot.press("q")
-        await pilot.pause()
-        assert app.is_running
+        await key(pilot, "q")
+        assert pilot.app.is_running
         assert screen.query_one("#metric", Input).value == "q"

@@ -14,30 +14,31 @@ from pathlib import Path
 
 import pytest
 from fake_engine import FakeEngine, fake_store, populate
+from tui_wait import SIZE
 
+from gaprune_tui.core.store import RunStore
 from gaprune_tui.ui.app import GapruneApp
 
-SIZE = (100, 30)
+pytestmark = pytest.mark.usefixtures("deterministic")
 
 
-@pytest.fixture(autouse=True)
-def deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GAPRUNE_TUI_DETERMINISTIC", "1")
+def ran(run_id: str, steps: int) -> tuple[RunStore, FakeEngine]:
+    """A fake run with a fixed id (the snapshot shows it), ``steps`` engine steps in."""
+    store = fake_store(run_id=run_id)
+    engine = FakeEngine(store)
+    engine.run(steps)
+    return store, engine
 
 
 def test_run_screen_mid_search(snap_compare) -> None:
-    store = fake_store(run_id="20260101-120000-demo")
-    engine = FakeEngine(store)
-    engine.run(36)
+    store, engine = ran("20260101-120000-demo", 36)
     while store.events()[-1].kind != "evaluation_started":  # stop mid-evaluation, generation 2
         engine.step()
     assert snap_compare(GapruneApp(initial="run", run=str(store.path)), terminal_size=SIZE)
 
 
 def test_run_screen_failed_engine(snap_compare) -> None:
-    store = fake_store(run_id="20260101-120000-fail")
-    engine = FakeEngine(store)
-    engine.run(30)
+    store, engine = ran("20260101-120000-fail", 30)
     engine.fail("CUDA out of memory while scoring hellaswag_offline")
     assert snap_compare(GapruneApp(initial="run", run=str(store.path)), terminal_size=SIZE)
 

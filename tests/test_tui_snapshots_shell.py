@@ -10,14 +10,15 @@ from typing import Any
 
 import pytest
 from fake_engine import history_runs
+from tui_wait import SIZE, settle
 
 from gaprune_tui.ui.app import GapruneApp
 
+pytestmark = pytest.mark.usefixtures("deterministic", "cpu_only")
+
 
 @pytest.fixture(autouse=True)
-def _deterministic(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    monkeypatch.setenv("GAPRUNE_TUI_DETERMINISTIC", "1")
-    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+def _empty_hub_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     # The setup screen lists Hugging Face cache models; other tests put models in the session's
     # cache, so give these snapshots an empty one of their own.
     from huggingface_hub import constants as hf_constants
@@ -25,20 +26,14 @@ def _deterministic(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-hub"))
 
 
-async def _settle(pilot: Any) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
 def test_setup_screen(snap_compare: Any) -> None:
-    assert snap_compare(GapruneApp(), terminal_size=(100, 30), run_before=_settle)
+    assert snap_compare(GapruneApp(), terminal_size=SIZE, run_before=settle)
 
 
 def test_setup_screen_80x24(snap_compare: Any) -> None:
-    assert snap_compare(GapruneApp(), terminal_size=(80, 24), run_before=_settle)
+    assert snap_compare(GapruneApp(), terminal_size=(80, 24), run_before=settle)
 
 
 def test_history_screen(snap_compare: Any) -> None:
     history_runs(failed=False)
-    assert snap_compare(GapruneApp(initial="history"), terminal_size=(100, 30), run_before=_settle)
+    assert snap_compare(GapruneApp(initial="history"), terminal_size=SIZE, run_before=settle)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,96 +54,135 @@ def build_tokenizer(path: Path):
     return tok
 
 
+@dataclass(frozen=True)
+class FamilySpec:
+    """How to build one family: its transformers config and model classes, its (tiny) sizes, and
+    the config key that holds the layer count."""
+
+    config: str
+    model: str
+    sizes: dict[str, Any]
+    layers_key: str = "num_hidden_layers"
+
+
+_POS = dict(max_position_embeddings=512)
+_SIZES = dict(_POS, hidden_size=32, intermediate_size=64, num_attention_heads=4)
+_GQA = dict(_SIZES, num_key_value_heads=2)
+_SPECS = {
+    "llama": FamilySpec("LlamaConfig", "LlamaForCausalLM", _GQA),
+    "qwen3": FamilySpec(
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        dict(_GQA, head_dim=8, use_sliding_window=True, sliding_window=8),
+    ),
+    "gpt2": FamilySpec(
+        "GPT2Config", "GPT2LMHeadModel", dict(n_embd=32, n_head=4, n_positions=512), "n_layer"
+    ),
+    "gpt_neox": FamilySpec("GPTNeoXConfig", "GPTNeoXForCausalLM", _SIZES),
+    "opt": FamilySpec(
+        "OPTConfig",
+        "OPTForCausalLM",
+        dict(_POS, hidden_size=32, word_embed_proj_dim=32, ffn_dim=64, num_attention_heads=4),
+    ),
+}
+
+
 def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int = 0) -> Path:
     """Save a tiny model of ``family`` (llama, qwen3 with layer_types, gpt2, gpt_neox, opt) into
     ``path``."""
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        GPTNeoXConfig,
-        GPTNeoXForCausalLM,
-        LlamaConfig,
-        LlamaForCausalLM,
-        OPTConfig,
-        OPTForCausalLM,
-        Qwen3Config,
-        Qwen3ForCausalLM,
-    )
+    import transformers
 
+    if family not in _SPECS:
+        raise ValueError(f"unknown family {family!r}")
+    spec = _SPECS[family]
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(path)
-    vocab = len(tok)
     torch.manual_seed(seed)
-    common = dict(
+    sizes = dict(spec.sizes)
+    sizes[spec.layers_key] = n_layers
+    if family == "qwen3":  # alternate full and sliding attention so both layer kinds are tested
+        sizes["layer_types"] = [
+            "full_attention" if i % 2 == 0 else "sliding_attention" for i in range(n_layers)
+        ]
+    special = dict(
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
     )
-    if family == "llama":
-        model = LlamaForCausalLM(
-            LlamaConfig(
-                vocab_size=vocab,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=n_layers,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=512,
-                **common,
-            )
-        )
-    elif family == "qwen3":
-        types = ["full_attention" if i % 2 == 0 else "sliding_attention" for i in range(n_layers)]
-        model = Qwen3ForCausalLM(
-            Qwen3Config(
-                vocab_size=vocab,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=n_layers,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                head_dim=8,
-                layer_types=types,
-                use_sliding_window=True,
-                sliding_window=8,
-                max_position_embeddings=512,
-                **common,
-            )
-        )
-    elif family == "gpt2":
-        model = GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=vocab, n_embd=32, n_layer=n_layers, n_head=4, n_positions=512, **common
-            )
-        )
-    elif family == "gpt_neox":
-        model = GPTNeoXForCausalLM(
-            GPTNeoXConfig(
-                vocab_size=vocab,
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=n_layers,
-                num_attention_heads=4,
-                max_position_embeddings=512,
-                **common,
-            )
-        )
-    elif family == "opt":
-        model = OPTForCausalLM(
-            OPTConfig(
-                vocab_size=vocab,
-                hidden_size=32,
-                word_embed_proj_dim=32,
-                ffn_dim=64,
-                num_hidden_layers=n_layers,
-                num_attention_heads=4,
-                max_position_embeddings=512,
-                **common,
-            )
-        )
-    else:
-        raise ValueError(f"unknown family {family!r}")
+    config = getattr(transformers, spec.config)(vocab_size=len(tok), **special, **sizes)
+    model = getattr(transformers, spec.model)(config)
     model.eval()
     model.save_pretrained(path)
+    return path
+
+
+def kept_views(n_layers: int, *dropped: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The whole model's layers, then the kept layers of each ``dropped`` set: a population."""
+    keep_all = tuple(range(n_layers))
+    return [keep_all, *(tuple(i for i in keep_all if i not in d) for d in dropped)]
+
+
+def build_families(root: Path, families: tuple[str, ...] = FAMILIES) -> dict[str, Path]:
+    """One tiny model of each family, in ``root/<family>``."""
+    return {family: build_tiny(family, Path(root) / family) for family in families}
+
+
+@contextmanager
+def forward_sizes(lm: Any, limit: int | None = None) -> Iterator[list[int]]:
+    """The token count of every decoder forward of ``lm`` while in the block; past ``limit``
+    tokens a forward fails the way an out-of-memory device does."""
+    sizes: list[int] = []
+
+    def hook(_module: Any, args: Any, kwargs: dict) -> None:
+        sizes.append(kwargs["input_ids"].numel())
+        if limit is not None and sizes[-1] > limit:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    handle = lm.decoder.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield sizes
+    finally:
+        handle.remove()
+
+
+def finish_gguf(writer: Any, *, tensor_data: bool = True) -> None:
+    """Write a ``gguf.GGUFWriter``'s header, metadata and tensors (``tensor_data=False``: only the
+    tensor infos, as a header-only file would have) and close it."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    if tensor_data:
+        writer.write_tensors_to_file()
+    else:
+        writer.write_ti_data_to_file()
+    writer.close()
+
+
+def synthetic_gguf(
+    path: Path,
+    arch: str = "llama",
+    *,
+    blocks: int | None = 3,
+    vocab: int = 20,
+    context_length: int | None = None,
+    tensor_data: bool = True,
+) -> Path:
+    """A GGUF file of ``arch`` for the header readers, not a model anything can run: a name, a
+    block count, a tokenizer vocabulary of strings (which a header parser has to skip over) and
+    two zero tensors."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name("synthetic")
+    if blocks is not None:
+        writer.add_block_count(blocks)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([f"tok{i}" for i in range(vocab)])
+    writer.add_token_types([1] * vocab)
+    if context_length is not None:
+        writer.add_context_length(context_length)
+    writer.add_tensor("token_embd.weight", np.zeros((vocab, 8), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_q.weight", np.zeros((8, 8), dtype=np.float32))
+    finish_gguf(writer, tensor_data=tensor_data)
     return path
 
 

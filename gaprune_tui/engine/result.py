@@ -34,14 +34,7 @@ def _confirmation(c: GenomeConfirmed | None, base: GenomeConfirmed | None) -> di
     """The confirmed and held-out numbers of one genome, with verdicts against the base model."""
     if c is None:
         return {}
-    out: dict[str, Any] = {
-        "confirmed": c.confirmed,
-        "confirmed_stderr": c.confirmed_stderr,
-        "confirmed_scores": c.confirmed_scores,
-        "holdout": c.holdout,
-        "holdout_stderr": c.holdout_stderr,
-        "holdout_scores": c.holdout_scores,
-    }
+    out = c.numbers()
     if base is not None and c.role != "base":
         for key in ("confirmed", "holdout"):
             value, se = getattr(c, key), getattr(c, f"{key}_stderr")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from rich.markup import escape
@@ -179,15 +180,20 @@ class HistoryScreen(Screen[None]):
         else:
             self.app.open_run(store)  # type: ignore[attr-defined]
 
-    def action_resume(self) -> None:
+    def _selected_if(self, allowed: Callable[[RunSummary], bool], unless: str) -> RunSummary | None:
+        """The highlighted run when ``allowed`` for it; otherwise None, after a warning that says
+        the run's state and ``unless`` (what the user can do instead)."""
         run = self.selected_run()
+        if run is not None and not allowed(run):
+            self.notify(f"run {run.id} is {run.state}: {unless}", severity="warning")
+            return None
+        return run
+
+    def action_resume(self) -> None:
+        run = self._selected_if(
+            lambda r: r.can_resume, "only stopped, failed or crashed runs resume"
+        )
         if run is None:
-            return
-        if not run.can_resume:
-            self.notify(
-                f"run {run.id} is {run.state}: only stopped, failed or crashed runs resume",
-                severity="warning",
-            )
             return
         store = RunStore(run.path)
         try:
@@ -201,13 +207,10 @@ class HistoryScreen(Screen[None]):
     def action_delete(self) -> None:
         from gaprune_tui.ui.widgets.dialogs import ConfirmDialog
 
-        run = self.selected_run()
+        run = self._selected_if(
+            lambda r: r.state.deletable and not r.alive, "stop it before deleting it"
+        )
         if run is None:
-            return
-        if not run.state.deletable or run.alive:
-            self.notify(
-                f"run {run.id} is {run.state}: stop it before deleting it", severity="warning"
-            )
             return
 
         def answered(yes: bool | None) -> None:
