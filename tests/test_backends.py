@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import cli, wait_for
+from cli_run import cli
 from tiny_models import build_tiny
+from tui_wait import wait_until
 
 from gaprune_tui.core import events
 from gaprune_tui.core.config import RunConfig, backend_label
@@ -289,7 +290,7 @@ def kill_busy_worker(store: RunStore, gen: int) -> str:
         found[:] = [name] if name else []
         return bool(found)
 
-    wait_for(busy, f"a worker busy in generation {gen}")
+    wait_until(busy, f"a worker busy in generation {gen}")
     os.kill(worker_pids(store)[found[0]], signal.SIGKILL)
     return found[0]
 
@@ -305,7 +306,7 @@ def test_worker_killed_mid_run_loses_nothing(
     (run_dir,) = (home / "data" / "runs").iterdir()
     store = RunStore(run_dir)
     killed = kill_busy_worker(store, 1)
-    wait_for(lambda: not store.alive(), "the run to end")
+    wait_until(lambda: not store.alive(), "the run to end")
     assert store.state == "finished", store.meta().get("error")
     result = json.loads(store.result_path.read_text())
     assert_same_run(in_process_task, (result, store))
@@ -329,7 +330,7 @@ def test_ray_actor_killed_mid_run_loses_nothing(
     (run_dir,) = (home / "data" / "runs").iterdir()
     store = RunStore(run_dir)
     killed = kill_busy_worker(store, 1)
-    wait_for(lambda: not store.alive(), "the run to end")
+    wait_until(lambda: not store.alive(), "the run to end")
     assert store.state == "finished", store.meta().get("error")
     result = json.loads(store.result_path.read_text())
     assert_same_run(in_process_task, (result, store))
@@ -346,19 +347,19 @@ def test_pause_and_stop_reach_every_worker(tiny12: Path) -> None:
     assert start.returncode == 0, start.stderr
     run_id = start.stdout.strip().splitlines()[-1]
     store = RunStore.open(run_id)
-    wait_for(lambda: len(worker_pids(store)) == 2 and len(store.evaluations()) > 0, "2 workers")
+    wait_until(lambda: len(worker_pids(store)) == 2 and len(store.evaluations()) > 0, "2 workers")
     assert cli("pause", run_id).returncode == 0
-    wait_for(lambda: store.state == "paused", "the pause")
+    wait_until(lambda: store.state == "paused", "the pause")
     count = len(store.evaluations())
     time.sleep(1.5)
     assert len(store.evaluations()) == count, "a paused run evaluates nothing"
     assert cli("unpause", run_id).returncode == 0
-    wait_for(lambda: len(store.evaluations()) > count, "evaluations after unpause")
+    wait_until(lambda: len(store.evaluations()) > count, "evaluations after unpause")
     assert cli("stop", run_id).returncode == 0
-    wait_for(lambda: not store.alive(), "the stop")
+    wait_until(lambda: not store.alive(), "the stop")
     assert store.state == "stopped"
     pids = worker_pids(store).values()
-    wait_for(lambda: not any(alive(p) for p in pids), "every worker process to end", 30)
+    wait_until(lambda: not any(alive(p) for p in pids), "every worker process to end", 30)
 
 
 @pytest.mark.slow
@@ -371,12 +372,12 @@ def test_driver_killed_with_workers_busy_resumes_to_the_same_result(
     assert start.returncode == 0, start.stderr
     (run_dir,) = (home / "data" / "runs").iterdir()
     store = RunStore(run_dir)
-    wait_for(lambda: busy_worker(store, 1) is not None, "a busy worker in generation 1")
+    wait_until(lambda: busy_worker(store, 1) is not None, "a busy worker in generation 1")
     pids = list(worker_pids(store).values())
     os.kill(store.meta()["pid"], signal.SIGKILL)
-    wait_for(lambda: store.display_state() == "crashed", "the run to show as crashed", 30)
+    wait_until(lambda: store.display_state() == "crashed", "the run to show as crashed", 30)
     # Orphaned workers notice their driver is gone and end.
-    wait_for(lambda: not any(alive(p) for p in pids), "the orphaned workers to end", 30)
+    wait_until(lambda: not any(alive(p) for p in pids), "the orphaned workers to end", 30)
     resumed = cli("resume", run_dir.name, "--json", env=env)
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)

@@ -9,14 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import (
-    assert_one_line_error_keep_runs,
-    cli,
-    kill_engine,
-    start_detached_args,
-    wait_for,
-)
+from cli_run import cli
+from test_cli import assert_one_line_error_keep_runs, kill_engine, start_detached_args
 from tiny_models import build_tiny
+from tui_wait import wait_until
 
 from gaprune_tui.core import events, pareto
 from gaprune_tui.core.store import RunStore
@@ -125,7 +121,7 @@ def test_kill_9_mid_generation_resumes_to_the_same_front(
             return False
         return any(e.generation == checkpoint[0] + 1 for e in store.evaluations())
 
-    wait_for(mid_generation, "generation g + 1 to be partly evaluated")
+    wait_until(mid_generation, "generation g + 1 to be partly evaluated")
     kill_engine(store)
     resumed = cli("resume", run_id, "--json")
     assert resumed.returncode == 0, resumed.stderr
