@@ -446,3 +446,36 @@ def test_every_worker_gone_ends_the_generation_with_workers_gone() -> None:
         assert not any(isinstance(e, Done) for e in seen)
     finally:
         backend.close()
+
+
+@pytest.mark.slow
+def test_two_workers_pareto_same_front_as_in_process(tiny12: Path, tmp_path: Path) -> None:
+    """A Pareto run (NSGA-II, genomes of every size in the range) on two workers: the same
+    evaluation rows, generations, front and knee as in-process."""
+    pareto_run = [
+        *("--objective", "pareto", "--prune-range", "2:4", "--protect", "1"),
+        *("--population", "6", "--generations", "2", "--finalists", "0"),
+    ]
+    one = run_in_home(tmp_path / "one", tiny12, *pareto_run)
+    two = run_in_home(tmp_path / "two", tiny12, *pareto_run, "--workers", "2")
+    assert rows(one[1]) == rows(two[1])
+    assert [g.population for g in one[1].generations()] == [
+        g.population for g in two[1].generations()
+    ]
+    for key in ("front", "knee_k", "dropped_layers", "fitness", "evaluations"):
+        assert one[0][key] == two[0][key], key
+    assert two[0]["backend"] == "2 local workers"
+
+
+@pytest.mark.slow
+def test_two_workers_on_the_embedded_model_same_result(tmp_path: Path) -> None:
+    """The embedded model (30 layers, the default KL fitness): two worker processes, each with
+    half the cores, give the in-process run's genomes, fitnesses and result to the last bit."""
+    small = [
+        *("--prune", "4", "--population", "4", "--generations", "1", "--finalists", "0"),
+        *("--calibration-tokens", "256", "--seed", "5"),
+    ]
+    one = run_in_home(tmp_path / "one", Path("demo"), *small)
+    two = run_in_home(tmp_path / "two", Path("demo"), *small, "--workers", "2")
+    assert_same_run(one, two)
+    assert sum(two[0]["worker_evaluations"].values()) == two[0]["evaluations"] > 0
