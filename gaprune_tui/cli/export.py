@@ -61,7 +61,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--dtype",
         choices=EXPORT_DTYPES,
         default=None,
-        help="weights dtype of the export (default: the base checkpoint's, lossless)",
+        help="weights dtype of the export (default: the dtype the search ran in, so verification "
+        "re-scores exactly; the base checkpoint's for a run that never loaded its model)",
     )
     parser.add_argument(
         "--no-verify",

@@ -115,9 +115,20 @@ def _facts_table(lineage: dict[str, Any]) -> list[str]:
         f"| Kept layers | {_ranges(kept)} ({len(kept)} of {n}) |",
         f"| Parameters | {format.params(before)} -> {format.params(after)} ({removed} removed) |",
         f"| Size on disk | {format.size(lineage['size_bytes'])} ({lineage['dtype']}) |",
+        *_searched_in(lineage),
         f"| Fitness | {cell(lineage['fitness'].get('label') or lineage['fitness']['kind'])} |",
         f"| Run | `{run['id']}`: {cell(rank)}; {run['evaluated_genomes']} evaluated genomes |",
     ]
+
+
+def _searched_in(lineage: dict[str, Any]) -> list[str]:
+    """The dtype the search scored in and why (``--dtype auto``'s choice or "asked for"): a reader
+    comparing the card's scores with their own needs it. None for lineages from before it."""
+    dtype = lineage.get("search_dtype")
+    if not dtype:
+        return []
+    reason = (lineage.get("search_dtype_reason") or "").partition(": ")[2]
+    return [f"| Searched in | {dtype}{f' ({cell(reason)})' if reason else ''} |"]
 
 
 def cell(text: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +47,36 @@ LINEAGE_FILE = "gaprune.json"
 RUN_CONFIG_FILE = "gaprune-run-config.toml"
 
 
-def export_dtype(dtype: str | None, config: dict[str, Any]) -> str:
-    """The dtype to write: the one asked for (aliases allowed), else the checkpoint's own."""
+def export_dtype(dtype: str | None, config: dict[str, Any], search: str | None = None) -> str:
+    """The dtype to write: the one asked for (aliases allowed), else the one the search ran in
+    (``search``, so that verification re-scores exactly what was searched), else the checkpoint's
+    own."""
     if dtype is None:
-        return checkpoint_dtype(config)
+        return search if search in EXPORT_DTYPES else checkpoint_dtype(config)
     value = canonical_dtype(dtype)
     if value not in EXPORT_DTYPES:
         raise ExportError(f"unknown export dtype {dtype!r}: use {', '.join(EXPORT_DTYPES)}")
     return value
+
+
+@dataclass(frozen=True)
+class SearchDtype:
+    """The dtype the run's search computed in and why (the engine's ``meta``, else result.json);
+    both ``None`` for a run that never loaded its model."""
+
+    dtype: str | None = None
+    reason: str | None = None
+
+
+def search_dtype(store: RunStore) -> SearchDtype:
+    """What the engine recorded when it loaded the model: ``meta`` from the run's start (so a
+    running or crashed run has it), else result.json (a run store from before the meta field)."""
+    for source in (store.meta(), store.result() or {}):
+        dtype = source.get("dtype")
+        if isinstance(dtype, str) and dtype:
+            reason = source.get("dtype_reason")
+            return SearchDtype(dtype, reason if isinstance(reason, str) and reason else None)
+    return SearchDtype()
 
 
 def open_run(run: str | Path) -> RunStore:
@@ -159,6 +181,7 @@ def plan_export(
     config = store.config()
     source = _source_dir(config)
     source_config = read_config(source, ExportError)
+    searched = search_dtype(store)
     return ExportPlan(
         run_id=store.id,
         run_path=store.path,
@@ -172,8 +195,10 @@ def plan_export(
         out=target,
         verify=verify,
         force=force,
-        dtype=export_dtype(dtype, source_config),
+        dtype=export_dtype(dtype, source_config, searched.dtype),
         requested_dtype=dtype,
+        search_dtype=searched.dtype,
+        search_dtype_reason=searched.reason,
         order=order.order,
         order_note=note,
         default_pick=default_pick,
@@ -207,6 +232,8 @@ def build_lineage(
         "dropped_layers": genome.dropped,
         "kept_layers": genome.kept,
         "dtype": plan.dtype,
+        "search_dtype": plan.search_dtype,
+        "search_dtype_reason": plan.search_dtype_reason,
         "params_before": sizes["params_before"],
         "params_after": sizes["params_after"],
         "size_bytes": sizes["size_bytes"],

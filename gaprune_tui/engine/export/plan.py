@@ -50,6 +50,11 @@ class ExportPlan:
     order_note: str = ""
     default_pick: bool = False
     evidence: Evidence = field(default_factory=Evidence)
+    # The dtype the search computed in and its reason, as the engine recorded them (None for a
+    # run that never loaded its model): the export's default dtype, and the one whose scores
+    # verification must reproduce.
+    search_dtype: str | None = None
+    search_dtype_reason: str | None = None
 
     @property
     def kept(self) -> list[int]:

@@ -327,7 +327,10 @@ def prepare(
 
     config = plan.config
     device = resolve_device(config.device)
-    search_dtype = _dtype_name(resolve_dtype(config.dtype, device, plan.source_config))
+    # The dtype the engine recorded; a run that never loaded its model: what it would resolve to.
+    search_dtype = plan.search_dtype or _dtype_name(
+        resolve_dtype(config.dtype, device, plan.source_config)
+    )
     taskset = build_tasks(config)
     loaded, cal = None, None
     if base.scores is None:
