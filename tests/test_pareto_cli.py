@@ -63,6 +63,12 @@ def test_pareto_run_finishes_with_a_front_over_the_range(
         assert min(row["dropped_layers"]) >= 1
         assert row["fitness_stderr"] is not None and row["fitness_vs_base"]
         assert row["confirmed"] is not None and row["holdout"] is not None
+        # The best one-shot baseline at the same k, and the member's verdict against it.
+        same = [b for b in result["baselines"] if len(b["dropped_layers"]) == row["k"]]
+        best = min(same, key=lambda b: b["fitness"])
+        assert row["best_baseline"] == best["name"]
+        assert row["best_baseline_fitness"] == best["fitness"]
+        assert row["vs_best_baseline"] in ("better", "worse", "within noise")
     expected = pareto.per_k_best([(r["dropped_layers"], r["fitness"]) for r in front], "kl")
     assert [r["dominated"] for r in front] == [p.dominated for p in expected]
     # The recommendation is the knee, marked in the front.
@@ -86,6 +92,7 @@ def test_pareto_run_finishes_with_a_front_over_the_range(
     shown = cli("show", store.id, env={"GAPRUNE_HOME": str(home), "COLUMNS": "200"})
     assert shown.returncode == 0, shown.stderr
     assert "Pareto front" in shown.stdout and "knee" in shown.stdout
+    assert "best baseline" in shown.stdout
     assert "--k 2 or 3 or 4" in shown.stdout
 
 

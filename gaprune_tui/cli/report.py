@@ -121,7 +121,8 @@ def _front_table(result: dict[str, Any]) -> Table | None:
         caption="* dominated: a genome dropping more layers is at least as good; "
         "knee: the recommended trade-off",
     )
-    for col in ("k", "dropped", "fitness", "vs base", "confirmed", "held-out", "params"):
+    columns = ("k", "dropped", "fitness", "vs base", "best baseline", "front vs it")
+    for col in (*columns, "confirmed", "held-out", "params"):
         table.add_column(col, justify="left" if col == "dropped" else "right")
     for row in rows:
         mark = " knee" if row.get("knee") else " *" if row.get("dominated") else ""
@@ -130,11 +131,22 @@ def _front_table(result: dict[str, Any]) -> Table | None:
             str(row["dropped_layers"]),
             format.score(row.get("fitness"), row.get("fitness_stderr")),
             row.get("fitness_vs_base", ""),
+            _baseline_cell(row),
+            row.get("vs_best_baseline", ""),
             format.score(row.get("confirmed"), row.get("confirmed_stderr")),
             format.score(row.get("holdout"), row.get("holdout_stderr")),
             f"-{row.get('params_removed', 0) / total:.1%}",
         )
     return table
+
+
+def _baseline_cell(row: dict[str, Any]) -> str:
+    """``shortgpt 0.21 ± 0.01``: the best one-shot baseline at the row's k (name without k)."""
+    if "best_baseline" not in row:
+        return "-"
+    name = str(row["best_baseline"]).split(" k=")[0]
+    value = format.score(row.get("best_baseline_fitness"), row.get("best_baseline_fitness_stderr"))
+    return f"{name} {value}"
 
 
 def _dtype_note(result: dict[str, Any]) -> str:

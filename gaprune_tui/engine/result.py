@@ -86,12 +86,14 @@ def _front_rows(
     front: list[pareto.FrontPoint],
     knee: pareto.FrontPoint | None,
     confirmations: list[GenomeConfirmed],
+    references: list[ReferenceScored],
     kind: str,
     base: BaseScores,
     per_layer: list[int],
 ) -> list[dict[str, Any]]:
     """result.json's ``front``: one row per k, with its standard error, its verdict against the
-    base model and its confirmation where that ran."""
+    base model, its confirmation where that ran, and the best one-shot baseline at the same k
+    with the member's verdict against it (a search that lost to a one-pass heuristic says so)."""
     base_conf = next((c for c in confirmations if c.role == "base"), None)
     confirmed = _by_genome(confirmations, "finalist")
     return [
@@ -101,9 +103,29 @@ def _front_rows(
             "dominated": p.dominated,
             "knee": knee is not None and p.k == knee.k,
             **_confirmation(confirmed.get(tuple(p.dropped)), base_conf),
+            **_best_baseline(p, references, kind),
         }
         for p in front
     ]
+
+
+def _best_baseline(
+    point: pareto.FrontPoint, references: list[ReferenceScored], kind: str
+) -> dict[str, Any]:
+    """The best baseline dropping as many layers as ``point``, and the verdict of the point
+    against it on the search's fitness (``better`` means the front member is better)."""
+    same = [r for r in references if len(r.dropped) == point.k]
+    if not same:
+        return {}
+    best = min(same, key=lambda r: fitness_kinds.rank_key(r.fitness, kind))
+    se = fitness_kinds.fitness_stderr(point.extra.get("scores", {}), kind)
+    best_se = fitness_kinds.fitness_stderr(best.scores, kind)
+    return {
+        "best_baseline": best.name,
+        "best_baseline_fitness": best.fitness,
+        "best_baseline_fitness_stderr": best_se,
+        "vs_best_baseline": fitness_kinds.verdict(point.fitness, se, best.fitness, best_se, kind),
+    }
 
 
 def recommended(
@@ -143,7 +165,7 @@ def build_result(
         pareto_part.update(
             prune_range=config.prune_range,
             knee_k=knee.k if knee is not None else None,
-            front=_front_rows(front, knee, confirmations, kind, base, per_layer),
+            front=_front_rows(front, knee, confirmations, references, kind, base, per_layer),
         )
     best = next((e for e in ranked if e.dropped == pick), ranked[0])
     base_conf = next((c for c in confirmations if c.role == "base"), None)
