@@ -352,7 +352,7 @@ async def test_workers_zero_is_a_visible_error_and_two_is_named_in_the_cost() ->
         assert not start_button(screen).disabled
         assert screen.build_config().workers == 2
         cost = text_of(screen, "#cost")
-        assert "2 workers on one device (auto): they share it" in cost
+        assert "2 workers share one device (auto): about one process's rate" in cost
         assert "at most 32 evaluations" in cost
 
 
@@ -377,7 +377,7 @@ async def test_ray_choice_and_address_are_checked_with_visible_errors(ray_head: 
         await set_value(pilot, screen, "ray-address", ray_head)
         assert not start_button(screen).disabled, text_of(screen, "#form-error")
         assert screen.build_config().ray == ray_head
-        assert "one Ray actor per GPU of the cluster" in text_of(screen, "#cost")
+        assert "a Ray actor per GPU of the cluster" in text_of(screen, "#cost")
         screen.query_one("#ray", Select).value = "local"
         await settle(pilot)
         assert not address.display
@@ -445,9 +445,12 @@ def test_estimate_names_the_workers_and_never_divides_by_them() -> None:
     one = estimate_cost(config, samples)
     assert workers_note(config) == "" and one.workers == ""
     for changes, said in (
-        ({"workers": 3, "device": "cpu"}, "3 workers on one device (cpu): they share it"),
+        ({"workers": 3, "device": "cpu"}, "3 workers share one device (cpu)"),
         ({"devices": "cuda:0,cuda:1"}, "2 workers on 2 devices: up to 2x faster"),
-        ({"ray": "local", "workers": 2}, "2 Ray actors: up to 2x faster when each has its own"),
+        (
+            {"ray": "local", "workers": 2},
+            "2 Ray actors: up to 2x faster on 2 GPUs, not when they share",
+        ),
     ):
         changed = dataclasses.replace(config, **changes)
         several = estimate_cost(changed, samples, gpus=2)

@@ -86,32 +86,23 @@ class CostEstimate:
 
 def workers_note(config: RunConfig, gpus: int = 0) -> str:
     """What the run's workers may gain, honestly (see the module docstring); "" for one process.
+    The duration on the line stays one process's.
 
     ``gpus`` is the GPUs found here (``devices.gpu_count``), for ``devices = "all"``.
     """
     if config.ray:
         if config.workers > 1:
             n = config.workers
-            return (
-                f"{n} Ray actors: up to {n}x faster when each has its own GPU; on one CPU they "
-                "share its cores (estimate for one process)"
-            )
-        return (
-            "one Ray actor per GPU of the cluster: up to that many times faster "
-            "(estimate for one process)"
-        )
+            return f"{n} Ray actors: up to {n}x faster on {n} GPUs, not when they share one CPU"
+        return "a Ray actor per GPU of the cluster: up to that many times faster"
     if config.devices:
         n = gpus if config.devices == "all" else len(config.devices.split(","))
         if n < 1:
             return "a worker per GPU (none found here): up to that many times faster"
-        return (
-            f"{fmt.plural(n, 'worker')} on {fmt.plural(n, 'device')}: up to {n}x faster "
-            "(estimate for one device)"
-        )
+        return f"{fmt.plural(n, 'worker')} on {fmt.plural(n, 'device')}: up to {n}x faster"
     if config.workers > 1:
         return (
-            f"{config.workers} workers on one device ({config.device}): they share it (a CPU's "
-            "cores split between them), expect about the one-process rate"
+            f"{config.workers} workers share one device ({config.device}): about one process's rate"
         )
     return ""
 
