@@ -4,10 +4,12 @@ Everything here is checked before anything starts: the model with ``modelinfo.in
 the user types (a thread worker: a hub spec or a big folder must not freeze typing), extra task
 names against ``tasknames.known_task_names()``, every number with an Input validator, the whole form
 with ``RunConfig.validate()`` and ``check_layers``. Start stays disabled until all of that passes,
-and the screen says why. A Ray cluster address is the one part of ``validate()`` that waits on the
-network (a connection, up to seconds): it is checked in a thread worker too, once per address
-typed, and again by the launch itself at Start. The cost preview names the worst case (``max_evaluations``) and, when past
+and the screen says why. The cost preview names the worst case (``max_evaluations``) and, when past
 runs of the same model were timed on this machine, an estimated duration.
+
+A Ray cluster address is the one part of ``validate()`` that waits on the network (a connection,
+up to seconds): it is checked in a thread worker too, once per address typed, and again by the
+launch itself at Start.
 """
 
 from __future__ import annotations

@@ -276,7 +276,7 @@ FORM_FIELDS: tuple[FormField, ...] = (
         choices=(OFF, "local", "auto", "address"),
         typed="address",
         placeholder="HOST:PORT",
-        tooltip="Ray actors: local starts an instance here, auto joins `ray start --head`'s cluster",
+        tooltip="Ray actors: local starts an instance here, auto joins this machine's cluster",
     ),
 )
 
