@@ -54,9 +54,11 @@ class Row:
         return 3600 * self.genomes / self.search_s if self.search_s else 0.0
 
 
-def run_row(flags: list[str], args: argparse.Namespace) -> Row:
+def run_row(flags: list[str], args: argparse.Namespace, model: str = "demo") -> Row:
+    """One ``gaprune-tui run`` of the search in ``args`` with ``flags`` (bench_gpu.py's scaling
+    rows pass their own ``model``), in a fresh GAPRUNE_HOME."""
     home = Path(tempfile.mkdtemp(prefix="gaprune-bench-backends-"))
-    cmd = [sys.executable, "-m", "gaprune_tui", "run", "--model", "demo", "--json"]
+    cmd = [sys.executable, "-m", "gaprune_tui", "run", "--model", model, "--json"]
     cmd += ["--fitness", args.fitness, "--limit", str(args.limit), "--prune", str(args.prune)]
     cmd += ["--population", str(args.population), "--generations", str(args.generations)]
     cmd += ["--finalists", "0", "--seed", "0", *flags]

@@ -13,16 +13,36 @@ median of --repeats runs after a warm-up, with the peak GPU memory of that row.
 
     python bench/bench_gpu.py                      # on a machine with a CUDA GPU
     python bench/bench_gpu.py --shape tiny --device cpu --dtype float32 --limit 5   # smoke run
+
+``--scaling`` (issue 12) measures a whole search on N GPUs instead: the same small search (seed 0)
+run through the CLI as a user runs it, each row in its own GAPRUNE_HOME (so every row scores the
+same fresh genomes): on one GPU in the engine process, on one GPU worker process (the worker's own
+overhead), and with ``--devices`` on N GPUs (``all``, or cuda:0..N-1 with ``--gpus N``). Each row
+gives genomes per hour over the generations' time, the seconds loaded workers sat idle per
+generation (the engine log's per-generation line), the genomes each worker scored (result.json's
+``worker_evaluations``, counted from the WorkerStatus events), the speed-up against one GPU and
+the expected one: a generation of G genomes on N workers takes at least ceil(G/N) genome-times, so
+at most G/ceil(G/N) (N when N divides G), less the driver's share. Every row must find the same
+result. Without CUDA it stops with one line; ``--cpu-smoke`` runs the same rows on the CPU with
+``--workers N`` in place of ``--devices`` (the code path, not a GPU figure).
+
+    python bench/bench_gpu.py --scaling                          # every visible GPU, the demo model
+    python bench/bench_gpu.py --scaling --gpus 4 --model ./Llama-3.1-8B --population 16
+    python bench/bench_gpu.py --scaling --random-model --shape llama-3.1-8b   # no checkpoint here
+    python bench/bench_gpu.py --scaling --cpu-smoke --gpus 2 --population 4 --generations 1
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -52,7 +72,14 @@ SHAPES = {
 }
 
 
-def main() -> int:
+NO_CUDA = (
+    "no CUDA device here: --scaling needs GPUs (2 or more to scale); "
+    "--cpu-smoke runs its rows on the CPU with --workers"
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Both modes' options (``--help`` needs neither torch nor a GPU)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.1-8b")
     parser.add_argument("--device", default="cuda")
@@ -61,10 +88,182 @@ def main() -> int:
     parser.add_argument("--drop", default="20,24,27")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hflm-batch", default="64", help="HFLM batch size, or auto")
-    args = parser.parse_args()
+    scaling = parser.add_argument_group("--scaling: one search on 1 and N GPUs (issue 12)")
+    scaling.add_argument("--scaling", action="store_true", help="measure a search on 1 and N GPUs")
+    scaling.add_argument("--gpus", type=int, default=None, help="N (default: every visible GPU)")
+    scaling.add_argument("--model", default="demo", help="what the search prunes")
+    scaling.add_argument(
+        "--random-model",
+        action="store_true",
+        help="search a randomly initialised --shape model in --dtype, written to a temp folder",
+    )
+    scaling.add_argument("--fitness", default="squared_mean")
+    scaling.add_argument("--population", type=int, default=8)
+    scaling.add_argument("--generations", type=int, default=2)
+    scaling.add_argument("--prune", type=int, default=4)
+    scaling.add_argument("--cpu-smoke", action="store_true", help="the rows on CPU (--workers N)")
+    scaling.add_argument("--out", type=Path, default=Path("bench/bench_gpu_scaling.md"))
+    return parser.parse_args(argv)
+
+
+def main() -> int:
+    args = parse_args()
     benchkit.offline_env()
     os.environ.setdefault("TQDM_DISABLE", "1")
+    if args.scaling:
+        return scaling(args)
+    return one_genome(args)
 
+
+# ---- --scaling: a search on 1 and N GPUs ----------------------------------------------------------
+ScalingRow = tuple[str, int, list[str]]  # name, workers, CLI flags
+
+
+def scaling_rows(gpus: int, *, every: bool, smoke: bool) -> list[ScalingRow]:
+    """The rows: one device in the engine process, one worker process, N workers.
+    ``every``: N is every visible GPU (``--devices all``); ``smoke``: CPU, ``--workers N``."""
+    if smoke:
+        return [
+            ("1 process (CPU, in-process)", 1, ["--device", "cpu"]),
+            (f"{gpus} CPU workers", gpus, ["--device", "cpu", "--workers", str(gpus)]),
+        ]
+    rows: list[ScalingRow] = [
+        ("1 GPU (in-process)", 1, ["--device", "cuda:0"]),
+        ("1 GPU worker (--devices cuda:0)", 1, ["--devices", "cuda:0"]),
+    ]
+    if gpus > 1:
+        devices = "all" if every else ",".join(f"cuda:{i}" for i in range(gpus))
+        rows.append((f"{gpus} GPU workers (--devices {devices})", gpus, ["--devices", devices]))
+    return rows
+
+
+def expected_speedup(genomes_per_generation: int, workers: int) -> float:
+    """The most N workers can gain on a generation of G genomes scored one per worker at a
+    time: G / ceil(G / N) (the last round leaves workers idle unless N divides G)."""
+    g, n = max(1, genomes_per_generation), max(1, workers)
+    return g / math.ceil(g / n)
+
+
+def scaling_table(
+    rows: list[tuple[str, int, Any]], population: int, *, shared_cpu: bool = False
+) -> list[str]:
+    """Markdown rows: (name, workers, bench_backends.Row) each, the first row the base (one GPU,
+    or one CPU process where ``shared_cpu``: workers then split one CPU, so expect about 1x)."""
+    lines = [
+        "| backend | genomes | search s | genomes/hour | idle s per generation | "
+        "speed-up vs the first row | expected | result |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    base = rows[0][2]
+    for name, workers, row in rows:
+        per_worker = ", ".join(f"{k} {v}" for k, v in row.workers.items())
+        same = (row.dropped, row.fitness) == (base.dropped, base.fitness)
+        speedup = row.per_hour / base.per_hour if base.per_hour else 0.0
+        expected = 1.0 if shared_cpu else expected_speedup(population, workers)
+        lines.append(
+            f"| {name} | {row.genomes}"
+            + (f" ({per_worker})" if per_worker else "")
+            + f" | {row.search_s:.1f} | {row.per_hour:.0f} | "
+            + (", ".join(f"{s:.1f}" for s in row.idle) or "-")
+            + f" | {speedup:.2f}x | {expected:.2f}x | "
+            + f"drop {row.dropped}, fitness {row.fitness:.4f}{'' if same else ' (DIFFERS)'} |"
+        )
+    return lines
+
+
+def visible_gpus(args: argparse.Namespace) -> int | str:
+    """N for the scaling rows, or the one-line reason there is none (no CUDA, too few GPUs)."""
+    if args.cpu_smoke:
+        return args.gpus or 2
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        return NO_CUDA
+    if args.gpus is not None and not 1 <= args.gpus <= count:
+        return f"--gpus {args.gpus}: this machine has {count} visible CUDA device(s)"
+    return args.gpus or count
+
+
+def random_model(args: argparse.Namespace) -> str:
+    """A randomly initialised ``--shape`` model in ``--dtype`` with the embedded tokenizer, saved
+    to a temp folder: a search needs a checkpoint, and the lent GPU machine has no network."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from gaprune_tui.engine.model import load_model
+
+    tokenizer = load_model("demo", dtype="float32", device="cpu").tokenizer
+    config = LlamaConfig(
+        **SHAPES[args.shape],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        torch_dtype=args.dtype,
+    )
+    folder = Path(tempfile.mkdtemp(prefix=f"gaprune-bench-{args.shape}-"))
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, args.dtype))
+    try:
+        with torch.device("cpu" if args.cpu_smoke else "cuda:0"):
+            model = LlamaForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def scaling(args: argparse.Namespace) -> int:
+    """``--scaling``: the rows of ``scaling_rows``, each a real ``gaprune-tui run``."""
+    from bench_backends import run_row
+
+    gpus = visible_gpus(args)
+    if isinstance(gpus, str):
+        print(gpus, file=sys.stderr)
+        return 2
+    # One converted copy of the model for every row (each row has its own GAPRUNE_HOME).
+    os.environ.setdefault("GAPRUNE_CACHE_DIR", tempfile.mkdtemp(prefix="gaprune-bench-cache-"))
+    model = random_model(args) if args.random_model else args.model
+    rows = []
+    for name, workers, flags in scaling_rows(gpus, every=args.gpus is None, smoke=args.cpu_smoke):
+        row = run_row(flags, args, model=model)
+        rows.append((name, workers, row))
+        print(
+            f"{name}: {row.genomes} genomes, {row.per_hour:.0f}/hour, idle {row.idle}", flush=True
+        )
+    lines = [
+        f"search: {'random ' + args.shape + '-shaped model' if args.random_model else args.model}"
+        f", fitness {args.fitness}, population {args.population} x {args.generations} "
+        f"generations, limit {args.limit}, {args.prune} layers dropped, seed 0",
+        "",
+        *scaling_table(rows, args.population, shared_cpu=args.cpu_smoke),
+        "",
+        f"{benchkit.machine()}; {gpu_names(args)}",
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.out.write_text(text, encoding="utf-8")
+    same = all((r.dropped, r.fitness) == (rows[0][2].dropped, rows[0][2].fitness) for *_, r in rows)
+    if not same:
+        print("error: the rows found different results", file=sys.stderr)
+    return 0 if same else 1
+
+
+def gpu_names(args: argparse.Namespace) -> str:
+    """The GPUs a table was measured on (or that it was a CPU smoke run)."""
+    if args.cpu_smoke:
+        return "CPU smoke run (--workers), no GPU"
+    import torch
+
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return f"{len(names)} GPUs: {', '.join(names)}"
+
+
+# ---- one genome: rows B, C and D ------------------------------------------------------------------
+def one_genome(args: argparse.Namespace) -> int:
+    """The original mode: seconds per genome and peak memory of HFLM and FastLM (rows B-D)."""
     import torch
     from rich.console import Console
     from rich.table import Table

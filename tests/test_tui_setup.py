@@ -9,7 +9,11 @@ engine (model load, lm-eval tasks) is the end-to-end test's job and would cost a
 from __future__ import annotations
 
 import dataclasses
+import socket
 import statistics
+import tomllib
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +32,13 @@ from gaprune_tui.core.estimate import (
     estimate_cost,
     items_per_evaluation,
     measure_timings,
+    workers_note,
 )
 from gaprune_tui.core.format import duration as format_duration
 from gaprune_tui.core.store import RunState, RunStore
 from gaprune_tui.ui.app import GapruneApp
 from gaprune_tui.ui.screens.setup import SetupScreen
-from gaprune_tui.ui.screens.setup_fields import FORM_FIELDS, OVERRIDE_FIELDS
+from gaprune_tui.ui.screens.setup_fields import FORM_FIELDS, OFF, OVERRIDE_FIELDS
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("cpu_only")]
 
@@ -517,3 +522,182 @@ async def test_q_types_into_a_field_instead_of_quitting() -> None:
         await key(pilot, "q")
         assert pilot.app.is_running
         assert screen.query_one("#metric", Input).value == "q"
+
+
+# ---- several workers (issue 12): workers, devices, ray ----------------------------------------
+# These tests use only settle, text_of, set_value, start_button and launches, and open the screen
+# through backend_form.
+@asynccontextmanager
+async def backend_form() -> AsyncIterator[tuple[Any, SetupScreen]]:
+    """The Setup screen at 100x30 with its thread workers settled."""
+    async with GapruneApp().run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        screen = pilot.app.screen
+        assert isinstance(screen, SetupScreen)
+        yield pilot, screen
+
+
+@pytest.fixture
+def ray_head() -> Iterator[str]:
+    """A listening TCP socket: what the Ray address check asks for (a connection accepted)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+def closed_address() -> str:
+    """A local address nothing listens on (a port just released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+async def test_workers_zero_is_a_visible_error_and_two_is_named_in_the_cost() -> None:
+    async with backend_form() as (pilot, screen):
+        # No GPU here: no --devices choice (its label and its select with the list box).
+        assert not screen.query_one(".label-devices").display
+        assert not screen.query_one("#devices").parent.display
+        await set_value(pilot, screen, "workers", "0")
+        assert not screen.query_one("#workers", Input).is_valid
+        assert start_button(screen).disabled
+        assert "workers must be an integer >= 1" in text_of(screen, "#form-error")
+        await set_value(pilot, screen, "workers", "2")
+        assert not start_button(screen).disabled
+        assert screen.build_config().workers == 2
+        cost = text_of(screen, "#cost")
+        assert "2 workers share one device (auto): about one process's rate" in cost
+        assert "at most 32 evaluations" in cost
+
+
+async def test_ray_choice_and_address_are_checked_with_visible_errors(ray_head: str) -> None:
+    async with backend_form() as (pilot, screen):
+        address = screen.query_one("#ray-address", Input)
+        assert str(screen.query_one("#ray", Select).value) == OFF and not address.display
+        screen.query_one("#ray", Select).value = "address"
+        await settle(pilot)
+        assert address.display
+        assert "ray is empty" in text_of(screen, "#form-error")
+        await set_value(pilot, screen, "ray-address", "head-node")
+        assert start_button(screen).disabled
+        assert "ray address 'head-node' is not HOST:PORT" in text_of(screen, "#form-error")
+        nobody = closed_address()
+        await set_value(pilot, screen, "ray-address", nobody)
+        assert f"no Ray cluster answers at {nobody}" in text_of(screen, "#form-error")
+        assert start_button(screen).disabled
+        await set_value(pilot, screen, "ray-address", ray_head)
+        assert not start_button(screen).disabled, text_of(screen, "#form-error")
+        assert screen.build_config().ray == ray_head
+        assert "a Ray actor per GPU of the cluster" in text_of(screen, "#cost")
+        screen.query_one("#ray", Select).value = "local"
+        await settle(pilot)
+        assert not address.display
+        assert screen.build_config().ray == "local"
+        screen.query_one("#ray", Select).value = OFF
+        await settle(pilot)
+        assert screen.build_config().ray is None
+
+
+async def test_devices_offered_with_several_gpus(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ray_head: str
+) -> None:
+    """Two GPUs: devices all / a typed list; saved and loaded (F2/F3) with workers and ray."""
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "2")
+    path = tmp_path / "gpus.toml"
+    async with backend_form() as (pilot, screen):
+        devices = screen.query_one("#devices", Select)
+        assert devices.parent.display and screen.query_one(".label-devices").display
+        assert not screen.query_one("#devices-list").display  # until "list" is picked
+        devices.value = "all"
+        await settle(pilot)
+        assert text_of(screen, "#devices #label") == "all 2 GPUs"  # the GPUs found, by count
+        assert screen.build_config().devices == "all"
+        assert "2 workers on 2 devices: up to 2x faster" in text_of(screen, "#cost")
+        await set_value(pilot, screen, "workers", "2")
+        assert "--workers and --devices both set" in text_of(screen, "#form-error")
+        await set_value(pilot, screen, "workers", "1")
+        devices.value = "list"
+        await settle(pilot)
+        assert screen.query_one("#devices-list").display
+        await set_value(pilot, screen, "devices-list", "cuda:1,gpu0")
+        assert "devices must be all or a list like cuda:0,cuda:1" in text_of(screen, "#form-error")
+        await set_value(pilot, screen, "devices-list", "cuda:1, cuda:0")
+        screen.query_one("#ray", Select).value = "address"
+        await settle(pilot)
+        await set_value(pilot, screen, "ray-address", ray_head)
+        assert not start_button(screen).disabled, text_of(screen, "#form-error")
+        saved = screen.build_config()
+        assert (saved.devices, saved.ray) == ("cuda:1,cuda:0", ray_head)
+        screen.query_one("#config-path", Input).value = str(path)
+        await pilot.press("f2")
+        await settle(pilot)
+
+    async with backend_form() as (pilot, screen):
+        screen.query_one("#config-path", Input).value = str(path)
+        await pilot.press("f3")
+        await settle(pilot)
+        assert screen.build_config().to_dict() == saved.to_dict()
+        assert str(screen.query_one("#devices", Select).value) == "list"
+        assert screen.query_one("#devices-list", Input).value == "cuda:1,cuda:0"
+        assert str(screen.query_one("#ray", Select).value) == "address"
+        assert screen.query_one("#ray-address", Input).value == ray_head
+        assert not start_button(screen).disabled
+
+
+def test_estimate_names_the_workers_and_never_divides_by_them() -> None:
+    config = RunConfig(population=8, generations=3, limit=20, fitness="squared_mean").validate()
+    samples = [TimingSample(frozenset({"hellaswag_offline"}), 0.10)]
+    one = estimate_cost(config, samples)
+    assert workers_note(config) == "" and one.workers == ""
+    for changes, said in (
+        ({"workers": 3, "device": "cpu"}, "3 workers share one device (cpu)"),
+        ({"devices": "cuda:0,cuda:1"}, "2 workers on 2 devices: up to 2x faster"),
+        (
+            {"ray": "local", "workers": 2},
+            "2 Ray actors: up to 2x faster on 2 GPUs, not when they share",
+        ),
+    ):
+        changed = dataclasses.replace(config, **changes)
+        several = estimate_cost(changed, samples, gpus=2)
+        assert several.seconds == one.seconds  # the measurement is one process's
+        assert several.text() == f"{one.text()}; {workers_note(changed, 2)}"
+        assert said in several.text()
+    every = dataclasses.replace(config, devices="all")
+    assert "4 workers on 4 devices: up to 4x faster" in estimate_cost(every, [], gpus=4).text()
+
+
+async def test_two_workers_reach_the_launched_runs_config(launches: list) -> None:
+    async with backend_form() as (pilot, screen):
+        await set_value(pilot, screen, "workers", "2")
+        await pilot.press("f5")
+        await pilot.pause()
+        assert len(launches) == 1
+        store, _ = launches[0]
+        written = tomllib.loads((store.path / "config.toml").read_text())
+        assert (written["workers"], written.get("devices"), written.get("ray")) == (2, None, None)
+        assert store.config().to_dict() == screen.build_config().to_dict()
+
+
+def test_gpu_count_without_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """One folder per GPU under the driver's /proc entry, narrowed by CUDA_VISIBLE_DEVICES."""
+    from gaprune_tui.core import devices
+
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "3")
+    assert devices.gpu_count() == 3 and devices.gpu_available()
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "yes")
+    assert devices.gpu_count() == 1
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
+    assert devices.gpu_count() == 0
+    monkeypatch.delenv("GAPRUNE_ASSUME_GPU")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(devices.shutil, "which", lambda name: None)
+    monkeypatch.setattr(devices, "NVIDIA_DRIVER", tmp_path / "nvidia")
+    assert devices.gpu_count() == 0
+    for bus in ("0000:01:00.0", "0000:41:00.0", "0000:81:00.0", "0000:c1:00.0"):
+        (tmp_path / "nvidia" / "gpus" / bus).mkdir(parents=True)
+    assert devices.gpu_count() == 4
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert devices.gpu_count() == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert devices.gpu_count() == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from gaprune_tui.core.config import RunConfig
@@ -26,12 +27,47 @@ NVIDIA_DRIVER = Path("/proc/driver/nvidia")
 def gpu_available() -> bool:
     """Whether this machine has an NVIDIA GPU: ``nvidia-smi`` on PATH or the driver's /proc entry.
 
-    ``GAPRUNE_ASSUME_GPU=1``/``0`` overrides the detection (tests, odd drivers).
+    ``GAPRUNE_ASSUME_GPU=1``/``0`` overrides the detection (tests, odd drivers); a count ``N``
+    also says how many (``gpu_count``).
     """
     forced = os.environ.get("GAPRUNE_ASSUME_GPU")
     if forced is not None and forced.strip() != "":
         return forced.strip().lower() not in ("0", "false", "no")
     return shutil.which("nvidia-smi") is not None or NVIDIA_DRIVER.exists()
+
+
+def gpu_count() -> int:
+    """How many NVIDIA GPUs a run started here may use (the Setup screen offers ``--devices`` when
+    more than one), still without torch: one folder per GPU under the driver's /proc entry, else
+    the lines of ``nvidia-smi -L``; ``CUDA_VISIBLE_DEVICES`` narrows it as it narrows torch.
+
+    ``GAPRUNE_ASSUME_GPU=N`` pins it (0: none; ``1``/``yes``: one). A GPU whose driver gives no
+    count counts as one.
+    """
+    forced = os.environ.get("GAPRUNE_ASSUME_GPU", "").strip()
+    if forced.isdigit():
+        return int(forced)
+    if not gpu_available():
+        return 0
+    if forced:
+        return 1
+    gpus = NVIDIA_DRIVER / "gpus"
+    count = len(list(gpus.iterdir())) if gpus.is_dir() else _nvidia_smi_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([d for d in visible.split(",") if d.strip()]))
+    return max(count, 0) if visible is not None else max(count, 1)
+
+
+def _nvidia_smi_count() -> int:
+    """GPUs listed by ``nvidia-smi -L`` (one ``GPU i: ...`` line each); 1 when it cannot tell."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 1
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 def default_config() -> RunConfig:

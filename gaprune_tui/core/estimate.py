@@ -7,10 +7,17 @@ A forward pass costs about one kept layer's time per layer kept, so a Pareto run
 size in its range) is estimated at the range's mean k: each measured evaluation is scaled from the
 layers it kept to the layers a mean-k genome keeps. A single-objective estimate is not scaled (its
 past runs mostly share its k; it reads exactly as before).
+
+Several workers (``workers``, ``devices``, ``ray``) are named on the line but never shrink the
+estimate: the measurements are one process's, and what N workers gain depends on what they run on.
+On N devices a generation can go up to N times faster (less the idle tail of each generation:
+README, Several GPUs and clusters); N workers on one CPU split its cores and were measured at
+about the one-process rate. The line says so instead of dividing by N.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import statistics
 from dataclasses import dataclass
@@ -52,6 +59,8 @@ class CostEstimate:
     confirm_seconds: float | None = None
     # A Pareto run: the mean k its per-evaluation cost is taken at.
     mean_k: float | None = None
+    # Several workers: what they may gain (``workers_note``); empty for one process.
+    workers: str = ""
 
     def text(self) -> str:
         """One line for a preview: the budget, then the duration or why there is none."""
@@ -70,7 +79,32 @@ class CostEstimate:
             line += f"; then confirming {self.confirm_genomes} genomes on {items} each"
             if self.confirm_seconds is not None:
                 line += f" (≤ {fmt.duration(self.confirm_seconds)})"
+        if self.workers:
+            line += f"; {self.workers}"
         return line
+
+
+def workers_note(config: RunConfig, gpus: int = 0) -> str:
+    """What the run's workers may gain, honestly (see the module docstring); "" for one process.
+    The duration on the line stays one process's.
+
+    ``gpus`` is the GPUs found here (``devices.gpu_count``), for ``devices = "all"``.
+    """
+    if config.ray:
+        if config.workers > 1:
+            n = config.workers
+            return f"{n} Ray actors: up to {n}x faster on {n} GPUs, not when they share one CPU"
+        return "a Ray actor per GPU of the cluster: up to that many times faster"
+    if config.devices:
+        n = gpus if config.devices == "all" else len(config.devices.split(","))
+        if n < 1:
+            return "a worker per GPU (none found here): up to that many times faster"
+        return f"{fmt.plural(n, 'worker')} on {fmt.plural(n, 'device')}: up to {n}x faster"
+    if config.workers > 1:
+        return (
+            f"{config.workers} workers share one device ({config.device}): about one process's rate"
+        )
+    return ""
 
 
 def items_per_evaluation(config: RunConfig) -> int | None:
@@ -115,10 +149,16 @@ def measure_timings(model: str) -> list[TimingSample]:
     return samples
 
 
-def estimate_cost(config: RunConfig, samples: list[TimingSample]) -> CostEstimate:
+def estimate_cost(config: RunConfig, samples: list[TimingSample], *, gpus: int = 0) -> CostEstimate:
     """Worst-case duration: max evaluations x items per evaluation x median seconds per item,
     measured on runs of the same model that share at least one task with this config (a Pareto
-    run's scaled to the range's mean k, see the module docstring)."""
+    run's scaled to the range's mean k, see the module docstring). Several workers are named,
+    never divided by (``workers_note``; ``gpus``: the GPUs found here)."""
+    estimate = _estimate(config, samples)
+    return dataclasses.replace(estimate, workers=workers_note(config, gpus))
+
+
+def _estimate(config: RunConfig, samples: list[TimingSample]) -> CostEstimate:
     names = {t.name for t in config.tasks}
     mean_k = statistics.mean(config.ks) if config.pareto else None
     similar = [

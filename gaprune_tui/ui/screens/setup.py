@@ -6,6 +6,10 @@ names against ``tasknames.known_task_names()``, every number with an Input valid
 with ``RunConfig.validate()`` and ``check_layers``. Start stays disabled until all of that passes,
 and the screen says why. The cost preview names the worst case (``max_evaluations``) and, when past
 runs of the same model were timed on this machine, an estimated duration.
+
+A Ray cluster address is the one part of ``validate()`` that waits on the network (a connection,
+up to seconds): it is checked in a thread worker too, once per address typed, and again by the
+launch itself at Start.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import (
     Button,
     Footer,
@@ -37,17 +42,25 @@ from textual.widgets.option_list import Option
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core import launch, modelinfo, tasknames
 from gaprune_tui.core.config import RunConfig, TaskSpec
-from gaprune_tui.core.devices import CPU_DEFAULTS, default_config, expected_dtype, gpu_available
+from gaprune_tui.core.devices import (
+    CPU_DEFAULTS,
+    default_config,
+    expected_dtype,
+    gpu_available,
+    gpu_count,
+)
 from gaprune_tui.core.errors import ConfigError, GapruneError
 from gaprune_tui.core.estimate import TimingSample, estimate_cost, measure_timings
 from gaprune_tui.core.store import RunStore
 from gaprune_tui.ui.messages import CacheScanned, ModelInspected, TimingsMeasured
 from gaprune_tui.ui.screens.setup_fields import (
     FORM_FIELDS,
+    OFF,
     OVERRIDE_FIELDS,
     SIZE_FIELDS,
     ConfigValue,
     FieldGroup,
+    FormField,
     fields_of,
     text_input,
 )
@@ -65,6 +78,35 @@ def cpu_note() -> str:
         f"minutes here (the method uses {method.population}, {method.generations} and "
         f"{method.limit})."
     )
+
+
+def ray_address(config: RunConfig) -> str | None:
+    """The Ray cluster address a config joins (not ``local`` or ``auto``), else None."""
+    return None if config.ray in (None, "local", "auto") else config.ray
+
+
+def validated(config: RunConfig) -> RunConfig:
+    """``config.validate()`` but for a Ray address's connection check (``ray_address``), which
+    can wait seconds on the network: the screen runs that one in a thread worker."""
+    address = ray_address(config)
+    if address is None:
+        return config.validate()
+    config.ray = None
+    try:
+        config.validate()
+    finally:
+        config.ray = address
+    return config
+
+
+def ray_check(address: str) -> str | None:
+    """Whether a Ray cluster answers at ``address``: ``RunConfig.validate``'s one-line error, or
+    None (run in a thread: a connection attempt)."""
+    try:
+        RunConfig(ray=address).validate()
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def describe_model(info: modelinfo.ModelInfo) -> str:
@@ -101,6 +143,11 @@ class SetupScreen(Screen[None]):
     def __init__(self, config: RunConfig | None = None) -> None:
         super().__init__(id="setup")
         self.scaled_for_cpu = config is None and not gpu_available()
+        # ``--devices`` is offered only where there is more than one GPU to share a search.
+        self.gpus = gpu_count()
+        # The last Ray address checked and its error (None: a cluster answered).
+        self.ray_checked: tuple[str, str | None] | None = None
+        self._ray_probing: str | None = None
         self.base = config if config is not None else default_config()
         self.model_info: modelinfo.ModelInfo | None = None
         self.model_error: str | None = None
@@ -164,15 +211,26 @@ class SetupScreen(Screen[None]):
     def _text(self, ident: str, placeholder: str, value: str = "") -> Input:
         return text_input(ident, value, placeholder, blink=self._blink)
 
+    def _offered(self, spec: FormField) -> bool:
+        """Whether the form shows a field on this machine (devices: only with several GPUs)."""
+        return spec.ident != "devices" or self.gpus > 1
+
     def _grid(self, group: FieldGroup) -> Grid:
         """A group's fields as label/widget pairs, two pairs a row (a blank pair fills the last)."""
-        cells: list[Label | Input | Select[str]] = []
+        cells: list[Widget] = []
+        shown = 0
+        labels = {OFF: "off (device)", "all": f"all {self.gpus} GPUs"}
         for spec in fields_of(group):
-            cells += [
+            pair = [
                 Label(spec.label, classes=f"label-{spec.ident}"),
-                spec.widget(getattr(self.base, spec.attr), blink=self._blink),
+                spec.widget(getattr(self.base, spec.attr), blink=self._blink, labels=labels),
             ]
-        if len(cells) % 4:
+            offered = self._offered(spec)
+            for cell in pair:
+                cell.display = offered
+            shown += offered
+            cells += pair
+        if shown % 2:
             cells += [Label(""), Label("")]
         return Grid(*cells, classes="params")
 
@@ -215,7 +273,11 @@ class SetupScreen(Screen[None]):
         for spec in FORM_FIELDS:
             value = getattr(config, spec.attr)
             if spec.kind == "choice":
-                self.query_one(f"#{spec.ident}", Select).value = value
+                choice, text = spec.to_widgets(value)
+                self.query_one(f"#{spec.ident}", Select).value = choice
+                if spec.typed:
+                    self.query_one(f"#{spec.typed_ident}", Input).value = text
+                    self._show_typed(spec)
             else:
                 self.query_one(f"#{spec.ident}", Input).value = spec.format(value)
         self.override_task = None
@@ -241,14 +303,26 @@ class SetupScreen(Screen[None]):
             if spec.ident == hidden:
                 # Not shown, not read: a single search has no range, a Pareto one keeps prune.
                 values[spec.attr] = None if spec.kind == "range" else getattr(self.base, spec.attr)
+            elif not self._offered(spec):
+                values[spec.attr] = getattr(self.base, spec.attr)  # kept as loaded
             elif spec.kind == "choice":
-                values[spec.attr] = self.query_one(f"#{spec.ident}", Select).value
+                values[spec.attr] = self._read_choice(spec)
             else:
                 values[spec.attr] = spec.parse(self.query_one(f"#{spec.ident}", Input).value)
         config = dataclasses.replace(
             self.base, tasks=specs, include_path=list(self.base.include_path), **values
         )
-        return config.validate()
+        return validated(config)
+
+    def _read_choice(self, spec: FormField) -> ConfigValue:
+        choice = str(self.query_one(f"#{spec.ident}", Select).value)
+        text = self.query_one(f"#{spec.typed_ident}", Input).value if spec.typed else ""
+        return spec.from_widgets(choice, text)
+
+    def _show_typed(self, spec: FormField) -> None:
+        """A choice's text box (Ray address, device list) shows only while its choice is picked."""
+        choice = self.query_one(f"#{spec.ident}", Select).value
+        self.query_one(f"#{spec.typed_ident}", Input).display = choice == spec.typed
 
     def _objective(self) -> str:
         return str(self.query_one("#objective", Select).value)
@@ -311,6 +385,8 @@ class SetupScreen(Screen[None]):
                     config.check_layers(self.model_info.n_layers)  # type: ignore[union-attr]
                 except ConfigError as exc:
                     error = str(exc)
+        if error is None and config is not None:
+            error = self._ray_error(config)
         self.config = config
         self.form_error = error
         if self.launching is not None:
@@ -321,6 +397,19 @@ class SetupScreen(Screen[None]):
             self._status("Ready: F5 starts the search.")
         self.query_one("#start", Button).disabled = error is not None
         self._show_cost()
+
+    def _ray_error(self, config: RunConfig) -> str | None:
+        """The Ray address's check (see the module docstring): its error, "checking" while the
+        thread worker asks, None once a cluster answered."""
+        address = ray_address(config)
+        if address is None:
+            return None
+        if self.ray_checked is not None and self.ray_checked[0] == address:
+            return self.ray_checked[1]
+        if self._ray_probing != address:
+            self._ray_probing = address
+            self._probe_ray(address)
+        return "checking the Ray address…"
 
     def _status(self, markup: str, *, error: bool = False) -> None:
         """The line above the buttons: whether Start can go, and why not."""
@@ -352,7 +441,7 @@ class SetupScreen(Screen[None]):
         if config is None:
             cost.update("Cost: fix the form to see what the search costs.")
             return
-        est = estimate_cost(config, self.samples.get(config.model, []))
+        est = estimate_cost(config, self.samples.get(config.model, []), gpus=self.gpus)
         cost.update(f"Cost here: {est.text()}")
 
     # ---- events --------------------------------------------------------------------------------------
@@ -391,6 +480,9 @@ class SetupScreen(Screen[None]):
             self._show_model_line()
         elif event.select.id == "objective":
             self._show_size_field()
+        typed = next((f for f in FORM_FIELDS if f.typed and f.ident == event.select.id), None)
+        if typed is not None:
+            self._show_typed(typed)
         self.revalidate()
 
     @on(OptionList.OptionSelected, "#cache-models")
@@ -489,6 +581,17 @@ class SetupScreen(Screen[None]):
         for info in message.models:
             options.add_option(Option(describe_model(info), id=info.name))
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="ray-probe")
+    def _probe_ray(self, address: str) -> None:
+        error = ray_check(address)
+        self.app.call_from_thread(self._ray_probed, address, error)
+
+    def _ray_probed(self, address: str, error: str | None) -> None:
+        self.ray_checked = (address, error)
+        if self._ray_probing == address:
+            self._ray_probing = None
+        self.revalidate()
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="task-names")
     def _load_task_names(self) -> None:
         names = set(tasknames.known_task_names())
@@ -522,7 +625,7 @@ class SetupScreen(Screen[None]):
     def action_load(self) -> None:
         path = self._config_path()
         try:
-            config = RunConfig.load(path).validate()
+            config = validated(RunConfig.load(path))
         except ConfigError as exc:
             self.notify(f"not loaded: {exc}", severity="error")
             return

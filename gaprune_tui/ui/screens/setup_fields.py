@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from textual.containers import Horizontal
 from textual.validation import Function, Integer, Number, Validator
+from textual.widget import Widget
 from textual.widgets import Input, Select
 
 from gaprune_tui.core.config import (
@@ -39,6 +41,12 @@ RANGE_HINT = "MIN:MAX, e.g. 2:8"
 # Which of the two "how many layers" fields the form shows, by objective (the other is hidden and
 # not read): one k for a single-objective search, a range of k for a Pareto one.
 SIZE_FIELDS = {"single": "prune", "pareto": "prune-range"}
+# The choice an optional choice field shows for None (the config's "not set").
+OFF = "off"
+WORKERS_HINT = (
+    "worker processes, each with its own model copy: on one CPU they split its cores (no faster "
+    "than 1); with ray, the number of actors (1: one per GPU of the cluster)"
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,31 @@ class FormField:
     optional: bool = False  # an empty field means None (the config's "not set")
     placeholder: str = ""
     choices: tuple[str, ...] = ()
+    # The choice that takes a typed value (a Ray address, a device list): picking it shows a text
+    # box ``typed_ident`` next to the choice, whose text is the config's value.
+    typed: str = ""
+    tooltip: str = ""
+
+    @property
+    def typed_ident(self) -> str:
+        """The id of the text box of a choice with a typed value."""
+        return f"{self.ident}-{self.typed}"
+
+    def to_widgets(self, value: ConfigValue) -> tuple[str, str]:
+        """A choice field's config value as (the choice shown, the typed text)."""
+        if value is None and self.optional:
+            return OFF, ""
+        if str(value) in self.choices or not self.typed:
+            return str(value), ""
+        return self.typed, self.format(value)
+
+    def from_widgets(self, choice: str, text: str) -> ConfigValue:
+        """The config's value from a choice field's choice and typed text (``to_widgets`` back)."""
+        if choice == OFF and self.optional:
+            return None
+        if self.typed and choice == self.typed:
+            return text.strip()
+        return choice
 
     def format(self, value: ConfigValue) -> str:
         """The config's value as the field's text."""
@@ -84,17 +117,31 @@ class FormField:
                 ) from None
         return text
 
-    def widget(self, value: ConfigValue, *, blink: bool = True) -> Input | Select[str]:
-        """A compact widget for this field, showing ``value``."""
+    def widget(
+        self,
+        value: ConfigValue,
+        *,
+        blink: bool = True,
+        labels: dict[str, str] | None = None,
+    ) -> Widget:
+        """A compact widget for this field, showing ``value``; ``labels`` names some choices."""
         if self.kind == "choice":
-            return Select(
-                [(c, c) for c in self.choices],
-                value=str(value),
+            choice, text = self.to_widgets(value)
+            names = labels or {}
+            select = Select(
+                [(names.get(c, c), c) for c in self.choices],
+                value=choice,
                 allow_blank=False,
                 id=self.ident,
                 compact=True,
+                tooltip=self.tooltip or None,
             )
-        return text_input(
+            if not self.typed:
+                return select
+            typed = text_input(self.typed_ident, text, self.placeholder, blink=blink)
+            typed.display = choice == self.typed
+            return Horizontal(select, typed, classes="typed-choice")
+        widget = text_input(
             self.ident,
             self.format(value),
             self.placeholder,
@@ -102,6 +149,8 @@ class FormField:
             validators=self.validators,
             optional=self.optional,
         )
+        widget.tooltip = self.tooltip or None
+        return widget
 
 
 def text_input(
@@ -203,6 +252,32 @@ FORM_FIELDS: tuple[FormField, ...] = (
     ),
     _choice("dtype", DTYPE_CHOICES, "hardware"),
     _choice("scorer", SCORER_CHOICES, "hardware"),
+    dataclasses.replace(_int("workers", "workers", "workers", 1, "hardware"), tooltip=WORKERS_HINT),
+    # Shown only where more than one GPU is found (the screen hides it otherwise).
+    FormField(
+        "devices",
+        "devices",
+        "devices",
+        "choice",
+        "hardware",
+        optional=True,
+        choices=(OFF, "all", "list"),
+        typed="list",
+        placeholder="cuda:0,cuda:1",
+        tooltip="one worker process per GPU, each holding the model; off: the device field only",
+    ),
+    FormField(
+        "ray",
+        "ray",
+        "ray",
+        "choice",
+        "hardware",
+        optional=True,
+        choices=(OFF, "local", "auto", "address"),
+        typed="address",
+        placeholder="HOST:PORT",
+        tooltip="Ray actors: local starts an instance here, auto joins this machine's cluster",
+    ),
 )
 
 
