@@ -128,6 +128,53 @@ def _best_baseline(
     }
 
 
+def _setup_part(setup: Setup) -> dict[str, Any]:
+    """What the run scored with: the model, its dtype and device, the tasks, the fitness kind and
+    the calibration text."""
+    loaded, kind = setup.loaded, setup.config.fitness
+    return {
+        "model": loaded.name,
+        "model_source": str(loaded.source),
+        "n_layers": loaded.n_layers,
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "dtype_reason": loaded.dtype_reason,
+        "device": loaded.device.type,
+        "tasks": [
+            {"name": t.name, "metric": t.metric, "num_fewshot": t.num_fewshot, "limit": t.limit}
+            for t in setup.taskset.tasks
+        ],
+        "fitness_kind": kind,
+        "fitness_function": kind,
+        "higher_is_better": fitness_kinds.higher_is_better(kind),
+        "calibration": {
+            "spec": setup.calibration.spec,
+            "description": setup.calibration.description,
+            "tokens": int(setup.calibration.input_ids.numel()),
+        },
+    }
+
+
+def _pareto_result(
+    store: RunStore,
+    config: RunConfig,
+    base: BaseScores,
+    references: list[ReferenceScored],
+    confirmations: list[GenomeConfirmed],
+    per_layer: list[int],
+) -> tuple[pareto.FrontPoint | None, dict[str, Any]]:
+    """A Pareto run's knee (its recommendation; every k stays exportable with ``--k``) and its
+    result.json keys: objective, range, knee_k and the front's rows."""
+    front = pareto_front(store, config)
+    knee = pareto.knee(front, config.fitness)
+    rows = _front_rows(front, knee, confirmations, references, config.fitness, base, per_layer)
+    return knee, {
+        "objective": config.objective,
+        "prune_range": config.prune_range,
+        "knee_k": knee.k if knee is not None else None,
+        "front": rows,
+    }
+
+
 def recommended(
     ranked: list[Evaluation], confirmations: list[GenomeConfirmed]
 ) -> tuple[list[int], str]:
@@ -157,16 +204,11 @@ def build_result(
     pick, picked_by = recommended(ranked, confirmations)
     pareto_part: dict[str, Any] = {"objective": config.objective}
     if config.pareto:
-        # A Pareto run recommends its front's knee; every k stays exportable (``--k``).
-        front = pareto_front(store, config)
-        knee = pareto.knee(front, kind)
+        knee, pareto_part = _pareto_result(
+            store, config, base, references, confirmations, per_layer
+        )
         if knee is not None:
             pick, picked_by = knee.dropped, "knee"
-        pareto_part.update(
-            prune_range=config.prune_range,
-            knee_k=knee.k if knee is not None else None,
-            front=_front_rows(front, knee, confirmations, references, kind, base, per_layer),
-        )
     best = next((e for e in ranked if e.dropped == pick), ranked[0])
     base_conf = next((c for c in confirmations if c.role == "base"), None)
     finalist_rows, baseline_rows = _reference_rows(
@@ -174,24 +216,7 @@ def build_result(
     )
     return {
         "run_id": store.id,
-        "model": loaded.name,
-        "model_source": str(loaded.source),
-        "n_layers": loaded.n_layers,
-        "dtype": str(loaded.dtype).removeprefix("torch."),
-        "dtype_reason": loaded.dtype_reason,
-        "device": loaded.device.type,
-        "tasks": [
-            {"name": t.name, "metric": t.metric, "num_fewshot": t.num_fewshot, "limit": t.limit}
-            for t in setup.taskset.tasks
-        ],
-        "fitness_kind": kind,
-        "fitness_function": kind,
-        "higher_is_better": fitness_kinds.higher_is_better(kind),
-        "calibration": {
-            "spec": setup.calibration.spec,
-            "description": setup.calibration.description,
-            "tokens": int(setup.calibration.input_ids.numel()),
-        },
+        **_setup_part(setup),
         **pareto_part,
         "picked_by": picked_by,
         "search_best": ranked[0].dropped,
