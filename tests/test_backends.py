@@ -433,7 +433,7 @@ def test_every_worker_gone_ends_the_generation_with_workers_gone() -> None:
 
     backend = LocalWorkers(RunConfig(fitness="squared_mean").validate(), ["cpu", "cpu"])
     try:
-        for p in backend.procs:
+        for p in backend.workers:
             os.kill(p.process.pid, signal.SIGKILL)
         seen: list[Any] = []
         with pytest.raises(WorkersGone, match="every worker is gone"):
