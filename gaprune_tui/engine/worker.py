@@ -515,7 +515,9 @@ class Worker:
 def configure_logging(fmt: str | None = None, stream: TextIO | None = None) -> None:
     """Log at INFO with ``fmt`` to ``stream`` (None: Python's default format, stderr), with the
     libraries' chatter quieted: the same for the engine, its worker processes and Ray actors."""
-    logging.basicConfig(level=logging.INFO, format=fmt, stream=stream, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format=fmt or logging.BASIC_FORMAT, stream=stream, force=True
+    )
     # lm-eval logs and draws progress bars on every evaluate() call: one genome would flood the log.
     for noisy in ("lm_eval", "lm-eval", "datasets", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
