@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from fake_engine import FakeEngine, fake_store, populate
 from rich.console import Console
+from test_tui_setup import config_file
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Input, Label, Select, Sparkline, Static
 from tui_wait import opened, settle, until
@@ -334,9 +335,7 @@ async def test_setup_loads_a_pareto_config_into_the_form(tmp_path: Path) -> None
     path = tmp_path / "pareto.toml"
     RunConfig(objective="pareto", prune_range=[3, 7], fitness="mean").validate().save(path)
     async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
-        screen.query_one("#config-path", Input).value = str(path)
-        await pilot.press("f3")
-        await settle(pilot)
+        await config_file(pilot, screen, path, "f3")
         assert screen.query_one("#prune-range", Input).value == "3:7"
         assert screen.query_one("#prune-range", Input).display
         assert not screen.query_one("#prune", Input).display

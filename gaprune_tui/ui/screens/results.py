@@ -118,15 +118,35 @@ class ResultRow:
         return cells
 
 
+@dataclass
+class _Lookup:
+    """What a row of either table reads about a genome: its search evaluation, its confirmation
+    and its export rank (its place in the pick order)."""
+
+    by_genome: dict[tuple[int, ...], Evaluation]
+    confirmed: dict[tuple[int, ...], GenomeConfirmed]
+    order: list[list[int]]
+
+    @classmethod
+    def of(cls, ranked: list[Evaluation], view: RunView) -> _Lookup:
+        return cls(
+            by_genome={tuple(e.dropped): e for e in ranked},
+            confirmed={tuple(c.dropped): c for c in view.confirmations if c.role != "base"},
+            order=fitness_kinds.pick_order([e.dropped for e in ranked], view.confirmations),
+        )
+
+    def rank(self, dropped: list[int]) -> int | None:
+        return self.order.index(dropped) + 1 if dropped in self.order else None
+
+
 def result_rows(ranked: list[Evaluation], view: RunView, limit: int) -> list[ResultRow]:
     """The search's genomes in pick order (confirmed finalists first, by confirmed score), then
     the baselines as reference rows."""
-    by_genome = {tuple(e.dropped): e for e in ranked}
-    confirmed = {tuple(c.dropped): c for c in view.confirmations if c.role != "base"}
-    order = fitness_kinds.pick_order([e.dropped for e in ranked], view.confirmations)
+    known = _Lookup.of(ranked, view)
+    confirmed = known.confirmed
     rows = []
-    for rank, dropped in enumerate(order[:limit], start=1):
-        ev = by_genome.get(tuple(dropped))
+    for rank, dropped in enumerate(known.order[:limit], start=1):
+        ev = known.by_genome.get(tuple(dropped))
         rows.append(
             ResultRow(
                 label=str(rank),
@@ -139,12 +159,11 @@ def result_rows(ranked: list[Evaluation], view: RunView, limit: int) -> list[Res
             )
         )
     for ref in view.references.values():
-        ref_rank = order.index(ref.dropped) + 1 if ref.dropped in order else None
         rows.append(
             ResultRow(
                 label=f"ref {ref.name}",
                 dropped=list(ref.dropped),
-                rank=ref_rank,
+                rank=known.rank(ref.dropped),
                 fitness=ref.fitness,
                 scores=ref.scores,
                 confirmation=confirmed.get(tuple(ref.dropped)),
@@ -159,22 +178,20 @@ def front_rows(
 ) -> list[ResultRow]:
     """A Pareto run's front, one row per k (sorted by k), each with its search scores, its
     confirmation (a Pareto run confirms one member per k) and its export rank."""
-    by_genome = {tuple(e.dropped): e for e in ranked}
-    confirmed = {tuple(c.dropped): c for c in view.confirmations if c.role != "base"}
-    order = fitness_kinds.pick_order([e.dropped for e in ranked], view.confirmations)
+    known = _Lookup.of(ranked, view)
     rows = []
     for point in sorted(front, key=lambda p: p.k):
         dropped = list(point.dropped)
-        ev = by_genome.get(tuple(dropped))
+        ev = known.by_genome.get(tuple(dropped))
         role = "knee" if point.k == knee else ("dominated" if point.dominated else "front")
         rows.append(
             ResultRow(
                 label=str(point.k),
                 dropped=dropped,
-                rank=order.index(dropped) + 1 if dropped in order else None,
+                rank=known.rank(dropped),
                 fitness=point.fitness,
                 scores=ev.scores if ev else {},
-                confirmation=confirmed.get(tuple(dropped)),
+                confirmation=known.confirmed.get(tuple(dropped)),
                 note=f"front member with {fmt.plural(point.k, 'layer')} dropped ({role})",
                 k=point.k,
                 knee=point.k == knee,

@@ -14,14 +14,7 @@ from rich.text import Text
 
 from gaprune_tui.core import format as fmt
 from gaprune_tui.ui.widgets.legend import append_legend
-from gaprune_tui.ui.widgets.text_plot import (
-    DIM,
-    TextPlot,
-    append_category_axis,
-    append_empty,
-    append_value_tick,
-    row_of,
-)
+from gaprune_tui.ui.widgets.text_plot import DIM, TextPlot, row_of
 
 GLYPH_BEST = "●"
 GLYPH_MEAN = "○"
@@ -31,6 +24,8 @@ Y_LABEL = 8
 
 class FitnessChart(TextPlot):
     """Best and mean fitness per generation; ``set_series`` replaces the data."""
+
+    y_label = Y_LABEL
 
     def __init__(
         self, *, plot_height: int = 6, id: str | None = None, classes: str | None = None
@@ -70,7 +65,7 @@ class FitnessChart(TextPlot):
         n = len(best)
         height = self.plot_height
         if n == 0:
-            append_empty(text, height, Y_LABEL)
+            self.append_empty(text)
             return text
         # A KL or perplexity run with --invalid zero scores invalid genomes +inf, so a
         # generation's mean can be +inf: the scale and the points are the finite values only.
@@ -93,7 +88,7 @@ class FitnessChart(TextPlot):
         for r in range(height):
             edge = r in (0, height - 1)
             label = fmt.score(self.sign * (hi if r == 0 else lo)) if edge else ""
-            append_value_tick(text, label, edge, Y_LABEL)
+            self.append_value_tick(text, label, edge)
             for c, glyph in enumerate(grid[r]):
                 kind = kinds[r][c]
                 text.append(
@@ -105,5 +100,5 @@ class FitnessChart(TextPlot):
             text.append("\n")
         ticks = {g * step + step // 2 for g in range(n)}
         labels = "".join(str(g).center(step) for g in range(n)) + "  generation"
-        append_category_axis(text, ticks, n * step, labels, Y_LABEL)
+        self.append_category_axis(text, ticks, n * step, labels)
         return text

@@ -20,14 +20,7 @@ from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core.pareto import FrontPoint
 from gaprune_tui.ui.widgets.legend import append_legend
-from gaprune_tui.ui.widgets.text_plot import (
-    DIM,
-    TextPlot,
-    append_category_axis,
-    append_empty,
-    append_value_tick,
-    row_of,
-)
+from gaprune_tui.ui.widgets.text_plot import DIM, TextPlot, row_of
 
 GLYPH_FRONT = "●"
 GLYPH_DOMINATED = "○"
@@ -41,6 +34,7 @@ class FrontPlot(TextPlot):
     """The front after each generation; ``set_fronts`` replaces the data."""
 
     default_width = 80
+    y_label = Y_LABEL
 
     def __init__(
         self, *, plot_height: int = 7, id: str | None = None, classes: str | None = None
@@ -103,7 +97,7 @@ class FrontPlot(TextPlot):
         height = self.plot_height
         latest = self.fronts[-1] if self.fronts else []
         if not latest or not self.ks:
-            append_empty(text, height, Y_LABEL)
+            self.append_empty(text)
             return text
         sign = 1.0 if fitness_kinds.higher_is_better(self.kind) else -1.0
         values = [sign * p.fitness for f in self.fronts for p in f if math.isfinite(p.fitness)]
@@ -134,10 +128,10 @@ class FrontPlot(TextPlot):
         for r, cells in enumerate(grid):
             edge = r in (0, height - 1)
             label = fmt.score(sign * (hi if r == 0 else lo)) if edge else ""
-            append_value_tick(text, label[-(Y_LABEL - 1) :], edge, Y_LABEL)
+            self.append_value_tick(text, label[-(Y_LABEL - 1) :], edge)
             for glyph, style in cells:
                 text.append(glyph, styles[style] if style else Style())
             text.append("\n")
         labels = "".join(str(k).center(step) for k in self.ks) + "  layers dropped"
-        append_category_axis(text, set(column.values()), len(self.ks) * step, labels, Y_LABEL)
+        self.append_category_axis(text, set(column.values()), len(self.ks) * step, labels)
         return text

@@ -26,30 +26,6 @@ def row_of(value: float, lo: float, hi: float, height: int) -> int:
     return height - 1 - round((value - lo) / (hi - lo) * (height - 1))
 
 
-def append_empty(text: Text, height: int, y_label: int) -> None:
-    """The bare axes and a note, for a plot with nothing to draw yet."""
-    for _ in range(height):
-        text.append(" " * (y_label - 1) + "│\n", DIM)
-    text.append(" " * (y_label - 1) + "└" + "─" * 10 + "\n", DIM)
-    text.append(" " * y_label + "no generation finished yet", DIM)
-
-
-def append_value_tick(text: Text, label: str, edge: bool, y_label: int) -> None:
-    """The value axis of one row: ``label`` right-aligned, ``┤`` on an edge row, else ``│``."""
-    text.append(label.rjust(y_label - 1), DIM)
-    text.append("┤" if edge else "│", DIM)
-
-
-def append_category_axis(
-    text: Text, ticks: Collection[int], length: int, labels: str, y_label: int
-) -> None:
-    """The bottom axis, ``length`` columns long with ``┬`` at ``ticks``, then ``labels``."""
-    text.append(" " * (y_label - 1) + "└", DIM)
-    text.append("".join("┬" if c in ticks else "─" for c in range(length)), DIM)
-    text.append("\n" + " " * y_label)
-    text.append(labels, DIM)
-
-
 class TextPlot(Widget):
     """A plot ``plot_height`` rows high plus its title and axis lines; repainted when the theme
     changes (its colours come from the theme). Subclasses draw it in ``render_text``."""
@@ -61,6 +37,7 @@ class TextPlot(Widget):
     }
     """
     default_width = 60  # before the first layout gives the widget its width
+    y_label = 8  # columns left of the plot: the value labels and the axis
 
     def __init__(
         self, *, plot_height: int, id: str | None = None, classes: str | None = None
@@ -84,3 +61,24 @@ class TextPlot(Widget):
         """The theme's colour ``name`` (a ``bitmap-*`` variable), or the built-in default."""
         variables = getattr(self.app, "theme_variables", {}) or {}
         return variables.get(name) or BITMAP_DEFAULTS[name]
+
+    def append_empty(self, text: Text) -> None:
+        """The bare axes and a note, for a plot with nothing to draw yet."""
+        for _ in range(self.plot_height):
+            text.append(" " * (self.y_label - 1) + "│\n", DIM)
+        text.append(" " * (self.y_label - 1) + "└" + "─" * 10 + "\n", DIM)
+        text.append(" " * self.y_label + "no generation finished yet", DIM)
+
+    def append_value_tick(self, text: Text, label: str, edge: bool) -> None:
+        """The value axis of one row: ``label`` right-aligned, ``┤`` on an edge row, else ``│``."""
+        text.append(label.rjust(self.y_label - 1), DIM)
+        text.append("┤" if edge else "│", DIM)
+
+    def append_category_axis(
+        self, text: Text, ticks: Collection[int], length: int, labels: str
+    ) -> None:
+        """The bottom axis, ``length`` columns long with ``┬`` at ``ticks``, then ``labels``."""
+        text.append(" " * (self.y_label - 1) + "└", DIM)
+        text.append("".join("┬" if c in ticks else "─" for c in range(length)), DIM)
+        text.append("\n" + " " * self.y_label)
+        text.append(labels, DIM)
