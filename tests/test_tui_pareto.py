@@ -87,7 +87,7 @@ def test_fake_pareto_run_writes_the_contract() -> None:
     follower = Follower(store)
     follower.poll()
     view = follower.view
-    assert view.pareto and view.prune_range == RANGE
+    assert view.pareto and view.started.prune_range == RANGE
     assert len(view.fronts) == len(view.hypervolumes) == 4  # generations 0..3
     assert view.hypervolumes == sorted(view.hypervolumes)  # cumulative: never shrinks
     assert view.hypervolumes[-1] > view.hypervolumes[0]
