@@ -38,20 +38,12 @@ KS = (2, 4, 6, 8)
 def run_search(bench: Any, kind: str, **shape: Any) -> tuple[list[tuple[list[int], float]], int]:
     """One search with the given shape: every (dropped, fitness) it evaluated, in order, and the
     number of distinct genomes."""
-    from bench_quality import FIT_TASKS, PROTECT, Counting
+    from bench_quality import Counting, search_config
 
-    from gaprune_tui.core.config import RunConfig, TaskSpec
     from gaprune_tui.core.events import EvaluationFinished
     from gaprune_tui.engine.search import Search
 
-    config = RunConfig(
-        tasks=[TaskSpec(t) for t in FIT_TASKS],
-        limit=20,
-        protect=PROTECT,
-        fitness=kind,
-        seed=0,
-        **shape,
-    ).validate()
+    config = search_config(kind, **shape)
     counting = Counting(bench.kl if kind in ("kl", "ppl") else bench.task20)
     seen: list[tuple[list[int], float]] = []
     for event in Search(config, bench.n, counting).run():

@@ -40,7 +40,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gaprune_tui.core.config import RunConfig
 
 FIT_TASKS = ("hellaswag_offline", "openbookqa_offline")
 HOLDOUT_TASKS = ("arc_easy_offline", "piqa_offline", "winogrande_offline")
@@ -289,22 +292,23 @@ class Counting:
         return out
 
 
+def search_config(kind: str, **shape: Any) -> RunConfig:
+    """A search's config over the fitness tasks at 20 items (``shape``: its size and budget),
+    seed 0: the one the GA benches here and in bench_pareto run."""
+    from gaprune_tui.core.config import RunConfig, TaskSpec
+
+    tasks = [TaskSpec(t) for t in FIT_TASKS]
+    return RunConfig(
+        tasks=tasks, limit=20, protect=PROTECT, fitness=kind, seed=0, **shape
+    ).validate()
+
+
 def run_ga(bench: Bench, k: int, kind: str) -> dict[str, Any]:
     """The GA at the Setup screen's CPU defaults (population 8, 3 generations, seed 0)."""
-    from gaprune_tui.core.config import RunConfig, TaskSpec
     from gaprune_tui.core.events import SearchFinished
     from gaprune_tui.engine.search import Search
 
-    config = RunConfig(
-        tasks=[TaskSpec(t) for t in FIT_TASKS],
-        limit=20,
-        prune=k,
-        protect=PROTECT,
-        population=8,
-        generations=3,
-        fitness=kind,
-        seed=0,
-    ).validate()
+    config = search_config(kind, prune=k, population=8, generations=3)
     counting = Counting(bench.task20 if kind in ("squared_mean", "mean") else bench.kl)
     final = None
     for event in Search(config, bench.n, counting).run():

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
+
+from gaprune_tui.core.store import RunStore
 
 
 def cli(
@@ -21,3 +26,14 @@ def cli(
         timeout=timeout,
         env={**os.environ, **extra, **(env or {})},
     )
+
+
+def run_in_home(
+    home: Path, model: Path, *args: str, timeout: float = 300
+) -> tuple[dict[str, Any], RunStore]:
+    """A run to its end in its own GAPRUNE_HOME (its own memo): result.json and its store."""
+    env = {"GAPRUNE_HOME": str(home)}
+    proc = cli("run", "--model", str(model), *args, "--json", env=env, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (home / "data" / "runs").iterdir()
+    return json.loads(proc.stdout), RunStore(run_dir)

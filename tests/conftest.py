@@ -43,3 +43,12 @@ def cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
 def deterministic(monkeypatch: pytest.MonkeyPatch) -> None:
     """Screens drawn the same every time (no ETA, no blinking), for snapshots."""
     monkeypatch.setenv("GAPRUNE_TUI_DETERMINISTIC", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny12(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 12-layer tiny Llama, built once per module: enough droppable layers that a run's
+    generations are mostly fresh genomes, for the end-to-end CLI tests."""
+    from tiny_models import build_tiny  # torch: only for the tests that ask for it
+
+    return build_tiny("llama", tmp_path_factory.mktemp("tiny12") / "llama", n_layers=12)

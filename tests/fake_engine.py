@@ -548,31 +548,10 @@ class FakeEngine:
         return offspring, [i for i, c in enumerate(changed) if c]
 
 
-def populate(
-    store: RunStore,
-    *,
-    generations: int = 3,
-    population: int = 8,
-    n_layers: int = 30,
-    prune: int = 4,
-    protect: int = 2,
-    seed: int = 0,
-    finished: bool = True,
-    faithful: bool = False,
-) -> FakeEngine:
-    """Write a whole search into ``store``; with ``finished=False`` it stays running (no ending);
-    ``faithful`` as in ``FakeEngine``."""
-    engine = FakeEngine(
-        store,
-        generations=generations,
-        population=population,
-        n_layers=n_layers,
-        prune=prune,
-        protect=protect,
-        seed=seed,
-        finished=finished,
-        faithful=faithful,
-    )
+def populate(store: RunStore, **options: Any) -> FakeEngine:
+    """Write a whole search into ``store``; ``options`` are ``FakeEngine``'s (with
+    ``finished=False`` it stays running: no ending; ``faithful`` as there)."""
+    engine = FakeEngine(store, **options)
     engine.run()
     return engine
 

@@ -12,20 +12,19 @@ import json
 import os
 import random
 import signal
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_run import cli
-from tiny_models import build_tiny
+from cli_run import cli, run_in_home
+from test_cli import kill_engine, pause_unpause_stop, start_detached_args
 from tui_wait import wait_until
 
 from gaprune_tui.core import events
 from gaprune_tui.core.config import RunConfig, backend_label
 from gaprune_tui.core.errors import ConfigError
-from gaprune_tui.core.store import RunStore
+from gaprune_tui.core.store import RunStore, pid_alive
 from gaprune_tui.engine.backends import Backend, Dispatched, Done, Job, Scheduler
 from gaprune_tui.engine.search import Outcome, Search, fitness_of
 
@@ -194,19 +193,6 @@ TASK = ["--fitness", "squared_mean", "--tasks", "hellaswag_offline", "--limit", 
 SAME_KEYS = ("dropped_layers", "fitness", "evaluations", "cache_hits", "hall_of_fame", "baselines")
 
 
-@pytest.fixture(scope="module")
-def tiny12(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny("llama", tmp_path_factory.mktemp("tiny12") / "llama", n_layers=12)
-
-
-def run_in_home(home: Path, model: Path, *args: str) -> tuple[dict[str, Any], RunStore]:
-    """A run to its end in its own GAPRUNE_HOME (its own memo): result.json and its store."""
-    proc = cli("run", "--model", str(model), *args, "--json", env={"GAPRUNE_HOME": str(home)})
-    assert proc.returncode == 0, proc.stderr
-    (run_dir,) = (home / "data" / "runs").iterdir()
-    return json.loads(proc.stdout), RunStore(run_dir)
-
-
 def rows(store: RunStore) -> list[tuple[Any, ...]]:
     """The evaluation rows as the store ranks and shows them, in the order they were written."""
     return [
@@ -221,19 +207,33 @@ def assert_same_run(a: tuple[dict[str, Any], RunStore], b: tuple[dict[str, Any],
     assert [g.population for g in a[1].generations()] == [g.population for g in b[1].generations()]
 
 
-@pytest.fixture(scope="module")
-def in_process_task(
-    tiny12: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[dict[str, Any], RunStore]:
-    return run_in_home(tmp_path_factory.mktemp("inproc-task"), tiny12, *SMALL, *TASK)
+Reference = tuple[dict[str, Any], RunStore]
 
 
 @pytest.fixture(scope="module")
-def in_process_kl(
-    tiny12: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[dict[str, Any], RunStore]:
+def in_process(tiny12: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Reference]:
+    """The in-process run of ``SMALL`` plus the given flags on ``tiny12``: the reference a
+    several-worker run must match, run once per module and flags."""
+    done: dict[tuple[str, ...], Reference] = {}
+
+    def run(*flags: str) -> Reference:
+        if flags not in done:
+            home = tmp_path_factory.mktemp("inproc")
+            done[flags] = run_in_home(home, tiny12, *SMALL, *flags)
+        return done[flags]
+
+    return run
+
+
+@pytest.fixture
+def in_process_task(in_process: Callable[..., Reference]) -> Reference:
+    return in_process(*TASK)
+
+
+@pytest.fixture
+def in_process_kl(in_process: Callable[..., Reference]) -> Reference:
     """The default fitness (KL): continuous values, so any drift between backends would show."""
-    return run_in_home(tmp_path_factory.mktemp("inproc-kl"), tiny12, *SMALL)
+    return in_process()
 
 
 @pytest.mark.slow
@@ -258,16 +258,6 @@ def test_two_workers_kl_same_result_as_in_process(
 
 def worker_pids(store: RunStore) -> dict[str, int]:
     return {e.name: e.pid for e in store.events() if isinstance(e, events.WorkerStatus) and e.pid}
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[-1][:1] != "Z"
 
 
 def busy_worker(store: RunStore, gen: int) -> str | None:
@@ -295,23 +285,45 @@ def kill_busy_worker(store: RunStore, gen: int) -> str:
     return found[0]
 
 
-@pytest.mark.slow
-def test_worker_killed_mid_run_loses_nothing(
-    tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
-) -> None:
-    home = tmp_path / "home"
-    env = {"GAPRUNE_HOME": str(home)}
-    start = cli("run", "--model", str(tiny12), *SMALL, *TASK, "--workers", "2", "--detach", env=env)
+def detached_run(model: Path, home: Path, *flags: str) -> RunStore:
+    """Start a small task run with ``flags`` in its own GAPRUNE_HOME and return its store."""
+    start = cli(
+        "run",
+        "--model",
+        str(model),
+        *SMALL,
+        *TASK,
+        *flags,
+        "--detach",
+        env={"GAPRUNE_HOME": str(home)},
+    )
     assert start.returncode == 0, start.stderr
     (run_dir,) = (home / "data" / "runs").iterdir()
-    store = RunStore(run_dir)
+    return RunStore(run_dir)
+
+
+def kill_one_mid_run(
+    model: Path, tmp_path: Path, reference: tuple[dict[str, Any], RunStore], *flags: str
+) -> tuple[str, dict[str, Any], RunStore]:
+    """A detached run with ``flags`` whose busy worker is killed in generation 1: it must finish
+    with ``reference``'s result and rows and say which worker died. Returns the worker's name,
+    result.json and the store."""
+    store = detached_run(model, tmp_path / "home", *flags)
     killed = kill_busy_worker(store, 1)
     wait_until(lambda: not store.alive(), "the run to end")
     assert store.state == "finished", store.meta().get("error")
     result = json.loads(store.result_path.read_text())
-    assert_same_run(in_process_task, (result, store))
+    assert_same_run(reference, (result, store))
     logs = [e.message for e in store.events() if isinstance(e, events.LogMessage)]
     assert any(m.startswith(f"{killed} (cpu) died") for m in logs), logs
+    return killed, result, store
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_run_loses_nothing(
+    tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
+) -> None:
+    killed, result, store = kill_one_mid_run(tiny12, tmp_path, in_process_task, "--workers", "2")
     assert f"{killed} (cpu) died" in store.log_path.read_text()
     # Every fresh genome was scored once, the one in flight at the kill by the other worker.
     assert sum(result["worker_evaluations"].values()) == result["evaluations"]
@@ -322,44 +334,20 @@ def test_ray_actor_killed_mid_run_loses_nothing(
     tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
 ) -> None:
     """``--ray local`` with 2 actors, one killed mid-genome: the in-process result and rows."""
-    home = tmp_path / "home"
-    env = {"GAPRUNE_HOME": str(home)}
-    flags = ["--ray", "local", "--workers", "2", "--detach"]
-    start = cli("run", "--model", str(tiny12), *SMALL, *TASK, *flags, env=env)
-    assert start.returncode == 0, start.stderr
-    (run_dir,) = (home / "data" / "runs").iterdir()
-    store = RunStore(run_dir)
-    killed = kill_busy_worker(store, 1)
-    wait_until(lambda: not store.alive(), "the run to end")
-    assert store.state == "finished", store.meta().get("error")
-    result = json.loads(store.result_path.read_text())
-    assert_same_run(in_process_task, (result, store))
-    logs = [e.message for e in store.events() if isinstance(e, events.LogMessage)]
-    assert any(m.startswith(f"{killed} (cpu) died") for m in logs), logs
+    flags = ["--ray", "local", "--workers", "2"]
+    _, result, _ = kill_one_mid_run(tiny12, tmp_path, in_process_task, *flags)
     assert result["backend"] == "ray local (2 actors)"
     assert sum(result["worker_evaluations"].values()) == result["evaluations"]
 
 
 @pytest.mark.slow
 def test_pause_and_stop_reach_every_worker(tiny12: Path) -> None:
-    args = [*SMALL, *TASK, "--generations", "200", "--workers", "2", "--detach"]
-    start = cli("run", "--model", str(tiny12), *args)
-    assert start.returncode == 0, start.stderr
-    run_id = start.stdout.strip().splitlines()[-1]
-    store = RunStore.open(run_id)
+    args = [*SMALL, *TASK, "--generations", "200", "--workers", "2"]
+    run_id, store = start_detached_args(tiny12, args)
     wait_until(lambda: len(worker_pids(store)) == 2 and len(store.evaluations()) > 0, "2 workers")
-    assert cli("pause", run_id).returncode == 0
-    wait_until(lambda: store.state == "paused", "the pause")
-    count = len(store.evaluations())
-    time.sleep(1.5)
-    assert len(store.evaluations()) == count, "a paused run evaluates nothing"
-    assert cli("unpause", run_id).returncode == 0
-    wait_until(lambda: len(store.evaluations()) > count, "evaluations after unpause")
-    assert cli("stop", run_id).returncode == 0
-    wait_until(lambda: not store.alive(), "the stop")
-    assert store.state == "stopped"
+    pause_unpause_stop(run_id, store)
     pids = worker_pids(store).values()
-    wait_until(lambda: not any(alive(p) for p in pids), "every worker process to end", 30)
+    wait_until(lambda: not any(pid_alive(p) for p in pids), "every worker process to end", 30)
 
 
 @pytest.mark.slow
@@ -367,18 +355,13 @@ def test_driver_killed_with_workers_busy_resumes_to_the_same_result(
     tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
 ) -> None:
     home = tmp_path / "home"
-    env = {"GAPRUNE_HOME": str(home)}
-    start = cli("run", "--model", str(tiny12), *SMALL, *TASK, "--workers", "2", "--detach", env=env)
-    assert start.returncode == 0, start.stderr
-    (run_dir,) = (home / "data" / "runs").iterdir()
-    store = RunStore(run_dir)
+    store = detached_run(tiny12, home, "--workers", "2")
     wait_until(lambda: busy_worker(store, 1) is not None, "a busy worker in generation 1")
     pids = list(worker_pids(store).values())
-    os.kill(store.meta()["pid"], signal.SIGKILL)
-    wait_until(lambda: store.display_state() == "crashed", "the run to show as crashed", 30)
+    kill_engine(store)
     # Orphaned workers notice their driver is gone and end.
-    wait_until(lambda: not any(alive(p) for p in pids), "the orphaned workers to end", 30)
-    resumed = cli("resume", run_dir.name, "--json", env=env)
+    wait_until(lambda: not any(pid_alive(p) for p in pids), "the orphaned workers to end", 30)
+    resumed = cli("resume", store.id, "--json", env={"GAPRUNE_HOME": str(home)})
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
     for key in ("dropped_layers", "fitness", "hall_of_fame"):
@@ -433,7 +416,7 @@ def test_every_worker_gone_ends_the_generation_with_workers_gone() -> None:
 
     backend = LocalWorkers(RunConfig(fitness="squared_mean").validate(), ["cpu", "cpu"])
     try:
-        for p in backend.procs:
+        for p in backend.workers:
             os.kill(p.process.pid, signal.SIGKILL)
         seen: list[Any] = []
         with pytest.raises(WorkersGone, match="every worker is gone"):

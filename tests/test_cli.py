@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_run import cli
+from cli_run import cli, run_in_home
 from tiny_models import build_tiny
 from tui_wait import wait_until
 
@@ -203,23 +203,13 @@ RESULT_KEYS += ("baselines", "base_confirmation")
 
 
 @pytest.fixture(scope="module")
-def tiny_llama12(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny("llama", tmp_path_factory.mktemp("tiny12") / "llama", n_layers=12)
-
-
-@pytest.fixture(scope="module")
 def uninterrupted(
-    tiny_llama12: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny12: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Any], int]:
     """The same search run start to end in its own GAPRUNE_HOME (its own memo): the result and
     the number of fresh (non-memo) evaluations it made."""
     home = tmp_path_factory.mktemp("uninterrupted-home")
-    env = {"GAPRUNE_HOME": str(home)}
-    proc = cli("run", "--model", str(tiny_llama12), *RESUME_RUN, "--json", env=env, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    (run_dir,) = (home / "data" / "runs").iterdir()
-    store = RunStore(run_dir)
+    result, store = run_in_home(home, tiny12, *RESUME_RUN, timeout=600)
     assert [e.resumed for e in store.events() if isinstance(e, events.RunStarted)] == [False]
     return result, fresh_evaluations(store)
 
@@ -230,6 +220,19 @@ def fresh_evaluations(store: RunStore) -> int:
     return sum(
         1 for e in store.events() if isinstance(e, events.EvaluationFinished) and not e.from_memo
     )
+
+
+def kill_mid_generation(store: RunStore) -> None:
+    """Kill the engine once generation g is checkpointed and g + 1 partly evaluated (g >= 1)."""
+
+    def mid_generation() -> bool:
+        checkpoint = store.last_checkpoint()
+        if checkpoint is None or checkpoint[0] < 1:
+            return False
+        return any(e.generation == checkpoint[0] + 1 for e in store.evaluations())
+
+    wait_until(mid_generation, "generation g + 1 to be partly evaluated")
+    kill_engine(store)
 
 
 def kill_engine(store: RunStore) -> None:
@@ -258,19 +261,10 @@ def resume_and_compare(
 
 
 def test_kill_9_mid_generation_resumes_from_its_checkpoint(
-    tiny_llama12: Path, uninterrupted: tuple[dict[str, Any], int]
+    tiny12: Path, uninterrupted: tuple[dict[str, Any], int]
 ) -> None:
-    run_id, store = start_detached_args(tiny_llama12, RESUME_RUN)
-
-    def mid_generation() -> bool:
-        # Generation g checkpointed and generation g + 1 partly evaluated (g >= 1).
-        checkpoint = store.last_checkpoint()
-        if checkpoint is None or checkpoint[0] < 1:
-            return False
-        return any(e.generation == checkpoint[0] + 1 for e in store.evaluations())
-
-    wait_until(mid_generation, "generation g + 1 to be partly evaluated")
-    kill_engine(store)
+    run_id, store = start_detached_args(tiny12, RESUME_RUN)
+    kill_mid_generation(store)
     checkpoint = store.last_checkpoint()
     assert checkpoint is not None
     g = checkpoint[0]
@@ -300,7 +294,7 @@ def test_kill_9_mid_generation_resumes_from_its_checkpoint(
 
 
 def test_kill_9_in_first_evaluation_and_in_result_write(
-    tiny_llama12: Path, uninterrupted: tuple[dict[str, Any], int]
+    tiny12: Path, uninterrupted: tuple[dict[str, Any], int]
 ) -> None:
     # 1. Before the very first evaluation finished. On a tiny model the base model is scored in
     # well under a second, so a kill "during" it would race; instead the run is created with a
@@ -312,7 +306,7 @@ def test_kill_9_in_first_evaluation_and_in_result_write(
     from gaprune_tui.core.store import ControlAction, RunState
 
     config = config_from_args(
-        build_parser().parse_args(["run", "--model", str(tiny_llama12), *RESUME_RUN])
+        build_parser().parse_args(["run", "--model", str(tiny12), *RESUME_RUN])
     )
     store = RunStore.create(config)
     run_id = store.id
@@ -353,23 +347,26 @@ def assert_one_line_error_keep_runs(proc: subprocess.CompletedProcess[str], frag
     assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_pause_unpause_stop_requests(tiny_llama: Path) -> None:
-    # Far more generations than will ever run (the test stops it): a short search on a tiny
-    # model could finish before the pause request is read.
-    run_id, store = start_detached(tiny_llama, generations=500)
+def pause_unpause_stop(run_id: str, store: RunStore) -> None:
+    """Pause a running search (it then evaluates nothing), unpause it (it evaluates again) and
+    stop it, through the CLI: each request reaches the engine."""
     assert cli("pause", run_id).returncode == 0
-    deadline = time.monotonic() + 120
-    while store.state != "paused" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert store.state == "paused"
+    wait_until(lambda: store.state == "paused", "the pause")
     count = len(store.evaluations())
     time.sleep(1.5)
     assert len(store.evaluations()) == count, "a paused engine evaluates nothing"
     assert cli("unpause", run_id).returncode == 0
+    wait_until(lambda: len(store.evaluations()) > count, "evaluations after unpause")
     assert cli("stop", run_id).returncode == 0
-    while store.alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: not store.alive(), "the stop")
     assert store.state == "stopped"
+
+
+def test_pause_unpause_stop_requests(tiny_llama: Path) -> None:
+    # Far more generations than will ever run (the test stops it): a short search on a tiny
+    # model could finish before the pause request is read.
+    run_id, store = start_detached(tiny_llama, generations=500)
+    pause_unpause_stop(run_id, store)
     kinds = [e.kind for e in store.events()]
     assert "run_paused" in kinds and "run_stopped" in kinds
     stopped = cli("stop", run_id)

@@ -24,10 +24,10 @@ def test_finished_run_folds_into_view() -> None:
     view = follower.view
     gens = store.generations()
     assert view.state == "finished"
-    assert view.model == "demo"
-    assert (view.n_layers, view.protect, view.prune) == (30, 2, 4)
-    assert view.tasks == ["hellaswag_offline", "openbookqa_offline"]
-    assert view.max_evaluations == 32
+    assert view.started.model == "demo"
+    assert (view.started.n_layers, view.started.protect, view.started.prune) == (30, 2, 4)
+    assert view.started.tasks == ["hellaswag_offline", "openbookqa_offline"]
+    assert view.started.max_evaluations == 32
     assert [r.gen for r in view.rows] == [0, 1, 2, 3]
     assert [r.best_fitness for r in view.rows] == [g.best_fitness for g in gens]
     assert view.mean_history == [g.mean for g in gens]
@@ -59,7 +59,7 @@ def test_live_steps_update_generation_progress_and_evaluating() -> None:
     engine.run(3)  # run_started, log, base_scores
     follower.poll()
     assert follower.view.state == "running"
-    assert follower.view.population_size == 8
+    assert follower.view.started.population == 8
     engine.step()  # evaluation_started gen 0 #0
     follower.poll()
     current = follower.view.evaluating

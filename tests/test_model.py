@@ -583,15 +583,7 @@ def test_embedded_demo_model(demo: LoadedModel, monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.slow
 def test_converted_demo_equals_the_gguf_loaded_model(demo: LoadedModel) -> None:
-    from transformers import AutoModelForCausalLM, GgufConfig
-
-    gguf_path = embedded_gguf_path()
-    direct = AutoModelForCausalLM.from_pretrained(
-        gguf_path.parent,
-        gguf_file=gguf_path.name,
-        dtype=torch.float32,
-        quantization_config=GgufConfig(gguf_file=gguf_path.name, dequantize=True),
-    ).eval()
+    direct = model_module.gguf_causal_lm(embedded_gguf_path()).eval()
     batch = demo.tokenizer(
         ["The capital of France is", "A man is sitting on a roof. He"],
         return_tensors="pt",

@@ -9,10 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_run import cli
-from test_cli import assert_one_line_error_keep_runs, kill_engine, start_detached_args
-from tiny_models import build_tiny
-from tui_wait import wait_until
+from cli_run import cli, run_in_home
+from test_cli import assert_one_line_error_keep_runs, kill_mid_generation, start_detached_args
 
 from gaprune_tui.core import events, pareto
 from gaprune_tui.core.store import RunStore
@@ -29,19 +27,11 @@ PARETO_RUN = [
 
 
 @pytest.fixture(scope="module")
-def tiny12(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny("llama", tmp_path_factory.mktemp("pareto") / "llama", n_layers=12)
-
-
-@pytest.fixture(scope="module")
 def finished(tiny12: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
     """One uninterrupted Pareto run in its own GAPRUNE_HOME: result.json and that home."""
     home = tmp_path_factory.mktemp("pareto-home")
-    proc = cli(
-        "run", "--model", str(tiny12), *PARETO_RUN, "--json", env={"GAPRUNE_HOME": str(home)}
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout), home
+    result, _ = run_in_home(home, tiny12, *PARETO_RUN)
+    return result, home
 
 
 def test_pareto_run_finishes_with_a_front_over_the_range(
@@ -121,15 +111,7 @@ def test_kill_9_mid_generation_resumes_to_the_same_front(
 ) -> None:
     expected, _ = finished
     run_id, store = start_detached_args(tiny12, PARETO_RUN)
-
-    def mid_generation() -> bool:
-        checkpoint = store.last_checkpoint()
-        if checkpoint is None or checkpoint[0] < 1:
-            return False
-        return any(e.generation == checkpoint[0] + 1 for e in store.evaluations())
-
-    wait_until(mid_generation, "generation g + 1 to be partly evaluated")
-    kill_engine(store)
+    kill_mid_generation(store)
     resumed = cli("resume", run_id, "--json")
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)

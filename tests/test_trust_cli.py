@@ -179,7 +179,7 @@ def test_kl_run_confirms_finalists_and_confirm_reruns(sharp_llama: Path) -> None
     follower = Follower(store)
     follower.read()
     view = follower.view
-    assert view.fitness_kind == "kl" and view.state == "finished"
+    assert view.started.fitness == "kl" and view.state == "finished"
     assert set(view.references) == {"shortgpt", "angular", "last_k"}
     assert sorted(c.label for c in view.confirmations) == sorted(
         c.label for c in confirmed_events(store)

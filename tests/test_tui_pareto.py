@@ -14,15 +14,17 @@ import io
 import json
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_engine import FakeEngine, fake_store, populate
 from rich.console import Console
+from test_tui_setup import config_file
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Input, Label, Select, Sparkline, Static
-from tui_wait import until
+from tui_wait import opened, settle, until
 
 from gaprune_tui.core import pareto
 from gaprune_tui.core.config import RunConfig
@@ -46,7 +48,6 @@ from gaprune_tui.ui.widgets.layer_bitmap import LayerBitmap
 
 pytestmark = pytest.mark.anyio
 
-SIZE = (100, 30)
 RANGE = [2, 6]
 
 
@@ -86,7 +87,7 @@ def test_fake_pareto_run_writes_the_contract() -> None:
     follower = Follower(store)
     follower.poll()
     view = follower.view
-    assert view.pareto and view.prune_range == RANGE
+    assert view.pareto and view.started.prune_range == RANGE
     assert len(view.fronts) == len(view.hypervolumes) == 4  # generations 0..3
     assert view.hypervolumes == sorted(view.hypervolumes)  # cumulative: never shrinks
     assert view.hypervolumes[-1] > view.hypervolumes[0]
@@ -155,10 +156,7 @@ async def test_run_screen_follows_the_front_live() -> None:
     engine = FakeEngine(store, population=10, faithful=True)  # scores with standard errors
     engine.run(4)  # started, base scores, the baselines
     app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, RunScreen)
+    async with opened(app, RunScreen, "run") as (pilot, screen):
         plot = screen.query_one("#front-plot", FrontPlot)
         assert plot.display and plot.fronts == [[]]
         assert str(screen.query_one("#fitness-label", Label).render()) == "hypervolume"
@@ -196,9 +194,7 @@ async def test_single_objective_run_has_no_front_plot() -> None:
     store = fake_store()
     populate(store, finished=False)
     app = GapruneApp(initial="run", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = app.screen
+    async with opened(app, RunScreen, "run") as (_, screen):
         assert not screen.query_one("#front-plot", FrontPlot).display
         assert "best" in str(screen.query_one("#fitness-label", Label).render())
         assert screen.query_one(LayerBitmap).rows[0].marker is None
@@ -233,10 +229,7 @@ async def test_results_screen_shows_the_front_and_exports_the_selected_member(
         return [sys.executable, str(script), str(argv_file), *real[1:]]
 
     app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, ResultsScreen)
+    async with opened(app, ResultsScreen, "results") as (pilot, screen):
         screen.export_command = command
         assert screen.query_one("#front-plot", FrontPlot).display
         assert not screen.query_one(FitnessChart).display
@@ -287,10 +280,7 @@ async def test_results_screen_of_a_running_pareto_search_marks_the_live_knee() -
     expected = pareto.knee(follower.view.front, "squared_mean")
     assert expected is not None
     app = GapruneApp(initial="results", run=str(store.path))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
-        screen = app.screen
-        assert isinstance(screen, ResultsScreen)
+    async with opened(app, ResultsScreen, "results") as (_, screen):
         rows = screen.rows
         assert [r.k for r in rows] == [2, 3, 4, 5, 6]
         assert [r.knee for r in rows] == [r.k == expected.k for r in rows]
@@ -298,24 +288,9 @@ async def test_results_screen_of_a_running_pareto_search_marks_the_live_knee() -
 
 
 # ---- Setup screen -------------------------------------------------------------------------------------
-async def settle(pilot: Any) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-@pytest.fixture
-def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
-
-
-@pytest.mark.usefixtures("_cpu_only")
+@pytest.mark.usefixtures("cpu_only")
 async def test_setup_objective_switches_the_size_field_and_names_bad_ranges() -> None:
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, SetupScreen)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         prune = screen.query_one("#prune", Input)
         prune_range = screen.query_one("#prune-range", Input)
         error = screen.query_one("#form-error", Static)
@@ -355,18 +330,12 @@ async def test_setup_objective_switches_the_size_field_and_names_bad_ranges() ->
         assert "Ready" in str(error.render())
 
 
-@pytest.mark.usefixtures("_cpu_only")
+@pytest.mark.usefixtures("cpu_only")
 async def test_setup_loads_a_pareto_config_into_the_form(tmp_path: Path) -> None:
     path = tmp_path / "pareto.toml"
     RunConfig(objective="pareto", prune_range=[3, 7], fitness="mean").validate().save(path)
-    app = GapruneApp()
-    async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
-        screen = app.screen
-        assert isinstance(screen, SetupScreen)
-        screen.query_one("#config-path", Input).value = str(path)
-        await pilot.press("f3")
-        await settle(pilot)
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
+        await config_file(pilot, screen, path, "f3")
         assert screen.query_one("#prune-range", Input).value == "3:7"
         assert screen.query_one("#prune-range", Input).display
         assert not screen.query_one("#prune", Input).display
@@ -382,14 +351,7 @@ def test_estimate_of_a_pareto_run_takes_the_range_mean_k() -> None:
     est = estimate_cost(single, samples)
     assert est.seconds == pytest.approx(32 * 40 * 0.26)  # a single-k estimate is not scaled
     assert est.mean_k is None and "mean k" not in est.text()
-    wide = RunConfig(
-        population=8,
-        generations=3,
-        limit=20,
-        fitness="mean",
-        objective="pareto",
-        prune_range=[2, 12],
-    ).validate()
+    wide = replace(single, objective="pareto", prune_range=[2, 12]).validate()
     est = estimate_cost(wide, samples)
     assert est.mean_k == 7
     assert est.seconds == pytest.approx(32 * 40 * 0.23)

@@ -366,8 +366,8 @@ async def test_progress_and_fitness_numbers_fit_the_terminal(
     store, engine = running_store(0)
     async with run_screen(store, size=size) as (pilot, screen):
         while not (
-            screen.view.population_size
-            and screen.view.generation_done >= screen.view.population_size
+            screen.view.started.population
+            and screen.view.generation_done >= screen.view.started.population
         ):
             assert engine.step(), "the fake engine ended before generation 0 was scored"
             screen.poll()
@@ -376,7 +376,7 @@ async def test_progress_and_fitness_numbers_fit_the_terminal(
         lines = screen_lines(pilot.app)
         assert len(lines) == size[1] and all(len(line) == size[0] for line in lines)
         progress = next(line for line in lines if "search " in line and "gen " in line)
-        percent = round(100 * view.evaluations_done / view.max_evaluations)
+        percent = round(100 * view.evaluations_done / view.started.max_evaluations)
         assert re.search(r"━\s*100%\s", progress), progress
         assert re.search(rf"[━╸╺]\s*{percent}%\s", progress), progress
         best = next(line for line in lines if "best fitness" in line)

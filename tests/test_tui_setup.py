@@ -315,6 +315,14 @@ async def test_cost_preview_without_measurement_says_so() -> None:
         assert "no measurement yet" in cost
 
 
+async def config_file(pilot: Any, screen: SetupScreen, path: Path, key: str) -> None:
+    """Name ``path`` in the config-file field and press ``key`` (f2 saves the form there, f3
+    loads it into the form); then let the screen answer."""
+    screen.query_one("#config-path", Input).value = str(path)
+    await pilot.press(key)
+    await settle(pilot)
+
+
 # ---- save / load ---------------------------------------------------------------------------------
 async def test_save_and_load_round_trip_the_form(tmp_path: Path, tiny_llama: Path) -> None:
     path = tmp_path / "my-run.toml"
@@ -345,16 +353,12 @@ async def test_save_and_load_round_trip_the_form(tmp_path: Path, tiny_llama: Pat
         await settle(pilot)
         await set_value(pilot, screen, "override-limit", "5")
         saved = screen.build_config()
-        screen.query_one("#config-path", Input).value = str(path)
-        await pilot.press("f2")
-        await settle(pilot)
+        await config_file(pilot, screen, path, "f2")
     assert path.is_file()
     assert RunConfig.load(path).to_dict() == saved.to_dict()
 
     async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
-        screen.query_one("#config-path", Input).value = str(path)
-        await pilot.press("f3")
-        await settle(pilot)
+        await config_file(pilot, screen, path, "f3")
         loaded = screen.build_config()
         assert loaded.to_dict() == saved.to_dict()
         assert loaded.tasks == [
@@ -371,14 +375,10 @@ async def test_load_of_a_bad_file_reports_and_keeps_the_form(tmp_path: Path) -> 
     bad.write_text("population = 'many'\nmystery = 1\n")
     async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         before = screen.build_config().to_dict()
-        screen.query_one("#config-path", Input).value = str(bad)
-        await pilot.press("f3")
-        await settle(pilot)
+        await config_file(pilot, screen, bad, "f3")
         assert any("unknown key 'mystery'" in n.message for n in pilot.app._notifications)
         assert screen.build_config().to_dict() == before
-        screen.query_one("#config-path", Input).value = str(tmp_path / "missing.toml")
-        await pilot.press("f3")
-        await settle(pilot)
+        await config_file(pilot, screen, tmp_path / "missing.toml", "f3")
         assert any("does not exist" in n.message for n in pilot.app._notifications)
 
 

@@ -229,10 +229,10 @@ def follow(store: RunStore, proc: Any) -> int:
                     _print_event(event, store, console, progress, bar)
                 view = follower.view
                 if bar:  # the screen's count; a finished search used all of its budget
-                    done = view.max_evaluations if view.state == RunState.FINISHED else None
+                    done = view.started.max_evaluations if view.state == RunState.FINISHED else None
                     progress.update(
                         bar[0],
-                        total=view.max_evaluations,
+                        total=view.started.max_evaluations,
                         completed=done if done is not None else view.evaluations_done,
                     )
                 # Stop once the engine has exited and everything it wrote has been shown.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,30 +46,6 @@ MAX_MESSAGES = 200
 
 
 @dataclass
-class InProgress:
-    """The genome the engine is scoring right now (from ``evaluation_started``). ``fidelity`` is
-    set (e.g. "screen:5") when it is a multi-fidelity screening pass on a few items."""
-
-    generation: int
-    index: int
-    dropped: list[int]
-    task: str | None = None
-    fidelity: str | None = None
-
-
-@dataclass
-class Scored:
-    """What the UI knows about one genome: fitness and per-task scores (full fidelity wins)."""
-
-    dropped: list[int]
-    fitness: float
-    scores: dict[str, dict[str, float]]
-    from_memo: bool
-    fidelity: str
-    seconds: float
-
-
-@dataclass
 class WorkerRow:
     """One worker as the Run screen shows it: its latest status and when it was first seen
     in this session (for genomes per hour)."""
@@ -88,14 +64,9 @@ class RunView:
     """Everything the Run screen draws, derived only from the store's events (and its state)."""
 
     run_id: str = ""
-    model: str = "?"
-    n_layers: int = 0
-    protect: int = 0
-    prune: int = 0
-    population_size: int = 0
-    generations: int = 0
-    tasks: list[str] = field(default_factory=list)
-    max_evaluations: int = 0
+    # The run's shape: its latest ``run_started`` event (until one arrives, the store's meta:
+    # model, layer count and evaluation budget).
+    started: RunStarted = field(default_factory=RunStarted)
     state: RunState = RunState.CREATED
     error: str | None = None
     generation: int = 0
@@ -103,10 +74,13 @@ class RunView:
     best_dropped: list[int] | None = None
     best_fitness: float | None = None
     rows: list[Generation] = field(default_factory=list)
-    evaluating: InProgress | None = None
+    # The genome the engine is scoring now (its ``task`` follows ``evaluation_task`` events;
+    # ``fidelity`` is set, e.g. "screen:5", for a multi-fidelity screening pass).
+    evaluating: EvaluationStarted | None = None
     evaluations_done: int = 0
     generation_done: int = 0
-    scored: dict[tuple[int, ...], Scored] = field(default_factory=dict)
+    # Every genome scored so far, by its dropped layers (a full evaluation wins over a screen).
+    scored: dict[tuple[int, ...], EvaluationFinished] = field(default_factory=dict)
     base_scores: dict[str, dict[str, float]] | None = None
     base_fitness: float | None = None
     messages: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_MESSAGES))
@@ -115,14 +89,11 @@ class RunView:
     # Set when the run ended while we watched (not when we opened an already finished run).
     finished_live: bool = False
     exports: list[ExportFinished] = field(default_factory=list)
-    fitness_kind: str = "squared_mean"
     references: dict[str, ReferenceScored] = field(default_factory=dict)
     confirming: ConfirmationStarted | None = None
     confirmations: list[GenomeConfirmed] = field(default_factory=list)
-    # Pareto runs: the objective, the range of k, the front after each generation (index =
-    # generation; ``core/pareto.FrontPoint``) and the hypervolume history.
-    objective: str = "single"
-    prune_range: list[int] | None = None
+    # Pareto runs: the front after each generation (index = generation;
+    # ``core/pareto.FrontPoint``) and the hypervolume history.
     fronts: list[list[FrontPoint]] = field(default_factory=list)
     hypervolumes: list[float] = field(default_factory=list)
     # Several workers (engine/backends): the latest status of each, by worker name.
@@ -130,7 +101,7 @@ class RunView:
 
     @property
     def pareto(self) -> bool:
-        return self.objective == "pareto"
+        return self.started.objective == "pareto"
 
     @property
     def front(self) -> list[FrontPoint]:
@@ -141,7 +112,7 @@ class RunView:
 
     @property
     def higher_is_better(self) -> bool:
-        return fitness_kinds.higher_is_better(self.fitness_kind)
+        return fitness_kinds.higher_is_better(self.started.fitness)
 
     @property
     def best_history(self) -> list[float]:
@@ -155,15 +126,15 @@ class RunView:
     def search_fraction(self) -> float:
         if self.state == RunState.FINISHED:
             return 1.0
-        if not self.max_evaluations:
+        if not self.started.max_evaluations:
             return 0.0
-        return min(1.0, self.evaluations_done / self.max_evaluations)
+        return min(1.0, self.evaluations_done / self.started.max_evaluations)
 
     @property
     def active(self) -> bool:
         return self.state.active
 
-    def scored_for(self, dropped: list[int]) -> Scored | None:
+    def scored_for(self, dropped: list[int]) -> EvaluationFinished | None:
         return self.scored.get(tuple(dropped))
 
     def fitness_of(self, dropped: list[int]) -> float | None:
@@ -214,9 +185,11 @@ class Follower:
         first = not self._loaded
         if first:
             meta = self.store.meta()
-            self.view.model = meta.get("model", "?")
-            self.view.n_layers = int(meta.get("n_layers") or 0)
-            self.view.max_evaluations = int(meta.get("max_evaluations") or 0)
+            self.view.started = RunStarted(
+                model=meta.get("model", "?"),
+                n_layers=int(meta.get("n_layers") or 0),
+                max_evaluations=int(meta.get("max_evaluations") or 0),
+            )
         events = self.store.events(after=self.view.last_seq)
         self._loaded = True
         for event in events:
@@ -233,8 +206,8 @@ class Follower:
         changed = state != self.view.state or error != self.view.error
         self.view.state = state
         self.view.error = error
-        if not self.view.n_layers and meta.get("n_layers"):
-            self.view.n_layers = int(meta["n_layers"])
+        if not self.view.started.n_layers and meta.get("n_layers"):
+            self.view.started.n_layers = int(meta["n_layers"])
             changed = True
         return changed
 
@@ -248,17 +221,8 @@ class Follower:
     # ---- handlers, one per event kind --------------------------------------------------------
     def _on_run_started(self, e: RunStarted, live: bool) -> None:
         view = self.view
-        view.model = e.model
-        view.n_layers = e.n_layers
-        view.protect = e.protect
-        view.prune = e.prune
-        view.population_size = e.population
-        view.generations = e.generations
-        view.tasks = list(e.tasks)
-        view.max_evaluations = e.max_evaluations
-        view.fitness_kind = e.fitness
-        view.objective = e.objective
-        view.prune_range = list(e.prune_range) if e.prune_range else None
+        prune_range = list(e.prune_range) if e.prune_range else None
+        view.started = replace(e, tasks=list(e.tasks), prune_range=prune_range)
         view.state = RunState.RUNNING
         view.error = None
 
@@ -271,9 +235,7 @@ class Follower:
         if e.generation != view.generation:
             view.generation = e.generation
             view.generation_done = self._per_gen.get(e.generation, 0)
-        view.evaluating = InProgress(
-            e.generation, e.index, list(e.dropped), task=e.task, fidelity=e.fidelity
-        )
+        view.evaluating = replace(e, dropped=list(e.dropped))  # a copy: its task changes
 
     def _on_evaluation_task(self, e: EvaluationTask, live: bool) -> None:
         """Optional finer-grained progress: the task being scored inside one evaluation."""
@@ -284,14 +246,7 @@ class Follower:
         view = self.view
         dropped = list(e.dropped)
         gen = e.generation
-        scored = Scored(
-            dropped=dropped,
-            fitness=e.fitness,
-            scores=e.scores or {},
-            from_memo=e.from_memo,
-            fidelity=e.fidelity,
-            seconds=e.seconds,
-        )
+        scored = replace(e, dropped=dropped, scores=e.scores or {})
         key = tuple(dropped)
         old = view.scored.get(key)
         if old is None or old.fidelity != "full" or e.fidelity == "full":
@@ -314,7 +269,7 @@ class Follower:
             and e.fidelity == "full"
             and (
                 view.best_fitness is None
-                or fitness_kinds.better(e.fitness, view.best_fitness, view.fitness_kind)
+                or fitness_kinds.better(e.fitness, view.best_fitness, view.started.fitness)
             )
         ):
             view.best_fitness = e.fitness
@@ -350,7 +305,7 @@ class Follower:
         view.population = row.population
         view.best_fitness = row.best_fitness
         view.best_dropped = row.best_dropped
-        view.generation = row.gen + 1 if row.gen < view.generations else row.gen
+        view.generation = row.gen + 1 if row.gen < view.started.generations else row.gen
         view.generation_done = self._per_gen.get(view.generation, 0)
         view.evaluating = None
 

@@ -164,18 +164,25 @@ def convert_gguf(gguf: Path, folder_name: str | None = None) -> Path:
     return target
 
 
+def gguf_causal_lm(gguf: Path) -> Any:
+    """The model of a ``.gguf`` file as transformers reads it: dequantized to float32."""
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    return AutoModelForCausalLM.from_pretrained(
+        gguf.parent,
+        gguf_file=gguf.name,
+        dtype=torch.float32,
+        quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
+    )
+
+
 def _convert_into(gguf: Path, out: Path, sha: str) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    from transformers import AutoTokenizer
 
     started = time.monotonic()
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent,
-            gguf_file=gguf.name,
-            dtype=torch.float32,
-            quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
-        )
+        model = gguf_causal_lm(gguf)
     except (ValueError, OSError, KeyError, RuntimeError, NotImplementedError) as exc:
         raise ModelError(
             f"transformers cannot read {gguf.name}: {first_line(exc)}; "

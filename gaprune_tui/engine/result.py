@@ -12,6 +12,7 @@ The recommended genome (``dropped_layers``) is the confirmed best finalist when 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gaprune_tui.core import fitness as fitness_kinds
@@ -47,24 +48,32 @@ def _confirmation(c: GenomeConfirmed | None, base: GenomeConfirmed | None) -> di
     return out
 
 
-def _genome(
-    dropped: list[int],
-    fitness: float,
-    scores: dict[str, Any],
-    kind: str,
-    base: BaseScores,
-    per_layer: list[int],
-) -> dict[str, Any]:
-    se = fitness_kinds.fitness_stderr(scores, kind)
-    base_se = fitness_kinds.fitness_stderr(base.scores, kind)
-    return {
-        "dropped_layers": dropped,
-        "fitness": fitness,
-        "fitness_stderr": se,
-        "fitness_vs_base": fitness_kinds.verdict(fitness, se, base.fitness, base_se, kind),
-        "scores": scores,
-        "params_removed": sum(per_layer[i] for i in dropped),
-    }
+@dataclass
+class _Judge:
+    """What every genome row of result.json is judged with: the fitness kind, the base model's
+    search scores and its confirmation, and the parameter count of each layer."""
+
+    kind: str
+    base: BaseScores
+    base_conf: GenomeConfirmed | None
+    per_layer: list[int]
+
+    def genome(self, dropped: list[int], fitness: float, scores: dict[str, Any]) -> dict[str, Any]:
+        """A genome's search numbers, with its verdict against the base model."""
+        kind, base = self.kind, self.base
+        se = fitness_kinds.fitness_stderr(scores, kind)
+        base_se = fitness_kinds.fitness_stderr(base.scores, kind)
+        return {
+            "dropped_layers": dropped,
+            "fitness": fitness,
+            "fitness_stderr": se,
+            "fitness_vs_base": fitness_kinds.verdict(fitness, se, base.fitness, base_se, kind),
+            "scores": scores,
+            "params_removed": sum(self.per_layer[i] for i in dropped),
+        }
+
+    def confirmation(self, c: GenomeConfirmed | None) -> dict[str, Any]:
+        return _confirmation(c, self.base_conf)
 
 
 def _by_genome(confirmations: list[GenomeConfirmed], role: str) -> dict[tuple[int, ...], Any]:
@@ -87,23 +96,20 @@ def _front_rows(
     knee: pareto.FrontPoint | None,
     confirmations: list[GenomeConfirmed],
     references: list[ReferenceScored],
-    kind: str,
-    base: BaseScores,
-    per_layer: list[int],
+    judge: _Judge,
 ) -> list[dict[str, Any]]:
     """result.json's ``front``: one row per k, with its standard error, its verdict against the
     base model, its confirmation where that ran, and the best one-shot baseline at the same k
     with the member's verdict against it (a search that lost to a one-pass heuristic says so)."""
-    base_conf = next((c for c in confirmations if c.role == "base"), None)
     confirmed = _by_genome(confirmations, "finalist")
     return [
         {
             "k": p.k,
-            **_genome(p.dropped, p.fitness, p.extra.get("scores", {}), kind, base, per_layer),
+            **judge.genome(p.dropped, p.fitness, p.extra.get("scores", {})),
             "dominated": p.dominated,
             "knee": knee is not None and p.k == knee.k,
-            **_confirmation(confirmed.get(tuple(p.dropped)), base_conf),
-            **_best_baseline(p, references, kind),
+            **judge.confirmation(confirmed.get(tuple(p.dropped))),
+            **_best_baseline(p, references, judge.kind),
         }
         for p in front
     ]
@@ -157,16 +163,15 @@ def _setup_part(setup: Setup) -> dict[str, Any]:
 def _pareto_result(
     store: RunStore,
     config: RunConfig,
-    base: BaseScores,
     references: list[ReferenceScored],
     confirmations: list[GenomeConfirmed],
-    per_layer: list[int],
+    judge: _Judge,
 ) -> tuple[pareto.FrontPoint | None, dict[str, Any]]:
     """A Pareto run's knee (its recommendation; every k stays exportable with ``--k``) and its
     result.json keys: objective, range, knee_k and the front's rows."""
     front = pareto_front(store, config)
     knee = pareto.knee(front, config.fitness)
-    rows = _front_rows(front, knee, confirmations, references, config.fitness, base, per_layer)
+    rows = _front_rows(front, knee, confirmations, references, judge)
     return knee, {
         "objective": config.objective,
         "prune_range": config.prune_range,
@@ -202,25 +207,22 @@ def build_result(
     evaluations = store.evaluations()
     ranked = store.best_evaluations()
     pick, picked_by = recommended(ranked, confirmations)
+    base_conf = next((c for c in confirmations if c.role == "base"), None)
+    judge = _Judge(kind, base, base_conf, per_layer)
     pareto_part: dict[str, Any] = {"objective": config.objective}
     if config.pareto:
-        knee, pareto_part = _pareto_result(
-            store, config, base, references, confirmations, per_layer
-        )
+        knee, pareto_part = _pareto_result(store, config, references, confirmations, judge)
         if knee is not None:
             pick, picked_by = knee.dropped, "knee"
     best = next((e for e in ranked if e.dropped == pick), ranked[0])
-    base_conf = next((c for c in confirmations if c.role == "base"), None)
-    finalist_rows, baseline_rows = _reference_rows(
-        ranked, references, confirmations, kind, base, per_layer
-    )
+    finalist_rows, baseline_rows = _reference_rows(ranked, references, confirmations, judge)
     return {
         "run_id": store.id,
         **_setup_part(setup),
         **pareto_part,
         "picked_by": picked_by,
         "search_best": ranked[0].dropped,
-        **_genome(best.dropped, best.fitness, best.scores, kind, base, per_layer),
+        **judge.genome(best.dropped, best.fitness, best.scores),
         "kept_layers": [i for i in range(loaded.n_layers) if i not in set(best.dropped)],
         "base_scores": base.scores,
         "base_fitness": base.fitness,
@@ -262,20 +264,17 @@ def _reference_rows(
     ranked: list[Evaluation],
     references: list[ReferenceScored],
     confirmations: list[GenomeConfirmed],
-    kind: str,
-    base: BaseScores,
-    per_layer: list[int],
+    judge: _Judge,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The finalists (confirmed order) and the baselines, each with its search fitness and its
     confirmation, judged against the base model's."""
-    base_conf = next((c for c in confirmations if c.role == "base"), None)
     finalists = _by_genome(confirmations, "finalist")
     baselines = _by_genome(confirmations, "baseline")
     finalist_rows = [
         {
             "label": c.label,
-            **_genome(c.dropped, c.fitness, _scores_of(ranked, c.dropped), kind, base, per_layer),
-            **_confirmation(c, base_conf),
+            **judge.genome(c.dropped, c.fitness, _scores_of(ranked, c.dropped)),
+            **judge.confirmation(c),
         }
         for c in fitness_kinds.confirmed_order(list(finalists.values()))
     ]
@@ -283,8 +282,8 @@ def _reference_rows(
         {
             "name": r.name,
             "signal": r.signal,
-            **_genome(r.dropped, r.fitness, r.scores, kind, base, per_layer),
-            **_confirmation(baselines.get(tuple(r.dropped)), base_conf),
+            **judge.genome(r.dropped, r.fitness, r.scores),
+            **judge.confirmation(baselines.get(tuple(r.dropped))),
         }
         for r in references
     ]

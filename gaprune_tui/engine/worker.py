@@ -18,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gaprune_tui.core import events, format
 from gaprune_tui.core import fitness as fitness_kinds
@@ -512,21 +512,24 @@ class Worker:
             store.add_event(event)
 
 
+def configure_logging(fmt: str | None = None, stream: TextIO | None = None) -> None:
+    """Log at INFO with ``fmt`` to ``stream`` (None: Python's default format, stderr), with the
+    libraries' chatter quieted: the same for the engine, its worker processes and Ray actors."""
+    logging.basicConfig(
+        level=logging.INFO, format=fmt or logging.BASIC_FORMAT, stream=stream, force=True
+    )
+    # lm-eval logs and draws progress bars on every evaluate() call: one genome would flood the log.
+    for noisy in ("lm_eval", "lm-eval", "datasets", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gaprune_tui.engine.worker")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--confirm", action="store_true", help="confirm finalists only")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
-        force=True,
-    )
-    # lm-eval logs and draws progress bars on every evaluate() call: one genome would flood the log.
-    for noisy in ("lm_eval", "lm-eval", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging("%(asctime)s %(levelname)s %(name)s: %(message)s", sys.stdout)
     store = RunStore(args.run_dir)
     store.set_meta(pid=os.getpid())
     return Worker(store, resume=args.resume, confirm_only=args.confirm).run()

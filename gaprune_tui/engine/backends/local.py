@@ -13,16 +13,16 @@ import logging
 import multiprocessing
 import os
 import sys
-import time
 import traceback
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from gaprune_tui.core.config import RunConfig, backend_label
-from gaprune_tui.core.events import LogMessage, RunEvent, WorkerStatus
-from gaprune_tui.engine.backends import Backend, Dispatched, Done, WorkersGone, worker_threads
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.events import RunEvent
+from gaprune_tui.engine.backends import Dispatched, Done, worker_threads
+from gaprune_tui.engine.backends.pool import Slot, WorkerPool, worker_config
 from gaprune_tui.engine.backends.schedule import Job, Scheduler
 
 log = logging.getLogger(__name__)
@@ -31,16 +31,10 @@ log = logging.getLogger(__name__)
 def _worker_main(name: str, config: dict[str, Any], threads: int, conn: Connection) -> None:
     """A worker process: build the scorer, then score what the driver sends until told to stop."""
     from gaprune_tui.engine.backends.host import ScorerHost, exit_with_parent
+    from gaprune_tui.engine.worker import configure_logging
 
     exit_with_parent(os.getppid())
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s {name}: %(message)s",
-        stream=sys.stdout,
-        force=True,
-    )
-    for noisy in ("lm_eval", "lm-eval", "datasets", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(f"%(asctime)s %(levelname)s {name}: %(message)s", sys.stdout)
     try:
         host = ScorerHost(config, threads)
         conn.send(("ready", host.info()))
@@ -60,64 +54,23 @@ def _worker_main(name: str, config: dict[str, Any], threads: int, conn: Connecti
         conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
 
 
-@dataclass
-class _Proc:
-    """The driver's handle on one worker process."""
+@dataclass(kw_only=True)
+class _Proc(Slot):
+    """The driver's handle on one worker process and its end of the pipe."""
 
-    name: str
-    device: str
     process: Any
     conn: Connection
-    ready: bool = False
-    job: Job | None = None
-    evaluations: int = 0
-    seconds: float = 0.0
-    pid: int = 0
-    ready_at: float = 0.0  # when it finished loading (monotonic)
-    busy: float = 0.0  # seconds with a genome in flight, as the driver sees it
-    busy_since: float = 0.0
-
-    def status(self, state: str, backend: str, scored: list[int] | None = None) -> WorkerStatus:
-        return WorkerStatus(
-            name=self.name,
-            device=self.device,
-            state=state,
-            dropped=self.job.dropped if self.job else None,
-            scored=scored,
-            evaluations=self.evaluations,
-            seconds=round(self.seconds, 3),
-            backend=backend,
-            pid=self.pid or self.process.pid or 0,
-        )
 
 
-def record_idle(handles: Sequence[Any], start: float, busy_before: float, what: str) -> float:
-    """Log and return how long ready workers sat idle in this generation (worker-seconds: from
-    when each was ready, or the generation's start, to its end, minus its busy time)."""
-    end = time.monotonic()
-    up = sum(end - max(start, h.ready_at) for h in handles if h.ready)
-    idle = max(0.0, up - (sum(h.busy for h in handles) - busy_before))
-    log.info(
-        "generation scored on %d %s in %.1f s; %.1f s idle", len(handles), what, end - start, idle
-    )
-    return idle
-
-
-class LocalWorkers(Backend):
+class LocalWorkers(WorkerPool):
     """One worker process per entry of ``devices``; the CPU cores are split between them."""
-
-    remote = True
 
     def __init__(self, config: RunConfig, devices: Sequence[str]) -> None:
         super().__init__(config)
-        self.name = backend_label(config)
         self.threads = worker_threads(len(devices))
         ctx = multiprocessing.get_context("spawn")
-        self.procs: list[_Proc] = []
-        self.idle_seconds: list[float] = []  # per generation, summed over workers
         for i, device in enumerate(devices, 1):
-            data = {**config.to_dict(), "device": device, "workers": 1, "devices": None}
-            data = {k: v for k, v in data.items() if v is not None}
+            data = worker_config(config, device=device)
             ours, theirs = ctx.Pipe()
             name = f"worker-{i}"
             process = ctx.Process(
@@ -125,37 +78,21 @@ class LocalWorkers(Backend):
             )
             process.start()
             theirs.close()
-            self.procs.append(_Proc(name, device, process, ours))
+            slot = _Proc(name, device, pid=process.pid or 0, process=process, conn=ours)
+            self.workers.append(slot)
         log.info("%d worker processes starting (%d torch threads each)", len(devices), self.threads)
 
-    # ---- one generation ---------------------------------------------------------------------
-    def run(self, jobs: Sequence[Job]) -> Iterator[Dispatched | Done | RunEvent]:
-        live = [p for p in self.procs]
-        if not live:
-            raise WorkersGone("every worker is gone: resume the run to continue")
-        sched = Scheduler(jobs, [p.name for p in live])
-        start, busy = time.monotonic(), sum(p.busy for p in live)
-        for p in live:
-            self._send(p, ("plan", sched.planned(p.name)))
-        yield from self._hand_out(sched)
-        try:
-            while sched.left() or any(p.job for p in self.procs):
-                if not self.procs:
-                    raise WorkersGone(
-                        "every worker is gone: the run stops here; resume it to continue"
-                    )
-                yield from self._step(sched)
-        except BaseException:
-            if any(p.job for p in self.procs):
-                self.close()  # a stop or a failure mid-generation: nothing more comes back
-            raise
-        self.idle_seconds.append(record_idle(live, start, busy, "workers"))
+    def _plan(self, w: _Proc, paths: list[list[int]]) -> None:
+        self._send(w, ("plan", paths))
+
+    def _dispatch(self, w: _Proc, job: Job) -> bool:
+        return self._send(w, ("score", job.key, job.dropped, job.limit))
 
     def _step(self, sched: Scheduler) -> Iterator[Dispatched | Done | RunEvent]:
-        """Wait for any worker to report (or die), handle it, hand out more work."""
-        handles: list[Any] = [p.conn for p in self.procs] + [p.process.sentinel for p in self.procs]
+        procs: list[_Proc] = self.workers
+        handles: list[Any] = [p.conn for p in procs] + [p.process.sentinel for p in procs]
         ready = wait(handles, timeout=1.0)
-        for p in list(self.procs):
+        for p in list(procs):
             if p.conn in ready or p.process.sentinel in ready:
                 yield from self._read(p, sched)
         yield from self._hand_out(sched)
@@ -165,18 +102,9 @@ class LocalWorkers(Backend):
             while p.conn.poll():
                 message = p.conn.recv()
                 if message[0] == "ready":
-                    p.ready, p.ready_at = True, time.monotonic()
-                    p.device = str(message[1].get("device", p.device))
-                    p.pid = int(message[1].get("pid", 0))
-                    yield p.status("idle", self.name)
+                    yield from self._ready(p, message[1])
                 elif message[0] == "done":
-                    _, key, scores, seconds = message
-                    job, p.job = p.job, None
-                    p.busy += time.monotonic() - p.busy_since
-                    p.evaluations += 1
-                    p.seconds += seconds
-                    yield Done(key, scores, seconds, p.name)
-                    yield p.status("idle", self.name, scored=job.dropped if job else None)
+                    yield from self._finished(p, *message[1:])
                 elif message[0] == "error":
                     raise RuntimeError(f"{p.name} failed: {message[1]}")
         except (EOFError, OSError):
@@ -184,35 +112,9 @@ class LocalWorkers(Backend):
         if not p.process.is_alive() or p.conn.closed:
             yield from self._lost(p, sched)
 
-    def _lost(self, p: _Proc, sched: Scheduler) -> Iterator[RunEvent]:
-        """A worker died: its genome goes back to the queue, the others carry on."""
-        self.procs.remove(p)
-        p.process.join(timeout=1)
-        sched.drop_worker(p.name)
-        what = f"genome {p.job.dropped} goes to another worker" if p.job else "it held no genome"
-        message = f"{p.name} ({p.device}) died (exit code {p.process.exitcode}): {what}"
-        log.warning("%s", message)
-        if p.job is not None:
-            sched.requeue(p.job)
-        yield p.status("lost", self.name)
-        yield LogMessage(message=message)
-        p.job = None
-
-    def _hand_out(self, sched: Scheduler) -> Iterator[Dispatched | RunEvent]:
-        for p in list(self.procs):
-            if not p.ready or p.job is not None:
-                continue
-            job, plan = sched.next_for(p.name)
-            if job is None:
-                continue
-            if plan is not None:
-                self._send(p, ("plan", plan))
-            p.job, p.busy_since = job, time.monotonic()
-            if self._send(p, ("score", job.key, job.dropped, job.limit)):
-                yield Dispatched(job, p.name)
-                yield p.status("busy", self.name)
-            else:
-                yield from self._lost(p, sched)
+    def _forget(self, w: _Proc) -> str:
+        w.process.join(timeout=1)
+        return f" (exit code {w.process.exitcode})"
 
     @staticmethod
     def _send(p: _Proc, message: tuple[Any, ...]) -> bool:
@@ -224,13 +126,14 @@ class LocalWorkers(Backend):
 
     def close(self) -> None:
         """Stop every worker now (the run finished, stopped or failed)."""
-        for p in self.procs:
+        procs: list[_Proc] = self.workers
+        for p in procs:
             self._send(p, ("stop",))
             p.process.terminate()
-        for p in self.procs:
+        for p in procs:
             p.process.join(timeout=5)
             if p.process.is_alive():
                 p.process.kill()
                 p.process.join(timeout=5)
             p.conn.close()
-        self.procs = []
+        self.workers = []

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from gaprune_tui.core.config import RunConfig, backend_label
-from gaprune_tui.core.events import LogMessage, RunEvent, WorkerStatus
-from gaprune_tui.engine.backends import Backend, Dispatched, Done, WorkersGone
-from gaprune_tui.engine.backends.local import record_idle
+from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.events import RunEvent
+from gaprune_tui.engine.backends import Dispatched, Done
+from gaprune_tui.engine.backends.pool import Slot, WorkerPool, worker_config
 from gaprune_tui.engine.backends.schedule import Job, Scheduler
 
 log = logging.getLogger(__name__)
@@ -31,10 +30,9 @@ class ScorerActor:
 
     def __init__(self, config: dict[str, Any], threads: int) -> None:
         from gaprune_tui.engine.backends.host import ScorerHost
+        from gaprune_tui.engine.worker import configure_logging
 
-        logging.basicConfig(level=logging.INFO, force=True)
-        for noisy in ("lm_eval", "lm-eval", "datasets", "transformers"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        configure_logging()
         self.host = ScorerHost(config, threads)
 
     def info(self) -> dict[str, Any]:
@@ -48,35 +46,12 @@ class ScorerActor:
         return key, scores, seconds
 
 
-@dataclass
-class _Actor:
+@dataclass(kw_only=True)
+class _Actor(Slot):
     """The driver's handle on one actor and the call it waits for."""
 
-    name: str
     handle: Any
     pending: Any = None  # the ObjectRef of its info() (loading) or score() call
-    ready: bool = False
-    job: Job | None = None
-    device: str = "?"
-    pid: int = 0
-    evaluations: int = 0
-    seconds: float = 0.0
-    ready_at: float = 0.0  # when it finished loading (monotonic)
-    busy: float = 0.0
-    busy_since: float = 0.0
-
-    def status(self, state: str, backend: str, scored: list[int] | None = None) -> WorkerStatus:
-        return WorkerStatus(
-            name=self.name,
-            device=self.device,
-            state=state,
-            dropped=self.job.dropped if self.job else None,
-            scored=scored,
-            evaluations=self.evaluations,
-            seconds=round(self.seconds, 3),
-            backend=backend,
-            pid=self.pid,
-        )
 
 
 def connect(address: str, cpus: int) -> Any:
@@ -92,14 +67,14 @@ def connect(address: str, cpus: int) -> Any:
     return ray
 
 
-class RayActors(Backend):
+class RayActors(WorkerPool):
     """``workers`` actors (default: one per GPU of the cluster, else one)."""
 
-    remote = True
+    kind = "actor"
+    gone = "every Ray actor is gone"
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
-        self.name = backend_label(config)
         cores = len(os.sched_getaffinity(0))
         self.ray = connect(str(config.ray), cores)
         gpus = int(self.ray.cluster_resources().get("GPU", 0))
@@ -110,43 +85,26 @@ class RayActors(Backend):
         if gpus:
             options["num_gpus"] = 1
         remote_cls = self.ray.remote(**options)(ScorerActor)
-        data = {**config.to_dict(), "workers": 1, "devices": None, "ray": None}
-        data = {k: v for k, v in data.items() if v is not None}
+        data = worker_config(config, ray=None)
         if gpus:
             data["device"] = "cuda"  # Ray shows each actor its own GPU as cuda:0
-        self.actors: list[_Actor] = []
         for i in range(1, n + 1):
             handle = remote_cls.remote(data, threads)
-            self.actors.append(_Actor(f"actor-{i}", handle, pending=handle.info.remote()))
-        self.idle_seconds: list[float] = []
+            self.workers.append(_Actor(f"actor-{i}", handle=handle, pending=handle.info.remote()))
         log.info("%d Ray actors starting (%d CPUs, %d torch threads each)", n, cpus_each, threads)
 
-    def run(self, jobs: Sequence[Job]) -> Iterator[Dispatched | Done | RunEvent]:
-        if not self.actors:
-            raise WorkersGone("every Ray actor is gone: resume the run to continue")
-        live = list(self.actors)
-        sched = Scheduler(jobs, [a.name for a in live])
-        start, busy = time.monotonic(), sum(a.busy for a in live)
-        for a in live:
-            a.handle.plan.remote(sched.planned(a.name))
-        try:
-            yield from self._hand_out(sched)
-            while sched.left() or any(a.job for a in self.actors):
-                if not self.actors:
-                    raise WorkersGone(
-                        "every Ray actor is gone: the run stops here; resume it to continue"
-                    )
-                yield from self._step(sched)
-        except BaseException:
-            if any(a.job for a in self.actors):
-                self.close()
-            raise
-        self.idle_seconds.append(record_idle(live, start, busy, "actors"))
+    def _plan(self, w: _Actor, paths: list[list[int]]) -> None:
+        w.handle.plan.remote(paths)
+
+    def _dispatch(self, w: _Actor, job: Job) -> bool:
+        w.pending = w.handle.score.remote(job.key, job.dropped, job.limit)
+        return True
 
     def _step(self, sched: Scheduler) -> Iterator[Dispatched | Done | RunEvent]:
-        refs = [a.pending for a in self.actors if a.pending is not None]
+        actors: list[_Actor] = self.workers
+        refs = [a.pending for a in actors if a.pending is not None]
         done, _ = self.ray.wait(refs, num_returns=1, timeout=1.0)
-        for a in list(self.actors):
+        for a in list(actors):
             if a.pending is not None and a.pending in done:
                 yield from self._collect(a, sched)
         yield from self._hand_out(sched)
@@ -161,51 +119,17 @@ class RayActors(Backend):
         except self.ray.exceptions.RayTaskError as exc:
             raise RuntimeError(f"{a.name} failed: {exc}") from None
         if not a.ready:
-            a.ready, a.device, a.pid = True, str(value["device"]), int(value["pid"])
-            a.ready_at = time.monotonic()
-            yield a.status("idle", self.name)
-            return
-        key, scores, seconds = value
-        job, a.job = a.job, None
-        a.busy += time.monotonic() - a.busy_since
-        a.evaluations += 1
-        a.seconds += seconds
-        yield Done(key, scores, seconds, a.name)
-        yield a.status("idle", self.name, scored=job.dropped if job else None)
-
-    def _lost(self, a: _Actor, sched: Scheduler) -> Iterator[RunEvent]:
-        self.actors.remove(a)
-        sched.drop_worker(a.name)
-        what = f"genome {a.job.dropped} goes to another actor" if a.job else "it held no genome"
-        message = f"{a.name} ({a.device}) died: {what}"
-        log.warning("%s", message)
-        if a.job is not None:
-            sched.requeue(a.job)
-        yield a.status("lost", self.name)
-        yield LogMessage(message=message)
-        a.job = None
-
-    def _hand_out(self, sched: Scheduler) -> Iterator[Dispatched | RunEvent]:
-        for a in list(self.actors):
-            if not a.ready or a.job is not None:
-                continue
-            job, plan = sched.next_for(a.name)
-            if job is None:
-                continue
-            if plan is not None:
-                a.handle.plan.remote(plan)
-            a.job, a.busy_since = job, time.monotonic()
-            a.pending = a.handle.score.remote(job.key, job.dropped, job.limit)
-            yield Dispatched(job, a.name)
-            yield a.status("busy", self.name)
+            yield from self._ready(a, value)
+        else:
+            yield from self._finished(a, *value)
 
     def close(self) -> None:
         """Kill every actor; shut the Ray instance down when this run started it."""
-        for a in self.actors:
+        for a in self.workers:
             try:
                 self.ray.kill(a.handle)
             except Exception:  # an actor already gone
                 log.debug("actor %s already gone", a.name)
-        self.actors = []
+        self.workers = []
         if self.config.ray == "local" and self.ray.is_initialized():
             self.ray.shutdown()

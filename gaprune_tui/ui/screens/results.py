@@ -89,7 +89,7 @@ class ResultRow:
     def score_cells(self, view: RunView) -> list[str]:
         """Search fitness, confirmed, held-out (each ± stderr) and the verdict against the base:
         on held-out tasks where measured, else on confirmation, else on the search's fitness."""
-        kind = view.fitness_kind
+        kind = view.started.fitness
         se = fitness_kinds.fitness_stderr(self.scores, kind) if self.scores else None
         c = self.confirmation
         cells = [
@@ -118,15 +118,35 @@ class ResultRow:
         return cells
 
 
+@dataclass
+class _Lookup:
+    """What a row of either table reads about a genome: its search evaluation, its confirmation
+    and its export rank (its place in the pick order)."""
+
+    by_genome: dict[tuple[int, ...], Evaluation]
+    confirmed: dict[tuple[int, ...], GenomeConfirmed]
+    order: list[list[int]]
+
+    @classmethod
+    def of(cls, ranked: list[Evaluation], view: RunView) -> _Lookup:
+        return cls(
+            by_genome={tuple(e.dropped): e for e in ranked},
+            confirmed={tuple(c.dropped): c for c in view.confirmations if c.role != "base"},
+            order=fitness_kinds.pick_order([e.dropped for e in ranked], view.confirmations),
+        )
+
+    def rank(self, dropped: list[int]) -> int | None:
+        return self.order.index(dropped) + 1 if dropped in self.order else None
+
+
 def result_rows(ranked: list[Evaluation], view: RunView, limit: int) -> list[ResultRow]:
     """The search's genomes in pick order (confirmed finalists first, by confirmed score), then
     the baselines as reference rows."""
-    by_genome = {tuple(e.dropped): e for e in ranked}
-    confirmed = {tuple(c.dropped): c for c in view.confirmations if c.role != "base"}
-    order = fitness_kinds.pick_order([e.dropped for e in ranked], view.confirmations)
+    known = _Lookup.of(ranked, view)
+    confirmed = known.confirmed
     rows = []
-    for rank, dropped in enumerate(order[:limit], start=1):
-        ev = by_genome.get(tuple(dropped))
+    for rank, dropped in enumerate(known.order[:limit], start=1):
+        ev = known.by_genome.get(tuple(dropped))
         rows.append(
             ResultRow(
                 label=str(rank),
@@ -139,12 +159,11 @@ def result_rows(ranked: list[Evaluation], view: RunView, limit: int) -> list[Res
             )
         )
     for ref in view.references.values():
-        ref_rank = order.index(ref.dropped) + 1 if ref.dropped in order else None
         rows.append(
             ResultRow(
                 label=f"ref {ref.name}",
                 dropped=list(ref.dropped),
-                rank=ref_rank,
+                rank=known.rank(ref.dropped),
                 fitness=ref.fitness,
                 scores=ref.scores,
                 confirmation=confirmed.get(tuple(ref.dropped)),
@@ -159,22 +178,20 @@ def front_rows(
 ) -> list[ResultRow]:
     """A Pareto run's front, one row per k (sorted by k), each with its search scores, its
     confirmation (a Pareto run confirms one member per k) and its export rank."""
-    by_genome = {tuple(e.dropped): e for e in ranked}
-    confirmed = {tuple(c.dropped): c for c in view.confirmations if c.role != "base"}
-    order = fitness_kinds.pick_order([e.dropped for e in ranked], view.confirmations)
+    known = _Lookup.of(ranked, view)
     rows = []
     for point in sorted(front, key=lambda p: p.k):
         dropped = list(point.dropped)
-        ev = by_genome.get(tuple(dropped))
+        ev = known.by_genome.get(tuple(dropped))
         role = "knee" if point.k == knee else ("dominated" if point.dominated else "front")
         rows.append(
             ResultRow(
                 label=str(point.k),
                 dropped=dropped,
-                rank=order.index(dropped) + 1 if dropped in order else None,
+                rank=known.rank(dropped),
                 fitness=point.fitness,
                 scores=ev.scores if ev else {},
-                confirmation=confirmed.get(tuple(dropped)),
+                confirmation=known.confirmed.get(tuple(dropped)),
                 note=f"front member with {fmt.plural(point.k, 'layer')} dropped ({role})",
                 k=point.k,
                 knee=point.k == knee,
@@ -271,21 +288,21 @@ class ResultsScreen(Screen[None]):
     def reload(self) -> None:
         view = self.follower.view
         meta = self.store.meta()
-        n_layers = view.n_layers or int(meta.get("n_layers") or 0)
+        n_layers = view.started.n_layers or int(meta.get("n_layers") or 0)
         # The engine also keeps the base scores in meta: use them if the event is missing.
         if view.base_scores is None and meta.get("base_scores"):
             view.base_scores = meta["base_scores"]
             view.base_fitness = meta.get("base_fitness")
-        knee = pareto.knee_k(view.front, view.fitness_kind, (view.result or {}).get("knee_k"))
+        knee = pareto.knee_k(view.front, view.started.fitness, (view.result or {}).get("knee_k"))
         if view.pareto:
             self.rows = front_rows(view.front, self.store.best_evaluations(), view, knee)
         else:
             self.rows = result_rows(self.store.best_evaluations(), view, HALL_OF_FAME)
         # A front's table leaves the per-task scores to the scores dialog (enter): it is wide.
-        tasks = list(view.tasks) or sorted({t for r in self.rows for t in r.scores})
+        tasks = list(view.started.tasks) or sorted({t for r in self.rows for t in r.scores})
         if view.pareto:
             tasks = []
-        title = [f"results · run {self.store.id}", view.model, view.state]
+        title = [f"results · run {self.store.id}", view.started.model, view.state]
         title.append(f"{len(self.store.evaluations())} evaluations")
         self.query_one("#results-title", Static).update(" · ".join(title))
         self.query_one("#base-scores", Static).update(self._base_text(view, n_layers))
@@ -295,13 +312,16 @@ class ResultsScreen(Screen[None]):
         self.query_one(FitnessChart).display = not view.pareto
         if view.pareto:
             plot.set_fronts(
-                [*view.fronts[:-1], view.front], view.prune_range, view.fitness_kind, knee
+                [*view.fronts[:-1], view.front],
+                view.started.prune_range,
+                view.started.fitness,
+                knee,
             )
         self.query_one(FitnessChart).set_series(
             view.best_history,
             view.mean_history,
             higher_is_better=view.higher_is_better,
-            label=fitness_kinds.short_label(view.fitness_kind),
+            label=fitness_kinds.short_label(view.started.fitness),
         )
 
     def _base_text(self, view: RunView, n_layers: int) -> Text:
@@ -314,7 +334,7 @@ class ResultsScreen(Screen[None]):
             text.append("scores not recorded for this run", style="dim")
             return text
         text.append(fmt.scores_line(view.base_scores))
-        kind = view.fitness_kind
+        kind = view.started.fitness
         if view.base_fitness is not None:
             se = fitness_kinds.fitness_stderr(view.base_scores, kind)
             label = fitness_kinds.short_label(kind)
@@ -340,7 +360,7 @@ class ResultsScreen(Screen[None]):
         exact = bool(meta.get("n_params") and meta.get("params_per_layer"))
         pct_header = "% params" if exact else "% layers*"
         view = self.follower.view
-        label = fitness_kinds.short_label(view.fitness_kind)
+        label = fitness_kinds.short_label(view.started.fitness)
         columns = (
             "k" if view.pareto else "rank",
             "dropped",

@@ -40,7 +40,7 @@ def best_summary(view: RunView) -> str:
     """``0.4500 ± 0.1100  dropping 3 10 20 23  (base 0.3000 ± 0.1000: within noise)``."""
     if view.best_fitness is None or view.best_dropped is None:
         return ""
-    kind = view.fitness_kind
+    kind = view.started.fitness
     scored = view.scored_for(view.best_dropped)
     se = fitness_kinds.fitness_stderr(scored.scores, kind) if scored else None
     summary = f"{fmt.score(view.best_fitness, se)}  dropping {genome_text(view.best_dropped)}"
@@ -58,10 +58,10 @@ def front_summary(view: RunView) -> str:
     front = view.front
     if not front:
         return ""
-    kind = view.fitness_kind
+    kind = view.started.fitness
     hv = view.hypervolumes[-1] if view.hypervolumes else None
     dominated = sum(1 for p in front if p.dominated)
-    low, high = view.prune_range or [front[0].k, front[-1].k]
+    low, high = view.started.prune_range or [front[0].k, front[-1].k]
     parts = [f"{fmt.score(hv)}  front: {len(front)} of k {low}–{high}"]
     if dominated:
         parts[0] += f" ({dominated} dominated)"
@@ -169,7 +169,7 @@ class RunScreen(Screen[None]):
         else:
             self._show_best(view)
             self.query_one(LayerBitmap).set_rows(
-                view.n_layers, view.protect, self._bitmap_rows(view)
+                view.started.n_layers, view.started.protect, self._bitmap_rows(view)
             )
         self.query_one(GenerationTable).show_rows(view.rows, higher_is_better=view.higher_is_better)
         WorkerTable.show(self, view, after="#generations")  # several workers only
@@ -178,7 +178,7 @@ class RunScreen(Screen[None]):
     def _show_best(self, view: RunView) -> None:
         """The sparkline rises as the search improves (KL and perplexity are drawn negated), and
         the best genome's fitness carries its standard error and its verdict against the base."""
-        label = fitness_kinds.short_label(view.fitness_kind)
+        label = fitness_kinds.short_label(view.started.fitness)
         self.query_one("#fitness-label", Label).update(f"best {label}")
         sign = 1.0 if view.higher_is_better else -1.0
         self.query_one("#best-fitness", Sparkline).data = [sign * v for v in view.best_history]
@@ -188,14 +188,14 @@ class RunScreen(Screen[None]):
         """A Pareto run: the hypervolume per generation in place of the best fitness, the front
         plot, and the front's members (one row per k) in the bitmap in place of the population."""
         front = view.front
-        kind = view.fitness_kind
+        kind = view.started.fitness
         knee = pareto.knee_k(front, kind, (view.result or {}).get("knee_k"))
         self.query_one("#fitness-label", Label).update("hypervolume")
         self.query_one("#best-fitness", Sparkline).data = list(view.hypervolumes)
         self.query_one("#best-summary", Static).update(front_summary(view))
         plot = self.query_one(FrontPlot)
         plot.display = True
-        plot.set_fronts([*view.fronts[:-1], front], view.prune_range, kind, knee)
+        plot.set_fronts([*view.fronts[:-1], front], view.started.prune_range, kind, knee)
         rows = [
             BitmapRow(
                 list(p.dropped),
@@ -205,11 +205,17 @@ class RunScreen(Screen[None]):
             )
             for p in front
         ]
-        self.query_one(LayerBitmap).set_rows(view.n_layers, view.protect, rows, best_meaning="knee")
+        self.query_one(LayerBitmap).set_rows(
+            view.started.n_layers, view.started.protect, rows, best_meaning="knee"
+        )
 
     def _show_title(self, view: RunView) -> None:
-        gen = f"generation {view.generation}/{view.generations}" if view.generations else ""
-        parts = [f"run {self.store.id}", view.model, state_label(view.state), gen]
+        gen = (
+            f"generation {view.generation}/{view.started.generations}"
+            if view.started.generations
+            else ""
+        )
+        parts = [f"run {self.store.id}", view.started.model, state_label(view.state), gen]
         self.query_one("#run-title", Static).update(" · ".join(p for p in parts if p))
 
     def _show_banner(self, view: RunView) -> None:
@@ -247,13 +253,13 @@ class RunScreen(Screen[None]):
     def _show_progress(self, view: RunView) -> None:
         gen_bar = self.query_one("#gen-progress", ProgressBar)
         search_bar = self.query_one("#search-progress", ProgressBar)
-        size = max(1, view.population_size or len(view.population) or 1)
+        size = max(1, view.started.population or len(view.population) or 1)
         done = size if view.state == RunState.FINISHED else min(view.generation_done, size)
         gen_bar.update(total=size, progress=done)
-        total = max(1, view.max_evaluations)
+        total = max(1, view.started.max_evaluations)
         search_bar.update(total=total, progress=round(view.search_fraction * total))
         self.query_one("#search-label", Label).update(
-            f"search {view.evaluations_done}/{view.max_evaluations or '?'}"
+            f"search {view.evaluations_done}/{view.started.max_evaluations or '?'}"
         )
         # After generation 0 only changed offspring are scored: the population size is a bound.
         bound = "" if view.generation == 0 or view.state == RunState.FINISHED else "≤"
@@ -270,7 +276,7 @@ class RunScreen(Screen[None]):
                 f"({confirming.confirm_limit or 'all'} items per task; held out: {held})"
             )
         elif current is not None and view.active:
-            task = current.task or ", ".join(view.tasks) or "the run's tasks"
+            task = current.task or ", ".join(view.started.tasks) or "the run's tasks"
             what = "screening" if current.fidelity else "evaluating"
             items = ""
             if current.fidelity and ":" in current.fidelity:
@@ -282,7 +288,7 @@ class RunScreen(Screen[None]):
         elif view.state in (RunState.CREATED, RunState.RUNNING) and not view.evaluations_done:
             if view.messages:
                 widget.update(view.messages[-1])
-            elif not view.tasks:
+            elif not view.started.tasks:
                 widget.update("loading the model and tasks…")
             elif view.base_scores is None:
                 widget.update("scoring the unpruned model (for comparison)…")
@@ -342,9 +348,15 @@ class RunScreen(Screen[None]):
     def _engine_running(self) -> bool:
         return self.view.active and self.store.alive()
 
-    def action_pause(self) -> None:
+    def _can_control(self) -> bool:
+        """Whether a pause or stop can reach the engine; says so when it cannot."""
         if not self._engine_running():
             self.notify("The search is not running.", severity="warning")
+            return False
+        return True
+
+    def action_pause(self) -> None:
+        if not self._can_control():
             return
         if self.view.state == RunState.PAUSED:
             self.notify("Already paused: r resumes.")
@@ -373,8 +385,7 @@ class RunScreen(Screen[None]):
             self.notify("The search is already running.")
 
     def action_stop(self) -> None:
-        if not self._engine_running():
-            self.notify("The search is not running.", severity="warning")
+        if not self._can_control():
             return
 
         def answered(stop: bool | None) -> None:

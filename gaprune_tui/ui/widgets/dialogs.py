@@ -27,8 +27,8 @@ Scores = dict[str, dict[str, Any]]
 
 
 class HasScores(Protocol):
-    """A genome with its search fitness and per-task scores: the follower's ``Scored`` genome or a
-    Results row."""
+    """A genome with its search fitness and per-task scores: the follower's scored genome (an
+    ``EvaluationFinished``) or a Results row."""
 
     @property
     def fitness(self) -> float | None: ...
@@ -187,7 +187,7 @@ class ScoresDialog(Dialog[None]):
         self.view = view
 
     def compose(self) -> ComposeResult:
-        n_layers, base_fitness = self.view.n_layers, self.view.base_fitness
+        n_layers, base_fitness = self.view.started.n_layers, self.view.base_fitness
         kept = n_layers - len(self.dropped) if n_layers else None
         head = Text()
         head.append("dropped layers ", style="bold")

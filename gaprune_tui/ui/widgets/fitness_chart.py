@@ -11,11 +11,10 @@ import math
 
 from rich.style import Style
 from rich.text import Text
-from textual.widget import Widget
 
 from gaprune_tui.core import format as fmt
-from gaprune_tui.ui.themes import BITMAP_DEFAULTS
 from gaprune_tui.ui.widgets.legend import append_legend
+from gaprune_tui.ui.widgets.text_plot import DIM, TextPlot, row_of
 
 GLYPH_BEST = "●"
 GLYPH_MEAN = "○"
@@ -23,37 +22,20 @@ GLYPH_BOTH = "◉"
 Y_LABEL = 8
 
 
-def _row_of(value: float, lo: float, hi: float, height: int) -> int:
-    """Row index counted from the top (0) for a value between lo and hi."""
-    if hi <= lo:
-        return height // 2
-    frac = (value - lo) / (hi - lo)
-    return height - 1 - round(frac * (height - 1))
-
-
-class FitnessChart(Widget):
+class FitnessChart(TextPlot):
     """Best and mean fitness per generation; ``set_series`` replaces the data."""
 
-    DEFAULT_CSS = """
-    FitnessChart {
-        height: auto;
-        width: 1fr;
-    }
-    """
+    y_label = Y_LABEL
 
     def __init__(
         self, *, plot_height: int = 6, id: str | None = None, classes: str | None = None
     ) -> None:
-        super().__init__(id=id, classes=classes)
-        self.plot_height = plot_height
+        super().__init__(plot_height=plot_height, id=id, classes=classes)
         self.best: list[float] = []
         self.mean: list[float] = []
         # KL and perplexity improve downwards: plotted upside down (better is up), labelled as is.
         self.sign = 1.0
         self.label = "fitness"
-
-    def on_mount(self) -> None:
-        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
 
     def set_series(
         self,
@@ -69,21 +51,11 @@ class FitnessChart(Widget):
         self.label = label
         self.refresh(layout=True)
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
-        return self.plot_height + 3
-
-    def render(self) -> Text:
-        return self.render_text(self.size.width or 60)
-
     def render_text(self, width: int) -> Text:
-        variables = getattr(self.app, "theme_variables", {}) or {}
-        best_style = Style(
-            color=variables.get("bitmap-best") or BITMAP_DEFAULTS["bitmap-best"], bold=True
-        )
-        mean_style = Style(color=variables.get("bitmap-kept") or BITMAP_DEFAULTS["bitmap-kept"])
-        dim = Style(dim=True)
+        best_style = Style(color=self.colour("bitmap-best"), bold=True)
+        mean_style = Style(color=self.colour("bitmap-kept"))
         text = Text(no_wrap=True, overflow="crop")
-        text.append(self.label.ljust(Y_LABEL), dim)
+        text.append(self.label.ljust(Y_LABEL), DIM)
         append_legend(
             text, (GLYPH_BEST, best_style, "best"), (GLYPH_MEAN, mean_style, "mean per generation")
         )
@@ -93,10 +65,7 @@ class FitnessChart(Widget):
         n = len(best)
         height = self.plot_height
         if n == 0:
-            for _ in range(height):
-                text.append(" " * (Y_LABEL - 1) + "│\n", dim)
-            text.append(" " * (Y_LABEL - 1) + "└" + "─" * 10 + "\n", dim)
-            text.append(" " * Y_LABEL + "no generation finished yet", dim)
+            self.append_empty(text)
             return text
         # A KL or perplexity run with --invalid zero scores invalid genomes +inf, so a
         # generation's mean can be +inf: the scale and the points are the finite values only.
@@ -107,24 +76,19 @@ class FitnessChart(Widget):
         kinds = [[""] * (n * step) for _ in range(height)]
         for g in range(n):
             col = g * step + step // 2
-            rb = _row_of(best[g], lo, hi, height) if math.isfinite(best[g]) else None
+            rb = row_of(best[g], lo, hi, height) if math.isfinite(best[g]) else None
             if rb is not None:
                 grid[rb][col], kinds[rb][col] = GLYPH_BEST, "best"
             if g < len(mean) and math.isfinite(mean[g]):
-                rm = _row_of(mean[g], lo, hi, height)
+                rm = row_of(mean[g], lo, hi, height)
                 if rm == rb:
                     grid[rm][col] = GLYPH_BOTH
                 else:
                     grid[rm][col], kinds[rm][col] = GLYPH_MEAN, "mean"
         for r in range(height):
-            if r == 0:
-                label, tick = fmt.score(self.sign * hi), "┤"
-            elif r == height - 1:
-                label, tick = fmt.score(self.sign * lo), "┤"
-            else:
-                label, tick = "", "│"
-            text.append(label.rjust(Y_LABEL - 1), dim)
-            text.append(tick, dim)
+            edge = r in (0, height - 1)
+            label = fmt.score(self.sign * (hi if r == 0 else lo)) if edge else ""
+            self.append_value_tick(text, label, edge)
             for c, glyph in enumerate(grid[r]):
                 kind = kinds[r][c]
                 text.append(
@@ -134,11 +98,7 @@ class FitnessChart(Widget):
                     else (mean_style if kind == "mean" else Style()),
                 )
             text.append("\n")
-        text.append(" " * (Y_LABEL - 1) + "└", dim)
-        text.append("".join(("┬" if c % step == step // 2 else "─") for c in range(n * step)), dim)
-        text.append("\n" + " " * Y_LABEL)
-        axis = ""
-        for g in range(n):
-            axis += str(g).center(step)
-        text.append(axis + "  generation", dim)
+        ticks = {g * step + step // 2 for g in range(n)}
+        labels = "".join(str(g).center(step) for g in range(n)) + "  generation"
+        self.append_category_axis(text, ticks, n * step, labels)
         return text

@@ -15,13 +15,12 @@ from collections.abc import Sequence
 
 from rich.style import Style
 from rich.text import Text
-from textual.widget import Widget
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core.pareto import FrontPoint
-from gaprune_tui.ui.themes import BITMAP_DEFAULTS
 from gaprune_tui.ui.widgets.legend import append_legend
+from gaprune_tui.ui.widgets.text_plot import DIM, TextPlot, row_of
 
 GLYPH_FRONT = "●"
 GLYPH_DOMINATED = "○"
@@ -31,35 +30,20 @@ Y_LABEL = 9
 MAX_STEP = 8
 
 
-def _row_of(value: float, lo: float, hi: float, height: int) -> int:
-    """Row index counted from the top (0) for a value between lo and hi."""
-    if hi <= lo:
-        return height // 2
-    return height - 1 - round((value - lo) / (hi - lo) * (height - 1))
-
-
-class FrontPlot(Widget):
+class FrontPlot(TextPlot):
     """The front after each generation; ``set_fronts`` replaces the data."""
 
-    DEFAULT_CSS = """
-    FrontPlot {
-        height: auto;
-        width: 1fr;
-    }
-    """
+    default_width = 80
+    y_label = Y_LABEL
 
     def __init__(
         self, *, plot_height: int = 7, id: str | None = None, classes: str | None = None
     ) -> None:
-        super().__init__(id=id, classes=classes)
-        self.plot_height = plot_height
+        super().__init__(plot_height=plot_height, id=id, classes=classes)
         self.fronts: list[list[FrontPoint]] = []
         self.ks: list[int] = []
         self.kind = "squared_mean"
         self.knee_k: int | None = None
-
-    def on_mount(self) -> None:
-        self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
 
     def set_fronts(
         self,
@@ -77,18 +61,8 @@ class FrontPlot(Widget):
         self.knee_k = knee_k
         self.refresh(layout=True)
 
-    def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
-        return self.plot_height + 3
-
-    def render(self) -> Text:
-        return self.render_text(self.size.width or 80)
-
     def _styles(self) -> dict[str, Style]:
-        variables = getattr(self.app, "theme_variables", {}) or {}
-
-        def colour(name: str) -> str:
-            return variables.get(name) or BITMAP_DEFAULTS[name]
-
+        colour = self.colour
         return {
             "front": Style(color=colour("bitmap-best"), bold=True),
             "knee": Style(color=colour("bitmap-best"), bold=True, underline=True),
@@ -111,23 +85,19 @@ class FrontPlot(Widget):
         title = fitness_kinds.label(self.kind)
         if len(title) + 2 + len(key) > width:
             title = fitness_kinds.short_label(self.kind)
-        text.append(title + "  ", Style(dim=True))
+        text.append(title + "  ", DIM)
         text.append_text(key)
         text.append("\n")
 
     def render_text(self, width: int) -> Text:
         """Title and key, the plot, the k axis."""
         styles = self._styles()
-        dim = Style(dim=True)
         text = Text(no_wrap=True, overflow="crop")
         self._append_title(text, styles, width)
         height = self.plot_height
         latest = self.fronts[-1] if self.fronts else []
         if not latest or not self.ks:
-            for _ in range(height):
-                text.append(" " * (Y_LABEL - 1) + "│\n", dim)
-            text.append(" " * (Y_LABEL - 1) + "└" + "─" * 10 + "\n", dim)
-            text.append(" " * Y_LABEL + "no generation finished yet", dim)
+            self.append_empty(text)
             return text
         sign = 1.0 if fitness_kinds.higher_is_better(self.kind) else -1.0
         values = [sign * p.fitness for f in self.fronts for p in f if math.isfinite(p.fitness)]
@@ -140,7 +110,7 @@ class FrontPlot(Widget):
 
         def place(point: FrontPoint, glyph: str, style: str) -> None:
             if math.isfinite(point.fitness) and point.k in column:
-                grid[_row_of(sign * point.fitness, lo, hi, height)][column[point.k]] = (
+                grid[row_of(sign * point.fitness, lo, hi, height)][column[point.k]] = (
                     glyph,
                     style,
                 )
@@ -158,14 +128,10 @@ class FrontPlot(Widget):
         for r, cells in enumerate(grid):
             edge = r in (0, height - 1)
             label = fmt.score(sign * (hi if r == 0 else lo)) if edge else ""
-            text.append(label.rjust(Y_LABEL - 1)[-(Y_LABEL - 1) :], dim)
-            text.append("┤" if edge else "│", dim)
+            self.append_value_tick(text, label[-(Y_LABEL - 1) :], edge)
             for glyph, style in cells:
                 text.append(glyph, styles[style] if style else Style())
             text.append("\n")
-        text.append(" " * (Y_LABEL - 1) + "└", dim)
-        ticks = set(column.values())
-        text.append("".join("┬" if c in ticks else "─" for c in range(len(self.ks) * step)), dim)
-        text.append("\n" + " " * Y_LABEL)
-        text.append("".join(str(k).center(step) for k in self.ks) + "  layers dropped", dim)
+        labels = "".join(str(k).center(step) for k in self.ks) + "  layers dropped"
+        self.append_category_axis(text, set(column.values()), len(self.ks) * step, labels)
         return text
