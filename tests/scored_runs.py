@@ -43,6 +43,9 @@ class ScoredRun:
     config: RunConfig
     genomes: dict[tuple[int, ...], tuple[list[int], Scores, float]]  # dropped: kept, scores, fit
     base: Scores
+    # The dtype the model was scored in and why (what the engine records in a run's meta).
+    dtype: str = "float32"
+    dtype_reason: str = ""
 
     def store(
         self,
@@ -81,7 +84,7 @@ def score_tasks(config: RunConfig, genomes: list[list[int]]) -> ScoredRun:
         with loaded.view.view(kept), torch.no_grad():
             return taskset.evaluate(lm)
 
-    return _scored(config, loaded.n_layers, genomes, score)
+    return _scored(config, loaded, genomes, score)
 
 
 def score_kl(config: RunConfig, genomes: list[list[int]]) -> ScoredRun:
@@ -97,19 +100,21 @@ def score_kl(config: RunConfig, genomes: list[list[int]]) -> ScoredRun:
     def score(kept: list[int]) -> Scores:
         return {fitness_kinds.CALIBRATION: scorer.score(kept)}
 
-    return _scored(config, loaded.n_layers, genomes, score)
+    return _scored(config, loaded, genomes, score)
 
 
 def _scored(
     config: RunConfig,
-    n_layers: int,
+    loaded: Any,
     genomes: list[list[int]],
     score: Callable[[list[int]], Scores],
 ) -> ScoredRun:
     """Score every genome and the base model (all layers kept) with ``score(kept)``."""
     scored = {}
+    n_layers = loaded.n_layers
     for dropped in genomes:
         kept = [i for i in range(n_layers) if i not in dropped]
         scores = score(kept)
         scored[tuple(dropped)] = (kept, scores, fitness_kinds.fitness_of(scores, config.fitness))
-    return ScoredRun(config, scored, score(list(range(n_layers))))
+    dtype = str(loaded.dtype).removeprefix("torch.")
+    return ScoredRun(config, scored, score(list(range(n_layers))), dtype, loaded.dtype_reason)

@@ -15,75 +15,40 @@ from typing import Any
 
 import pytest
 import torch
+from scored_runs import ScoredRun, score_tasks, tiny_run_config
 from tiny_models import build_tiny
 
-from gaprune_tui.core.config import RunConfig, TaskSpec
-from gaprune_tui.core.store import Evaluation, RunStore
+from gaprune_tui.core.store import RunStore
 from gaprune_tui.engine.export import export_run
 
 BF16_REASON = "bfloat16: asked for (--dtype bfloat16)"
 
 
-def _score_run(model: Path, dtype: str) -> dict[str, Any]:
+def _score_run(model: Path, dtype: str) -> ScoredRun:
     """A real run's worth of scores: two genomes of the tiny Llama scored in ``dtype``."""
-    from gaprune_tui.engine.model import load_model
-    from gaprune_tui.engine.scoring import make_lm
-    from gaprune_tui.engine.search import fitness_of
-    from gaprune_tui.engine.tasks import build_tasks
-
     torch.set_num_threads(2)
-    config = RunConfig(
-        fitness="squared_mean",
-        model=str(model),
-        tasks=[TaskSpec("hellaswag_offline")],
-        limit=4,
-        prune=2,
-        population=4,
-        generations=1,
-        device="cpu",
-        dtype=dtype,
-    ).validate()
-    loaded = load_model(config.model, dtype=dtype, device="cpu")
-    taskset = build_tasks(config)
-    lm = make_lm(loaded, config.scorer)
-    genomes = {}
-    for dropped in ([2, 4], [1, 3]):
-        kept = [i for i in range(loaded.n_layers) if i not in dropped]
-        with loaded.view.view(kept), torch.no_grad():
-            scores = taskset.evaluate(lm)
-        genomes[tuple(dropped)] = (kept, scores, fitness_of(scores, config.fitness))
-    with torch.no_grad():
-        base = taskset.evaluate(lm)
-    return {
-        "config": config,
-        "genomes": genomes,
-        "base": (base, fitness_of(base, config.fitness)),
-        "dtype": str(loaded.dtype).removeprefix("torch."),
-        "reason": loaded.dtype_reason,
-    }
+    return score_tasks(tiny_run_config(model, limit=4, dtype=dtype), [[2, 4], [1, 3]])
 
 
-def _make_run(data: dict[str, Any], meta: dict[str, Any] | None) -> RunStore:
-    store = RunStore.create(data["config"])
+def _make_run(run: ScoredRun, meta: dict[str, Any] | None) -> RunStore:
+    """Its run store, with the dtype the engine would have recorded in ``meta`` (or none)."""
+    store = run.store()
     if meta:
         store.set_meta(**meta)
-    store.add_event("base_scores", scores=data["base"][0], fitness=data["base"][1])
-    for dropped, (kept, scores, fitness) in data["genomes"].items():
-        store.add_evaluation(Evaluation(0, list(dropped), kept, fitness, scores, 1.0, False))
     return store
 
 
 @pytest.fixture(scope="module")
-def bf16_search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def bf16_search(tmp_path_factory: pytest.TempPathFactory) -> ScoredRun:
     """A float32 checkpoint searched in bfloat16 (``--dtype bfloat16``)."""
     path = build_tiny("llama", tmp_path_factory.mktemp("fp32-ckpt") / "llama")
     data = _score_run(path, "bfloat16")
-    assert data["dtype"] == "bfloat16" and data["reason"].startswith("bfloat16: asked for")
+    assert data.dtype == "bfloat16" and data.dtype_reason.startswith("bfloat16: asked for")
     return data
 
 
 def test_bf16_search_exports_bf16_and_its_fitness_must_reproduce(
-    bf16_search: dict[str, Any], tmp_path: Path
+    bf16_search: ScoredRun, tmp_path: Path
 ) -> None:
     store = _make_run(bf16_search, {"dtype": "bfloat16", "dtype_reason": BF16_REASON})
     result = export_run(store.id, out=tmp_path / "auto")
@@ -118,8 +83,8 @@ def test_the_run_s_dtype_wins_over_the_checkpoint_s(tmp_path: Path) -> None:
             (ckpt / name).write_bytes((src / name).read_bytes())
     assert json.loads((ckpt / "config.json").read_text())["dtype"] == "bfloat16"
     data = _score_run(ckpt, "float32")
-    reason = data["reason"]
-    assert data["dtype"] == "float32" and reason.startswith("float32: ")
+    reason = data.dtype_reason
+    assert data.dtype == "float32" and reason.startswith("float32: ")
 
     searched = _make_run(data, {"dtype": "float32", "dtype_reason": reason})
     fp32 = export_run(searched.id, out=tmp_path / "fp32", verify=False)
@@ -148,7 +113,7 @@ def test_the_run_s_dtype_wins_over_the_checkpoint_s(tmp_path: Path) -> None:
 
 
 def test_cli_export_without_dtype_uses_the_run_s(
-    bf16_search: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    bf16_search: ScoredRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from gaprune_tui.cli.main import main
 
