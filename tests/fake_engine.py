@@ -419,13 +419,13 @@ class FakeEngine:
         held-out tasks."""
         cands = [("base model", "base", [], fitness_of(base), 0)]
         if self.pareto:
-            for i, p in enumerate(self.front(), 1):
-                cands.append((f"k={p.k}", "finalist", p.dropped, p.fitness, i))
-        for i, e in enumerate(
-            [] if self.pareto else self.store.best_evaluations(self.finalists), 1
-        ):
-            cands.append((f"finalist {i}", "finalist", e.dropped, e.fitness, i))
-        cands += [(r.name, "baseline", r.dropped, r.fitness, 0) for r in self.references]
+            # As the engine: one front member per k, the baselines not re-scored.
+            for p in self.front():
+                cands.append((f"k={p.k}", "finalist", p.dropped, p.fitness, p.k))
+        else:
+            for i, e in enumerate(self.store.best_evaluations(self.finalists), 1):
+                cands.append((f"finalist {i}", "finalist", e.dropped, e.fitness, i))
+            cands += [(r.name, "baseline", r.dropped, r.fitness, 0) for r in self.references]
         self.store.add_event(
             ConfirmationStarted(
                 genomes=len(cands),
