@@ -28,7 +28,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from deap import algorithms, base, creator, tools
 
@@ -234,14 +234,16 @@ class Search:
 
     def _mutate_resize(self, ind: list[int]) -> tuple[list[int]]:
         """A Pareto run's mutation (``mut_resize``): grow, shrink or swap within the range."""
-        low, high = self.ks[0], self.ks[-1]
-        ind[:] = mut_resize(ind, self.n_layers, self.config.protect, low, high, random)  # type: ignore[arg-type]
+        low, high, rng = self.ks[0], self.ks[-1], cast(random.Random, random)
+        ind[:] = mut_resize(ind, self.n_layers, self.config.protect, low, high, rng)
         return (ind,)
 
     def _valid(self, genome: list[int]) -> bool:
-        if not self.pareto:
-            return is_valid(genome, self.n_layers, self.config.protect, self.k)
-        return any(is_valid(genome, self.n_layers, self.config.protect, k) for k in self.ks)
+        """Distinct droppable layers, as many as the run's k (a Pareto run: any k of its range)."""
+        if self.pareto and len(genome) not in self.ks:
+            return False
+        k = len(genome) if self.pareto else self.k
+        return is_valid(genome, self.n_layers, self.config.protect, k)
 
     def _initial_population(self) -> list[Any]:
         """The seeds that are valid and distinct, then random genomes up to the population size
@@ -279,8 +281,8 @@ class Search:
         dropped = sorted(ind)
         kept = [i for i in range(self.n_layers) if i not in set(dropped)]
         if self.config.invalid == "zero" and not self._valid(list(ind)):
-            # The original scores an invalid genome (a repeated or a protected layer) 0: the worst task fitness. For KL and
-            # perplexity (lower is better) the worst is +inf.
+            # The original scores an invalid genome (a repeated or a protected layer) 0: the
+            # worst task fitness. For KL and perplexity (lower is better) the worst is +inf.
             worst = 0.0 if self.higher_is_better else float("inf")
             outcome = Outcome(
                 scores={}, fitness=worst, seconds=0.0, from_memo=False, fidelity="invalid"
@@ -422,7 +424,8 @@ class Search:
             low, high = self.ks[0], self.ks[-1]
             for i, ind in enumerate(offspring):
                 if not ind.fitness.valid:
-                    fixed = repair_range(ind, self.n_layers, cfg.protect, low, high, random)  # type: ignore[arg-type]
+                    rng = cast(random.Random, random)  # the module, on the search's stream
+                    fixed = repair_range(ind, self.n_layers, cfg.protect, low, high, rng)
                     offspring[i] = self.individual(fixed)
             return offspring
         offspring = self.toolbox.select(population, len(population))
