@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from cores import cores
 
 _HF_HOME = Path(tempfile.mkdtemp(prefix="gaprune-hf-home-"))
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -19,9 +20,38 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = str(_HF_HOME)
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# Engine processes started by a test (the CLI, the TUI's launch) stay within this worker's share of
+# the cores under pytest-xdist; a test that passes its own GAPRUNE_THREADS still wins.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("GAPRUNE_THREADS", str(cores()))
 os.environ.setdefault(
     "GAPRUNE_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".test-cache")
 )
+
+
+# Under pytest-xdist (the README's command) whole files are dealt to the workers in collection order
+# (`--dist loadfile --no-loadscope-reorder` in pyproject.toml). The files that take longest go first,
+# so that the many short files fill in around them instead of one long file running alone at the end.
+# Measured with `--durations` on 2 cores; the order changes only the wall time, never a result.
+LONGEST_FIRST = (
+    "test_backends.py",
+    "test_cli.py",
+    "test_scores_proven.py",
+    "test_e2e_embedded.py",
+    "test_tui_e2e.py",
+    "test_trust_cli.py",
+    "test_pareto_cli.py",
+    "test_tui_history.py",
+    "test_fake_engine.py",
+    "test_model.py",
+    "test_scoring.py",
+    "test_tasks.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cores import cores
 from scored_runs import ScoredRun, score_tasks, tiny_run_config
 from tiny_models import build_families
 
@@ -26,7 +27,7 @@ from gaprune_tui.engine.export import (
 )
 from gaprune_tui.engine.layers import LayerView
 
-torch.set_num_threads(2)
+torch.set_num_threads(cores())
 
 KEPT = [0, 1, 3, 5]  # drops 2 and 4: three slices
 PROMPT = "The quick brown fox jumps over the lazy dog and"

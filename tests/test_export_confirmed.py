@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from cores import cores
 from scored_runs import ScoredRun, score_kl, score_tasks, tiny_run_config
 from tiny_models import build_tiny
 
@@ -24,7 +25,7 @@ from gaprune_tui.core.store import RunStore
 from gaprune_tui.engine.export import export_run, render_card
 from gaprune_tui.engine.export.verify import scores_equal
 
-torch.set_num_threads(2)
+torch.set_num_threads(cores())
 
 IMPROVEMENT_WORDS = ("improve", "better than the base", "outperform")
 

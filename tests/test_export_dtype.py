@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from cores import cores
 from scored_runs import ScoredRun, score_tasks, tiny_run_config
 from tiny_models import build_tiny
 
@@ -26,7 +27,7 @@ BF16_REASON = "bfloat16: asked for (--dtype bfloat16)"
 
 def _score_run(model: Path, dtype: str) -> ScoredRun:
     """A real run's worth of scores: two genomes of the tiny Llama scored in ``dtype``."""
-    torch.set_num_threads(2)
+    torch.set_num_threads(cores())
     return score_tasks(tiny_run_config(model, limit=4, dtype=dtype), [[2, 4], [1, 3]])
 
 

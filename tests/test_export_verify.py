@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from cores import cores
 from safetensors.torch import load_file, save_file
 from scored_runs import score_tasks, tiny_run_config
 from tiny_models import build_families, build_tiny
@@ -25,7 +26,7 @@ from gaprune_tui.core.store import RunStore
 from gaprune_tui.engine.export import FAILED_FILE, export_run
 from gaprune_tui.engine.export import genome as genome_module
 
-torch.set_num_threads(2)
+torch.set_num_threads(cores())
 
 DROPPED = [2, 4]
 KEPT = [0, 1, 3, 5]

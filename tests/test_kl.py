@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from cores import cores
 from tiny_models import FAMILIES, N_LAYERS, build_tiny, forward_sizes
 
 from gaprune_tui.core.errors import ConfigError
@@ -39,7 +40,7 @@ def _load(path: Path, dtype: torch.dtype = torch.float32) -> Any:
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def tiny_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(2)
+    torch.set_num_threads(cores())
     return build_tiny(request.param, tmp_path_factory.mktemp(request.param))
 
 

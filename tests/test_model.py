@@ -20,6 +20,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from cores import cores
 from huggingface_hub import constants as hf_constants
 from tiny_models import FAMILIES, MORE_FAMILIES, build_families, finish_gguf, put_in_hub_cache
 
@@ -39,9 +40,9 @@ from gaprune_tui.engine.model import (
 @pytest.fixture(autouse=True)
 def torch_threads(request: pytest.FixtureRequest):
     """One thread for the tiny models (a second thread costs 20x on a busy 2-core machine),
-    two for the embedded model's real matmuls."""
+    this process's share of the cores (tests/cores.py) for the embedded model's real matmuls."""
     before = torch.get_num_threads()
-    torch.set_num_threads(2 if "demo" in request.fixturenames else 1)
+    torch.set_num_threads(cores() if "demo" in request.fixturenames else 1)
     yield
     torch.set_num_threads(before)
 

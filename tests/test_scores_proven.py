@@ -59,6 +59,7 @@ from typing import Any
 
 import pytest
 import torch
+from cores import cores
 from tiny_models import build_tiny
 
 from gaprune_tui.core.config import RunConfig, TaskSpec
@@ -225,7 +226,7 @@ TINY_PASSES = [(0, TINY_GENOMES, 5), (2, [[2, 3], [2, 4]], None)]
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from gaprune_tui.engine.model import load_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(cores())
     path = build_tiny("llama", tmp_path_factory.mktemp("llama"))
     return load_model(str(path), dtype="float32", device="cpu")
 
@@ -268,7 +269,7 @@ EMBEDDED_PASSES = [(0, 20, 5), (2, 5, None)]
 def embedded() -> Any:
     from gaprune_tui.engine.model import load_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(cores())
     return load_model("demo", dtype="float32", device="cpu")
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from cores import cores
 from lm_eval.api.instance import Instance
 from tiny_models import FAMILIES, build_tiny, forward_sizes, kept_views
 
@@ -67,7 +68,7 @@ def _compare(fast: list[tuple[float, bool]], ref: list[tuple[float, bool]]) -> N
 def tiny(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(cores())
     path = build_tiny(request.param, tmp_path_factory.mktemp(request.param))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -334,7 +335,7 @@ EMBEDDED_TASKS = [
 def embedded() -> Any:
     from gaprune_tui.engine.model import load_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(cores())
     return load_model("demo", dtype="float32", device="cpu")
 
 

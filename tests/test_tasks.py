@@ -16,6 +16,7 @@ from typing import Any
 
 import lm_eval
 import pytest
+from cores import cores
 from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
@@ -337,7 +338,7 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from tiny_models import build_tiny
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(cores())
     path = build_tiny("llama", tmp_path_factory.mktemp("tiny") / "llama")
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)

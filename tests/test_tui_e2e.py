@@ -33,6 +33,7 @@ async def test_setup_run_results_export_on_the_real_engine(monkeypatch: pytest.M
             "limit": "6",
             "finalists": "1",
             "confirm-limit": "6",
+            "calibration-tokens": "512",
         }.items():
             screen.query_one(f"#{ident}", Input).value = value
         await pilot.pause()
@@ -62,6 +63,7 @@ async def test_setup_run_results_export_on_the_real_engine(monkeypatch: pytest.M
         await app.workers.wait_for_complete()  # the export process has exited
         assert results.export_error is None, results.export_error
         assert results.export_result["verified"] is True
+    assert store.config().calibration_tokens == 512  # the form's value reached the engine
     result = store.result()
     assert result is not None and len(result["dropped_layers"]) == 4
     exports = list((store.path / "exports").iterdir())
