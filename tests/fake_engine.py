@@ -30,23 +30,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from gaprune_tui.core import events, pareto
 from gaprune_tui.core import fitness as fitness_kinds
-from gaprune_tui.core import pareto
 from gaprune_tui.core.config import RunConfig
-from gaprune_tui.core.events import (
-    BaseScores,
-    ConfirmationStarted,
-    EvaluationStarted,
-    GenomeConfirmed,
-    LogMessage,
-    ReferenceScored,
-    RunFailed,
-    RunFinished,
-    RunPaused,
-    RunResumed,
-    RunStarted,
-    RunStopped,
-)
 from gaprune_tui.core.stats import binomial_stderr
 from gaprune_tui.core.store import ControlAction, Evaluation, Generation, RunState, RunStore
 
@@ -148,7 +134,7 @@ class FakeEngine:
         # Pareto: every k in the range at once; ``prune`` is then unused.
         self.ks = config.ks if config.pareto else [prune]
         self.pareto = config.pareto
-        self.references: list[ReferenceScored] = []
+        self.references: list[events.ReferenceScored] = []
         self.memo: dict[tuple[int, ...], dict[str, dict[str, Any]]] = {}
         self.paused = False
         self.done = False
@@ -185,7 +171,7 @@ class FakeEngine:
         """End the run the way the engine does when an evaluation raises."""
         self._log("Traceback (most recent call last):")
         self._log(f"RuntimeError: {error}")
-        self.store.add_event(RunFailed(error=error))
+        self.store.add_event(events.RunFailed(error=error))
         self.store.set_state(RunState.FAILED, error=error)
         self.done = True
 
@@ -220,16 +206,16 @@ class FakeEngine:
         self.store.mark_handled(request.id)
         if request.action == ControlAction.PAUSE and not self.paused:
             self.paused = True
-            self.store.add_event(RunPaused())
+            self.store.add_event(events.RunPaused())
             self.store.set_state(RunState.PAUSED)
             self._log("paused on request")
         elif request.action == ControlAction.UNPAUSE and self.paused:
             self.paused = False
-            self.store.add_event(RunResumed())
+            self.store.add_event(events.RunResumed())
             self.store.set_state(RunState.RUNNING)
             self._log("resumed on request")
         elif request.action == ControlAction.STOP:
-            self.store.add_event(RunStopped())
+            self.store.add_event(events.RunStopped())
             self.store.set_state(RunState.STOPPED)
             self._log("stopped on request")
             self.done = True
@@ -241,7 +227,7 @@ class FakeEngine:
 
     def _log_event(self, message: str) -> None:
         self._log(message)
-        self.store.add_event(LogMessage(message=message))
+        self.store.add_event(events.LogMessage(message=message))
 
     def _random_genome(self, k: int | None = None) -> list[int]:
         return sorted(self.rng.sample(range(self.protect, self.n_layers), k or self.prune))
@@ -274,7 +260,9 @@ class FakeEngine:
         yield from self._start()
         base = self.scores_of([])
         self.store.set_meta(base_scores=base, base_fitness=fitness_of(base))
-        self.store.add_event(BaseScores(scores=base, fitness=fitness_of(base), from_memo=False))
+        self.store.add_event(
+            events.BaseScores(scores=base, fitness=fitness_of(base), from_memo=False)
+        )
         yield
         if self.faithful:
             yield from self._references()
@@ -306,7 +294,7 @@ class FakeEngine:
         )
         store.set_state(RunState.RUNNING)
         store.add_event(
-            RunStarted(
+            events.RunStarted(
                 model=self.model,
                 n_layers=self.n_layers,
                 protect=self.protect,
@@ -335,7 +323,7 @@ class FakeEngine:
         }
         for name, (dropped, signal) in picks.items():
             scores = self.scores_of(dropped)
-            event = ReferenceScored(
+            event = events.ReferenceScored(
                 name=name, dropped=dropped, fitness=fitness_of(scores), scores=scores, signal=signal
             )
             self.store.add_event(event)
@@ -357,7 +345,7 @@ class FakeEngine:
             done_here.add(tuple(dropped))
             kept = [x for x in range(self.n_layers) if x not in dropped]
             store.add_event(
-                EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
+                events.EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
             )
             yield
             hit = tuple(dropped) in self.memo
@@ -413,7 +401,7 @@ class FakeEngine:
         scored = [(list(g), fitness_of(s)) for g, s in self.memo.items()]
         return pareto.per_k_best(scored, KIND, self.ks)
 
-    def _confirm(self, base: dict[str, dict[str, Any]]) -> list[GenomeConfirmed]:
+    def _confirm(self, base: dict[str, dict[str, Any]]) -> list[events.GenomeConfirmed]:
         """Confirmation as the engine writes it: the base model, the top finalists (a Pareto
         run's: one front member per k) and the baselines re-scored on more items and on the
         held-out tasks."""
@@ -427,7 +415,7 @@ class FakeEngine:
                 cands.append((f"finalist {i}", "finalist", e.dropped, e.fitness, i))
             cands += [(r.name, "baseline", r.dropped, r.fitness, 0) for r in self.references]
         self.store.add_event(
-            ConfirmationStarted(
+            events.ConfirmationStarted(
                 genomes=len(cands),
                 confirm_limit=self.confirm_limit,
                 tasks=list(TASKS),
@@ -442,7 +430,7 @@ class FakeEngine:
                 task: {**next(iter(confirmed.values())), "n": self.confirm_limit}
                 for task in self.holdout
             }
-            event = GenomeConfirmed(
+            event = events.GenomeConfirmed(
                 label=label,
                 role=role,
                 rank=rank,
@@ -496,13 +484,13 @@ class FakeEngine:
                 input_ids=SimpleNamespace(numel=lambda: 16 * 128),
             ),
         )
-        base_event = BaseScores(scores=base, fitness=fitness_of(base))
+        base_event = events.BaseScores(scores=base, fitness=fitness_of(base))
         result = build_result(
             store, setup, base_event, self.references, confirmations, per_layer, 0.0
         )  # type: ignore[arg-type]  # the stand-in has what build_result reads
         store.write_result(result)
         store.set_state(RunState.FINISHED)
-        store.add_event(RunFinished(result=result))
+        store.add_event(events.RunFinished(result=result))
         self._log("search finished")
 
     def _pareto_offspring(self, population: list[list[int]]) -> tuple[list[list[int]], list[int]]:

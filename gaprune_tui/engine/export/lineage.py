@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from gaprune_tui.engine.export.evidence import (
 )
 from gaprune_tui.engine.export.install import check_target
 from gaprune_tui.engine.export.mergekit import MERGEKIT_FILE, contiguous_runs
-from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
+from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress, SearchDtype
 from gaprune_tui.engine.export.verify import Verification
 
 LINEAGE_FILE = "gaprune.json"
@@ -57,15 +57,6 @@ def export_dtype(dtype: str | None, config: dict[str, Any], search: str | None =
     if value not in EXPORT_DTYPES:
         raise ExportError(f"unknown export dtype {dtype!r}: use {', '.join(EXPORT_DTYPES)}")
     return value
-
-
-@dataclass(frozen=True)
-class SearchDtype:
-    """The dtype the run's search computed in and why (the engine's ``meta``, else result.json);
-    both ``None`` for a run that never loaded its model."""
-
-    dtype: str | None = None
-    reason: str | None = None
 
 
 def search_dtype(store: RunStore) -> SearchDtype:
@@ -197,8 +188,7 @@ def plan_export(
         force=force,
         dtype=export_dtype(dtype, source_config, searched.dtype),
         requested_dtype=dtype,
-        search_dtype=searched.dtype,
-        search_dtype_reason=searched.reason,
+        searched=searched,
         order=order.order,
         order_note=note,
         default_pick=default_pick,
@@ -232,8 +222,8 @@ def build_lineage(
         "dropped_layers": genome.dropped,
         "kept_layers": genome.kept,
         "dtype": plan.dtype,
-        "search_dtype": plan.search_dtype,
-        "search_dtype_reason": plan.search_dtype_reason,
+        "search_dtype": plan.searched.dtype,
+        "search_dtype_reason": plan.searched.reason,
         "params_before": sizes["params_before"],
         "params_after": sizes["params_after"],
         "size_bytes": sizes["size_bytes"],

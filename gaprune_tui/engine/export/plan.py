@@ -27,6 +27,15 @@ def silent(stage: str, message: str) -> None:
 
 
 @dataclass(frozen=True)
+class SearchDtype:
+    """The dtype the run's search computed in and why (the engine's ``meta``, else result.json);
+    both ``None`` for a run that never loaded its model."""
+
+    dtype: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class ExportPlan:
     """The genome to export and everything fixed about the export before it starts."""
 
@@ -50,11 +59,9 @@ class ExportPlan:
     order_note: str = ""
     default_pick: bool = False
     evidence: Evidence = field(default_factory=Evidence)
-    # The dtype the search computed in and its reason, as the engine recorded them (None for a
-    # run that never loaded its model): the export's default dtype, and the one whose scores
-    # verification must reproduce.
-    search_dtype: str | None = None
-    search_dtype_reason: str | None = None
+    # The dtype the search computed in and its reason, as the engine recorded them: the export's
+    # default dtype, and the one whose scores verification must reproduce.
+    searched: SearchDtype = field(default_factory=SearchDtype)
 
     @property
     def kept(self) -> list[int]:
