@@ -21,11 +21,13 @@ little), so the best genomes, memo hits and per-generation statistics look like 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -58,81 +60,86 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def fake_store(
-    *,
-    generations: int = 3,
-    population: int = 8,
-    prune: int = 4,
-    protect: int = 2,
-    seed: int = 0,
-    limit: int = 20,
-    run_id: str | None = None,
-    **config: Any,
-) -> RunStore:
-    """Create a run folder whose config matches what the fake engine will write (``config``: more
-    RunConfig fields, e.g. finalists, confirm_limit, holdout_tasks)."""
-    config.setdefault("fitness", "squared_mean")  # the fake scores tasks, as the original did
-    run_config = RunConfig(
-        population=population,
-        generations=generations,
-        prune=prune,
-        protect=protect,
-        seed=seed,
-        limit=limit,
-        **config,
+def confirmed_genome(
+    label: str,
+    role: str,
+    rank: int,
+    dropped: list[int],
+    confirmed: dict[str, dict[str, Any]],
+    holdout: dict[str, dict[str, Any]],
+    **more: Any,
+) -> events.GenomeConfirmed:
+    """A ``GenomeConfirmed`` whose confirmed and held-out numbers are the mean fitness (and its
+    standard error) of the ``confirmed`` and ``holdout`` scores, as the engine derives them;
+    ``more``: its other fields (the search's fitness, seconds)."""
+    return events.GenomeConfirmed(
+        label=label,
+        role=role,
+        rank=rank,
+        dropped=dropped,
+        confirmed=fitness_kinds.fitness_of(confirmed, "mean"),
+        confirmed_stderr=fitness_kinds.fitness_stderr(confirmed, "mean"),
+        confirmed_scores=confirmed,
+        holdout=fitness_kinds.fitness_of(holdout, "mean") if holdout else None,
+        holdout_stderr=fitness_kinds.fitness_stderr(holdout, "mean") if holdout else None,
+        holdout_scores=holdout,
+        **more,
     )
+
+
+def fake_store(*, run_id: str | None = None, **config: Any) -> RunStore:
+    """Create a run folder whose config matches what a default ``FakeEngine`` writes: its
+    generations, population, prune, protect and seed, limit 20 and the squared_mean fitness the
+    fake scores with. ``config``: RunConfig fields that override these or add more, e.g.
+    finalists, confirm_limit, holdout_tasks."""
+    searched = {f.name: f.default for f in dataclasses.fields(FakeEngine) if f.name in _SHARED}
+    run_config = RunConfig(**{**searched, "limit": 20, "fitness": KIND, **config})
     return RunStore.create(run_config, run_id=run_id)
 
 
+# The fake's parameters that are RunConfig fields too, so that ``fake_store`` writes their defaults.
+_SHARED = ("generations", "population", "prune", "protect", "seed")
+
+
+@dataclass(eq=False)
 class FakeEngine:
     """Writes one engine event per ``step()`` into a real store. See the module docstring."""
 
-    def __init__(
-        self,
-        store: RunStore,
-        *,
-        generations: int = 3,
-        population: int = 8,
-        n_layers: int = 30,
-        prune: int = 4,
-        protect: int = 2,
-        seed: int = 0,
-        finished: bool = True,
-        model: str = "demo",
-        seconds_per_eval: float = 2.5,
-        faithful: bool = False,
-    ) -> None:
-        self.store = store
-        # faithful: everything the real engine writes (scores with stderr and n, the baselines,
-        # the confirmation). Off, the search alone, as the UI tests and snapshots were written
-        # against; result.json has the real engine's keys either way.
-        self.faithful = faithful
-        self.generations = generations
-        self.population = population
-        self.n_layers = n_layers
-        self.prune = prune
-        self.protect = protect
-        self.finished = finished
-        self.model = model
-        self.seconds_per_eval = seconds_per_eval
-        self.rng = random.Random(seed)
+    store: RunStore
+    _: KW_ONLY
+    generations: int = 3
+    population: int = 8
+    n_layers: int = 30
+    prune: int = 4
+    protect: int = 2
+    seed: int = 0
+    finished: bool = True
+    model: str = "demo"
+    seconds_per_eval: float = 2.5
+    # faithful: everything the real engine writes (scores with stderr and n, the baselines, the
+    # confirmation). Off, the search alone, as the UI tests and snapshots were written against;
+    # result.json has the real engine's keys either way.
+    faithful: bool = False
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
         # Per-layer damage per task: a few critical layers, most cheap to drop.
         self._damage = {
             task: [
                 self.rng.uniform(0.04, 0.09)
                 if self.rng.random() < 0.15
                 else self.rng.uniform(0.002, 0.02)
-                for _ in range(n_layers)
+                for _ in range(self.n_layers)
             ]
             for task in TASKS
         }
-        config = store.config()
+        config = self.store.config()
         self.limit = config.limit or 20
         self.finalists = config.finalists
         self.confirm_limit = config.confirm_limit or 100
         self.holdout = config.holdout
         # Pareto: every k in the range at once; ``prune`` is then unused.
-        self.ks = config.ks if config.pareto else [prune]
+        self.ks = config.ks if config.pareto else [self.prune]
         self.pareto = config.pareto
         self.references: list[events.ReferenceScored] = []
         self.memo: dict[tuple[int, ...], dict[str, dict[str, Any]]] = {}
@@ -430,21 +437,15 @@ class FakeEngine:
                 task: {**next(iter(confirmed.values())), "n": self.confirm_limit}
                 for task in self.holdout
             }
-            event = events.GenomeConfirmed(
-                label=label,
-                role=role,
-                rank=rank,
-                dropped=dropped,
+            event = confirmed_genome(
+                label,
+                role,
+                rank,
+                dropped,
+                confirmed,
+                holdout,
                 fitness=fitness,
-                fitness_stderr=fitness_kinds.fitness_stderr(
-                    self.scores_of(dropped), "squared_mean"
-                ),
-                confirmed=fitness_kinds.fitness_of(confirmed, "mean"),
-                confirmed_stderr=fitness_kinds.fitness_stderr(confirmed, "mean"),
-                confirmed_scores=confirmed,
-                holdout=fitness_kinds.fitness_of(holdout, "mean") if holdout else None,
-                holdout_stderr=fitness_kinds.fitness_stderr(holdout, "mean") if holdout else None,
-                holdout_scores=holdout,
+                fitness_stderr=fitness_kinds.fitness_stderr(self.scores_of(dropped), KIND),
                 seconds=round(self.seconds_per_eval * 3, 2),
             )
             self.store.add_event(event)

@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 import torch
+from fake_engine import confirmed_genome
 from scored_runs import ScoredRun, score_kl, score_tasks, tiny_run_config
 from tiny_models import build_tiny
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.errors import ExportError
-from gaprune_tui.core.events import ConfirmationStarted, GenomeConfirmed, ReferenceScored
+from gaprune_tui.core.events import ConfirmationStarted, ReferenceScored
 from gaprune_tui.core.store import RunStore
 from gaprune_tui.engine.export import export_run, render_card
 from gaprune_tui.engine.export.verify import scores_equal
@@ -176,18 +177,7 @@ def task_run_data(llama: Path) -> ScoredRun:
 def _confirmed(label: str, role: str, dropped: list[int], value: float, rank: int = 0) -> Any:
     scores = {"hellaswag_offline": {"acc_norm": value, "acc_norm_stderr": 0.05, "n": 100}}
     held = {"piqa_offline": {"acc_norm": value - 0.1, "acc_norm_stderr": 0.05, "n": 100}}
-    return GenomeConfirmed(
-        label=label,
-        role=role,
-        rank=rank,
-        dropped=dropped,
-        confirmed=value,
-        confirmed_stderr=0.05,
-        confirmed_scores=scores,
-        holdout=value - 0.1,
-        holdout_stderr=0.05,
-        holdout_scores=held,
-    )
+    return confirmed_genome(label, role, rank, dropped, scores, held)
 
 
 def _confirmed_run(data: ScoredRun) -> tuple[RunStore, list[list[int]]]:
