@@ -213,7 +213,7 @@ def test_export_defaults_to_the_confirmed_best(task_run_data: ScoredRun, tmp_pat
     assert (
         result.plan.dropped == order[0]
         and result.plan.rank == 1
-        and result.plan.order == "confirmed"
+        and result.plan.ranking.order == "confirmed"
     )
     assert result.verified is True  # the stored scores carry stderr and n: values still match
     ver = result.verification
@@ -286,7 +286,7 @@ def test_without_confirmation_the_search_order_holds(
     ranked = store.best_evaluations()
     store.write_result({"dropped_layers": ranked[0].dropped, "picked_by": "search"})
     result = export_run(store.id, out=tmp_path / "s", verify=False)
-    assert result.plan.dropped == ranked[0].dropped and result.plan.order == "search"
+    assert result.plan.dropped == ranked[0].dropped and result.plan.ranking.order == "search"
     second = export_run(store.id, rank=2, out=tmp_path / "s2", verify=False)
     assert second.plan.dropped == ranked[1].dropped
     card = (second.path / "README.md").read_text()

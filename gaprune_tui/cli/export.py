@@ -174,7 +174,7 @@ def _run_human(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
     plan, before, after = result.plan, result.params_before, result.params_after
     removed = f" ({100 * (before - after) / before:.1f}% removed)" if before and after else ""
     out.print(
-        f"exported rank {plan.rank} ({plan.order} order) of run {plan.run_id} "
+        f"exported rank {plan.rank} ({plan.ranking.order} order) of run {plan.run_id} "
         f"to [bold]{escape(str(result.path))}[/]"
     )
     out.print(

@@ -155,7 +155,6 @@ def plan_export(
     evidence = read_evidence(store)
     default_pick = rank is None and dropped is None
     genome, rank, order = _ranked_genome(store, rank, evidence, dropped)
-    n_ranked = len(order.genomes)
     note = order.describe(rank)
     if default_pick:
         note += f", the run's pick ({evidence.picked_by or order.order} best)"
@@ -179,7 +178,7 @@ def plan_export(
         run_state=store.state,
         config=config,
         rank=rank,
-        evaluated_genomes=n_ranked,
+        ranking=order,
         genome=genome,
         source=source,
         source_config=source_config,
@@ -189,7 +188,6 @@ def plan_export(
         dtype=export_dtype(dtype, source_config, searched.dtype),
         requested_dtype=dtype,
         searched=searched,
-        order=order.order,
         order_note=note,
         default_pick=default_pick,
         evidence=evidence,
@@ -235,11 +233,11 @@ def build_lineage(
             "id": plan.run_id,
             "path": str(plan.run_path),
             "rank": plan.rank,
-            "order": plan.order,
+            "order": plan.ranking.order,
             "order_note": plan.order_note,
             "default_pick": plan.default_pick,
             "picked_by": plan.evidence.picked_by,
-            "evaluated_genomes": plan.evaluated_genomes,
+            "evaluated_genomes": len(plan.ranking.genomes),
             "generation": genome.generation,
             "state": plan.run_state,
         },

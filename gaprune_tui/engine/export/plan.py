@@ -15,7 +15,7 @@ from typing import Any
 
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.store import Evaluation
-from gaprune_tui.engine.export.evidence import SEARCH_ORDER, Evidence
+from gaprune_tui.engine.export.evidence import Evidence, Ranking
 
 Progress = Callable[[str, str], None]
 """``progress(stage, message)``: stage is select, load, base, reference, merge, verify, rescore,
@@ -44,7 +44,8 @@ class ExportPlan:
     run_state: str
     config: RunConfig
     rank: int
-    evaluated_genomes: int
+    # The genomes ``rank`` counts through (the run's fully evaluated ones) and in which order.
+    ranking: Ranking
     genome: Evaluation
     source: Path
     source_config: dict[str, Any]
@@ -53,9 +54,8 @@ class ExportPlan:
     requested_dtype: str | None
     verify: bool
     force: bool
-    # Which order ``rank`` counts in ("confirmed" or "search"), said as a person reads it, whether
-    # the genome is the run's default pick (no --rank), and the confirmation evidence for the card.
-    order: str = SEARCH_ORDER
+    # ``rank`` said as a person reads it, whether the genome is the run's default pick (no
+    # --rank), and the confirmation evidence for the card.
     order_note: str = ""
     default_pick: bool = False
     evidence: Evidence = field(default_factory=Evidence)

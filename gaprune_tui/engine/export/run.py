@@ -60,7 +60,7 @@ class ExportResult:
             "path": str(self.path),
             "run_id": self.plan.run_id,
             "rank": self.plan.rank,
-            "order": self.plan.order,
+            "order": self.plan.ranking.order,
             "dropped": self.plan.dropped,
             "kept": self.plan.kept,
             "dtype": self.plan.dtype,
