@@ -59,6 +59,7 @@ SHAPES = {
         rope_theta=500000.0,
         # 8192, not 131072: HFLM sizes its batches from max_length; requests here are < 300 tokens.
         max_position_embeddings=8192,
+        tie_word_embeddings=False,
     ),
     "tiny": dict(
         hidden_size=64,
@@ -68,6 +69,7 @@ SHAPES = {
         num_key_value_heads=2,
         vocab_size=49152,
         max_position_embeddings=2048,
+        tie_word_embeddings=False,
     ),
 }
 
@@ -195,7 +197,6 @@ def random_llama(shape: str, dtype: str, device: Any, tokenizer: Any) -> Any:
         **SHAPES[shape],
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
         torch_dtype=dtype,
     )
     torch.manual_seed(0)

@@ -212,21 +212,22 @@ class FakeEngine:
         request = pending[0]
         self.store.mark_handled(request.id)
         if request.action == ControlAction.PAUSE and not self.paused:
-            self.paused = True
-            self.store.add_event(events.RunPaused())
-            self.store.set_state(RunState.PAUSED)
-            self._log("paused on request")
+            self._set_paused(True)
         elif request.action == ControlAction.UNPAUSE and self.paused:
-            self.paused = False
-            self.store.add_event(events.RunResumed())
-            self.store.set_state(RunState.RUNNING)
-            self._log("resumed on request")
+            self._set_paused(False)
         elif request.action == ControlAction.STOP:
             self.store.add_event(events.RunStopped())
             self.store.set_state(RunState.STOPPED)
             self._log("stopped on request")
             self.done = True
         return True
+
+    def _set_paused(self, paused: bool) -> None:
+        """Record a pause or an unpause: event, state and log line (the engine's ``_set_paused``)."""
+        self.paused = paused
+        self.store.add_event(events.RunPaused() if paused else events.RunResumed())
+        self.store.set_state(RunState.PAUSED if paused else RunState.RUNNING)
+        self._log("paused on request" if paused else "resumed on request")
 
     def _log(self, message: str) -> None:
         with open(self.store.log_path, "a", encoding="utf-8") as fh:

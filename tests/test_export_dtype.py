@@ -95,14 +95,14 @@ def test_the_run_s_dtype_wins_over_the_checkpoint_s(tmp_path: Path) -> None:
         f"| Searched in | float32 ({reason.partition(': ')[2]}) |"
         in (fp32.path / "README.md").read_text()
     )
-    assert export_run(searched.id, out=tmp_path / "bf", verify=False, dtype="bf16").dtype == (
+    assert export_run(searched.id, out=tmp_path / "bf", verify=False, dtype="bf16").plan.dtype == (
         "bfloat16"
     )
 
     # result.json alone (a store from before the meta field) names the dtype too.
     from_result = _make_run(data, None)
     from_result.write_result({"dtype": "float32", "dtype_reason": reason})
-    assert export_run(from_result.id, out=tmp_path / "r", verify=False).dtype == "float32"
+    assert export_run(from_result.id, out=tmp_path / "r", verify=False).plan.dtype == "float32"
 
     never_loaded = _make_run(data, None)
     kept = export_run(never_loaded.id, out=tmp_path / "ckpt", verify=False)
