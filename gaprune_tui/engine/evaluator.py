@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 Scores = dict[str, dict[str, Any]]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)  # it holds the model: no field-by-field == or repr
 class Evaluator:
     """Callable ``(dropped, limit) -> Outcome`` for ``Search``; counts its own work.
 
