@@ -85,13 +85,15 @@ def run_row(flags: list[str], args: argparse.Namespace, model: str = "demo") -> 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default=",".join(ROWS))
-    parser.add_argument("--fitness", default="squared_mean")
-    parser.add_argument("--population", type=int, default=8)
-    parser.add_argument("--generations", type=int, default=2)
-    parser.add_argument("--limit", type=int, default=20)
-    parser.add_argument("--prune", type=int, default=4)
+    parser = benchkit.parser(
+        __doc__,
+        rows=",".join(ROWS),
+        fitness="squared_mean",
+        population=8,
+        generations=2,
+        limit=20,
+        prune=4,
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/bench_backends.md"))
     args = parser.parse_args()
     benchkit.offline_env()

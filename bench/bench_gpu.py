@@ -59,6 +59,7 @@ SHAPES = {
         rope_theta=500000.0,
         # 8192, not 131072: HFLM sizes its batches from max_length; requests here are < 300 tokens.
         max_position_embeddings=8192,
+        tie_word_embeddings=False,
     ),
     "tiny": dict(
         hidden_size=64,
@@ -68,6 +69,7 @@ SHAPES = {
         num_key_value_heads=2,
         vocab_size=49152,
         max_position_embeddings=2048,
+        tie_word_embeddings=False,
     ),
 }
 
@@ -185,31 +187,37 @@ def visible_gpus(args: argparse.Namespace) -> int | str:
     return args.gpus or count
 
 
-def random_model(args: argparse.Namespace) -> str:
-    """A randomly initialised ``--shape`` model in ``--dtype`` with the embedded tokenizer, saved
-    to a temp folder: a search needs a checkpoint, and the lent GPU machine has no network."""
+def random_llama(shape: str, dtype: str, device: Any, tokenizer: Any) -> Any:
+    """A Llama of ``SHAPES[shape]`` with random weights (seed 0), built directly in ``dtype`` on
+    ``device`` (no float32 copy first), whose special tokens are ``tokenizer``'s."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    config = LlamaConfig(
+        **SHAPES[shape],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        torch_dtype=dtype,
+    )
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        with torch.device(device):
+            return LlamaForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def random_model(args: argparse.Namespace) -> str:
+    """A randomly initialised ``--shape`` model in ``--dtype`` with the embedded tokenizer, saved
+    to a temp folder: a search needs a checkpoint, and the lent GPU machine has no network."""
     from gaprune_tui.engine.model import load_model
 
     tokenizer = load_model("demo", dtype="float32", device="cpu").tokenizer
-    config = LlamaConfig(
-        **SHAPES[args.shape],
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-        torch_dtype=args.dtype,
-    )
     folder = Path(tempfile.mkdtemp(prefix=f"gaprune-bench-{args.shape}-"))
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(getattr(torch, args.dtype))
-    try:
-        with torch.device("cpu" if args.cpu_smoke else "cuda:0"):
-            model = LlamaForCausalLM(config).eval()
-    finally:
-        torch.set_default_dtype(previous)
+    device = "cpu" if args.cpu_smoke else "cuda:0"
+    model = random_llama(args.shape, args.dtype, device, tokenizer)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
@@ -267,7 +275,6 @@ def one_genome(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
     from rich.table import Table
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from gaprune_tui.core.config import RunConfig, TaskSpec
     from gaprune_tui.engine.layers import LayerView
@@ -280,23 +287,9 @@ def one_genome(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         console.print("no CUDA device here: use --device cpu --shape tiny for a smoke run")
         return 2
-    dtype = getattr(torch, args.dtype)
     tokenizer = load_model("demo", dtype="float32", device="cpu").tokenizer  # the embedded one
-    config = LlamaConfig(
-        **SHAPES[args.shape],
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
-    )
     t0 = time.perf_counter()
-    torch.manual_seed(0)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with device:
-            model = LlamaForCausalLM(config).eval()
-    finally:
-        torch.set_default_dtype(previous)
+    model = random_llama(args.shape, args.dtype, device, tokenizer)
     build_s = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
     loaded = SimpleNamespace(model=model, tokenizer=tokenizer, view=LayerView(model))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cores import cores
@@ -82,3 +83,15 @@ def tiny12(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_models import build_tiny  # torch: only for the tests that ask for it
 
     return build_tiny("llama", tmp_path_factory.mktemp("tiny12") / "llama", n_layers=12)
+
+
+@pytest.fixture(scope="module")
+def embedded() -> Any:
+    """The embedded SmolLM2-135M in float32 on the CPU, loaded once per module, for the tests
+    that compare scorers on a real model."""
+    import torch  # only for the tests that ask for it
+
+    from gaprune_tui.engine.model import load_model
+
+    torch.set_num_threads(cores())
+    return load_model("demo", dtype="float32", device="cpu")

@@ -21,32 +21,20 @@ little), so the best genomes, memo hits and per-generation statistics look like 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from gaprune_tui.core import events, pareto
 from gaprune_tui.core import fitness as fitness_kinds
-from gaprune_tui.core import pareto
 from gaprune_tui.core.config import RunConfig
-from gaprune_tui.core.events import (
-    BaseScores,
-    ConfirmationStarted,
-    EvaluationStarted,
-    GenomeConfirmed,
-    LogMessage,
-    ReferenceScored,
-    RunFailed,
-    RunFinished,
-    RunPaused,
-    RunResumed,
-    RunStarted,
-    RunStopped,
-)
 from gaprune_tui.core.stats import binomial_stderr
 from gaprune_tui.core.store import ControlAction, Evaluation, Generation, RunState, RunStore
 
@@ -72,83 +60,88 @@ def dead_pid() -> int:
     return proc.pid
 
 
-def fake_store(
-    *,
-    generations: int = 3,
-    population: int = 8,
-    prune: int = 4,
-    protect: int = 2,
-    seed: int = 0,
-    limit: int = 20,
-    run_id: str | None = None,
-    **config: Any,
-) -> RunStore:
-    """Create a run folder whose config matches what the fake engine will write (``config``: more
-    RunConfig fields, e.g. finalists, confirm_limit, holdout_tasks)."""
-    config.setdefault("fitness", "squared_mean")  # the fake scores tasks, as the original did
-    run_config = RunConfig(
-        population=population,
-        generations=generations,
-        prune=prune,
-        protect=protect,
-        seed=seed,
-        limit=limit,
-        **config,
+def confirmed_genome(
+    label: str,
+    role: str,
+    rank: int,
+    dropped: list[int],
+    confirmed: dict[str, dict[str, Any]],
+    holdout: dict[str, dict[str, Any]],
+    **more: Any,
+) -> events.GenomeConfirmed:
+    """A ``GenomeConfirmed`` whose confirmed and held-out numbers are the mean fitness (and its
+    standard error) of the ``confirmed`` and ``holdout`` scores, as the engine derives them;
+    ``more``: its other fields (the search's fitness, seconds)."""
+    return events.GenomeConfirmed(
+        label=label,
+        role=role,
+        rank=rank,
+        dropped=dropped,
+        confirmed=fitness_kinds.fitness_of(confirmed, "mean"),
+        confirmed_stderr=fitness_kinds.fitness_stderr(confirmed, "mean"),
+        confirmed_scores=confirmed,
+        holdout=fitness_kinds.fitness_of(holdout, "mean") if holdout else None,
+        holdout_stderr=fitness_kinds.fitness_stderr(holdout, "mean") if holdout else None,
+        holdout_scores=holdout,
+        **more,
     )
+
+
+def fake_store(*, run_id: str | None = None, **config: Any) -> RunStore:
+    """Create a run folder whose config matches what a default ``FakeEngine`` writes: its
+    generations, population, prune, protect and seed, limit 20 and the squared_mean fitness the
+    fake scores with. ``config``: RunConfig fields that override these or add more, e.g.
+    finalists, confirm_limit, holdout_tasks."""
+    searched = {f.name: f.default for f in dataclasses.fields(FakeEngine) if f.name in _SHARED}
+    run_config = RunConfig(**{**searched, "limit": 20, "fitness": KIND, **config})
     return RunStore.create(run_config, run_id=run_id)
 
 
+# The fake's parameters that are RunConfig fields too, so that ``fake_store`` writes their defaults.
+_SHARED = ("generations", "population", "prune", "protect", "seed")
+
+
+@dataclass(eq=False)
 class FakeEngine:
     """Writes one engine event per ``step()`` into a real store. See the module docstring."""
 
-    def __init__(
-        self,
-        store: RunStore,
-        *,
-        generations: int = 3,
-        population: int = 8,
-        n_layers: int = 30,
-        prune: int = 4,
-        protect: int = 2,
-        seed: int = 0,
-        finished: bool = True,
-        model: str = "demo",
-        seconds_per_eval: float = 2.5,
-        faithful: bool = False,
-    ) -> None:
-        self.store = store
-        # faithful: everything the real engine writes (scores with stderr and n, the baselines,
-        # the confirmation). Off, the search alone, as the UI tests and snapshots were written
-        # against; result.json has the real engine's keys either way.
-        self.faithful = faithful
-        self.generations = generations
-        self.population = population
-        self.n_layers = n_layers
-        self.prune = prune
-        self.protect = protect
-        self.finished = finished
-        self.model = model
-        self.seconds_per_eval = seconds_per_eval
-        self.rng = random.Random(seed)
+    store: RunStore
+    _: KW_ONLY
+    generations: int = 3
+    population: int = 8
+    n_layers: int = 30
+    prune: int = 4
+    protect: int = 2
+    seed: int = 0
+    finished: bool = True
+    model: str = "demo"
+    seconds_per_eval: float = 2.5
+    # faithful: everything the real engine writes (scores with stderr and n, the baselines, the
+    # confirmation). Off, the search alone, as the UI tests and snapshots were written against;
+    # result.json has the real engine's keys either way.
+    faithful: bool = False
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
         # Per-layer damage per task: a few critical layers, most cheap to drop.
         self._damage = {
             task: [
                 self.rng.uniform(0.04, 0.09)
                 if self.rng.random() < 0.15
                 else self.rng.uniform(0.002, 0.02)
-                for _ in range(n_layers)
+                for _ in range(self.n_layers)
             ]
             for task in TASKS
         }
-        config = store.config()
+        config = self.store.config()
         self.limit = config.limit or 20
         self.finalists = config.finalists
         self.confirm_limit = config.confirm_limit or 100
         self.holdout = config.holdout
         # Pareto: every k in the range at once; ``prune`` is then unused.
-        self.ks = config.ks if config.pareto else [prune]
+        self.ks = config.ks if config.pareto else [self.prune]
         self.pareto = config.pareto
-        self.references: list[ReferenceScored] = []
+        self.references: list[events.ReferenceScored] = []
         self.memo: dict[tuple[int, ...], dict[str, dict[str, Any]]] = {}
         self.paused = False
         self.done = False
@@ -185,7 +178,7 @@ class FakeEngine:
         """End the run the way the engine does when an evaluation raises."""
         self._log("Traceback (most recent call last):")
         self._log(f"RuntimeError: {error}")
-        self.store.add_event(RunFailed(error=error))
+        self.store.add_event(events.RunFailed(error=error))
         self.store.set_state(RunState.FAILED, error=error)
         self.done = True
 
@@ -219,21 +212,22 @@ class FakeEngine:
         request = pending[0]
         self.store.mark_handled(request.id)
         if request.action == ControlAction.PAUSE and not self.paused:
-            self.paused = True
-            self.store.add_event(RunPaused())
-            self.store.set_state(RunState.PAUSED)
-            self._log("paused on request")
+            self._set_paused(True)
         elif request.action == ControlAction.UNPAUSE and self.paused:
-            self.paused = False
-            self.store.add_event(RunResumed())
-            self.store.set_state(RunState.RUNNING)
-            self._log("resumed on request")
+            self._set_paused(False)
         elif request.action == ControlAction.STOP:
-            self.store.add_event(RunStopped())
+            self.store.add_event(events.RunStopped())
             self.store.set_state(RunState.STOPPED)
             self._log("stopped on request")
             self.done = True
         return True
+
+    def _set_paused(self, paused: bool) -> None:
+        """Record a pause or an unpause: event, state and log line (the engine's ``_set_paused``)."""
+        self.paused = paused
+        self.store.add_event(events.RunPaused() if paused else events.RunResumed())
+        self.store.set_state(RunState.PAUSED if paused else RunState.RUNNING)
+        self._log("paused on request" if paused else "resumed on request")
 
     def _log(self, message: str) -> None:
         with open(self.store.log_path, "a", encoding="utf-8") as fh:
@@ -241,7 +235,7 @@ class FakeEngine:
 
     def _log_event(self, message: str) -> None:
         self._log(message)
-        self.store.add_event(LogMessage(message=message))
+        self.store.add_event(events.LogMessage(message=message))
 
     def _random_genome(self, k: int | None = None) -> list[int]:
         return sorted(self.rng.sample(range(self.protect, self.n_layers), k or self.prune))
@@ -274,7 +268,9 @@ class FakeEngine:
         yield from self._start()
         base = self.scores_of([])
         self.store.set_meta(base_scores=base, base_fitness=fitness_of(base))
-        self.store.add_event(BaseScores(scores=base, fitness=fitness_of(base), from_memo=False))
+        self.store.add_event(
+            events.BaseScores(scores=base, fitness=fitness_of(base), from_memo=False)
+        )
         yield
         if self.faithful:
             yield from self._references()
@@ -306,7 +302,7 @@ class FakeEngine:
         )
         store.set_state(RunState.RUNNING)
         store.add_event(
-            RunStarted(
+            events.RunStarted(
                 model=self.model,
                 n_layers=self.n_layers,
                 protect=self.protect,
@@ -335,7 +331,7 @@ class FakeEngine:
         }
         for name, (dropped, signal) in picks.items():
             scores = self.scores_of(dropped)
-            event = ReferenceScored(
+            event = events.ReferenceScored(
                 name=name, dropped=dropped, fitness=fitness_of(scores), scores=scores, signal=signal
             )
             self.store.add_event(event)
@@ -357,7 +353,7 @@ class FakeEngine:
             done_here.add(tuple(dropped))
             kept = [x for x in range(self.n_layers) if x not in dropped]
             store.add_event(
-                EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
+                events.EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
             )
             yield
             hit = tuple(dropped) in self.memo
@@ -413,7 +409,7 @@ class FakeEngine:
         scored = [(list(g), fitness_of(s)) for g, s in self.memo.items()]
         return pareto.per_k_best(scored, KIND, self.ks)
 
-    def _confirm(self, base: dict[str, dict[str, Any]]) -> list[GenomeConfirmed]:
+    def _confirm(self, base: dict[str, dict[str, Any]]) -> list[events.GenomeConfirmed]:
         """Confirmation as the engine writes it: the base model, the top finalists (a Pareto
         run's: one front member per k) and the baselines re-scored on more items and on the
         held-out tasks."""
@@ -427,7 +423,7 @@ class FakeEngine:
                 cands.append((f"finalist {i}", "finalist", e.dropped, e.fitness, i))
             cands += [(r.name, "baseline", r.dropped, r.fitness, 0) for r in self.references]
         self.store.add_event(
-            ConfirmationStarted(
+            events.ConfirmationStarted(
                 genomes=len(cands),
                 confirm_limit=self.confirm_limit,
                 tasks=list(TASKS),
@@ -442,21 +438,15 @@ class FakeEngine:
                 task: {**next(iter(confirmed.values())), "n": self.confirm_limit}
                 for task in self.holdout
             }
-            event = GenomeConfirmed(
-                label=label,
-                role=role,
-                rank=rank,
-                dropped=dropped,
+            event = confirmed_genome(
+                label,
+                role,
+                rank,
+                dropped,
+                confirmed,
+                holdout,
                 fitness=fitness,
-                fitness_stderr=fitness_kinds.fitness_stderr(
-                    self.scores_of(dropped), "squared_mean"
-                ),
-                confirmed=fitness_kinds.fitness_of(confirmed, "mean"),
-                confirmed_stderr=fitness_kinds.fitness_stderr(confirmed, "mean"),
-                confirmed_scores=confirmed,
-                holdout=fitness_kinds.fitness_of(holdout, "mean") if holdout else None,
-                holdout_stderr=fitness_kinds.fitness_stderr(holdout, "mean") if holdout else None,
-                holdout_scores=holdout,
+                fitness_stderr=fitness_kinds.fitness_stderr(self.scores_of(dropped), KIND),
                 seconds=round(self.seconds_per_eval * 3, 2),
             )
             self.store.add_event(event)
@@ -496,13 +486,13 @@ class FakeEngine:
                 input_ids=SimpleNamespace(numel=lambda: 16 * 128),
             ),
         )
-        base_event = BaseScores(scores=base, fitness=fitness_of(base))
+        base_event = events.BaseScores(scores=base, fitness=fitness_of(base))
         result = build_result(
             store, setup, base_event, self.references, confirmations, per_layer, 0.0
         )  # type: ignore[arg-type]  # the stand-in has what build_result reads
         store.write_result(result)
         store.set_state(RunState.FINISHED)
-        store.add_event(RunFinished(result=result))
+        store.add_event(events.RunFinished(result=result))
         self._log("search finished")
 
     def _pareto_offspring(self, population: list[list[int]]) -> tuple[list[list[int]], list[int]]:

@@ -251,7 +251,7 @@ def test_export_run_verifies_and_documents(scored_run_data: ScoredRun, tmp_path:
     lines: list[tuple[str, str]] = []
     result = export_run(store.id, progress=lambda stage, msg: lines.append((stage, msg)))
     best = ranked[0]
-    assert result.dropped == best.dropped and result.rank == 1
+    assert result.plan.dropped == best.dropped and result.plan.rank == 1
     assert result.path == (
         store.path / "exports" / f"rank1-drop-{best.dropped[0]}-{best.dropped[1]}"
     )
@@ -285,7 +285,7 @@ def test_export_run_verifies_and_documents(scored_run_data: ScoredRun, tmp_path:
 
     # Rank 2 without verification and no base_scores event: still a complete card.
     plain = export_run(store.id, rank=2, out=tmp_path / "r2", verify=False)
-    assert plain.verified is None and plain.dropped == ranked[1].dropped
+    assert plain.verified is None and plain.plan.dropped == ranked[1].dropped
     assert "Not run (exported with `--no-verify`)" in (plain.path / "README.md").read_text()
 
 

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 import torch
 from cores import cores
+from fake_engine import confirmed_genome
 from scored_runs import ScoredRun, score_kl, score_tasks, tiny_run_config
 from tiny_models import build_tiny
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.errors import ExportError
-from gaprune_tui.core.events import ConfirmationStarted, GenomeConfirmed, ReferenceScored
+from gaprune_tui.core.events import ConfirmationStarted, ReferenceScored
 from gaprune_tui.core.store import RunStore
 from gaprune_tui.engine.export import export_run, render_card
 from gaprune_tui.engine.export.verify import scores_equal
@@ -177,18 +178,7 @@ def task_run_data(llama: Path) -> ScoredRun:
 def _confirmed(label: str, role: str, dropped: list[int], value: float, rank: int = 0) -> Any:
     scores = {"hellaswag_offline": {"acc_norm": value, "acc_norm_stderr": 0.05, "n": 100}}
     held = {"piqa_offline": {"acc_norm": value - 0.1, "acc_norm_stderr": 0.05, "n": 100}}
-    return GenomeConfirmed(
-        label=label,
-        role=role,
-        rank=rank,
-        dropped=dropped,
-        confirmed=value,
-        confirmed_stderr=0.05,
-        confirmed_scores=scores,
-        holdout=value - 0.1,
-        holdout_stderr=0.05,
-        holdout_scores=held,
-    )
+    return confirmed_genome(label, role, rank, dropped, scores, held)
 
 
 def _confirmed_run(data: ScoredRun) -> tuple[RunStore, list[list[int]]]:
@@ -221,7 +211,11 @@ def test_export_defaults_to_the_confirmed_best(task_run_data: ScoredRun, tmp_pat
     store, order = _confirmed_run(task_run_data)
     lines: list[tuple[str, str]] = []
     result = export_run(store.id, progress=lambda stage, msg: lines.append((stage, msg)))
-    assert result.dropped == order[0] and result.rank == 1 and result.order == "confirmed"
+    assert (
+        result.plan.dropped == order[0]
+        and result.plan.rank == 1
+        and result.plan.ranking.order == "confirmed"
+    )
     assert result.verified is True  # the stored scores carry stderr and n: values still match
     ver = result.verification
     assert ver is not None and ver.fitness_ok and ver.scores_export is not None
@@ -258,7 +252,7 @@ def test_rank_counts_in_confirmed_order(task_run_data: ScoredRun, tmp_path: Path
             verify=False,
             progress=lambda stage, msg: lines.append((stage, msg)),
         )
-        assert result.dropped == order[rank - 1] and result.rank == rank
+        assert result.plan.dropped == order[rank - 1] and result.plan.rank == rank
         assert f"--rank {rank}" in result.lineage["reproduce"][-1]
     selects = [msg for stage, msg in lines if stage == "select"]
     assert "confirmed finalist 2 of 3" in selects[1]
@@ -293,9 +287,9 @@ def test_without_confirmation_the_search_order_holds(
     ranked = store.best_evaluations()
     store.write_result({"dropped_layers": ranked[0].dropped, "picked_by": "search"})
     result = export_run(store.id, out=tmp_path / "s", verify=False)
-    assert result.dropped == ranked[0].dropped and result.order == "search"
+    assert result.plan.dropped == ranked[0].dropped and result.plan.ranking.order == "search"
     second = export_run(store.id, rank=2, out=tmp_path / "s2", verify=False)
-    assert second.dropped == ranked[1].dropped
+    assert second.plan.dropped == ranked[1].dropped
     card = (second.path / "README.md").read_text()
     assert "rank 2/4 in the search's order (no confirmed finalists)" in card
     assert "Not confirmed" in card
@@ -322,7 +316,7 @@ def test_kl_export_is_verified_on_the_calibration_text(
     result = export_run(
         store.id, out=tmp_path / "kl", progress=lambda stage, msg: lines.append((stage, msg))
     )
-    assert result.dropped == best.dropped and result.verified is True
+    assert result.plan.dropped == best.dropped and result.verified is True
     ver = result.verification
     assert ver is not None and ver.fitness_ok and ver.fitness_required
     assert ver.fitness_export == pytest.approx(best.fitness, abs=1e-12)

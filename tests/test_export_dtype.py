@@ -53,7 +53,7 @@ def test_bf16_search_exports_bf16_and_its_fitness_must_reproduce(
 ) -> None:
     store = _make_run(bf16_search, {"dtype": "bfloat16", "dtype_reason": BF16_REASON})
     result = export_run(store.id, out=tmp_path / "auto")
-    assert result.dtype == "bfloat16" and result.verified is True
+    assert result.plan.dtype == "bfloat16" and result.verified is True
     ver = result.verification
     assert ver is not None and ver.dtype == ver.search_dtype == "bfloat16"
     assert ver.fitness_required is True and ver.logits_max_abs_diff == 0.0
@@ -67,7 +67,7 @@ def test_bf16_search_exports_bf16_and_its_fitness_must_reproduce(
     assert "(bfloat16, " in card and "informational" not in card  # verified in the search dtype
     # --dtype still overrides (its informational re-score: test_export.py's bfloat16 export).
     wide = export_run(store.id, out=tmp_path / "fp32", dtype="float32", verify=False)
-    assert wide.dtype == "float32"
+    assert wide.plan.dtype == "float32"
     assert json.loads((wide.path / "gaprune.json").read_text())["search_dtype"] == "bfloat16"
 
 
@@ -89,25 +89,25 @@ def test_the_run_s_dtype_wins_over_the_checkpoint_s(tmp_path: Path) -> None:
 
     searched = _make_run(data, {"dtype": "float32", "dtype_reason": reason})
     fp32 = export_run(searched.id, out=tmp_path / "fp32", verify=False)
-    assert fp32.dtype == "float32"
+    assert fp32.plan.dtype == "float32"
     lineage = json.loads((fp32.path / "gaprune.json").read_text())
     assert lineage["search_dtype"] == "float32" and lineage["search_dtype_reason"] == reason
     assert (
         f"| Searched in | float32 ({reason.partition(': ')[2]}) |"
         in (fp32.path / "README.md").read_text()
     )
-    assert export_run(searched.id, out=tmp_path / "bf", verify=False, dtype="bf16").dtype == (
+    assert export_run(searched.id, out=tmp_path / "bf", verify=False, dtype="bf16").plan.dtype == (
         "bfloat16"
     )
 
     # result.json alone (a store from before the meta field) names the dtype too.
     from_result = _make_run(data, None)
     from_result.write_result({"dtype": "float32", "dtype_reason": reason})
-    assert export_run(from_result.id, out=tmp_path / "r", verify=False).dtype == "float32"
+    assert export_run(from_result.id, out=tmp_path / "r", verify=False).plan.dtype == "float32"
 
     never_loaded = _make_run(data, None)
     kept = export_run(never_loaded.id, out=tmp_path / "ckpt", verify=False)
-    assert kept.dtype == "bfloat16"
+    assert kept.plan.dtype == "bfloat16"
     lineage = json.loads((kept.path / "gaprune.json").read_text())
     assert lineage["search_dtype"] is None
     assert "Searched in" not in (kept.path / "README.md").read_text()

@@ -145,8 +145,8 @@ def test_export_run_verifies_every_tiny_family(
     assert result.verified is True and ver is not None and ver.passed
     assert ver.logits_max_abs_diff == 0.0 and ver.generate_matches_view and ver.tokenizer_ok
     assert ver.fitness_required and ver.fitness_ok
-    assert ver.fitness_export == pytest.approx(result.fitness, abs=1e-12)
-    assert result.dropped == DROPPED and (tmp_path / family / "gaprune.json").is_file()
+    assert ver.fitness_export == pytest.approx(result.plan.genome.fitness, abs=1e-12)
+    assert result.plan.dropped == DROPPED and (tmp_path / family / "gaprune.json").is_file()
 
 
 @pytest.mark.parametrize(

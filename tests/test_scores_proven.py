@@ -265,14 +265,6 @@ EMBEDDED_GENOMES = [[i for i in range(30) if i not in keep] for keep in _KEEP]
 EMBEDDED_PASSES = [(0, 20, 5), (2, 5, None)]
 
 
-@pytest.fixture(scope="module")
-def embedded() -> Any:
-    from gaprune_tui.engine.model import load_model
-
-    torch.set_num_threads(cores())
-    return load_model("demo", dtype="float32", device="cpu")
-
-
 @pytest.mark.slow
 def test_embedded_scores_equal_hflm(embedded: Any, tmp_path: Path) -> None:
     """The embedded model, all eight tasks: the fast evaluator scores the whole generation in tree

@@ -332,14 +332,6 @@ EMBEDDED_TASKS = [
 
 
 @pytest.fixture(scope="module")
-def embedded() -> Any:
-    from gaprune_tui.engine.model import load_model
-
-    torch.set_num_threads(cores())
-    return load_model("demo", dtype="float32", device="cpu")
-
-
-@pytest.fixture(scope="module")
 def embedded_tasks() -> Any:
     from gaprune_tui.engine.tasks import build_tasks
 

@@ -679,25 +679,29 @@ async def test_two_workers_reach_the_launched_runs_config(launches: list) -> Non
         assert store.config().to_dict() == screen.build_config().to_dict()
 
 
-def test_gpu_count_without_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("assume", "count"), [("3", 3), ("yes", 1), ("0", 0)])
+def test_gpu_count_assumed(monkeypatch: pytest.MonkeyPatch, assume: str, count: int) -> None:
+    """GAPRUNE_ASSUME_GPU overrides detection: a count, yes for one GPU, 0 for none."""
+    from gaprune_tui.core import devices
+
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", assume)
+    assert devices.gpu_count() == count and devices.gpu_available() == (count > 0)
+
+
+@pytest.mark.parametrize(("visible", "count"), [(None, 4), ("2,3", 2), ("", 0)])
+def test_gpu_count_without_torch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, visible: str | None, count: int
+) -> None:
     """One folder per GPU under the driver's /proc entry, narrowed by CUDA_VISIBLE_DEVICES."""
     from gaprune_tui.core import devices
 
-    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "3")
-    assert devices.gpu_count() == 3 and devices.gpu_available()
-    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "yes")
-    assert devices.gpu_count() == 1
-    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "0")
-    assert devices.gpu_count() == 0
-    monkeypatch.delenv("GAPRUNE_ASSUME_GPU")
+    monkeypatch.delenv("GAPRUNE_ASSUME_GPU", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(devices.shutil, "which", lambda name: None)
     monkeypatch.setattr(devices, "NVIDIA_DRIVER", tmp_path / "nvidia")
     assert devices.gpu_count() == 0
     for bus in ("0000:01:00.0", "0000:41:00.0", "0000:81:00.0", "0000:c1:00.0"):
         (tmp_path / "nvidia" / "gpus" / bus).mkdir(parents=True)
-    assert devices.gpu_count() == 4
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert devices.gpu_count() == 2
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert devices.gpu_count() == 0
+    if visible is not None:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert devices.gpu_count() == count

@@ -171,17 +171,17 @@ def _run_human(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
 
     result = export_run(run_id, progress=progress, **kwargs)
     out = Console(highlight=False)
-    before, after = result.params_before, result.params_after
+    plan, before, after = result.plan, result.params_before, result.params_after
     removed = f" ({100 * (before - after) / before:.1f}% removed)" if before and after else ""
     out.print(
-        f"exported rank {result.rank} ({result.order} order) of run {result.run_id} "
+        f"exported rank {plan.rank} ({plan.ranking.order} order) of run {plan.run_id} "
         f"to [bold]{escape(str(result.path))}[/]"
     )
     out.print(
-        f"dropped layers {result.dropped}; parameters {before:,} -> {after:,}{removed}; "
-        f"{result.size_bytes / 2**20:.1f} MiB on disk ({result.dtype})"
+        f"dropped layers {plan.dropped}; parameters {before:,} -> {after:,}{removed}; "
+        f"{result.size_bytes / 2**20:.1f} MiB on disk ({plan.dtype})"
         if before and after
-        else f"dropped layers {result.dropped}; {result.size_bytes / 2**20:.1f} MiB on disk"
+        else f"dropped layers {plan.dropped}; {result.size_bytes / 2**20:.1f} MiB on disk"
     )
     if result.verification is None:
         out.print("[yellow]not verified (--no-verify)[/]")

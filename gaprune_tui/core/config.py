@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,12 +296,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown key {unknown[0]!r} in {source}: valid keys are {', '.join(sorted(known))}"
-            )
+        check_keys(data, {f.name for f in dataclasses.fields(cls)}, source)
         values = dict(data)
         for name in ("limit", "confirm_limit"):
             if values.get(name) == "all":
@@ -342,6 +338,21 @@ def parse_prune_range(text: str) -> list[int]:
         return [int(low), int(high)]
     except ValueError:
         raise ConfigError(f"prune range {text!r} is not MIN:MAX: use --prune-range 2:8") from None
+
+
+def check_keys(
+    data: Mapping[str, Any],
+    known: Collection[str],
+    source: str,
+    error: Callable[[str], Exception] = ConfigError,
+) -> None:
+    """Raise ``error`` for the first key of ``data`` not in ``known`` (a typo in a TOML file),
+    naming it, ``source`` and the valid keys: one message for config and theme files alike."""
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise error(
+            f"unknown key {unknown[0]!r} in {source}: valid keys are {', '.join(sorted(known))}"
+        )
 
 
 def _parse_tasks(value: Any, source: str) -> list[TaskSpec]:

@@ -16,6 +16,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 Scores = dict[str, dict[str, Any]]
 
 
+@dataclass(eq=False, repr=False)  # it holds the model: no field-by-field == or repr
 class Evaluator:
     """Callable ``(dropped, limit) -> Outcome`` for ``Search``; counts its own work.
 
@@ -41,30 +43,26 @@ class Evaluator:
     a calibration evaluator (KL and perplexity) instead of a task one.
     """
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        taskset: TaskSet,
-        config: RunConfig,
-        memo: Memo,
-        *,
-        should_stop: Callable[[], bool] | None = None,
-        lm: Any = None,
-        kl: KLScorer | None = None,
-        kind: str | None = None,
-    ) -> None:
-        self.loaded = loaded
-        self.taskset = taskset
-        self.config = config
-        self.memo = memo
-        # A task evaluator reports a task fitness, whatever the run searches on (a KL run's
-        # confirmation, a bench): the run's kind when it is a task kind, else the plain mean.
-        self.kind = kind or (config.fitness if kl is not None else task_kind(config.fitness))
-        self.kl = kl
-        self.lm = lm if lm is not None else self.make_lm(loaded, config, should_stop)
-        self.eval_seconds = 0.0
-        self.evaluations = 0
-        self.cache_hits = 0
+    loaded: LoadedModel
+    taskset: TaskSet
+    config: RunConfig
+    memo: Memo
+    _: KW_ONLY
+    should_stop: InitVar[Callable[[], bool] | None] = None
+    lm: Any = None  # shared with other evaluators when given; else the run's own scorer
+    kl: KLScorer | None = None
+    # A task evaluator reports a task fitness, whatever the run searches on (a KL run's
+    # confirmation, a bench): the run's kind when it is a task kind, else the plain mean.
+    kind: str = ""
+    eval_seconds: float = field(default=0.0, init=False)
+    evaluations: int = field(default=0, init=False)
+    cache_hits: int = field(default=0, init=False)
+
+    def __post_init__(self, should_stop: Callable[[], bool] | None) -> None:
+        fitness = self.config.fitness
+        self.kind = self.kind or (fitness if self.kl is not None else task_kind(fitness))
+        if self.lm is None:
+            self.lm = self.make_lm(self.loaded, self.config, should_stop)
 
     @staticmethod
     def make_lm(loaded: LoadedModel, config: RunConfig, should_stop: Any = None) -> Any:

@@ -41,7 +41,7 @@ from gaprune_tui.core.modelspec import (
     safetensors_header_bytes,
 )
 from gaprune_tui.core.paths import cache_dir
-from gaprune_tui.engine.layers import LayerView, locate_layers
+from gaprune_tui.engine.layers import LayerView
 
 logger = logging.getLogger(__name__)
 
@@ -58,19 +58,31 @@ _DTYPES.update({alias: _DTYPES[name] for alias, name in DTYPE_ALIASES.items()})
 class LoadedModel:
     """The base model in memory with everything the scorer, search and export need to know."""
 
-    model: torch.nn.Module
     tokenizer: Any
     name: str
     source: Path
     fingerprint: str
-    n_layers: int
     view: LayerView
     device: torch.device
     dtype: torch.dtype
     family: str
-    layer_path: str
     # Why this dtype (``choose_dtype``): engine log, store meta, result.json, ``show``.
     dtype_reason: str = ""
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model itself; the view holds it, with whichever layers it currently keeps."""
+        return self.view.model
+
+    @property
+    def n_layers(self) -> int:
+        """The base model's decoder-layer count (the view knows it)."""
+        return self.view.n_layers
+
+    @property
+    def layer_path(self) -> str:
+        """Dotted path of the decoder-layer list in the model (``model.layers`` for Llama)."""
+        return self.view.location.path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,19 +425,14 @@ def load_model(
         raise ModelError(
             f"no usable tokenizer in {folder}: {first_line(exc)}; copy the tokenizer files of the base model next to config.json"
         ) from exc
-    location = locate_layers(model)
-    view = LayerView(model)
     return LoadedModel(
-        model=model,
         tokenizer=tokenizer,
         name=resolved.name,
         source=folder,
         fingerprint=fingerprint_folder(folder, torch_dtype),
-        n_layers=view.n_layers,
-        view=view,
+        view=LayerView(model),
         device=torch_device,
         dtype=torch_dtype,
         family=str(getattr(model.config, "model_type", config.get("model_type", "unknown"))),
-        layer_path=location.path,
         dtype_reason=dtype_reason,
     )

@@ -18,6 +18,7 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from gaprune_tui.core import paths
+from gaprune_tui.core.config import check_keys
 
 DEFAULT_THEME = "gaprune-dark"
 BITMAP_VARIABLES = ("bitmap-kept", "bitmap-dropped", "bitmap-protected", "bitmap-best")
@@ -64,11 +65,7 @@ def builtin_themes_dir() -> Path:
 
 def theme_from_dict(data: dict[str, Any], source: str) -> Theme:
     """Build a ``Theme`` from a parsed file, checking every colour so errors name the field."""
-    unknown = sorted(set(data) - _KNOWN_KEYS)
-    if unknown:
-        raise ThemeFileError(
-            f"{source}: unknown key {unknown[0]!r}: valid keys are {', '.join(sorted(_KNOWN_KEYS))}"
-        )
+    check_keys(data, _KNOWN_KEYS, source, ThemeFileError)
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ThemeFileError(f'{source}: missing name: add name = "my-theme"')

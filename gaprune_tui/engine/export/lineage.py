@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ from gaprune_tui.engine.export.evidence import (
 )
 from gaprune_tui.engine.export.install import check_target
 from gaprune_tui.engine.export.mergekit import MERGEKIT_FILE, contiguous_runs
-from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
+from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress, SearchDtype
 from gaprune_tui.engine.export.verify import Verification
 
 LINEAGE_FILE = "gaprune.json"
@@ -57,15 +57,6 @@ def export_dtype(dtype: str | None, config: dict[str, Any], search: str | None =
     if value not in EXPORT_DTYPES:
         raise ExportError(f"unknown export dtype {dtype!r}: use {', '.join(EXPORT_DTYPES)}")
     return value
-
-
-@dataclass(frozen=True)
-class SearchDtype:
-    """The dtype the run's search computed in and why (the engine's ``meta``, else result.json);
-    both ``None`` for a run that never loaded its model."""
-
-    dtype: str | None = None
-    reason: str | None = None
 
 
 def search_dtype(store: RunStore) -> SearchDtype:
@@ -164,7 +155,6 @@ def plan_export(
     evidence = read_evidence(store)
     default_pick = rank is None and dropped is None
     genome, rank, order = _ranked_genome(store, rank, evidence, dropped)
-    n_ranked = len(order.genomes)
     note = order.describe(rank)
     if default_pick:
         note += f", the run's pick ({evidence.picked_by or order.order} best)"
@@ -188,7 +178,7 @@ def plan_export(
         run_state=store.state,
         config=config,
         rank=rank,
-        evaluated_genomes=n_ranked,
+        ranking=order,
         genome=genome,
         source=source,
         source_config=source_config,
@@ -197,9 +187,7 @@ def plan_export(
         force=force,
         dtype=export_dtype(dtype, source_config, searched.dtype),
         requested_dtype=dtype,
-        search_dtype=searched.dtype,
-        search_dtype_reason=searched.reason,
-        order=order.order,
+        searched=searched,
         order_note=note,
         default_pick=default_pick,
         evidence=evidence,
@@ -232,8 +220,8 @@ def build_lineage(
         "dropped_layers": genome.dropped,
         "kept_layers": genome.kept,
         "dtype": plan.dtype,
-        "search_dtype": plan.search_dtype,
-        "search_dtype_reason": plan.search_dtype_reason,
+        "search_dtype": plan.searched.dtype,
+        "search_dtype_reason": plan.searched.reason,
         "params_before": sizes["params_before"],
         "params_after": sizes["params_after"],
         "size_bytes": sizes["size_bytes"],
@@ -245,11 +233,11 @@ def build_lineage(
             "id": plan.run_id,
             "path": str(plan.run_path),
             "rank": plan.rank,
-            "order": plan.order,
+            "order": plan.ranking.order,
             "order_note": plan.order_note,
             "default_pick": plan.default_pick,
             "picked_by": plan.evidence.picked_by,
-            "evaluated_genomes": plan.evaluated_genomes,
+            "evaluated_genomes": len(plan.ranking.genomes),
             "generation": genome.generation,
             "state": plan.run_state,
         },

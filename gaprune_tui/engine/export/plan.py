@@ -15,7 +15,7 @@ from typing import Any
 
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.store import Evaluation
-from gaprune_tui.engine.export.evidence import SEARCH_ORDER, Evidence
+from gaprune_tui.engine.export.evidence import Evidence, Ranking
 
 Progress = Callable[[str, str], None]
 """``progress(stage, message)``: stage is select, load, base, reference, merge, verify, rescore,
@@ -27,6 +27,15 @@ def silent(stage: str, message: str) -> None:
 
 
 @dataclass(frozen=True)
+class SearchDtype:
+    """The dtype the run's search computed in and why (the engine's ``meta``, else result.json);
+    both ``None`` for a run that never loaded its model."""
+
+    dtype: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class ExportPlan:
     """The genome to export and everything fixed about the export before it starts."""
 
@@ -35,7 +44,8 @@ class ExportPlan:
     run_state: str
     config: RunConfig
     rank: int
-    evaluated_genomes: int
+    # The genomes ``rank`` counts through (the run's fully evaluated ones) and in which order.
+    ranking: Ranking
     genome: Evaluation
     source: Path
     source_config: dict[str, Any]
@@ -44,17 +54,14 @@ class ExportPlan:
     requested_dtype: str | None
     verify: bool
     force: bool
-    # Which order ``rank`` counts in ("confirmed" or "search"), said as a person reads it, whether
-    # the genome is the run's default pick (no --rank), and the confirmation evidence for the card.
-    order: str = SEARCH_ORDER
+    # ``rank`` said as a person reads it, whether the genome is the run's default pick (no
+    # --rank), and the confirmation evidence for the card.
     order_note: str = ""
     default_pick: bool = False
     evidence: Evidence = field(default_factory=Evidence)
-    # The dtype the search computed in and its reason, as the engine recorded them (None for a
-    # run that never loaded its model): the export's default dtype, and the one whose scores
-    # verification must reproduce.
-    search_dtype: str | None = None
-    search_dtype_reason: str | None = None
+    # The dtype the search computed in and its reason, as the engine recorded them: the export's
+    # default dtype, and the one whose scores verification must reproduce.
+    searched: SearchDtype = field(default_factory=SearchDtype)
 
     @property
     def kept(self) -> list[int]:

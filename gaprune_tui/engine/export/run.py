@@ -20,7 +20,6 @@ from gaprune_tui.core.errors import ExportError
 from gaprune_tui.core.modelspec import first_line, safetensors_params
 from gaprune_tui.core.store import RunStore
 from gaprune_tui.engine.export.card import CARD_FILE, render_card
-from gaprune_tui.engine.export.evidence import SEARCH_ORDER
 from gaprune_tui.engine.export.genome import export_genome
 from gaprune_tui.engine.export.install import folder_size
 from gaprune_tui.engine.export.lineage import (
@@ -37,34 +36,35 @@ from gaprune_tui.engine.export.verify import Prepared, Verification, prepare, ve
 
 @dataclass
 class ExportResult:
-    """What ``export_run`` produced; also written to ``gaprune.json`` (with more lineage)."""
+    """What ``export_run`` produced; also written to ``gaprune.json`` (with more lineage).
 
+    Which genome, its rank, order and dtype are the ``plan``'s; the rest is what the export found.
+    """
+
+    plan: ExportPlan
     path: Path
-    run_id: str
-    rank: int
-    dropped: list[int]
-    kept: list[int]
-    dtype: str
-    fitness: float
     params_before: int | None
     params_after: int | None
     size_bytes: int
-    verified: bool | None
     verification: Verification | None
     seconds: float
     lineage: dict[str, Any] = field(default_factory=dict)
-    order: str = SEARCH_ORDER  # which order ``rank`` counts in: "confirmed" or "search"
+
+    @property
+    def verified(self) -> bool | None:
+        """The verification's verdict; None when the export was not verified."""
+        return self.verification.passed if self.verification else None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "path": str(self.path),
-            "run_id": self.run_id,
-            "rank": self.rank,
-            "order": self.order,
-            "dropped": self.dropped,
-            "kept": self.kept,
-            "dtype": self.dtype,
-            "fitness": self.fitness,
+            "run_id": self.plan.run_id,
+            "rank": self.plan.rank,
+            "order": self.plan.ranking.order,
+            "dropped": self.plan.dropped,
+            "kept": self.plan.kept,
+            "dtype": self.plan.dtype,
+            "fitness": self.plan.genome.fitness,
             "params_before": self.params_before,
             "params_after": self.params_after,
             "size_bytes": self.size_bytes,
@@ -178,38 +178,30 @@ def _execute(store: RunStore, plan: ExportPlan, progress: Progress, started: flo
         trust_remote_code=plan.config.trust_remote_code,
         finalize=finalizer,
     )
-    ver = finalizer.verification
     result = ExportResult(
+        plan=plan,
         path=path,
-        run_id=plan.run_id,
-        rank=plan.rank,
-        dropped=plan.dropped,
-        kept=plan.kept,
-        dtype=plan.dtype,
-        fitness=plan.genome.fitness,
         params_before=params_before,
         params_after=finalizer.lineage["params_after"],
         size_bytes=folder_size(path),
-        verified=ver.passed if ver else None,
-        verification=ver,
+        verification=finalizer.verification,
         seconds=time.perf_counter() - started,
         lineage=finalizer.lineage,
-        order=plan.order,
     )
     _record_finished(store, result)
     return result
 
 
 def _record_finished(store: RunStore, result: ExportResult) -> None:
-    ver = result.verification
+    plan, ver = result.plan, result.verification
     store.add_event(
         "export_finished",
         path=str(result.path),
-        rank=result.rank,
-        dropped=result.dropped,
-        kept=result.kept,
-        dtype=result.dtype,
-        fitness=result.fitness,
+        rank=plan.rank,
+        dropped=plan.dropped,
+        kept=plan.kept,
+        dtype=plan.dtype,
+        fitness=plan.genome.fitness,
         verified=result.verified,
         summary=ver.summary() if ver else "not verified (--no-verify)",
         params_before=result.params_before,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,26 +56,48 @@ Scores = dict[str, dict[str, Any]]
 
 @dataclass
 class Verification:
-    """What the verification of one export measured. ``passed`` is the verdict."""
+    """What the verification of one export measured. ``passed`` is the verdict.
+
+    The verdicts (``logits_ok``, ``fitness_required``, ``fitness_ok``, ``passed``) and ``prompts``
+    are derived from the measurements, once, in ``__post_init__``; they stay fields so that
+    ``asdict`` (gaprune.json, the export result) writes them where it always has."""
 
     dtype: str
     search_dtype: str
-    prompts: int
+    prompts: int = field(init=False)
     logits_max_abs_diff: float
     logits_tolerance: float
-    logits_ok: bool
+    logits_ok: bool = field(init=False)
     tokenizer_ok: bool
     generate_ok: bool
     generate_matches_view: bool
     generated_text: str
     fitness_stored: float
     fitness_export: float | None
-    fitness_required: bool
-    fitness_ok: bool | None
+    # Scores only have to reproduce when the export computes in the dtype the search used.
+    fitness_required: bool = field(init=False)
+    fitness_ok: bool | None = field(init=False)
     scores_stored: Scores
     scores_export: Scores | None
     seconds: float
-    passed: bool
+    passed: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prompts = len(VERIFY_PROMPTS)
+        self.logits_ok = self.logits_max_abs_diff <= self.logits_tolerance
+        self.fitness_required = self.dtype == self.search_dtype
+        if self.fitness_export is None or self.scores_export is None:
+            self.fitness_ok = None
+        else:
+            close = abs(self.fitness_export - self.fitness_stored) <= FITNESS_TOLERANCE
+            self.fitness_ok = close and scores_equal(self.scores_stored, self.scores_export)
+        self.passed = (
+            self.logits_ok
+            and self.tokenizer_ok
+            and self.generate_ok
+            and self.generate_matches_view
+            and (bool(self.fitness_ok) or not self.fitness_required)
+        )
 
     def summary(self) -> str:
         """One line for the CLI and the card."""
@@ -328,7 +350,7 @@ def prepare(
     config = plan.config
     device = resolve_device(config.device)
     # The dtype the engine recorded; a run that never loaded its model: what it would resolve to.
-    search_dtype = plan.search_dtype or _dtype_name(
+    search_dtype = plan.searched.dtype or _dtype_name(
         resolve_dtype(config.dtype, device, plan.source_config)
     )
     taskset = build_tasks(config)
@@ -371,7 +393,6 @@ def verify(
         folder, ref, device, config.trust_remote_code
     )
     scale = max(1.0, max(float(t.abs().max()) for t in ref.logits))
-    tolerance = LOGIT_TOLERANCE[ref.dtype] * scale
     cal = prepared.calibration
     where = "calibration text" if cal is not None else "tasks"
     progress("rescore", f"re-scoring the export on the run's {where}")
@@ -384,36 +405,20 @@ def verify(
         scores = _score(exported, taskset, config)
     del exported
     _collect()
-    fitness = fitness_of(scores, config.fitness)
-    # Scores only have to reproduce when the export computes in the dtype the search used.
-    required = ref.dtype == ref.search_dtype
-    fitness_ok = abs(fitness - best.fitness) <= FITNESS_TOLERANCE and scores_equal(
-        best.scores, scores
-    )
-    matches_view = generated == ref.generated
     verification = Verification(
         dtype=ref.dtype,
         search_dtype=ref.search_dtype,
-        prompts=len(VERIFY_PROMPTS),
         logits_max_abs_diff=diff,
-        logits_tolerance=tolerance,
-        logits_ok=diff <= tolerance,
+        logits_tolerance=LOGIT_TOLERANCE[ref.dtype] * scale,
         tokenizer_ok=tokenizer_ok,
         generate_ok=generate_ok,
-        generate_matches_view=matches_view,
+        generate_matches_view=generated == ref.generated,
         generated_text=text,
         fitness_stored=best.fitness,
-        fitness_export=fitness,
-        fitness_required=required,
-        fitness_ok=fitness_ok,
+        fitness_export=fitness_of(scores, config.fitness),
         scores_stored=best.scores,
         scores_export=scores,
         seconds=time.perf_counter() - started,
-        passed=diff <= tolerance
-        and tokenizer_ok
-        and generate_ok
-        and matches_view
-        and (fitness_ok or not required),
     )
     progress("verify", verification.summary())
     return verification

@@ -8,7 +8,7 @@ Each row says which widget shows which ``RunConfig`` field, how it is checked as
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +31,12 @@ from gaprune_tui.core.devices import DEVICE_HINT, device_ok
 from gaprune_tui.core.errors import ConfigError
 
 FieldKind = Literal["text", "int", "float", "choice", "list", "range"]
+# How a number field's text becomes its value, and what it must be (the form's only floats are
+# the crossover and mutation probabilities).
+_NUMBERS: dict[str, tuple[Callable[[str], int | float], str]] = {
+    "int": (int, "a whole number"),
+    "float": (float, "a probability in [0, 1]"),
+}
 # Where a field sits on the form: the model line, the benchmark defaults, the GA, how the pick is
 # made trustworthy (calibration, confirmation, baselines), the hardware.
 FieldGroup = Literal["model", "tasks", "ga", "trust", "hardware"]
@@ -103,18 +109,12 @@ class FormField:
             return [part.strip() for part in text.split(",") if part.strip()]
         if self.kind == "range":
             return parse_prune_range(text)
-        if self.kind == "int":
+        if self.kind in _NUMBERS:
+            convert, what = _NUMBERS[self.kind]
             try:
-                return int(text)
+                return convert(text)
             except ValueError:
-                raise ConfigError(f"{self.label} must be a whole number, got {text!r}") from None
-        if self.kind == "float":
-            try:
-                return float(text)
-            except ValueError:
-                raise ConfigError(
-                    f"{self.label} must be a probability in [0, 1], got {text!r}"
-                ) from None
+                raise ConfigError(f"{self.label} must be {what}, got {text!r}") from None
         return text
 
     def widget(

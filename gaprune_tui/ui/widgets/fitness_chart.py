@@ -8,6 +8,7 @@ they meet), so it reads without colour as well.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from rich.style import Style
 from rich.text import Text
@@ -26,16 +27,12 @@ class FitnessChart(TextPlot):
     """Best and mean fitness per generation; ``set_series`` replaces the data."""
 
     y_label = Y_LABEL
-
-    def __init__(
-        self, *, plot_height: int = 6, id: str | None = None, classes: str | None = None
-    ) -> None:
-        super().__init__(plot_height=plot_height, id=id, classes=classes)
-        self.best: list[float] = []
-        self.mean: list[float] = []
-        # KL and perplexity improve downwards: plotted upside down (better is up), labelled as is.
-        self.sign = 1.0
-        self.label = "fitness"
+    # The series, empty until ``set_series`` replaces them.
+    best: Sequence[float] = ()
+    mean: Sequence[float] = ()
+    # KL and perplexity improve downwards: plotted upside down (better is up), labelled as is.
+    sign = 1.0
+    label = "fitness"
 
     def set_series(
         self,

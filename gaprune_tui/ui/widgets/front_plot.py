@@ -34,16 +34,13 @@ class FrontPlot(TextPlot):
     """The front after each generation; ``set_fronts`` replaces the data."""
 
     default_width = 80
+    default_plot_height = 7
     y_label = Y_LABEL
-
-    def __init__(
-        self, *, plot_height: int = 7, id: str | None = None, classes: str | None = None
-    ) -> None:
-        super().__init__(plot_height=plot_height, id=id, classes=classes)
-        self.fronts: list[list[FrontPoint]] = []
-        self.ks: list[int] = []
-        self.kind = "squared_mean"
-        self.knee_k: int | None = None
+    # The fronts and their layer counts, empty until ``set_fronts`` replaces them.
+    fronts: Sequence[Sequence[FrontPoint]] = ()
+    ks: Sequence[int] = ()
+    kind = "squared_mean"
+    knee_k: int | None = None
 
     def set_fronts(
         self,

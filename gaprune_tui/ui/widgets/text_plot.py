@@ -37,13 +37,14 @@ class TextPlot(Widget):
     }
     """
     default_width = 60  # before the first layout gives the widget its width
+    default_plot_height = 6  # rows of points unless the screen asks for another height
     y_label = 8  # columns left of the plot: the value labels and the axis
 
     def __init__(
-        self, *, plot_height: int, id: str | None = None, classes: str | None = None
+        self, *, plot_height: int | None = None, id: str | None = None, classes: str | None = None
     ) -> None:
         super().__init__(id=id, classes=classes)
-        self.plot_height = plot_height
+        self.plot_height = self.default_plot_height if plot_height is None else plot_height
 
     def on_mount(self) -> None:
         self.app.theme_changed_signal.subscribe(self, lambda _theme: self.refresh())
