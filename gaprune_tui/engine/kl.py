@@ -242,19 +242,40 @@ class KLScorer:
         """The kept-layer paths about to be scored: see ``PrefixCache.plan``."""
         self.lm.plan(paths)
 
-    def score(self, kept: Sequence[int]) -> dict[str, float]:
+    @property
+    def n_sequences(self) -> int:
+        """The calibration sequences a full score reads."""
+        return int(self.calibration.input_ids.shape[0])
+
+    def subset_sequences(self, tokens: int | None) -> int:
+        """How many calibration sequences a ``tokens`` budget scores: the first
+        ``tokens // seq_len`` of them (at least one, at most all); None means all."""
+        n_seq, seq_len = self.calibration.input_ids.shape
+        if tokens is None:
+            return int(n_seq)
+        return max(1, min(int(n_seq), int(tokens) // int(seq_len)))
+
+    def score(self, kept: Sequence[int], tokens: int | None = None) -> dict[str, float]:
         """Score the model with only ``kept`` layers (base indices).
 
+        ``tokens`` scores only the first ``subset_sequences(tokens)`` sequences: the cheap first
+        step of multi-step selection (a different fidelity: its own memo key, never a full score).
         Returns ``kl`` (mean per-token KL(base || pruned), lower is better), ``kl_stderr``, ``ppl``
         (exp of the mean NLL), ``ppl_stderr``, ``nll`` and ``tokens`` (positions scored). Raises
         ``StopRequested`` between batches when the run must stop."""
-        ids = self.calibration.input_ids
-        n_seq, seq_len = ids.shape
+        n_all = int(self.calibration.input_ids.shape[0])
+        n_seq = self.subset_sequences(tokens)
+        ids = self.calibration.input_ids[:n_seq]
+        key = self.calibration.fingerprint
+        if n_seq < n_all:
+            # Its own prefix-cache layout: the subset's batches are not the full set's.
+            key = f"{key}:first{n_seq}"
+        seq_len = ids.shape[1]
         kl = torch.zeros(ids.numel(), dtype=torch.float32, device=self.lm.device)
         nll = torch.zeros_like(kl)
         b = self.base
         with self.view.view(kept):
-            for start, logits in self.lm.sequence_logits(ids, self.calibration.fingerprint):
+            for start, logits in self.lm.sequence_logits(ids, key):
                 end = start + logits.shape[0]
                 with torch.inference_mode():
                     kl_part, logq = kl_to_base(
