@@ -157,6 +157,65 @@ def test_greedy_path_on_a_synthetic_objective_equals_brute_force_steps() -> None
     assert path.evaluations == greedy_evaluations(N - PROTECT, 5) == 12 + 11 + 10 + 9 + 8
 
 
+def test_greedy_with_multi_step_selection_scores_only_the_best_candidates_in_full() -> None:
+    calls: list[tuple[tuple[int, ...], int | None]] = []
+
+    def counted(dropped: list[int], limit: int | None = None) -> Outcome:
+        calls.append((tuple(dropped), limit))
+        return kl_like(dropped, limit)
+
+    path = greedy_path(
+        counted, N, PROTECT, 3, "kl", screen=512, survivors=2,
+        cost_of=lambda o: 0.25 if is_screened(o.fidelity) else 1.0,
+    )  # fmt: skip
+    dropped: list[int] = []
+    for k in range(1, 4):
+        candidates = [sorted([*dropped, x]) for x in range(PROTECT, N) if x not in dropped]
+        screened = sorted(candidates, key=lambda g: (kl_like(g, 512).fitness, g))[:2]
+        dropped = min(screened, key=lambda g: (kl_like(g).fitness, g))
+        assert path.genomes[k] == dropped
+        # The reported outcome is the full one, never the screened estimate.
+        assert path.outcomes[k].fidelity == "full"
+        assert path.outcomes[k].fitness == kl_like(dropped).fitness
+    full = [c for c in calls if c[1] is None]
+    assert len(full) == 3 * 2 and len(calls) - len(full) == 12 + 11 + 10
+    assert path.cost == pytest.approx(0.25 * 33 + 6)
+
+
+def test_paired_verdict_uses_the_per_sequence_differences() -> None:
+    from gaprune_tui.core import fitness as fitness_kinds
+    from gaprune_tui.core import stats
+
+    # Two genomes on the same 8 sequences: one is 0.1 better on every sequence, but the
+    # sequences themselves vary a lot. Unpaired, that is noise; paired, it is clearly better.
+    base = [1.0, 3.0, 0.5, 2.5, 1.5, 4.0, 0.8, 2.2]
+    better = [v - 0.1 + 0.01 * (i % 2) for i, v in enumerate(base)]
+
+    def scores(values: list[float]) -> dict[str, Any]:
+        mean = sum(values) / len(values)
+        sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        return {"calibration": {"kl": mean, "kl_stderr": sd / len(values) ** 0.5, "kl_seq": values}}
+
+    a, b = scores(better), scores(base)
+    unpaired = fitness_kinds.verdict(
+        a["calibration"]["kl"], a["calibration"]["kl_stderr"],
+        b["calibration"]["kl"], b["calibration"]["kl_stderr"], "kl",
+    )  # fmt: skip
+    assert unpaired == "within noise"
+    assert (
+        fitness_kinds.genome_verdict(a["calibration"]["kl"], a, b["calibration"]["kl"], b, "kl")
+        == "better"
+    )
+    verdict = stats.paired_compare(better, base, higher_is_better=False)
+    assert verdict.diff == pytest.approx(-0.095) and verdict.stderr < 0.01
+    # Without per-sequence values (older scores) the comparison falls back to unpaired.
+    del a["calibration"]["kl_seq"]
+    assert (
+        fitness_kinds.genome_verdict(a["calibration"]["kl"], a, b["calibration"]["kl"], b, "kl")
+        == "within noise"
+    )
+
+
 @pytest.fixture(scope="module")
 def sharp6(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6-layer tiny Llama whose weights are scaled up, so dropping layers moves its KL."""
@@ -298,11 +357,13 @@ def test_budget_counts_every_method_in_full_evaluations() -> None:
     )
     refs = [_reference("shortgpt", [3, 4], 0.5), _reference("greedy", [5, 6], 0.4)]
     refs[0].evaluations, refs[1].evaluations, refs[1].seconds = 1, 7, 3.5
+    refs[1].cost = 3.25  # greedy with multi-step selection: 5 screened and 2 full
     spent = budget(store, config, refs)
     assert spent["search_evaluations"] == {"full": 1, "tokens:512": 2}
     assert spent["search_cost"] == pytest.approx(1.5)
-    assert spent["baseline_evaluations"] == 8 and spent["total_cost"] == pytest.approx(9.5)
-    assert spent["tokens"] == int(9.5 * 2048)
+    assert spent["baseline_evaluations"] == pytest.approx(4.25)
+    assert spent["total_cost"] == pytest.approx(5.75)
+    assert spent["tokens"] == int(5.75 * 2048)
 
 
 # ---- end to end, through the CLI and the engine process ----------------------------------------

@@ -204,7 +204,10 @@ class RunConfig:
             raise ConfigError(f"task {dupes[0]!r} is listed twice: list each task once")
         _int_at_least("prune", self.prune, 1, "the number of layers to drop")
         _int_at_least("protect", self.protect, 0, "the number of leading layers never dropped")
-        _int_at_least("population", self.population, 2, "DEAP needs at least 2 individuals")
+        if self.algorithm == "evopress" and not self.pareto:
+            _int_at_least("population", self.population, 0, "random starting candidates")
+        else:
+            _int_at_least("population", self.population, 2, "DEAP needs at least 2 individuals")
         _int_at_least("generations", self.generations, 0, "the number of generations")
         _int_at_least("tournament", self.tournament, 1, "the tournament size")
         _int_at_least("num_fewshot", self.num_fewshot, 0, "the number of few-shot examples")

@@ -240,6 +240,8 @@ class ReferenceScored(RunEvent):
     # the one-pass baselines: 0) and their scoring seconds: part of the run's budget.
     evaluations: int = 0
     seconds: float = 0.0
+    # The same in full-fidelity evaluations (greedy with multi-step selection: less than its count).
+    cost: float = 0.0
 
 
 @dataclass
@@ -354,6 +356,8 @@ class WorkerStatus(RunEvent):
     scored: list[int] | None = None
     evaluations: int = 0
     seconds: float = 0.0
+    # The same in full-fidelity evaluations (greedy with multi-step selection: less than its count).
+    cost: float = 0.0
     backend: str = ""
     pid: int = 0
 

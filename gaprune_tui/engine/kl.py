@@ -46,7 +46,7 @@ from gaprune_tui.engine.layers import LayerView
 from gaprune_tui.engine.scoring import FastLM, make_lm
 
 # Bump whenever a change could move a KL or perplexity value: it is part of the memo key.
-KL_VERSION = "kl-1"
+KL_VERSION = "kl-2"
 DEFAULT_TOP_K = 256
 
 logger = logging.getLogger(__name__)
@@ -255,13 +255,14 @@ class KLScorer:
             return int(n_seq)
         return max(1, min(int(n_seq), int(tokens) // int(seq_len)))
 
-    def score(self, kept: Sequence[int], tokens: int | None = None) -> dict[str, float]:
+    def score(self, kept: Sequence[int], tokens: int | None = None) -> dict[str, Any]:
         """Score the model with only ``kept`` layers (base indices).
 
         ``tokens`` scores only the first ``subset_sequences(tokens)`` sequences: the cheap first
         step of multi-step selection (a different fidelity: its own memo key, never a full score).
         Returns ``kl`` (mean per-token KL(base || pruned), lower is better), ``kl_stderr``, ``ppl``
-        (exp of the mean NLL), ``ppl_stderr``, ``nll`` and ``tokens`` (positions scored). Raises
+        (exp of the mean NLL), ``ppl_stderr``, ``nll``, ``tokens`` (positions scored) and the
+        per-sequence ``kl_seq`` and ``nll_seq`` (for paired comparisons). Raises
         ``StopRequested`` between batches when the run must stop."""
         n_all = int(self.calibration.input_ids.shape[0])
         n_seq = self.subset_sequences(tokens)
@@ -298,4 +299,7 @@ class KLScorer:
             "ppl_stderr": ppl * nll_se,
             "nll": nll_mean,
             "tokens": float(n_seq * (seq_len - 1)),
+            # Per sequence, for paired comparisons of two genomes on the same sequences.
+            "kl_seq": [float(v) for v in per_seq_kl.double()],
+            "nll_seq": [float(v) for v in per_seq_nll.double()],
         }

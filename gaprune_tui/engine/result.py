@@ -152,12 +152,12 @@ def vs_best_baseline(
     kind: str,
 ) -> dict[str, Any]:
     """A genome against the best baseline at its k on the run's fitness: ``vs_best_baseline``
-    is ``better``/``within noise``/``worse`` (two standard errors of the difference), or
-    ``same genome`` when the genome is that baseline's pick."""
+    is ``better``/``within noise``/``worse`` (two standard errors of the difference, paired over
+    the calibration sequences where the scores carry them), or ``same genome`` when the genome is
+    that baseline's pick."""
     best = best_reference(references, len(dropped), kind)
     if best is None:
         return {}
-    se = fitness_kinds.fitness_stderr(scores, kind)
     best_se = fitness_kinds.fitness_stderr(best.scores, kind)
     same = list(best.dropped) == list(dropped)
     return {
@@ -168,7 +168,7 @@ def vs_best_baseline(
         "vs_best_baseline": (
             "same genome"
             if same
-            else fitness_kinds.verdict(fitness, se, best.fitness, best_se, kind)
+            else fitness_kinds.genome_verdict(fitness, scores, best.fitness, best.scores, kind)
         ),
     }
 
@@ -244,14 +244,14 @@ def budget(store: RunStore, config: RunConfig, references: list[ReferenceScored]
     for e in fresh:
         by_fidelity[e.fidelity] = by_fidelity.get(e.fidelity, 0) + 1
     search_cost = sum(fidelity_cost(e.fidelity, config) for e in fresh)
-    baseline_evals = sum(r.evaluations for r in references)
+    baseline_evals = sum(r.cost or r.evaluations for r in references)
     total = search_cost + baseline_evals
     calibration = fitness_kinds.is_calibration(config.fitness)
     return {
         "unit": "full-fidelity evaluations",
         "search_evaluations": by_fidelity,
         "search_cost": round(search_cost, 3),
-        "baseline_evaluations": baseline_evals,
+        "baseline_evaluations": round(baseline_evals, 3),
         "total_cost": round(total, 3),
         "tokens": int(total * config.calibration_tokens) if calibration else None,
         "search_seconds": round(sum(e.seconds for e in fresh), 3),

@@ -396,6 +396,8 @@ class Worker:
             greedy_evaluations(droppable, k_max),
             k_max,
         )
+        from gaprune_tui.engine.evaluator import fidelity_cost
+
         path = greedy_path(
             setup.evaluator,
             loaded.n_layers,
@@ -404,6 +406,9 @@ class Worker:
             setup.evaluator.kind,
             plan=setup.evaluator.plan,
             between=self.handle_control,
+            screen=config.screen_limit,
+            survivors=config.survivors,
+            cost_of=lambda outcome: fidelity_cost(outcome.fidelity, config),
         )
         out = []
         for k in config.ks:
@@ -416,13 +421,15 @@ class Worker:
                 scores=outcome.scores,
                 evaluations=path.evaluations if last else 0,
                 seconds=round(path.seconds, 3) if last else 0.0,
+                cost=round(path.cost, 3) if last else 0.0,
             )
             out.append(self._reference(event, outcome))
             log.info(
-                "baseline greedy: drop %s fitness %.4f (%d fresh evaluations, %.0f s, for the path)",
+                "baseline greedy: drop %s fitness %.4f (path: %d fresh evaluations, %.1f full, %.0f s)",
                 path.genomes[k],
                 outcome.fitness,
                 path.evaluations,
+                path.cost,
                 path.seconds,
             )
         return out

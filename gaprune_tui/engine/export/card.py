@@ -338,7 +338,8 @@ def _baselines_section(lineage: dict[str, Any]) -> list[str]:
 
 def _versus_best(lineage: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     """One sentence: this export against the best baseline at its k on the search's fitness
-    (beyond two standard errors of the difference, or within noise, or the same genome)."""
+    (beyond two standard errors of the difference, paired over the calibration sequences where
+    the scores carry them, or within noise, or the same genome)."""
     fit, dropped = lineage["fitness"], list(lineage["dropped_layers"])
     kind = fit.get("kind") or "squared_mean"
     same_k = [r for r in rows if len(r["dropped_layers"]) == len(dropped)]
@@ -350,8 +351,9 @@ def _versus_best(lineage: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
     ours = format.score(fit["pruned"], fit.get("pruned_stderr"))
     if list(best["dropped_layers"]) == dropped:
         return [f"The search found nothing better than {name}'s pick: this export is it.", ""]
-    verdict = fitness_kinds.verdict(
-        fit["pruned"], fit.get("pruned_stderr"), best["fitness"], best.get("fitness_stderr"), kind
+    mine = (lineage.get("scores") or {}).get("pruned") or {}
+    verdict = fitness_kinds.genome_verdict(
+        fit["pruned"], mine, best["fitness"], best.get("scores") or {}, kind
     )
     said = {
         "better": "better than",

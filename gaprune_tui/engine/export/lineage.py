@@ -351,6 +351,7 @@ def baselines_lineage(plan: ExportPlan, base: BaseScores) -> list[dict[str, Any]
                 "fitness": ref.fitness,
                 "fitness_stderr": fit["pruned_stderr"],
                 "fitness_vs_base": fit["vs_base"],
+                "scores": ref.scores,
                 "confirmation": conf,
             }
         )

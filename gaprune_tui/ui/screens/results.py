@@ -249,7 +249,7 @@ def pick_line(view: RunView, ranked: list[Evaluation]) -> Text:
     if list(ref.dropped) == list(best.dropped):
         text.append(f"{name}'s pick; the search has found nothing better yet", style="yellow")
         return text
-    verdict = fitness_kinds.verdict(best.fitness, se, ref.fitness, ref_se, kind)
+    verdict = fitness_kinds.genome_verdict(best.fitness, best.scores, ref.fitness, ref.scores, kind)
     text.append(
         f"{verdict} vs {name}: {label} {fmt.score(best.fitness, se)} vs "
         f"{fmt.score(ref.fitness, ref_se)}",
