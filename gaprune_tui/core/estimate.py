@@ -177,10 +177,19 @@ def search_budget(config: RunConfig, n_layers: int | None = None) -> tuple[float
         text = f"{config.search_algorithm}: {config.population} x {config.generations + 1}"
     if "greedy" in config.baselines:
         k = max(config.ks)
+        limit = config.screen_limit
         if n_layers:
             droppable = n_layers - config.protect
             greedy = sum(droppable - step for step in range(k))
-            text += f"; greedy baseline: {greedy} more evaluations to k = {k}"
+            if limit is not None and fitness_kinds.is_calibration(config.fitness):
+                share = min(1.0, limit / config.calibration_tokens)
+                full = greedy * share + k * config.survivors
+                text += (
+                    f"; greedy baseline: {greedy} candidates on {limit} tokens, "
+                    f"≈ {full:.0f} full evaluations to k = {k}"
+                )
+            else:
+                text += f"; greedy baseline: {greedy} more evaluations to k = {k}"
         else:
             text += f"; greedy baseline: about k x droppable layers more evaluations (k = {k})"
     return cost, text

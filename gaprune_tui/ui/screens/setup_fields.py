@@ -230,7 +230,11 @@ FORM_FIELDS: tuple[FormField, ...] = (
         tooltip="scored before the search and ranked with its genomes: shortgpt, angular, "
         "last_k, greedy (greedy costs evaluations: see the estimate)",
     ),
-    _int("population", "population", "population", 2),
+    dataclasses.replace(
+        _int("population", "population", "population", 0),
+        tooltip="evopress: random starting candidates besides the baselines (0: none); "
+        "ga: the population (at least 2)",
+    ),
     _int("generations", "generations", "generations", 0),
     _int("offspring", "offspring", "offspring", 1),
     dataclasses.replace(
