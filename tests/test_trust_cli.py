@@ -177,9 +177,11 @@ def test_kl_run_confirms_finalists_and_confirm_reruns(sharp_llama: Path) -> None
     assert store.config().finalists == 3
     check_confirmations(confirmed, store, finalists=3)
     assert len(confirmed["finalists"]) == 3, "this model has 3 genomes as good as last k"
-    # On this model the third finalist confirms above the second: confirmation re-ranked.
-    labels = [r["label"] for r in confirmed["finalists"]]
-    assert labels != sorted(labels), labels
+    # The rows are in confirmed order (``check_confirmations``: best confirmed score first), and
+    # the pick is the first of them.
+    scores = [r["confirmed"] for r in confirmed["finalists"]]
+    assert scores == sorted(scores, reverse=True)
+    assert confirmed["dropped_layers"] == confirmed["finalists"][0]["dropped_layers"]
     # The search itself is untouched: same evaluations, same best.
     assert confirmed["search_best"] == result["search_best"]
     assert confirmed["evaluations"] == result["evaluations"]
