@@ -17,7 +17,7 @@ def test_defaults_follow_the_method() -> None:
     assert (c.algorithm, c.init, c.offspring, c.survivors) == ("evopress", "heuristics", 16, 2)
     assert (c.population, c.generations, c.selection_tokens) == (32, 100, 512)
     assert c.baselines == ["shortgpt", "angular", "last_k", "greedy"]
-    assert c.max_evaluations == 32 + 100 * 2
+    assert c.max_evaluations == 32 + 100 * 16  # genomes scored, screened ones included
     assert (c.cxpb, c.mutpb, c.tournament) == (0.5, 0.5, 5)
     assert c.protect == 2 and c.limit == 100 and c.fitness == "kl"
     assert [t.name for t in c.tasks] == ["hellaswag_offline", "openbookqa_offline"]

@@ -318,11 +318,11 @@ async def test_cost_preview_shows_max_evaluations_and_measured_estimate() -> Non
 async def test_cost_preview_without_measurement_says_so() -> None:
     async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         cost = text_of(screen, "#cost")
-        # KL: no random starts, 10 generations x the best 2 children in full; in the budget
+        # KL: no random starts, 10 generations x 16 children, the best 2 in full; in the budget
         # unit, the 16 children screened on 512 of 2,048 tokens count a quarter each. Greedy
         # removal (a default baseline) to k = 4 over 28 layers: 28 + 27 + 26 + 25 candidates on
         # 512 tokens and the best 2 of each step in full.
-        assert "at most 20 evaluations" in cost
+        assert "at most 160 evaluations" in cost
         assert "16 children on 512 tokens, the best 2 on all: ≈ 60 full evaluations" in cost
         assert "greedy baseline: 106 candidates on 512 tokens, ≈ 34 full evaluations" in cost
         assert "no measurement yet" in cost
@@ -581,7 +581,7 @@ async def test_workers_zero_is_a_visible_error_and_two_is_named_in_the_cost() ->
         assert screen.build_config().workers == 2
         cost = text_of(screen, "#cost")
         assert "2 workers share one device (auto): about one process's rate" in cost
-        assert "at most 20 evaluations" in cost
+        assert "at most 160 evaluations" in cost
 
 
 async def test_ray_choice_and_address_are_checked_with_visible_errors(ray_head: str) -> None:

@@ -171,11 +171,11 @@ class RunConfig:
 
     @property
     def max_evaluations(self) -> int:
-        """Upper bound on distinct genomes evaluated at full fidelity: the initial population
-        plus all offspring (EvoPress: the screened survivors of each generation)."""
+        """Upper bound on the genomes a search scores (each once per generation, at any
+        fidelity: what the Run screen counts): the initial population plus all offspring. The
+        cost of a screened one is less: ``estimate.search_budget`` says it in full evaluations."""
         if self.evopress:
-            full = self.survivors if self.screen_limit is not None else self.offspring
-            return self.population + self.generations * full
+            return self.population + self.generations * self.offspring
         return self.population * (1 + self.generations)
 
     @property
