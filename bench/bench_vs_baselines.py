@@ -22,6 +22,13 @@ run scored them before searching, as the engine does). The best-so-far fitness i
 quarter of the budget (the curve).
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_vs_baselines.py --ks 8,10 [--report]
+
+The README's table: two processes side by side (one k each, 1 thread each), then the report:
+
+    bench_vs_baselines.py --ks 8 --threads 1 --budget 128 --methods evopress+greedy,evopress \
+        --seeds-of evopress=1 --no-greedy
+    bench_vs_baselines.py --ks 10 ... --dir bench/.vs_baselines_k10
+    bench_vs_baselines.py --report --budget 128 --also bench/.vs_baselines_k10
 """
 
 from __future__ import annotations
@@ -348,10 +355,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-holdout", dest="holdout", action="store_false")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report", action="store_true", help="print the tables and exit")
+    parser.add_argument(
+        "--also", type=Path, action="append", default=[], help="--report: merge this dir too"
+    )
     args = parser.parse_args(argv)
     if args.report:
-        path = args.dir / "results.json"
-        print(report(json.loads(path.read_text(encoding="utf-8")), args.budget))
+        merged: dict[str, Any] = {}
+        for folder in [args.dir, *args.also]:
+            data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+            for key, value in data.items():
+                if key.startswith("k"):
+                    merged.setdefault(key, {}).update(value)
+                else:
+                    merged.setdefault(key, value)
+        print(report(merged, args.budget))
         return 0
     import torch
 
