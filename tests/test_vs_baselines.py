@@ -342,7 +342,8 @@ def test_verdict_and_headline_against_the_best_baseline() -> None:
     assert same["vs_best_baseline"] == "same genome"
     line = headline({"fitness": 0.5, "fitness_stderr": 0.01, **same}, "kl", ["greedy", "shortgpt"])
     assert line.startswith("the search found nothing better than greedy and shortgpt's pick")
-    assert vs_best_baseline([2, 3, 4], 0.3, scores, refs, "kl") == {}  # no baseline at k = 3
+    # No baseline at k = 3: the same keys, empty (result.json keeps one shape).
+    assert set(vs_best_baseline([2, 3, 4], 0.3, scores, refs, "kl").values()) == {None}
 
 
 def test_budget_counts_every_method_in_full_evaluations() -> None:
@@ -478,3 +479,25 @@ def test_evopress_run_killed_resumes_to_the_same_result(sharp6: Path, tmp_path: 
     started = [e for e in store.events() if isinstance(e, events.RunStarted)]
     assert [e.resumed for e in started] == [False, True]
     assert f"resuming after generation {checkpoint[0]}" in store.log_path.read_text()
+
+
+def test_known_baselines_count_in_every_best_the_search_announces() -> None:
+    # A baseline far better than anything a tiny random GA can find: the hall of fame, each
+    # generation's best and the summary name it, whatever the initial population holds.
+    import itertools
+
+    best = min(
+        (list(g) for g in itertools.combinations(range(PROTECT, N), 4)),
+        key=lambda g: (kl_like(g).fitness, g),
+    )
+    known = [(best, kl_like(best).fitness)]
+    config = evo_config(algorithm="ga", init="random", population=2, generations=1)
+    evs = run_search(make_search(config, N, kl_like, known=known))
+    assert all(g.best_dropped == best for g in generations(evs))
+    summary = next(e for e in evs if isinstance(e, SearchFinished))
+    assert summary.hall_of_fame[0]["dropped"] == best
+    # A Pareto run's archive (its front) starts with the known genomes too.
+    pareto = evo_config(objective="pareto", prune_range=[3, 4], population=4, generations=1)
+    evs = run_search(make_search(pareto, N, kl_like, known=known))
+    front = generations(evs)[-1].front
+    assert any(p["dropped"] == best for p in front)

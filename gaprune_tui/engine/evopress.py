@@ -47,6 +47,7 @@ class EvoPressSearch(Search):
             self.rng.seed(cfg.seed)
             start = time.monotonic()
             self._gen_counts = [0, 0]
+            self._add_known()
             seeds = [self.individual(g) for g in self._distinct_seeds()]
             randoms = [self.individual(g) for g in self._random_genomes(seeds)]
             self._plan(seeds)

@@ -178,10 +178,14 @@ class Search:
         state: SearchState | None = None,
         seeds: Sequence[Sequence[int]] = (),
         backend: Any = None,
+        known: Sequence[tuple[Sequence[int], float]] = (),
     ) -> None:
         """``seeds`` are genomes put in the initial population before the random ones (the
         one-shot baselines with ``--init heuristics``). ``backend`` scores a generation on
-        several workers (``engine/backends``); None scores here, one genome after another."""
+        several workers (``engine/backends``); None scores here, one genome after another.
+        ``known`` are (genome, full fitness) the run scored before searching (its baselines):
+        the hall of fame and a Pareto run's archive start with them, so every "best" the search
+        announces already counts them, whatever the initial population holds."""
         config.check_layers(n_layers)
         # The direction follows what ``evaluate`` computes (an Evaluator says its kind: a task
         # evaluator under a KL config still maximises its task fitness), else the config's kind.
@@ -209,6 +213,7 @@ class Search:
         self.seeds = [sorted(s) for s in seeds]
         self.hof = tools.HallOfFame(max(10, min(50, config.population)))
         self.backend = backend
+        self.known = [(sorted(g), float(f)) for g, f in known if self._valid(sorted(g))]
 
     # ---- DEAP toolbox ---------------------------------------------------------------------------
     def _toolbox(self) -> base.Toolbox:
@@ -402,6 +407,7 @@ class Search:
             self.rng.seed(cfg.seed)
             start = time.monotonic()
             self._gen_counts = [0, 0]
+            self._add_known()
             with self._own_random():
                 population = self._initial_population()
             yield from self._evaluate_all(population, 0)
@@ -426,6 +432,18 @@ class Search:
             population[:] = self._survivors(population, offspring)
             yield self._generation_event(gen, population, time.monotonic() - start)
         yield self.summary()
+
+    def _add_known(self) -> None:
+        """Start the hall of fame (a Pareto run: its archive) with the ``known`` evaluations."""
+        inds = []
+        for genome, fitness in self.known:
+            ind = self.individual(genome)
+            ind.fitness.values = self._values(genome, fitness)
+            ind.fidelity = "full"
+            inds.append(ind)
+            if self.pareto:
+                self.archive.setdefault(tuple(genome), fitness)
+        self._hof_update(inds)
 
     def _hof_update(self, inds: list[Any]) -> None:
         """The hall of fame takes full evaluations only: a screened fitness is never a best."""
@@ -575,11 +593,16 @@ def make_search(
     state: SearchState | None = None,
     seeds: Sequence[Sequence[int]] = (),
     backend: Any = None,
+    known: Sequence[tuple[Sequence[int], float]] = (),
 ) -> Search:
     """The search a config asks for: EvoPress's (1 + lambda) evolution, the original GA, or
     NSGA-II for a Pareto run (``RunConfig.search_algorithm``)."""
     if config.evopress:
         from gaprune_tui.engine.evopress import EvoPressSearch
 
-        return EvoPressSearch(config, n_layers, evaluate, state=state, seeds=seeds, backend=backend)
-    return Search(config, n_layers, evaluate, state=state, seeds=seeds, backend=backend)
+        return EvoPressSearch(
+            config, n_layers, evaluate, state=state, seeds=seeds, backend=backend, known=known
+        )
+    return Search(
+        config, n_layers, evaluate, state=state, seeds=seeds, backend=backend, known=known
+    )

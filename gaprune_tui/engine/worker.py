@@ -288,7 +288,12 @@ class Worker:
         references = self.score_references(setup)
         seeds = [r.dropped for r in references] if setup.config.init == "heuristics" else []
         search = make_search(
-            setup.config, setup.loaded.n_layers, setup.evaluator, state=setup.state, seeds=seeds
+            setup.config,
+            setup.loaded.n_layers,
+            setup.evaluator,
+            state=setup.state,
+            seeds=seeds,
+            known=[(r.dropped, r.fitness) for r in references],
         )
         search.backend = setup.backend
         for event in search.run():
