@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gaprune_tui.core import events, format
+from gaprune_tui.core import events, format, preflight
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.store import (
@@ -93,9 +93,12 @@ def build_scoring(
     from gaprune_tui.core.fitness import is_calibration
     from gaprune_tui.engine.calibration import load_calibration
     from gaprune_tui.engine.evaluator import Evaluator
-    from gaprune_tui.engine.model import load_model
+    from gaprune_tui.engine.model import cuda_count, load_model
     from gaprune_tui.engine.tasks import build_tasks
 
+    if not fitness_only:
+        # What the CLI and the Setup screen checked before creating the run, with torch's count.
+        preflight.check_run(config, cuda_count=cuda_count())
     loaded = load_model(
         config.model,
         dtype=config.dtype,
