@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import GapruneError
-from gaprune_tui.core.store import RunStore, list_runs
+from gaprune_tui.core.store import RunState, RunStore, list_runs
 
 
 @dataclass(frozen=True)
@@ -124,11 +124,11 @@ def measure_timings(model: str) -> list[TimingSample]:
     read are skipped."""
     samples: list[TimingSample] = []
     for summary in list_runs():
-        if summary.model != model:
+        if summary.model != model or summary.state == RunState.DAMAGED:
             continue
         try:
             store = RunStore(summary.path)
-        except sqlite3.Error:
+        except (sqlite3.Error, GapruneError):
             continue
         try:
             config = store.config()
