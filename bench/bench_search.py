@@ -55,7 +55,7 @@ def main() -> int:
     from gaprune_tui.engine.model import load_model
     from gaprune_tui.engine.search import Search
     from gaprune_tui.engine.tasks import build_tasks
-    from gaprune_tui.engine.worker import set_threads
+    from gaprune_tui.engine.setup import set_threads
 
     console = Console(width=150)
     threads = set_threads()
