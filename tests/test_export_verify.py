@@ -94,9 +94,15 @@ def inject(
     real = genome_module.run_mergekit
 
     def faulty(
-        source: Path, genome_kept: list[int], n: int, dtype: str, folder: Path, trust: bool
+        source: Path,
+        genome_kept: list[int],
+        n: int,
+        dtype: str,
+        folder: Path,
+        trust: bool,
+        hub_id: str | None = None,
     ) -> list[str]:
-        sliced = real(source, kept or genome_kept, n, dtype, folder, trust)
+        sliced = real(source, kept or genome_kept, n, dtype, folder, trust, hub_id)
         if after is not None:
             after(folder)
         return sliced
