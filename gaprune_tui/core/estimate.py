@@ -11,7 +11,7 @@ past runs mostly share its k; it reads exactly as before).
 Several workers (``workers``, ``devices``, ``ray``) are named on the line but never shrink the
 estimate: the measurements are one process's, and what N workers gain depends on what they run on.
 On N devices a generation can go up to N times faster (less the idle tail of each generation:
-README, Several GPUs and clusters); N workers on one CPU split its cores and were measured at
+docs/clusters.md); N workers on one CPU split its cores and were measured at
 about the one-process rate. The line says so instead of dividing by N.
 """
 
