@@ -12,10 +12,52 @@ from gaprune_tui.core.errors import ConfigError
 
 def test_defaults_follow_the_method() -> None:
     c = RunConfig().validate()
-    assert (c.population, c.generations, c.cxpb, c.mutpb, c.tournament) == (60, 10, 0.5, 0.5, 5)
+    # The default search is EvoPress from the baselines: 32 random starts, 100 generations of 16
+    # children on 512 tokens and the best 2 on all (about the original GA's cost).
+    assert (c.algorithm, c.init, c.offspring, c.survivors) == ("evopress", "heuristics", 16, 2)
+    assert (c.population, c.generations, c.selection_tokens) == (32, 100, 512)
+    assert c.baselines == ["shortgpt", "angular", "last_k"]
+    assert c.max_evaluations == 32 + 100 * 2
+    assert (c.cxpb, c.mutpb, c.tournament) == (0.5, 0.5, 5)
     assert c.protect == 2 and c.limit == 100 and c.fitness == "kl"
     assert [t.name for t in c.tasks] == ["hellaswag_offline", "openbookqa_offline"]
-    assert c.max_evaluations == 60 * 11
+    # The original method's GA keeps its own sizes: 60 x 10, 660 evaluations at most.
+    ga = RunConfig.from_dict({"algorithm": "ga"}).validate()
+    assert (ga.population, ga.generations) == (60, 10)
+    assert ga.max_evaluations == 60 * 11 and ga.search_algorithm == "ga"
+    # Sizes a file gives win over the algorithm's defaults.
+    small = RunConfig.from_dict({"algorithm": "ga", "population": 8}).validate()
+    assert (small.population, small.generations) == (8, 10)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("algorithm", "cma", "algorithm must be one of evopress, ga"),
+        ("baselines", "shortgpt,magic", "unknown baseline 'magic'"),
+        ("offspring", 0, "offspring must be an integer >= 1"),
+        ("survivors", 0, "survivors must be an integer >= 1"),
+        ("selection_tokens", 64, "selection_tokens must be an integer >= 128"),
+    ],
+)
+def test_bad_search_settings_name_the_field_and_the_fix(
+    field: str, value: object, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        RunConfig(**{field: value}).validate()
+    assert "\n" not in str(err.value)
+
+
+def test_baselines_parse_and_round_trip(tmp_path: Path) -> None:
+    c = RunConfig(baselines="greedy, shortgpt,greedy").validate()  # type: ignore[arg-type]
+    assert c.baselines == ["greedy", "shortgpt"]
+    assert RunConfig(baselines="none").validate().baselines == []  # type: ignore[arg-type]
+    c.selection_tokens = None
+    path = tmp_path / "run.toml"
+    c.save(path)
+    again = RunConfig.load(path).validate()
+    assert again.baselines == ["greedy", "shortgpt"] and again.selection_tokens is None
+    assert again.screen_limit is None
 
 
 @pytest.mark.parametrize(

@@ -141,17 +141,17 @@ def test_form_table_names_real_config_fields_once() -> None:
 # ---- validation ---------------------------------------------------------------------------------
 async def test_invalid_value_disables_start_and_fixing_it_enables_it() -> None:
     async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
-        population = screen.query_one("#population", Input)
-        population.focus()
-        await pilot.press("end", "backspace", "1")  # "8" -> "1": DEAP needs at least 2
+        offspring = screen.query_one("#offspring", Input)
+        offspring.focus()
+        await pilot.press("end", "backspace", "backspace", "0")  # "16" -> "0": none to select
         await settle(pilot)
-        assert population.value == "1"
-        assert not population.is_valid
+        assert offspring.value == "0"
+        assert not offspring.is_valid
         assert start_button(screen).disabled
-        assert "population must be an integer >= 2" in text_of(screen, "#form-error")
-        await pilot.press("2")
+        assert "offspring must be an integer >= 1" in text_of(screen, "#form-error")
+        await pilot.press("backspace", "1", "2")
         await settle(pilot)
-        assert population.value == "12"
+        assert offspring.value == "12"
         assert not start_button(screen).disabled
         assert "Ready" in text_of(screen, "#form-error")
         await rejected(pilot, screen, "cxpb", "1.5", "cxpb")
@@ -276,7 +276,9 @@ async def test_hf_cache_models_are_listed_and_selectable(
 
 # ---- cost preview ---------------------------------------------------------------------------------
 def test_estimate_uses_median_seconds_per_item_of_similar_runs() -> None:
-    config = RunConfig(population=8, generations=3, limit=20, fitness="squared_mean").validate()
+    config = RunConfig(
+        population=8, generations=3, limit=20, fitness="squared_mean", algorithm="ga"
+    ).validate()
     assert items_per_evaluation(config) == 40
     samples = [
         TimingSample(frozenset({"hellaswag_offline"}), 0.05),
@@ -320,9 +322,14 @@ async def test_cost_preview_shows_max_evaluations_and_measured_estimate() -> Non
         screen.query_one("#fitness", Select).value = "squared_mean"
         await settle(pilot)
         cost = text_of(screen, "#cost")
-        assert "at most 32 evaluations" in cost
-        assert f"estimated ≤ {format_duration(32 * median)}" in cost
+        # The CPU defaults: EvoPress, 8 random starts + 10 generations x the best 2 of 16
+        # children in full (task fitness screens nothing: all 16 are full evaluations then).
+        assert "at most 168 evaluations" in cost
+        assert f"estimated ≤ {format_duration(168 * median)}" in cost
         assert "estimate from" in cost
+        screen.query_one("#algorithm", Select).value = "ga"
+        await settle(pilot)
+        assert "at most 88 evaluations" in text_of(screen, "#cost")  # 8 x (10 + 1)
         await set_value(pilot, screen, "generations", "9")
         assert "at most 80 evaluations" in text_of(screen, "#cost")
         await set_value(pilot, screen, "model", "demo ")  # same model: same measurement
@@ -332,7 +339,10 @@ async def test_cost_preview_shows_max_evaluations_and_measured_estimate() -> Non
 async def test_cost_preview_without_measurement_says_so() -> None:
     async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         cost = text_of(screen, "#cost")
-        assert "at most 32 evaluations" in cost
+        # KL: 8 random starts + 10 generations x the best 2 children in full; in the budget
+        # unit, the 16 children screened on 512 of 2,048 tokens count a quarter each.
+        assert "at most 28 evaluations" in cost
+        assert "16 children on 512 tokens, the best 2 on all: ≈ 62 full evaluations" in cost
         assert "no measurement yet" in cost
 
 
@@ -579,7 +589,7 @@ async def test_workers_zero_is_a_visible_error_and_two_is_named_in_the_cost() ->
         assert screen.build_config().workers == 2
         cost = text_of(screen, "#cost")
         assert "2 workers share one device (auto): about one process's rate" in cost
-        assert "at most 32 evaluations" in cost
+        assert "at most 28 evaluations" in cost
 
 
 async def test_ray_choice_and_address_are_checked_with_visible_errors(ray_head: str) -> None:
@@ -661,7 +671,9 @@ async def test_devices_offered_with_several_gpus(
 
 
 def test_estimate_names_the_workers_and_never_divides_by_them() -> None:
-    config = RunConfig(population=8, generations=3, limit=20, fitness="squared_mean").validate()
+    config = RunConfig(
+        population=8, generations=3, limit=20, fitness="squared_mean", algorithm="ga"
+    ).validate()
     samples = [TimingSample(frozenset({"hellaswag_offline"}), 0.10)]
     one = estimate_cost(config, samples)
     assert workers_note(config) == "" and one.workers == ""

@@ -16,8 +16,8 @@ from typing import Any
 
 from gaprune_tui import __version__
 from gaprune_tui.core import events, format, preflight
-from gaprune_tui.core.config import RunConfig, TaskSpec
-from gaprune_tui.core.errors import GapruneError, StoreError
+from gaprune_tui.core.config import ALGORITHM_DEFAULTS, RunConfig, TaskSpec
+from gaprune_tui.core.errors import ConfigError, GapruneError, StoreError
 from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume, list_runs
 
 # The run-control verbs and what each asks of the engine. ``resume`` is not one of them: it
@@ -66,7 +66,27 @@ _RUN_FLAGS: list[tuple[str, Any, str]] = [
         str,
         "comma-separated held-out tasks for confirmation (default arc_easy, piqa, winogrande offline)",
     ),
-    ("init", str, "random (default) or heuristics (seed generation 0 with the baselines)"),
+    (
+        "algorithm",
+        str,
+        "evopress (default: (1 + lambda) evolution with multi-step selection) or ga (the "
+        "original method's operators); pareto runs use NSGA-II",
+    ),
+    (
+        "baselines",
+        str,
+        "baselines scored before the search: a comma-separated subset of shortgpt, angular, "
+        "last_k, greedy (default shortgpt,angular,last_k), or none",
+    ),
+    ("offspring", int, "evopress: children of the parent per generation (default 16)"),
+    ("survivors", int, "evopress: children re-scored on all calibration tokens (default 2)"),
+    (
+        "selection-tokens",
+        str,
+        "evopress with kl/ppl: calibration tokens of the first selection step (default 512), "
+        "or all",
+    ),
+    ("init", str, "heuristics (default: generation 0 starts from the baselines) or random"),
     (
         "mutation",
         str,
@@ -162,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     config = RunConfig.load(args.config) if args.config else RunConfig()
+    if args.algorithm is not None:
+        # An algorithm named on the command line without its sizes gets its own defaults; sizes
+        # given as flags or in the config file win.
+        in_file = RunConfig.keys_in(args.config) if args.config else set()
+        for name, size in ALGORITHM_DEFAULTS.get(args.algorithm, {}).items():
+            if getattr(args, name) is None and name not in in_file:
+                setattr(config, name, size)
     for flag, _, _ in _RUN_FLAGS:
         name = flag.replace("-", "_")
         value = getattr(args, name)
@@ -171,6 +198,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             value = [TaskSpec.parse(t) for t in value.split(",") if t.strip()]
         elif name == "holdout_tasks":
             value = [t.strip() for t in value.split(",") if t.strip()]
+        elif name == "selection_tokens":
+            value = _int_or_all("--selection-tokens", value)
         setattr(config, name, value)
     if args.include_path:
         config.include_path = list(args.include_path)
@@ -179,6 +208,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.no_prefix_cache:
         config.prefix_cache = False
     return config.validate()
+
+
+def _int_or_all(flag: str, text: str) -> int | None:
+    """A flag's whole number, or None for ``all``; a ConfigError naming the flag otherwise."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{flag} must be a whole number or 'all', got {text!r}") from None
 
 
 def precheck(config: RunConfig) -> None:

@@ -177,6 +177,7 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
         ):
             how += ", within noise of the next one"
     lines = [
+        *_versus_lines(result),
         f"recommended: drop {result['dropped_layers']} ({how}); kept "
         f"{len(result['kept_layers'])} of {result['n_layers']} layers, {removed:.1%} of "
         "parameters removed",
@@ -184,6 +185,7 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
         f"({fitness_kinds.label(kind)}); base "
         f"{format.score(result['base_fitness'], result.get('base_fitness_stderr'))}"
         + (f" — {verdict}" if verdict else ""),
+        *_budget_lines(result),
         f"{result['evaluations']} new evaluations, {result['cache_hits']} from the memo"
         + (" — nothing new to evaluate" if result["evaluations"] == 0 else "")
         + f"; {result['eval_seconds']:.1f} s evaluating, {result['wall_seconds']:.1f} s in all"
@@ -200,6 +202,36 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
         each = ", ".join(f"{name} {n}" for name, n in counts.items())
         lines.insert(-1, f"scored on {result['backend']}" + (f" ({each})" if each else ""))
     return "\n".join(lines)
+
+
+def _versus_lines(result: dict[str, Any]) -> list[str]:
+    """The pick against the best baseline at its k, first: on the search's fitness (the
+    headline), then on the confirmation and the held-out tasks where both were confirmed."""
+    line = result.get("headline")
+    if not line:
+        return []
+    out = [f"vs the best baseline: {line}"]
+    for key, what in (("confirmed", "confirmation"), ("holdout", "held-out tasks")):
+        verdict = result.get(f"{key}_vs_best_baseline")
+        if verdict:
+            out.append(f"  on the {what}: {verdict} (against {result['best_baseline']})")
+    return out
+
+
+def _budget_lines(result: dict[str, Any]) -> list[str]:
+    """The run's cost in one unit (full-fidelity evaluations), the baselines' share apart."""
+    budget = result.get("budget")
+    if not budget:
+        return []
+    screened = {f: n for f, n in budget.get("search_evaluations", {}).items() if f != "full"}
+    detail = "".join(f", {n} on {f}" for f, n in screened.items())
+    return [
+        f"budget: {budget['total_cost']:g} full-fidelity evaluations — search "
+        f"{budget['search_cost']:g} ({budget.get('search_evaluations', {}).get('full', 0)} full"
+        f"{detail}), baselines {budget['baseline_evaluations']:g}"
+        + (f"; {budget['tokens']:,} calibration tokens" if budget.get("tokens") else "")
+        + f"; algorithm {result.get('algorithm', 'ga')}, init {result.get('init', 'random')}"
+    ]
 
 
 def print_report(result: dict[str, Any], run_id: str, console: Console | None = None) -> None:

@@ -30,6 +30,21 @@ FITNESS_CHOICES = fitness_kinds.FITNESS_KINDS
 # the engine has loaded the model.
 CALIBRATION_SEQ_LEN = 128
 INIT_CHOICES = ("random", "heuristics")
+# ``ga``: the original method's operators (DEAP); ``evopress``: (1 + lambda) evolution with
+# count-preserving swaps and multi-step selection (EvoPress). Pareto runs always use NSGA-II.
+ALGORITHM_CHOICES = ("evopress", "ga")
+# The references a run scores before searching (``engine/baselines.py``); ``greedy`` is SLEB-style
+# removal on the run's own fitness and costs evaluations (stated in the estimate and the log).
+BASELINE_CHOICES = ("shortgpt", "angular", "last_k", "greedy")
+DEFAULT_BASELINES = ("shortgpt", "angular", "last_k")
+# Each algorithm's own population and generations (the dataclass defaults are the default
+# algorithm's): EvoPress's "population" is its random starting candidates (screened), and its
+# generations are cheap (16 children on 512 tokens, 2 on all: 6 full evaluations each), so 32 x 100
+# costs about as much as the original GA's 60 x 10 (608 against 660 full evaluations).
+ALGORITHM_DEFAULTS: dict[str, dict[str, int]] = {
+    "evopress": {"population": 32, "generations": 100},
+    "ga": {"population": 60, "generations": 10},
+}
 MUTATION_CHOICES = ("uniform", "swap")
 INVALID_CHOICES = ("repair", "zero")
 SCORER_CHOICES = ("fast", "hflm")
@@ -71,8 +86,8 @@ class RunConfig:
     objective: str = "single"
     prune_range: list[int] | None = None
     protect: int = 2
-    population: int = 60
-    generations: int = 10
+    population: int = ALGORITHM_DEFAULTS["evopress"]["population"]
+    generations: int = ALGORITHM_DEFAULTS["evopress"]["generations"]
     cxpb: float = 0.5
     mutpb: float = 0.5
     tournament: int = 5
@@ -86,7 +101,15 @@ class RunConfig:
     finalists: int = 5
     confirm_limit: int | None = 100
     holdout_tasks: list[str] | None = None
-    init: str = "random"
+    # Generation 0 starts from the baselines (``random``: the original method's random start).
+    init: str = "heuristics"
+    algorithm: str = "evopress"
+    baselines: list[str] = field(default_factory=lambda: list(DEFAULT_BASELINES))
+    # EvoPress: offspring per generation, scored first on ``selection_tokens`` calibration tokens
+    # (KL/perplexity; task fitness screens on ``screen`` items), the best ``survivors`` then on all.
+    offspring: int = 16
+    survivors: int = 2
+    selection_tokens: int | None = 512
     mutation: str = "uniform"
     invalid: str = "repair"
     device: str = "auto"
@@ -126,8 +149,31 @@ class RunConfig:
         return [self.prune]
 
     @property
+    def evopress(self) -> bool:
+        """Whether the search is EvoPress's (1 + lambda) evolution (single-objective runs only)."""
+        return self.algorithm == "evopress" and not self.pareto
+
+    @property
+    def search_algorithm(self) -> str:
+        """The search that runs: ``evopress``, ``ga`` or, for a Pareto run, ``nsga2``."""
+        return "nsga2" if self.pareto else self.algorithm
+
+    @property
+    def screen_limit(self) -> int | None:
+        """The cheap first stage of multi-step selection: calibration tokens for KL and
+        perplexity (None when it would be all of them), items per task for task fitness."""
+        if fitness_kinds.is_calibration(self.fitness):
+            tokens = self.selection_tokens
+            return tokens if tokens is not None and tokens < self.calibration_tokens else None
+        return self.screen
+
+    @property
     def max_evaluations(self) -> int:
-        """Upper bound on distinct genomes evaluated: the initial population plus all offspring."""
+        """Upper bound on distinct genomes evaluated at full fidelity: the initial population
+        plus all offspring (EvoPress: the screened survivors of each generation)."""
+        if self.evopress:
+            full = self.survivors if self.screen_limit is not None else self.offspring
+            return self.population + self.generations * full
         return self.population * (1 + self.generations)
 
     @property
@@ -158,7 +204,10 @@ class RunConfig:
             raise ConfigError(f"task {dupes[0]!r} is listed twice: list each task once")
         _int_at_least("prune", self.prune, 1, "the number of layers to drop")
         _int_at_least("protect", self.protect, 0, "the number of leading layers never dropped")
-        _int_at_least("population", self.population, 2, "DEAP needs at least 2 individuals")
+        if self.algorithm == "evopress" and not self.pareto:
+            _int_at_least("population", self.population, 0, "random starting candidates")
+        else:
+            _int_at_least("population", self.population, 2, "DEAP needs at least 2 individuals")
         _int_at_least("generations", self.generations, 0, "the number of generations")
         _int_at_least("tournament", self.tournament, 1, "the tournament size")
         _int_at_least("num_fewshot", self.num_fewshot, 0, "the number of few-shot examples")
@@ -216,11 +265,39 @@ class RunConfig:
                 )
         _choice("init", self.init, INIT_CHOICES)
         _choice("mutation", self.mutation, MUTATION_CHOICES)
+        self._validate_search()
         self._validate_objective()
         if self.screen is not None and self.fitness not in fitness_kinds.TASK_KINDS:
             raise ConfigError(
                 f"--screen applies to task fitness, not {self.fitness}: drop --screen "
                 "(KL and perplexity are already cheap)"
+            )
+
+    def _validate_search(self) -> None:
+        """``algorithm``, ``baselines`` and EvoPress's selection settings."""
+        _choice("algorithm", self.algorithm, ALGORITHM_CHOICES)
+        if isinstance(self.baselines, str):
+            text = self.baselines.strip()
+            names = [] if text.lower() == "none" else text.split(",")
+            self.baselines = [b.strip() for b in names if b.strip()]
+        if not isinstance(self.baselines, list | tuple):
+            raise ConfigError("baselines must be a list: use --baselines shortgpt,angular,last_k")
+        for name in self.baselines:
+            if name not in BASELINE_CHOICES:
+                raise ConfigError(
+                    f"unknown baseline {name!r}: use a comma-separated subset of "
+                    f"{', '.join(BASELINE_CHOICES)} (or 'none')"
+                )
+        self.baselines = list(dict.fromkeys(self.baselines))
+        _int_at_least("offspring", self.offspring, 1, "children of the parent per generation")
+        _int_at_least("survivors", self.survivors, 1, "offspring re-scored on all the data")
+        if self.selection_tokens is not None:
+            _int_at_least(
+                "selection_tokens",
+                self.selection_tokens,
+                CALIBRATION_SEQ_LEN,
+                f"calibration tokens for the first selection step (sequences of "
+                f"{CALIBRATION_SEQ_LEN}), or 'all' for none",
             )
 
     def _validate_objective(self) -> None:
@@ -289,7 +366,7 @@ class RunConfig:
         data = dataclasses.asdict(self)
         data["tasks"] = [{k: v for k, v in t.items() if v is not None} for t in data["tasks"]]
         # TOML has no null; "all" keeps a blank limit through a round trip
-        for name in ("limit", "confirm_limit"):
+        for name in ("limit", "confirm_limit", "selection_tokens"):
             if getattr(self, name) is None:
                 data[name] = "all"
         return {k: v for k, v in data.items() if v is not None}
@@ -298,7 +375,10 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> RunConfig:
         check_keys(data, {f.name for f in dataclasses.fields(cls)}, source)
         values = dict(data)
-        for name in ("limit", "confirm_limit"):
+        # A file that names an algorithm but not its sizes gets that algorithm's defaults.
+        for name, value in ALGORITHM_DEFAULTS.get(str(values.get("algorithm")), {}).items():
+            values.setdefault(name, value)
+        for name in ("limit", "confirm_limit", "selection_tokens"):
             if values.get(name) == "all":
                 values[name] = None
         if "tasks" in values:
@@ -315,9 +395,18 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: Path) -> RunConfig:
+        return cls.from_dict(cls._read(path), source=str(path))
+
+    @classmethod
+    def keys_in(cls, path: Path) -> set[str]:
+        """The settings a config file names (the others take their defaults)."""
+        return set(cls._read(path))
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            return tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {str(path)!r} does not exist: check the path") from None
         except tomllib.TOMLDecodeError as exc:
@@ -326,7 +415,6 @@ class RunConfig:
             ) from None
         except OSError as exc:
             raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
-        return cls.from_dict(data, source=str(path))
 
 
 def parse_prune_range(text: str) -> list[int]:

@@ -22,6 +22,7 @@ import sqlite3
 import statistics
 from dataclasses import dataclass
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import GapruneError
@@ -61,10 +62,14 @@ class CostEstimate:
     mean_k: float | None = None
     # Several workers: what they may gain (``workers_note``); empty for one process.
     workers: str = ""
+    # The search and baselines in the budget unit every method shares (``search_budget``).
+    budget: str = ""
 
     def text(self) -> str:
         """One line for a preview: the budget, then the duration or why there is none."""
         line = f"at most {fmt.plural(self.max_evaluations, 'evaluation')}"
+        if self.budget:
+            line = f"{line} ({self.budget})"
         if self.seconds is None:
             line = f"{line}; duration: {self.reason}"
         else:
@@ -149,13 +154,57 @@ def measure_timings(model: str) -> list[TimingSample]:
     return samples
 
 
-def estimate_cost(config: RunConfig, samples: list[TimingSample], *, gpus: int = 0) -> CostEstimate:
+def search_budget(config: RunConfig, n_layers: int | None = None) -> tuple[float, str]:
+    """The search's worst-case cost in full-fidelity evaluations (a screened child on T of C
+    calibration tokens costs T / C) and a line saying how it adds up, with the greedy baseline's
+    cost where the config asks for it (``n_layers`` known: its exact count)."""
+    if config.evopress:
+        limit = config.screen_limit
+        if limit is not None and fitness_kinds.is_calibration(config.fitness):
+            share = min(1.0, limit / config.calibration_tokens)
+            per_gen = config.offspring * share + config.survivors
+            cost = config.population * share + config.generations * per_gen
+            text = (
+                f"evopress: {config.population} starts and {config.generations} x "
+                f"{config.offspring} children on {limit} tokens, the best {config.survivors} "
+                f"on all: ≈ {cost:.0f} full evaluations"
+            )
+        else:
+            cost = float(config.max_evaluations)
+            text = f"evopress: {config.generations} x {config.offspring} children"
+    else:
+        cost = float(config.max_evaluations)
+        text = f"{config.search_algorithm}: {config.population} x {config.generations + 1}"
+    if "greedy" in config.baselines:
+        k = max(config.ks)
+        limit = config.screen_limit
+        if n_layers:
+            droppable = n_layers - config.protect
+            greedy = sum(droppable - step for step in range(k))
+            if limit is not None and fitness_kinds.is_calibration(config.fitness):
+                share = min(1.0, limit / config.calibration_tokens)
+                full = greedy * share + k * config.survivors
+                text += (
+                    f"; greedy baseline: {greedy} candidates on {limit} tokens, "
+                    f"≈ {full:.0f} full evaluations to k = {k}"
+                )
+            else:
+                text += f"; greedy baseline: {greedy} more evaluations to k = {k}"
+        else:
+            text += f"; greedy baseline: about k x droppable layers more evaluations (k = {k})"
+    return cost, text
+
+
+def estimate_cost(
+    config: RunConfig, samples: list[TimingSample], *, gpus: int = 0, n_layers: int | None = None
+) -> CostEstimate:
     """Worst-case duration: max evaluations x items per evaluation x median seconds per item,
     measured on runs of the same model that share at least one task with this config (a Pareto
     run's scaled to the range's mean k, see the module docstring). Several workers are named,
     never divided by (``workers_note``; ``gpus``: the GPUs found here)."""
     estimate = _estimate(config, samples)
-    return dataclasses.replace(estimate, workers=workers_note(config, gpus))
+    _, budget = search_budget(config, n_layers)
+    return dataclasses.replace(estimate, workers=workers_note(config, gpus), budget=budget)
 
 
 def _estimate(config: RunConfig, samples: list[TimingSample]) -> CostEstimate:
@@ -199,7 +248,7 @@ def _confirmation(
     Pareto run confirms one front member per k in place of the finalists."""
     if config.finalists <= 0:
         return 0, 0, None
-    genomes = (len(config.ks) if config.pareto else config.finalists) + 4
+    genomes = (len(config.ks) if config.pareto else config.finalists) + 1 + len(config.baselines)
     limit = config.confirm_limit
     items = None if limit is None else limit * (len(config.tasks) + len(config.holdout))
     seconds = None

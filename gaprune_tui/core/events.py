@@ -227,8 +227,8 @@ class ExportFinished(RunEvent):
 
 @dataclass
 class ReferenceScored(RunEvent):
-    """A one-shot baseline (ShortGPT, angular distance, last k) scored like any genome: the
-    reference rows a search must beat in plain sight."""
+    """A baseline (ShortGPT, angular distance, last k from one pass; greedy removal on the run's
+    fitness) scored like any genome: the reference rows a search must beat in plain sight."""
 
     kind: ClassVar[str] = "reference_scored"
     name: str = ""
@@ -236,6 +236,12 @@ class ReferenceScored(RunEvent):
     fitness: float = 0.0
     scores: Scores = field(default_factory=dict)
     signal: float | None = None
+    # Fresh evaluations the pick cost (greedy: its whole path, on the event of its largest k;
+    # the one-pass baselines: 0) and their scoring seconds: part of the run's budget.
+    evaluations: int = 0
+    seconds: float = 0.0
+    # The same in full-fidelity evaluations (greedy with multi-step selection: less than its count).
+    cost: float = 0.0
 
 
 @dataclass
@@ -350,6 +356,8 @@ class WorkerStatus(RunEvent):
     scored: list[int] | None = None
     evaluations: int = 0
     seconds: float = 0.0
+    # The same in full-fidelity evaluations (greedy with multi-step selection: less than its count).
+    cost: float = 0.0
     backend: str = ""
     pid: int = 0
 

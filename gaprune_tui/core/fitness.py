@@ -113,6 +113,29 @@ def verdict(
     ).outcome
 
 
+def paired_samples(scores: Scores, kind: str) -> list[float] | None:
+    """The per-sequence values a calibration fitness is the mean of (KL; NLL for perplexity,
+    whose order it shares), or None (task fitness, or scores from before they were kept)."""
+    if check_kind(kind) not in CALIBRATION_KINDS:
+        return None
+    values = scores.get(CALIBRATION, {}).get("kl_seq" if kind == "kl" else "nll_seq")
+    return [float(v) for v in values] if isinstance(values, list) else None
+
+
+def genome_verdict(
+    value: float, scores: Scores, other: float, other_scores: Scores, kind: str
+) -> str:
+    """Two genomes of one run compared on its fitness: paired over the calibration sequences
+    both were scored on when the scores carry them (``stats.paired_compare``), else as
+    independent estimates (``verdict``)."""
+    mine, theirs = paired_samples(scores, kind), paired_samples(other_scores, kind)
+    if mine is not None and theirs is not None and len(mine) == len(theirs) > 1:
+        return stats.paired_compare(mine, theirs, higher_is_better(kind)).outcome
+    return verdict(
+        value, fitness_stderr(scores, kind), other, fitness_stderr(other_scores, kind), kind
+    )
+
+
 def confirmed_order(items: Sequence[T], role: str = "finalist") -> list[T]:
     """Confirmations (``GenomeConfirmed``-like: ``role``, ``confirmed``, ``rank``) of one role,
     best confirmed task score first (always higher-is-better: confirmation scores tasks);

@@ -106,6 +106,31 @@ def compare(
     return Verdict(outcome, diff, se, z)
 
 
+def paired_compare(
+    genome: Sequence[float],
+    other: Sequence[float],
+    higher_is_better: bool,
+    z: float = NOISE_Z,
+) -> Verdict:
+    """Judge two genomes measured on the same samples (KL per calibration sequence): the
+    difference's standard error comes from the per-sample differences, sd(d) / sqrt(n), which
+    keeps what the two share (a hard sequence is hard for both) out of the noise."""
+    if len(genome) != len(other) or len(genome) < 2:
+        raise ValueError("a paired comparison needs the same samples, at least two")
+    diffs = [a - b for a, b in zip(genome, other, strict=True)]
+    n = len(diffs)
+    diff = sum(diffs) / n
+    sd = math.sqrt(sum((d - diff) ** 2 for d in diffs) / (n - 1))
+    se = sd / math.sqrt(n)
+    if abs(diff) <= z * se:
+        outcome: Outcome = "within noise"
+    elif (diff > 0) == higher_is_better:
+        outcome = "better"
+    else:
+        outcome = "worse"
+    return Verdict(outcome, diff, se, z)
+
+
 def _ranks(values: Sequence[float]) -> list[float]:
     """1-based ranks, ties given the mean of the ranks they span."""
     order = sorted(range(len(values)), key=lambda i: values[i])

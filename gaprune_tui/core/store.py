@@ -148,6 +148,10 @@ CREATE TABLE IF NOT EXISTS control (
 """
 
 
+# The generation of a baseline's evaluation row: scored before the search, ranked with its genomes.
+BASELINE_GENERATION = -1
+
+
 @dataclass
 class Evaluation:
     """One scored genome. ``dropped``/``kept`` are sorted layer indices of the base model."""

@@ -84,6 +84,9 @@ class Evaluator:
         }
         if self.kl is not None:
             key["calibration"] = self.kl.context()
+            if limit is not None:
+                # The first step of multi-step selection: a subset of the calibration sequences.
+                key["sequences"] = self.kl.subset_sequences(limit)
         else:
             key.update(
                 tasks=self.taskset.context(),
@@ -91,6 +94,16 @@ class Evaluator:
                 screen=limit,
             )
         return json.dumps(key, sort_keys=True)
+
+    def fidelity(self, limit: int | None) -> str:
+        """The fidelity an outcome at ``limit`` is reported with: ``full``, ``screen:N`` (N items
+        per task) or ``tokens:T`` (T calibration tokens, the subset actually scored)."""
+        if limit is None:
+            return "full"
+        if self.kl is not None:
+            seq_len = int(self.kl.calibration.input_ids.shape[1])
+            return f"tokens:{self.kl.subset_sequences(limit) * seq_len}"
+        return _fidelity(limit)
 
     def kept_of(self, dropped: list[int]) -> list[int]:
         drop = set(dropped)
@@ -104,7 +117,15 @@ class Evaluator:
         if plan is not None:
             plan([self.kept_of(d) for d in dropped_lists])
 
+    def normal_limit(self, limit: int | None) -> int | None:
+        """``limit``, or None where it covers everything (a calibration subset of all sequences)."""
+        kl = self.kl
+        if limit is not None and kl is not None and kl.subset_sequences(limit) >= kl.n_sequences:
+            return None
+        return limit
+
     def __call__(self, dropped: list[int], limit: int | None = None) -> Outcome:
+        limit = self.normal_limit(limit)
         hit = self.lookup(dropped, limit)
         if hit is not None:
             return hit
@@ -114,22 +135,24 @@ class Evaluator:
     def lookup(self, dropped: list[int], limit: int | None = None) -> Outcome | None:
         """The memo's outcome for this genome, or None: the driver's half of ``__call__`` when
         the scoring runs elsewhere (``engine/backends``), so only the driver reads the memo."""
+        limit = self.normal_limit(limit)
         kept = self.kept_of(dropped)
         hit = self.memo.get(self.context(limit), kept)
         if hit is None:
             return None
         scores, seconds = hit
         self.cache_hits += 1
-        return Outcome(scores, fitness_of(scores, self.kind), seconds, True, _fidelity(limit))
+        return Outcome(scores, fitness_of(scores, self.kind), seconds, True, self.fidelity(limit))
 
     def record(
         self, dropped: list[int], limit: int | None, scores: Scores, seconds: float
     ) -> Outcome:
         """Write fresh scores (computed here or by a worker) to the memo; their outcome. Only the
         driver calls this, so the memo has one writer whatever the backend."""
+        limit = self.normal_limit(limit)
         self.memo.put(self.context(limit), self.kept_of(dropped), scores, seconds)
         self.evaluations += 1
-        return Outcome(scores, fitness_of(scores, self.kind), seconds, False, _fidelity(limit))
+        return Outcome(scores, fitness_of(scores, self.kind), seconds, False, self.fidelity(limit))
 
     def score(self, kept: list[int], limit: int | None = None) -> tuple[Scores, float]:
         """Score a kept-layer set now, bypassing the memo. The global RNG is left untouched, so
@@ -138,7 +161,7 @@ class Evaluator:
         start = time.perf_counter()
         try:
             if self.kl is not None:
-                scores: Scores = {CALIBRATION: dict(self.kl.score(kept))}
+                scores: Scores = {CALIBRATION: dict(self.kl.score(kept, limit))}
             else:
                 self.loaded.view.apply(kept)
                 try:
@@ -155,3 +178,19 @@ class Evaluator:
 
 def _fidelity(limit: int | None) -> str:
     return "full" if limit is None else f"screen:{limit}"
+
+
+def fidelity_cost(fidelity: str, config: RunConfig) -> float:
+    """What one fresh evaluation at ``fidelity`` costs in full-fidelity evaluations: the budget
+    unit every method is compared in (a screen on N items of a limit-L task set costs N / L, a
+    selection step on T of C calibration tokens T / C)."""
+    if fidelity == "full":
+        return 1.0
+    kind, _, amount = fidelity.partition(":")
+    if kind == "tokens" and amount.isdigit():
+        return min(1.0, int(amount) / config.calibration_tokens)
+    if kind == "screen" and amount.isdigit():
+        limits = [config.task_limit(t) for t in config.tasks]
+        known = [lim for lim in limits if lim]
+        return min(1.0, int(amount) / max(known)) if known else 1.0
+    return 0.0

@@ -46,7 +46,7 @@ from gaprune_tui.engine.layers import LayerView
 from gaprune_tui.engine.scoring import FastLM, make_lm
 
 # Bump whenever a change could move a KL or perplexity value: it is part of the memo key.
-KL_VERSION = "kl-1"
+KL_VERSION = "kl-2"
 DEFAULT_TOP_K = 256
 
 logger = logging.getLogger(__name__)
@@ -242,19 +242,41 @@ class KLScorer:
         """The kept-layer paths about to be scored: see ``PrefixCache.plan``."""
         self.lm.plan(paths)
 
-    def score(self, kept: Sequence[int]) -> dict[str, float]:
+    @property
+    def n_sequences(self) -> int:
+        """The calibration sequences a full score reads."""
+        return int(self.calibration.input_ids.shape[0])
+
+    def subset_sequences(self, tokens: int | None) -> int:
+        """How many calibration sequences a ``tokens`` budget scores: the first
+        ``tokens // seq_len`` of them (at least one, at most all); None means all."""
+        n_seq, seq_len = self.calibration.input_ids.shape
+        if tokens is None:
+            return int(n_seq)
+        return max(1, min(int(n_seq), int(tokens) // int(seq_len)))
+
+    def score(self, kept: Sequence[int], tokens: int | None = None) -> dict[str, Any]:
         """Score the model with only ``kept`` layers (base indices).
 
+        ``tokens`` scores only the first ``subset_sequences(tokens)`` sequences: the cheap first
+        step of multi-step selection (a different fidelity: its own memo key, never a full score).
         Returns ``kl`` (mean per-token KL(base || pruned), lower is better), ``kl_stderr``, ``ppl``
-        (exp of the mean NLL), ``ppl_stderr``, ``nll`` and ``tokens`` (positions scored). Raises
+        (exp of the mean NLL), ``ppl_stderr``, ``nll``, ``tokens`` (positions scored) and the
+        per-sequence ``kl_seq`` and ``nll_seq`` (for paired comparisons). Raises
         ``StopRequested`` between batches when the run must stop."""
-        ids = self.calibration.input_ids
-        n_seq, seq_len = ids.shape
+        n_all = int(self.calibration.input_ids.shape[0])
+        n_seq = self.subset_sequences(tokens)
+        ids = self.calibration.input_ids[:n_seq]
+        key = self.calibration.fingerprint
+        if n_seq < n_all:
+            # Its own prefix-cache layout: the subset's batches are not the full set's.
+            key = f"{key}:first{n_seq}"
+        seq_len = ids.shape[1]
         kl = torch.zeros(ids.numel(), dtype=torch.float32, device=self.lm.device)
         nll = torch.zeros_like(kl)
         b = self.base
         with self.view.view(kept):
-            for start, logits in self.lm.sequence_logits(ids, self.calibration.fingerprint):
+            for start, logits in self.lm.sequence_logits(ids, key):
                 end = start + logits.shape[0]
                 with torch.inference_mode():
                     kl_part, logq = kl_to_base(
@@ -277,4 +299,7 @@ class KLScorer:
             "ppl_stderr": ppl * nll_se,
             "nll": nll_mean,
             "tokens": float(n_seq * (seq_len - 1)),
+            # Per sequence, for paired comparisons of two genomes on the same sequences.
+            "kl_seq": [float(v) for v in per_seq_kl.double()],
+            "nll_seq": [float(v) for v in per_seq_nll.double()],
         }

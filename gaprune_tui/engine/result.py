@@ -5,8 +5,13 @@ fitnesses as ``fitness`` / ``fitness_stderr``), and each finalist and baseline s
 difference from the base model is beyond noise (two standard errors of the difference) on the
 search's fitness, on the confirmation and on the held-out tasks.
 
-The recommended genome (``dropped_layers``) is the confirmed best finalist when confirmation ran
-(ranked by the confirmed task score, on more items than the search saw), else the search's best.
+Every genome the run evaluated is ranked together, the baselines included (their rows are stored
+as generation -1): the finalists are the best of them down to the best baseline and no further, and
+the recommended genome (``dropped_layers``) is the confirmed best finalist when confirmation ran
+(ranked by the confirmed task score, on more items than the search saw), else the best on the
+fitness. So the recommendation is never worse on the run's fitness than a baseline the run scored;
+``headline`` says how it compares with the best baseline at its k (or that the search found nothing
+better), and ``budget`` what the run spent in one unit for every method.
 """
 
 from __future__ import annotations
@@ -16,14 +21,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gaprune_tui.core import fitness as fitness_kinds
-from gaprune_tui.core import pareto, stats
+from gaprune_tui.core import format, pareto, stats
 from gaprune_tui.core.events import (
     BaseScores,
     ConfirmationStarted,
     GenomeConfirmed,
     ReferenceScored,
 )
-from gaprune_tui.core.store import Evaluation, RunStore
+from gaprune_tui.core.store import BASELINE_GENERATION, Evaluation, RunStore
 from gaprune_tui.engine.backends import backend_result as _backend_result
 
 if TYPE_CHECKING:
@@ -106,6 +111,7 @@ def _front_rows(
         {
             "k": p.k,
             **judge.genome(p.dropped, p.fitness, p.extra.get("scores", {})),
+            "source": sources(p.dropped, references) or ["search"],
             "dominated": p.dominated,
             "knee": knee is not None and p.k == knee.k,
             **judge.confirmation(confirmed.get(tuple(p.dropped))),
@@ -120,17 +126,136 @@ def _best_baseline(
 ) -> dict[str, Any]:
     """The best baseline dropping as many layers as ``point``, and the verdict of the point
     against it on the search's fitness (``better`` means the front member is better)."""
-    same = [r for r in references if len(r.dropped) == point.k]
+    return vs_best_baseline(
+        point.dropped, point.fitness, point.extra.get("scores", {}), references, kind
+    )
+
+
+def best_reference(references: list[ReferenceScored], k: int, kind: str) -> ReferenceScored | None:
+    """The best baseline dropping ``k`` layers on the run's fitness (ties: the smaller genome)."""
+    same = [r for r in references if len(r.dropped) == k]
     if not same:
+        return None
+    return min(same, key=lambda r: (fitness_kinds.rank_key(r.fitness, kind), r.dropped))
+
+
+def sources(dropped: list[int], references: list[ReferenceScored]) -> list[str]:
+    """The baselines whose pick is exactly this genome (their names without " k=N")."""
+    return sorted({r.name.split(" k=")[0] for r in references if list(r.dropped) == dropped})
+
+
+def vs_best_baseline(
+    dropped: list[int],
+    fitness: float,
+    scores: dict[str, Any],
+    references: list[ReferenceScored],
+    kind: str,
+) -> dict[str, Any]:
+    """A genome against the best baseline at its k on the run's fitness: ``vs_best_baseline``
+    is ``better``/``within noise``/``worse`` (two standard errors of the difference, paired over
+    the calibration sequences where the scores carry them), or ``same genome`` when the genome is
+    that baseline's pick."""
+    best = best_reference(references, len(dropped), kind)
+    if best is None:
         return {}
-    best = min(same, key=lambda r: fitness_kinds.rank_key(r.fitness, kind))
-    se = fitness_kinds.fitness_stderr(point.extra.get("scores", {}), kind)
     best_se = fitness_kinds.fitness_stderr(best.scores, kind)
+    same = list(best.dropped) == list(dropped)
     return {
         "best_baseline": best.name,
+        "best_baseline_dropped": list(best.dropped),
         "best_baseline_fitness": best.fitness,
         "best_baseline_fitness_stderr": best_se,
-        "vs_best_baseline": fitness_kinds.verdict(point.fitness, se, best.fitness, best_se, kind),
+        "vs_best_baseline": (
+            "same genome"
+            if same
+            else fitness_kinds.genome_verdict(fitness, scores, best.fitness, best.scores, kind)
+        ),
+    }
+
+
+def finalists(
+    store: RunStore, config: RunConfig, references: list[ReferenceScored]
+) -> list[Evaluation]:
+    """The genomes confirmation re-scores: the best ``finalists`` of every genome the run
+    evaluated (baselines included), down to the best baseline and no further, so the confirmed
+    pick is never worse on the run's fitness than a baseline the run scored."""
+    ranked = store.best_evaluations(config.finalists)
+    best = best_reference(references, config.prune, config.fitness)
+    if best is None:
+        return ranked
+    floor = fitness_kinds.rank_key(best.fitness, config.fitness)
+    return [e for e in ranked if fitness_kinds.rank_key(e.fitness, config.fitness) <= floor]
+
+
+def headline(pick: dict[str, Any], kind: str, found_by: list[str] | None = None) -> str:
+    """One sentence: the pick against the best baseline at its k, honest about noise.
+    ``found_by``: the baselines whose pick the genome is (the search's own: ``["search"]``)."""
+    name = pick.get("best_baseline")
+    if not name:
+        return "no baseline was scored at this k: nothing to compare the pick with"
+    name = str(name).split(" k=")[0]
+    label = fitness_kinds.short_label(kind).split(" ")[0]
+    ours = format.score(pick["fitness"], pick.get("fitness_stderr"))
+    theirs = format.score(pick["best_baseline_fitness"], pick.get("best_baseline_fitness_stderr"))
+    verdict = pick.get("vs_best_baseline")
+    if verdict == "same genome":
+        names = [n for n in (found_by or [name]) if n != "search"] or [name]
+        who = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        return f"the search found nothing better than {who}'s pick ({label} {ours})"
+    if verdict == "better":
+        return f"beats the best baseline, {name}, beyond noise: {label} {ours} vs {theirs}"
+    if verdict == "worse":
+        return f"worse than the best baseline, {name}: {label} {ours} vs {theirs}"
+    return f"within noise of the best baseline, {name}: {label} {ours} vs {theirs}"
+
+
+def _confirmed_vs_baseline(
+    pick: list[int], best: list[int] | None, confirmations: list[GenomeConfirmed]
+) -> dict[str, Any]:
+    """The pick against the best baseline on the confirmation and the held-out tasks, where
+    both were confirmed (task scores: higher is better)."""
+    if not best or list(best) == list(pick):
+        return {}
+    mine = next((c for c in reversed(confirmations) if list(c.dropped) == list(pick)), None)
+    theirs = next((c for c in reversed(confirmations) if list(c.dropped) == list(best)), None)
+    out: dict[str, Any] = {}
+    if mine is None or theirs is None:
+        return out
+    for key in ("confirmed", "holdout"):
+        a, a_se = getattr(mine, key), getattr(mine, f"{key}_stderr")
+        b, b_se = getattr(theirs, key), getattr(theirs, f"{key}_stderr")
+        if a is not None and b is not None:
+            out[f"{key}_vs_best_baseline"] = fitness_kinds.verdict(a, a_se, b, b_se, "mean")
+    return out
+
+
+def budget(store: RunStore, config: RunConfig, references: list[ReferenceScored]) -> dict[str, Any]:
+    """What the run spent, in one unit for every method: fresh evaluations by fidelity, their
+    cost in full-fidelity evaluations (``fidelity_cost``), the calibration tokens forwarded
+    (KL and perplexity), and the scoring seconds; the baselines' share apart."""
+    from gaprune_tui.engine.evaluator import fidelity_cost
+
+    fresh = [
+        e
+        for e in store.evaluations()
+        if not e.from_memo and e.fidelity != "invalid" and e.generation != BASELINE_GENERATION
+    ]
+    by_fidelity: dict[str, int] = {}
+    for e in fresh:
+        by_fidelity[e.fidelity] = by_fidelity.get(e.fidelity, 0) + 1
+    search_cost = sum(fidelity_cost(e.fidelity, config) for e in fresh)
+    baseline_evals = sum(r.cost or r.evaluations for r in references)
+    total = search_cost + baseline_evals
+    calibration = fitness_kinds.is_calibration(config.fitness)
+    return {
+        "unit": "full-fidelity evaluations",
+        "search_evaluations": by_fidelity,
+        "search_cost": round(search_cost, 3),
+        "baseline_evaluations": round(baseline_evals, 3),
+        "total_cost": round(total, 3),
+        "tokens": int(total * config.calibration_tokens) if calibration else None,
+        "search_seconds": round(sum(e.seconds for e in fresh), 3),
+        "baseline_seconds": round(sum(r.seconds for r in references), 3),
     }
 
 
@@ -216,13 +341,21 @@ def build_result(
             pick, picked_by = knee.dropped, "knee"
     best = next((e for e in ranked if e.dropped == pick), ranked[0])
     finalist_rows, baseline_rows = _reference_rows(ranked, references, confirmations, judge)
+    versus = vs_best_baseline(best.dropped, best.fitness, best.scores, references, kind)
+    picked = {**judge.genome(best.dropped, best.fitness, best.scores), **versus}
     return {
         "run_id": store.id,
         **_setup_part(setup),
         **pareto_part,
+        "algorithm": config.search_algorithm,
+        "init": config.init,
         "picked_by": picked_by,
+        "pick_source": sources(best.dropped, references) or ["search"],
+        "headline": headline(picked, kind, sources(best.dropped, references)),
         "search_best": ranked[0].dropped,
-        **judge.genome(best.dropped, best.fitness, best.scores),
+        **picked,
+        **_confirmed_vs_baseline(best.dropped, versus.get("best_baseline_dropped"), confirmations),
+        "budget": budget(store, config, references),
         "kept_layers": [i for i in range(loaded.n_layers) if i not in set(best.dropped)],
         "base_scores": base.scores,
         "base_fitness": base.fitness,

@@ -69,7 +69,16 @@ if not hasattr(creator, "GapruneParetoIndividualMin"):
 Individual = creator.GapruneIndividual
 IndividualMin = creator.GapruneIndividualMin
 CHECKPOINT_VERSION = 1
-__all__ = ["Outcome", "Search", "SearchState", "fitness_of", "is_valid", "repair"]
+__all__ = [
+    "Outcome",
+    "Search",
+    "SearchState",
+    "fitness_of",
+    "is_screened",
+    "is_valid",
+    "make_search",
+    "repair",
+]
 
 
 def individual_class(kind: str, pareto: bool = False) -> type:
@@ -123,6 +132,11 @@ class SearchState:
         if not isinstance(state, SearchState) or state.version != CHECKPOINT_VERSION:
             raise ValueError("checkpoint from an incompatible gaprune-tui version")
         return state
+
+
+def is_screened(fidelity: str) -> bool:
+    """Whether an outcome is a cheap first-step score (``screen:N`` items, ``tokens:T``)."""
+    return fidelity.startswith(("screen:", "tokens:"))
 
 
 def is_valid(genome: list[int], n_layers: int, protect: int, k: int) -> bool:
@@ -339,6 +353,10 @@ class Search:
         if screen and gen > 0 and self.state_population:
             yield from self._screened(todo, gen, screen)  # always here, whatever the backend
             return
+        yield from self._evaluate_full(todo, gen)
+
+    def _evaluate_full(self, todo: list[Any], gen: int) -> Iterator[RunEvent]:
+        """Full-fidelity evaluation of ``todo`` (tree order), here or on the backend's workers."""
         if self.backend is not None and self.backend.remote:
             # Several workers score the generation; the events come back in this same order.
             yield from self.backend.evaluate(self, todo, gen)
@@ -387,7 +405,7 @@ class Search:
             with self._own_random():
                 population = self._initial_population()
             yield from self._evaluate_all(population, 0)
-            self.hof.update(population)
+            self._hof_update(population)
             if self.pareto:
                 fits = [ind.fitness.values[0] for ind in population]
                 self.hv_ref = pareto.reference_quality(fits, self.kind)
@@ -404,10 +422,14 @@ class Search:
             with self._own_random():
                 offspring = self._breed(population)
             yield from self._evaluate_all(offspring, gen)
-            self.hof.update(offspring)
+            self._hof_update(offspring)
             population[:] = self._survivors(population, offspring)
             yield self._generation_event(gen, population, time.monotonic() - start)
         yield self.summary()
+
+    def _hof_update(self, inds: list[Any]) -> None:
+        """The hall of fame takes full evaluations only: a screened fitness is never a best."""
+        self.hof.update([i for i in inds if not is_screened(getattr(i, "fidelity", "full"))])
 
     def _breed(self, population: list[Any]) -> list[Any]:
         """Offspring of one generation (inside ``_own_random``): selection, ``varAnd``, repair.
@@ -543,3 +565,21 @@ class Search:
 
     def _values(self, genome: list[int], fit: float) -> tuple[float, ...]:
         return (fit, float(len(genome))) if self.pareto else (fit,)
+
+
+def make_search(
+    config: RunConfig,
+    n_layers: int,
+    evaluate: EvaluateFn,
+    *,
+    state: SearchState | None = None,
+    seeds: Sequence[Sequence[int]] = (),
+    backend: Any = None,
+) -> Search:
+    """The search a config asks for: EvoPress's (1 + lambda) evolution, the original GA, or
+    NSGA-II for a Pareto run (``RunConfig.search_algorithm``)."""
+    if config.evopress:
+        from gaprune_tui.engine.evopress import EvoPressSearch
+
+        return EvoPressSearch(config, n_layers, evaluate, state=state, seeds=seeds, backend=backend)
+    return Search(config, n_layers, evaluate, state=state, seeds=seeds, backend=backend)

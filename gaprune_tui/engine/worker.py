@@ -23,6 +23,7 @@ from gaprune_tui.core import events, format
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.store import (
+    BASELINE_GENERATION,
     ControlAction,
     Evaluation,
     Generation,
@@ -171,14 +172,14 @@ class Worker:
     # ---- the search, step by step ---------------------------------------------------------------
     def search(self, setup: Setup) -> None:
         from gaprune_tui.engine.result import build_result
-        from gaprune_tui.engine.search import Search
+        from gaprune_tui.engine.search import make_search
 
         size = self.record_model(setup)
         self.handle_control()
         base = self.score_base(setup)
         references = self.score_references(setup)
         seeds = [r.dropped for r in references] if setup.config.init == "heuristics" else []
-        search = Search(
+        search = make_search(
             setup.config, setup.loaded.n_layers, setup.evaluator, state=setup.state, seeds=seeds
         )
         search.backend = setup.backend
@@ -236,18 +237,25 @@ class Worker:
         log.info("confirmation done: recommended drop %s", result["dropped_layers"])
 
     def score_references(self, setup: Setup) -> list[events.ReferenceScored]:
-        """The one-shot baselines (ShortGPT, angular distance, last k), from one pass of the base
-        model over the calibration text, scored like any genome (through the memo)."""
+        """The baselines the config names: the one-pass ones (ShortGPT, angular distance, last k)
+        from one pass of the base model over the calibration text, and greedy removal on the
+        run's fitness, each scored like any genome (through the memo). Each pick is also stored
+        as an evaluation of generation -1, so every ranking of the run's genomes (finalists,
+        recommendation, Pareto front, ``export --rank``) includes it."""
         from gaprune_tui.engine.baselines import baselines, layer_signals
 
         config, loaded = setup.config, setup.loaded
-        signals = layer_signals(loaded, setup.calibration.input_ids)
-        # A Pareto run has baselines at every k of its range ("shortgpt k=3", ...), one pass.
-        picks = [
-            (f"{b.name} k={k}" if config.pareto else b.name, b)
-            for k in config.ks
-            for b in baselines(signals, loaded.n_layers, k, config.protect)
-        ]
+        one_pass = [name for name in config.baselines if name != "greedy"]
+        picks: list[tuple[str, Any]] = []
+        if one_pass:
+            signals = layer_signals(loaded, setup.calibration.input_ids)
+            # A Pareto run has baselines at every k of its range ("shortgpt k=3", ...), one pass.
+            picks = [
+                (f"{b.name} k={k}" if config.pareto else b.name, b)
+                for k in config.ks
+                for b in baselines(signals, loaded.n_layers, k, config.protect)
+                if b.name in one_pass
+            ]
         setup.evaluator.plan([b.dropped for _, b in picks])
         out = []
         for name, pick in picks:
@@ -259,11 +267,83 @@ class Worker:
                 fitness=outcome.fitness,
                 scores=outcome.scores,
                 signal=pick.signal,
+                evaluations=0 if outcome.from_memo else 1,
+                seconds=0.0 if outcome.from_memo else outcome.seconds,
             )
-            self.store.add_event(event)
-            out.append(event)
+            out.append(self._reference(event, outcome))
             log.info("baseline %s: drop %s fitness %.4f", pick.name, pick.dropped, outcome.fitness)
+        if "greedy" in config.baselines:
+            out.extend(self.score_greedy(setup))
         return out
+
+    def score_greedy(self, setup: Setup) -> list[events.ReferenceScored]:
+        """Greedy removal (``engine/greedy.py``) up to the run's largest k: one pick per k."""
+        from gaprune_tui.engine.greedy import greedy_evaluations, greedy_path
+
+        config, loaded = setup.config, setup.loaded
+        k_max = max(config.ks)
+        droppable = loaded.n_layers - config.protect
+        log.info(
+            "baseline greedy: up to %d evaluations to reach k = %d (memo hits are free)",
+            greedy_evaluations(droppable, k_max),
+            k_max,
+        )
+        from gaprune_tui.engine.evaluator import fidelity_cost
+
+        path = greedy_path(
+            setup.evaluator,
+            loaded.n_layers,
+            config.protect,
+            k_max,
+            setup.evaluator.kind,
+            plan=setup.evaluator.plan,
+            between=self.handle_control,
+            screen=config.screen_limit,
+            survivors=config.survivors,
+            cost_of=lambda outcome: fidelity_cost(outcome.fidelity, config),
+        )
+        out = []
+        for k in config.ks:
+            outcome = path.outcomes[k]
+            last = k == k_max
+            event = events.ReferenceScored(
+                name=f"greedy k={k}" if config.pareto else "greedy",
+                dropped=path.genomes[k],
+                fitness=outcome.fitness,
+                scores=outcome.scores,
+                evaluations=path.evaluations if last else 0,
+                seconds=round(path.seconds, 3) if last else 0.0,
+                cost=round(path.cost, 3) if last else 0.0,
+            )
+            out.append(self._reference(event, outcome))
+            log.info(
+                "baseline greedy: drop %s fitness %.4f (path: %d fresh evaluations, %.1f full, %.0f s)",
+                path.genomes[k],
+                outcome.fitness,
+                path.evaluations,
+                path.cost,
+                path.seconds,
+            )
+        return out
+
+    def _reference(self, event: events.ReferenceScored, outcome: Any) -> events.ReferenceScored:
+        """Store a baseline's event and its evaluation row (generation -1, no event of its own)."""
+        self.store.add_event(event)
+        kept = [i for i in range(self.store.meta().get("n_layers", 0)) if i not in event.dropped]
+        self.store.add_evaluation(
+            Evaluation(
+                generation=BASELINE_GENERATION,
+                dropped=list(event.dropped),
+                kept=kept,
+                fitness=event.fitness,
+                scores=event.scores,
+                seconds=outcome.seconds,
+                from_memo=outcome.from_memo,
+                fidelity=outcome.fidelity,
+            ),
+            event=False,
+        )
+        return event
 
     def confirm(
         self, setup: Setup, base: events.BaseScores, references: list[events.ReferenceScored]
@@ -272,6 +352,7 @@ class Worker:
         held-out tasks (``engine/confirm.py``)."""
         from gaprune_tui.core.fitness import fitness_stderr
         from gaprune_tui.engine.confirm import Candidate, Confirmer
+        from gaprune_tui.engine.result import finalists
 
         config = setup.config
         if config.finalists <= 0:
@@ -292,7 +373,7 @@ class Worker:
                     Candidate(f"k={point.k}", "finalist", point.dropped, point.fitness, se, point.k)
                 )
         else:
-            for i, e in enumerate(self.store.best_evaluations(config.finalists), 1):
+            for i, e in enumerate(finalists(self.store, config, references), 1):
                 se = fitness_stderr(e.scores, kind)
                 cands.append(Candidate(f"finalist {i}", "finalist", e.dropped, e.fitness, se, i))
             for r in references:

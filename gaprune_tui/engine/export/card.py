@@ -54,7 +54,7 @@ def render_card(lineage: dict[str, Any]) -> str:
         f"# {base['name']} with {len(dropped)} of {n} decoder layers removed",
         "",
         f"Pruned by gaprune-tui {lineage['gaprune_version']}: "
-        f"a genetic algorithm chose which whole decoder layers to drop, {_scored_by(fit)}; "
+        f"a search chose which whole decoder layers to drop, {_scored_by(fit)}; "
         "the chosen genome was written with MergeKit's passthrough method. No retraining.",
         "",
         *_facts_table(lineage),
@@ -313,9 +313,11 @@ def _baselines_section(lineage: dict[str, Any]) -> list[str]:
         "",
         "## Baselines",
         "",
-        "One-shot layer choices from the base model's hidden states, scored the same way: the "
-        "reference this export has to be compared with.",
+        "Layer choices without the search (one-shot ones from the base model's hidden states; "
+        "greedy removal on the same fitness where the run asked for it), scored the same way: "
+        "the reference this export has to be compared with.",
         "",
+        *_versus_best(lineage, rows),
         f"| Genome | Dropped layers | Fitness ({fit['kind']}) | vs base | Confirmed | vs base "
         "| Held-out | vs base |",
         "|---|---|---|---|---|---|---|---|",
@@ -332,6 +334,33 @@ def _baselines_section(lineage: dict[str, Any]) -> list[str]:
             _baseline_row(row["name"], row["dropped_layers"], fitness, row.get("confirmation"))
         )
     return lines
+
+
+def _versus_best(lineage: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence: this export against the best baseline at its k on the search's fitness
+    (beyond two standard errors of the difference, paired over the calibration sequences where
+    the scores carry them, or within noise, or the same genome)."""
+    fit, dropped = lineage["fitness"], list(lineage["dropped_layers"])
+    kind = fit.get("kind") or "squared_mean"
+    same_k = [r for r in rows if len(r["dropped_layers"]) == len(dropped)]
+    if not same_k:
+        return []
+    best = min(same_k, key=lambda r: fitness_kinds.rank_key(r["fitness"], kind))
+    name = str(best["name"]).split(" k=")[0]
+    theirs = format.score(best["fitness"], best.get("fitness_stderr"))
+    ours = format.score(fit["pruned"], fit.get("pruned_stderr"))
+    if list(best["dropped_layers"]) == dropped:
+        return [f"The search found nothing better than {name}'s pick: this export is it.", ""]
+    mine = (lineage.get("scores") or {}).get("pruned") or {}
+    verdict = fitness_kinds.genome_verdict(
+        fit["pruned"], mine, best["fitness"], best.get("scores") or {}, kind
+    )
+    said = {
+        "better": "better than",
+        "worse": "worse than",
+        "within noise": "within noise of",
+    }.get(verdict, "not comparable with (no standard error)")
+    return [f"This export is {said} the best baseline, {name}: {ours} against {theirs}.", ""]
 
 
 def _baseline_row(

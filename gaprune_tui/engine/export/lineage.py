@@ -351,6 +351,7 @@ def baselines_lineage(plan: ExportPlan, base: BaseScores) -> list[dict[str, Any]
                 "fitness": ref.fitness,
                 "fitness_stderr": fit["pruned_stderr"],
                 "fitness_vs_base": fit["vs_base"],
+                "scores": ref.scores,
                 "confirmation": conf,
             }
         )
@@ -366,7 +367,7 @@ def reproduce_commands(config: RunConfig, rank: int | None, dtype: str | None) -
     """
     default = RunConfig()
     always: tuple[str, ...] = ("model", "limit", "num_fewshot", "prune", "protect")
-    always += ("population", "generations", "seed", "fitness")
+    always += ("population", "generations", "seed", "fitness", "algorithm", "init")
     expressible = all(t.num_fewshot is None and t.limit is None for t in config.tasks)
     if expressible:
         tasks = ",".join(t.name + (f":{t.metric}" if t.metric else "") for t in config.tasks)
@@ -379,7 +380,8 @@ def reproduce_commands(config: RunConfig, rank: int | None, dtype: str | None) -
             if key in ("model", "tasks", "include_path", "trust_remote_code", "prefix_cache"):
                 continue
             if key in always or value != getattr(default, key):
-                parts.append(f"--{key.replace('_', '-')} {shlex.quote(str(value))}")
+                text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+                parts.append(f"--{key.replace('_', '-')} {shlex.quote(text or 'none')}")
         parts.extend(f"--include-path {shlex.quote(p)}" for p in config.include_path)
         if config.trust_remote_code:
             parts.append("--trust-remote-code")

@@ -49,7 +49,7 @@ VERIFY_PROMPTS = (
 )
 GENERATE_TOKENS = 12
 # Keys of a task's (or the calibration's) result that qualify a value instead of being one.
-_QUALIFIERS = frozenset({"n", "tokens"})
+_QUALIFIERS = frozenset({"n", "tokens", "kl_seq", "nll_seq"})
 
 Scores = dict[str, dict[str, Any]]
 

@@ -44,6 +44,8 @@ from gaprune_tui.ui.widgets.generation_table import genome_text
 
 HALL_OF_FAME = 20
 POLL_SECONDS = 1.0
+# Below this terminal height the fitness chart folds away so the table keeps 8 rows or more.
+CHART_MIN_HEIGHT = 36
 # (store, the row's rank, the row's dropped layers) -> the command line of the export.
 ExportCommand = Callable[[RunStore, int, list[int]], list[str]]
 
@@ -139,26 +141,41 @@ class _Lookup:
         return self.order.index(dropped) + 1 if dropped in self.order else None
 
 
+def baseline_names(dropped: list[int], view: RunView) -> list[str]:
+    """The baselines whose pick is this genome (names without " k=N")."""
+    return sorted(
+        {r.name.split(" k=")[0] for r in view.references.values() if list(r.dropped) == dropped}
+    )
+
+
 def result_rows(ranked: list[Evaluation], view: RunView, limit: int) -> list[ResultRow]:
-    """The search's genomes in pick order (confirmed finalists first, by confirmed score), then
-    the baselines as reference rows."""
+    """Every genome the run scored, the baselines included, in pick order (confirmed finalists
+    first, by confirmed score): a baseline sits at its own rank, named, next to the finalists it
+    competes with. Baselines ranked past ``limit`` follow as reference rows."""
     known = _Lookup.of(ranked, view)
     confirmed = known.confirmed
     rows = []
+    shown: set[tuple[int, ...]] = set()
     for rank, dropped in enumerate(known.order[:limit], start=1):
         ev = known.by_genome.get(tuple(dropped))
+        names = baseline_names(dropped, view)
+        what = f" = {', '.join(names)}'s pick" if names else ""
         rows.append(
             ResultRow(
-                label=str(rank),
+                label=f"{rank} {names[0]}{'+' if len(names) > 1 else ''}" if names else str(rank),
                 dropped=dropped,
                 rank=rank,
                 fitness=ev.fitness if ev else None,
                 scores=ev.scores if ev else {},
                 confirmation=confirmed.get(tuple(dropped)),
-                note=f"rank {rank}" + (" (confirmed)" if tuple(dropped) in confirmed else ""),
+                note=f"rank {rank}{what}" + (" (confirmed)" if tuple(dropped) in confirmed else ""),
             )
         )
+        shown.add(tuple(dropped))
     for ref in view.references.values():
+        if tuple(ref.dropped) in shown:
+            continue
+        shown.add(tuple(ref.dropped))
         rows.append(
             ResultRow(
                 label=f"ref {ref.name}",
@@ -167,7 +184,7 @@ def result_rows(ranked: list[Evaluation], view: RunView, limit: int) -> list[Res
                 fitness=ref.fitness,
                 scores=ref.scores,
                 confirmation=confirmed.get(tuple(ref.dropped)),
-                note=f"baseline {ref.name} (one-shot, no search)",
+                note=f"baseline {ref.name}",
             )
         )
     return rows
@@ -199,6 +216,46 @@ def front_rows(
             )
         )
     return rows
+
+
+def pick_line(view: RunView, ranked: list[Evaluation]) -> Text:
+    """The answer to "is this better than the obvious choice?": the recommended genome (the
+    result's, or the best so far) against the best baseline at its k, with standard errors."""
+    text = Text()
+    result = view.result or {}
+    kind = view.started.fitness
+    if result.get("headline") and not view.pareto:
+        text.append(f"pick: drop {genome_text(result['dropped_layers'])} — ", style="bold")
+        verdict = result.get("vs_best_baseline", "")
+        style = {"better": "green", "worse": "red"}.get(verdict, "yellow")
+        text.append(str(result["headline"]), style=style)
+        for key, what in (("confirmed", "confirmed"), ("holdout", "held-out")):
+            if result.get(f"{key}_vs_best_baseline"):
+                text.append(f" · {what}: {result[f'{key}_vs_best_baseline']}")
+        return text
+    refs = [r for r in view.references.values() if r.dropped]
+    if view.pareto or not ranked or not refs:
+        return text
+    best = ranked[0]
+    same_k = [r for r in refs if len(r.dropped) == len(best.dropped)]
+    if not same_k:
+        return text
+    ref = min(same_k, key=lambda r: (fitness_kinds.rank_key(r.fitness, kind), r.dropped))
+    se = fitness_kinds.fitness_stderr(best.scores, kind)
+    ref_se = fitness_kinds.fitness_stderr(ref.scores, kind)
+    name = ref.name.split(" k=")[0]
+    label = fitness_kinds.short_label(kind)
+    text.append(f"best so far: drop {genome_text(best.dropped)} — ", style="bold")
+    if list(ref.dropped) == list(best.dropped):
+        text.append(f"{name}'s pick; the search has found nothing better yet", style="yellow")
+        return text
+    verdict = fitness_kinds.genome_verdict(best.fitness, best.scores, ref.fitness, ref.scores, kind)
+    text.append(
+        f"{verdict} vs {name}: {label} {fmt.score(best.fitness, se)} vs "
+        f"{fmt.score(ref.fitness, ref_se)}",
+        style={"better": "green", "worse": "red"}.get(verdict, "yellow"),
+    )
+    return text
 
 
 def front_k(row: ResultRow) -> str:
@@ -258,6 +315,7 @@ class ResultsScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static(f"results · run {self.store.id}", id="results-title")
+        yield Static("", id="pick-line")
         yield Static("", id="base-scores")
         yield FrontPlot(id="front-plot", plot_height=6)
         yield DataTable(id="hall-of-fame", cursor_type="row", zebra_stripes=True)
@@ -269,7 +327,17 @@ class ResultsScreen(Screen[None]):
     def on_mount(self) -> None:
         self.poll()
         self.query_one("#hall-of-fame", DataTable).focus()
+        self.query_one("#export-log", RichLog).display = False
         self.set_interval(POLL_SECONDS, self.poll)
+
+    def on_resize(self) -> None:
+        self._fold()
+
+    def _fold(self) -> None:
+        """On a short terminal the table keeps its rows (at least 8 at 80x24): the fitness
+        chart folds away below ``CHART_MIN_HEIGHT`` rows (the Run screen has it live)."""
+        chart = self.query_one(FitnessChart)
+        chart.display = not self.follower.view.pareto and self.size.height >= CHART_MIN_HEIGHT
 
     # ---- data ------------------------------------------------------------------------------
     def poll(self) -> None:
@@ -305,11 +373,13 @@ class ResultsScreen(Screen[None]):
         title = [f"results · run {self.store.id}", view.started.model, view.state]
         title.append(f"{len(self.store.evaluations())} evaluations")
         self.query_one("#results-title", Static).update(" · ".join(title))
+        ranked = self.store.best_evaluations()
+        self.query_one("#pick-line", Static).update(pick_line(view, ranked))
         self.query_one("#base-scores", Static).update(self._base_text(view, n_layers))
         self._fill_table(tasks, n_layers, meta)
         plot = self.query_one(FrontPlot)
         plot.display = view.pareto
-        self.query_one(FitnessChart).display = not view.pareto
+        self._fold()
         if view.pareto:
             plot.set_fronts(
                 [*view.fronts[:-1], view.front],
@@ -351,8 +421,8 @@ class ResultsScreen(Screen[None]):
                 "each dropped layer costs more quality"
             )
         else:
-            how = "\nranked by the confirmed score where finalists were confirmed (c confirms now)"
-        text.append(f"{how}; 'vs base' needs a gap beyond two standard errors", style="dim")
+            how = "\nbaselines named at their rank; confirmed finalists first (c confirms)"
+        text.append(f"{how}; 'vs base': a gap beyond 2 standard errors", style="dim")
         return text
 
     def _fill_table(self, tasks: list[str], n_layers: int, meta: dict[str, Any]) -> None:
@@ -462,7 +532,9 @@ class ResultsScreen(Screen[None]):
         self.export_result = None
         self.export_error = None
         self._status(f"exporting {row.what} (dropping {genome_text(row.dropped)})…")
-        self.query_one("#export-log", RichLog).clear()
+        log = self.query_one("#export-log", RichLog)
+        log.clear()
+        log.display = True
         self.run_export(rank, row.dropped)
 
     @property

@@ -75,9 +75,9 @@ def cpu_note() -> str:
     cpu, method = CPU_DEFAULTS, RunConfig()
     return (
         f"No GPU found: defaults scaled to population {cpu['population']}, "
-        f"{cpu['generations']} generations and limit {cpu['limit']} so a search finishes in "
-        f"minutes here (the method uses {method.population}, {method.generations} and "
-        f"{method.limit})."
+        f"{cpu['generations']} generations, limit {cpu['limit']} and {cpu['finalists']} "
+        f"finalists so a search finishes in minutes here (on a GPU: {method.population}, "
+        f"{method.generations}, {method.limit} and {method.finalists})."
     )
 
 
@@ -455,7 +455,13 @@ class SetupScreen(Screen[None]):
         if config is None:
             cost.update("Cost: fix the form to see what the search costs.")
             return
-        est = estimate_cost(config, self.samples.get(config.model, []), gpus=self.gpus)
+        info = self.model_info
+        est = estimate_cost(
+            config,
+            self.samples.get(config.model, []),
+            gpus=self.gpus,
+            n_layers=info.n_layers if info is not None and info.n_layers else None,
+        )
         cost.update(f"Cost here: {est.text()}")
 
     # ---- events --------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Select
 
 from gaprune_tui.core.config import (
+    ALGORITHM_CHOICES,
     DTYPE_CHOICES,
     FITNESS_CHOICES,
     INIT_CHOICES,
@@ -213,8 +214,36 @@ FORM_FIELDS: tuple[FormField, ...] = (
         placeholder=RANGE_HINT,
     ),
     _int("protect", "protect", "protect", 0),
-    _int("population", "population", "population", 2),
+    dataclasses.replace(
+        _choice("algorithm", ALGORITHM_CHOICES, "ga"),
+        tooltip="evopress: (1 + lambda) evolution with multi-step selection; ga: the original "
+        "method's operators (a Pareto run uses NSGA-II)",
+    ),
+    FormField(
+        "baselines",
+        "baselines",
+        "baselines",
+        "list",
+        "ga",
+        optional=True,
+        placeholder="none",
+        tooltip="scored before the search and ranked with its genomes: shortgpt, angular, "
+        "last_k, greedy (greedy costs evaluations: see the estimate)",
+    ),
+    dataclasses.replace(
+        _int("population", "population", "population", 0),
+        tooltip="evopress: random starting candidates besides the baselines (0: none); "
+        "ga: the population (at least 2)",
+    ),
     _int("generations", "generations", "generations", 0),
+    _int("offspring", "offspring", "offspring", 1),
+    dataclasses.replace(
+        _int("selection-tokens", "select tokens", "selection_tokens", 128),
+        optional=True,
+        placeholder="all",
+        tooltip="evopress with KL/perplexity: children are scored on this many calibration "
+        "tokens first, the best 2 on all of them",
+    ),
     _int("tournament", "tournament", "tournament", 1),
     _int("seed", "seed", "seed", None),
     FormField("cxpb", "cxpb", "cxpb", "float", "ga", (Number(0, 1),)),
