@@ -54,8 +54,8 @@ def main() -> int:
     from gaprune_tui.engine.evaluator import Evaluator
     from gaprune_tui.engine.model import load_model
     from gaprune_tui.engine.search import Search
-    from gaprune_tui.engine.tasks import build_tasks
     from gaprune_tui.engine.setup import set_threads
+    from gaprune_tui.engine.tasks import build_tasks
 
     console = Console(width=150)
     threads = set_threads()
