@@ -214,6 +214,8 @@ def run_search(bench: Bench, method: str, k: int, seed: int) -> None:
     row = bench.row(k, f"{method} seed {seed}")
     if "kl" in row:
         return
+    if method.endswith("+greedy"):
+        greedy(bench, [k])  # first: the search gets what greedy left of the budget
     config = search_config(bench, method, k, seed)
     seeds = (
         [b.dropped for b in baselines(bench.signals, bench.n, k, PROTECT)]
@@ -336,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=Path("bench/.vs_baselines"))
     parser.add_argument("--ks", default="8,10")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--seeds-of", default="", help="per method seed counts, e.g. evopress=1 (default --seeds)"
+    )
     parser.add_argument("--budget", type=float, default=64.0)
     parser.add_argument("--methods", default=",".join(SEARCHES))
     parser.add_argument("--holdout-limit", type=int, default=500)
@@ -357,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     # In the order given (the most informative first), then the held-out scores of every pick.
     for k in ks:
         references(bench, k)
+        counts = dict(part.split("=") for part in args.seeds_of.split(",") if part)
         for method in methods:
-            for seed in range(args.seeds):
+            for seed in range(int(counts.get(method, args.seeds))):
                 run_search(bench, method, k, seed)
     if args.greedy:
         greedy(bench, ks, screen=None)  # SLEB's greedy in full, for reference (expensive)

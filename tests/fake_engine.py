@@ -36,7 +36,14 @@ from gaprune_tui.core import events, pareto
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.stats import binomial_stderr
-from gaprune_tui.core.store import ControlAction, Evaluation, Generation, RunState, RunStore
+from gaprune_tui.core.store import (
+    BASELINE_GENERATION,
+    ControlAction,
+    Evaluation,
+    Generation,
+    RunState,
+    RunStore,
+)
 
 TASKS = ("hellaswag_offline", "openbookqa_offline")
 METRIC = "acc_norm"
@@ -335,6 +342,12 @@ class FakeEngine:
                 name=name, dropped=dropped, fitness=fitness_of(scores), scores=scores, signal=signal
             )
             self.store.add_event(event)
+            # As the engine does: the pick is ranked with the search's genomes (generation -1).
+            kept = [i for i in range(self.n_layers) if i not in dropped]
+            self.store.add_evaluation(
+                Evaluation(BASELINE_GENERATION, dropped, kept, event.fitness, scores, 0.0, False),
+                event=False,
+            )
             self.references.append(event)
             yield
 

@@ -50,7 +50,11 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ("args", "fragments"),
     [
         (["--prune", "0"], ["prune must be an integer >= 1"]),
-        (["--population", "1"], ["population must be an integer >= 2"]),
+        (["--population", "-1"], ["population must be an integer >= 0"]),
+        (["--algorithm", "ga", "--population", "1"], ["population must be an integer >= 2"]),
+        (["--algorithm", "cma"], ["algorithm must be one of evopress, ga"]),
+        (["--baselines", "shortgpt,best"], ["unknown baseline 'best'"]),
+        (["--selection-tokens", "many"], ["--selection-tokens must be a whole number or 'all'"]),
         (["--cxpb", "2"], ["cxpb must be a probability in [0, 1]"]),
         (["--mutpb", "-1"], ["mutpb must be a probability"]),
         (["--fitness", "best"], ["fitness must be one of"]),

@@ -16,8 +16,8 @@ def test_defaults_follow_the_method() -> None:
     # children on 512 tokens and the best 2 on all (about the original GA's cost).
     assert (c.algorithm, c.init, c.offspring, c.survivors) == ("evopress", "heuristics", 16, 2)
     assert (c.population, c.generations, c.selection_tokens) == (32, 100, 512)
-    assert c.baselines == ["shortgpt", "angular", "last_k"]
-    assert c.max_evaluations == 32 + 100 * 2
+    assert c.baselines == ["shortgpt", "angular", "last_k", "greedy"]
+    assert c.max_evaluations == 32 + 100 * 16  # genomes scored, screened ones included
     assert (c.cxpb, c.mutpb, c.tournament) == (0.5, 0.5, 5)
     assert c.protect == 2 and c.limit == 100 and c.fitness == "kl"
     assert [t.name for t in c.tasks] == ["hellaswag_offline", "openbookqa_offline"]
@@ -48,6 +48,14 @@ def test_bad_search_settings_name_the_field_and_the_fix(
     assert "\n" not in str(err.value)
 
 
+def test_the_ga_needs_a_population_of_two() -> None:
+    RunConfig(population=0).validate()  # evopress: no random starts, the baselines only
+    with pytest.raises(ConfigError, match="population must be an integer >= 2"):
+        RunConfig(population=1, algorithm="ga").validate()
+    with pytest.raises(ConfigError, match="population must be an integer >= 2"):
+        RunConfig(population=1, objective="pareto", prune_range=[2, 4]).validate()
+
+
 def test_baselines_parse_and_round_trip(tmp_path: Path) -> None:
     c = RunConfig(baselines="greedy, shortgpt,greedy").validate()  # type: ignore[arg-type]
     assert c.baselines == ["greedy", "shortgpt"]
@@ -64,7 +72,7 @@ def test_baselines_parse_and_round_trip(tmp_path: Path) -> None:
     ("field", "value", "message"),
     [
         ("prune", 0, "prune must be an integer >= 1"),
-        ("population", 1, "population must be an integer >= 2"),
+        ("population", -1, "population must be an integer >= 0"),
         ("cxpb", 1.5, r"cxpb must be a probability in \[0, 1\]"),
         ("mutpb", -0.1, r"mutpb must be a probability in \[0, 1\]"),
         ("fitness", "max", "fitness must be one of squared_mean, mean"),

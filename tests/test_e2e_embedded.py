@@ -25,9 +25,10 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     os.environ["GAPRUNE_HOME"] = str(home)
     try:
         # 512 calibration tokens (default 2048): the KL path is the same, each genome 3x cheaper.
+        # The default search (EvoPress) with 4 children; greedy removal is tested on tiny models.
         args = (
             "--prune 4 --population 4 --generations 1 --limit 8 --finalists 2 --confirm-limit 8"
-            " --calibration-tokens 512"
+            " --calibration-tokens 512 --offspring 4 --baselines shortgpt,angular,last_k"
         )
         proc = cli("run", *args.split(), "--json", timeout=900, threads=None)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -34,6 +34,8 @@ async def test_setup_run_results_export_on_the_real_engine(monkeypatch: pytest.M
             "finalists": "1",
             "confirm-limit": "6",
             "calibration-tokens": "512",
+            "offspring": "4",
+            "baselines": "shortgpt,angular,last_k",
         }.items():
             screen.query_one(f"#{ident}", Input).value = value
         await pilot.pause()

@@ -286,3 +286,24 @@ async def test_base_scores_from_meta_when_the_event_is_missing() -> None:
     async with results_screen(store) as (pilot, screen):
         base = text_of(screen, "#base-scores")
         assert "hellaswag_offline acc_norm 0.4100" in base and "fitness 0.1681" in base
+
+
+async def test_at_80x24_the_table_keeps_eight_rows_and_the_pick_line_shows() -> None:
+    """A laptop terminal over SSH: the fitness chart and the (empty) export log fold away, so
+    the ranked table keeps at least 8 rows; the pick's line against the baselines stays on top."""
+    store, _ = populated()
+    async with results_screen(store, size=(80, 24)) as (pilot, screen):
+        await pilot.pause()
+        table = screen.query_one("#hall-of-fame", DataTable)
+        assert table.row_count >= 8
+        assert table.size.height >= 9  # the header and 8 rows
+        assert not screen.query_one("#fitness-chart", FitnessChart).display
+        assert not screen.query_one("#export-log").display
+        line = text_of(screen, "#pick-line")
+        result = store.result()
+        assert result is not None
+        assert line.startswith("pick: drop [" + ",".join(map(str, result["dropped_layers"])))
+        assert result["headline"] in " ".join(line.split())
+    async with results_screen(store, size=(100, 50)) as (pilot, screen):
+        await pilot.pause()
+        assert screen.query_one("#fitness-chart", FitnessChart).display

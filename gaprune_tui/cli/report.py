@@ -132,7 +132,7 @@ def _front_table(result: dict[str, Any]) -> Table | None:
             format.score(row.get("fitness"), row.get("fitness_stderr")),
             row.get("fitness_vs_base", ""),
             _baseline_cell(row),
-            row.get("vs_best_baseline", ""),
+            row.get("vs_best_baseline") or "",
             format.score(row.get("confirmed"), row.get("confirmed_stderr")),
             format.score(row.get("holdout"), row.get("holdout_stderr")),
             f"-{row.get('params_removed', 0) / total:.1%}",
@@ -142,7 +142,7 @@ def _front_table(result: dict[str, Any]) -> Table | None:
 
 def _baseline_cell(row: dict[str, Any]) -> str:
     """``shortgpt 0.21 ± 0.01``: the best one-shot baseline at the row's k (name without k)."""
-    if "best_baseline" not in row:
+    if not row.get("best_baseline"):
         return "-"
     name = str(row["best_baseline"]).split(" k=")[0]
     value = format.score(row.get("best_baseline_fitness"), row.get("best_baseline_fitness_stderr"))

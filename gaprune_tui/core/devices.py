@@ -17,12 +17,13 @@ from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.core.modelspec import canonical_dtype
 
-# What a CPU-only machine gets instead of the defaults, so the first search ends in minutes: the
-# default EvoPress search at about 64 full evaluations (8 random starts on 512 tokens, then 10
-# generations of 16 children on 512 tokens and the best 2 on all 2,048: README, "Search against
-# the baselines"), and a confirmation scaled with it (2 finalists on 100 items).
+# What a CPU-only machine gets instead of the defaults, so the first search ends in minutes, chosen
+# from bench/bench_vs_baselines.py (README): greedy removal with multi-step selection (about 65 full
+# evaluations to k = 8 on the embedded model), then EvoPress from the baselines with no random
+# starts (at k = 8 they score far worse than every baseline) for 10 generations of 16 children on
+# 512 tokens and the best 2 on all 2,048 (about 60 more); a confirmation scaled with it.
 CPU_DEFAULTS: dict[str, int] = {
-    "population": 8,
+    "population": 0,
     "generations": 10,
     "limit": 20,
     "finalists": 2,

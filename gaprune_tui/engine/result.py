@@ -144,6 +144,15 @@ def sources(dropped: list[int], references: list[ReferenceScored]) -> list[str]:
     return sorted({r.name.split(" k=")[0] for r in references if list(r.dropped) == dropped})
 
 
+VS_BASELINE_KEYS = (
+    "best_baseline",
+    "best_baseline_dropped",
+    "best_baseline_fitness",
+    "best_baseline_fitness_stderr",
+    "vs_best_baseline",
+)
+
+
 def vs_best_baseline(
     dropped: list[int],
     fitness: float,
@@ -157,7 +166,8 @@ def vs_best_baseline(
     that baseline's pick."""
     best = best_reference(references, len(dropped), kind)
     if best is None:
-        return {}
+        # The same keys, empty: result.json has one shape whatever the run scored.
+        return dict.fromkeys(VS_BASELINE_KEYS)
     best_se = fitness_kinds.fitness_stderr(best.scores, kind)
     same = list(best.dropped) == list(dropped)
     return {
@@ -214,11 +224,11 @@ def _confirmed_vs_baseline(
 ) -> dict[str, Any]:
     """The pick against the best baseline on the confirmation and the held-out tasks, where
     both were confirmed (task scores: higher is better)."""
+    out: dict[str, Any] = {"confirmed_vs_best_baseline": None, "holdout_vs_best_baseline": None}
     if not best or list(best) == list(pick):
-        return {}
+        return out
     mine = next((c for c in reversed(confirmations) if list(c.dropped) == list(pick)), None)
     theirs = next((c for c in reversed(confirmations) if list(c.dropped) == list(best)), None)
-    out: dict[str, Any] = {}
     if mine is None or theirs is None:
         return out
     for key in ("confirmed", "holdout"):

@@ -194,6 +194,7 @@ class Worker:
         self.store.set_state(RunState.FINISHED)
         self.store.add_event(events.RunFinished(result=result))
         log.info("finished: drop %s fitness %.4f", result["dropped_layers"], result["fitness"])
+        log.info("against the baselines: %s", result["headline"])
 
     def run_confirm(self) -> int:
         """``gaprune-tui confirm RUN``: confirmation of a run whose search is over, on demand
