@@ -109,8 +109,8 @@ def main() -> int:
     from gaprune_tui.core.config import RunConfig, TaskSpec
     from gaprune_tui.engine.model import load_model
     from gaprune_tui.engine.scoring import make_lm
+    from gaprune_tui.engine.setup import set_threads
     from gaprune_tui.engine.tasks import build_tasks
-    from gaprune_tui.engine.worker import set_threads
 
     set_threads()
     names = args.tasks.split(",")

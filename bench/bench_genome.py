@@ -1,6 +1,6 @@
 """Seconds per genome for the engine's fitness evaluation on the embedded model.
 
-Workload (the README's demo search): SmolLM2-135M-Instruct fp32, hellaswag_offline +
+Workload (the demo search of docs/performance.md): SmolLM2-135M-Instruct fp32, hellaswag_offline +
 openbookqa_offline, 0-shot, limit 20 each, genomes of 4 dropped layers. As the engine does, each
 scorer first scores the base model (warm-up; it also fills the fast scorer's prefix cache), then
 ``Evaluator.score`` (memo bypassed) times --genomes distinct random genomes drawn with a fixed seed

@@ -169,7 +169,7 @@ def main() -> int:
     from bench_quality import build
     from rich.console import Console
 
-    from gaprune_tui.engine.worker import set_threads
+    from gaprune_tui.engine.setup import set_threads
 
     set_threads()
     bench = build(args)

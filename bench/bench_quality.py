@@ -644,7 +644,7 @@ def main() -> int:
         return 0
     import logging
 
-    from gaprune_tui.engine.worker import set_threads
+    from gaprune_tui.engine.setup import set_threads
 
     logging.basicConfig(level=logging.WARNING)
     threads = set_threads()

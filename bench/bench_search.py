@@ -11,7 +11,7 @@ same genomes, the same best genome and the same best fitness: the bench checks i
 Rows: the fast scorer as the engine runs it (prefix cache on, tree order per generation), the fast
 scorer with its prefix cache off (cold every time), and lm-eval's HFLM. The original method (A:
 rebuild on disk + reload + ``simple_evaluate``) is too slow to run whole here; its per-genome cost
-is measured by ``bench/bench_scoring.py`` and the README quotes both.
+is measured by ``bench/bench_scoring.py`` and docs/performance.md quotes both.
 
     .venv/bin/python bench/bench_search.py [--scorers fast,fast-cold,hflm] [--population 20] ...
 """
@@ -54,8 +54,8 @@ def main() -> int:
     from gaprune_tui.engine.evaluator import Evaluator
     from gaprune_tui.engine.model import load_model
     from gaprune_tui.engine.search import Search
+    from gaprune_tui.engine.setup import set_threads
     from gaprune_tui.engine.tasks import build_tasks
-    from gaprune_tui.engine.worker import set_threads
 
     console = Console(width=150)
     threads = set_threads()

@@ -40,7 +40,7 @@ class Demo:
     """The embedded model as a benchmark measures it, and the genomes it times."""
 
     loaded: Any  # engine.model.LoadedModel
-    threads: int  # torch threads (engine.worker.set_threads)
+    threads: int  # torch threads (engine.setup.set_threads)
     load_s: float
     genomes: list[list[int]]  # dropped layers, each sorted
 
@@ -53,7 +53,7 @@ def load_demo(count: int, prune: int) -> Demo:
     """The embedded model (fp32, CPU, the engine's thread count) and ``count`` genomes of ``prune``
     dropped layers drawn with seed 0 from layers 2 on: the same genomes in every benchmark."""
     from gaprune_tui.engine.model import load_model
-    from gaprune_tui.engine.worker import set_threads
+    from gaprune_tui.engine.setup import set_threads
 
     threads = set_threads()
     t0 = time.perf_counter()

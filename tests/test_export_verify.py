@@ -94,9 +94,15 @@ def inject(
     real = genome_module.run_mergekit
 
     def faulty(
-        source: Path, genome_kept: list[int], n: int, dtype: str, folder: Path, trust: bool
+        source: Path,
+        genome_kept: list[int],
+        n: int,
+        dtype: str,
+        folder: Path,
+        trust: bool,
+        hub_id: str | None = None,
     ) -> list[str]:
-        sliced = real(source, kept or genome_kept, n, dtype, folder, trust)
+        sliced = real(source, kept or genome_kept, n, dtype, folder, trust, hub_id)
         if after is not None:
             after(folder)
         return sliced
@@ -162,7 +168,7 @@ def test_export_run_verifies_every_tiny_family(
 def test_families_mergekit_cannot_export_fail_in_one_line(
     family: str, reason: str, tmp_path: Path
 ) -> None:
-    """The README names these families for the search (the layer view is tested in
+    """docs/cli.md names these families for the search (the layer view is tested in
     test_model.py) and says their export is not supported: it fails cleanly, no target left."""
     from gaprune_tui.engine.export import export_genome
 

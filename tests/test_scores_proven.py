@@ -1,6 +1,6 @@
 """Task scores, proven: the fast scorer through the evaluator's real path equals lm-eval's HFLM.
 
-README: "The fast scorer answers lm-eval's requests with identical numbers". Checked here the way a
+docs/trustworthy-picks.md: "The fast scorer answers lm-eval's requests with identical numbers". Checked here the way a
 search scores: ``Evaluator.plan`` announces one generation's genomes, they are scored in tree order
 (sorted, as ``Search`` does) with the prefix cache on, at full fidelity and at ``--screen``
 fidelity (``Evaluator(dropped, limit=N)``); the same genomes go through an ``Evaluator`` with

@@ -128,10 +128,12 @@ def test_run_state_predicates_and_stored_text() -> None:
         "failed",
         "invalid",
         "crashed",
+        "damaged",
     ]
     assert {s for s in RunState if s.active} == {"created", "running", "paused"}
     assert {s for s in RunState if s.resumable} == {"stopped", "failed", "crashed"}
-    assert {s for s in RunState if s.deletable} == {"finished", "stopped", "failed", "crashed"}
+    deletable = {"finished", "stopped", "failed", "crashed", "damaged"}
+    assert {s for s in RunState if s.deletable} == deletable
     assert {s for s in RunState if s.has_result} == {"finished", "stopped"}
     s = RunStore.create(RunConfig())
     s.set_state(RunState.PAUSED)

@@ -165,6 +165,9 @@ def test_kl_run_confirms_finalists_and_confirm_reruns(sharp_llama: Path) -> None
     clash = cli("confirm", result["run_id"], "--holdout-tasks", TASK)
     assert clash.returncode == 2 and len(clash.stderr.strip().splitlines()) == 1
     assert f"task '{TASK}' is both a fitness task and held out" in clash.stderr
+    typo = cli("confirm", result["run_id"], "--holdout-tasks", "no_such_task_xyz")
+    assert typo.returncode == 2 and len(typo.stderr.strip().splitlines()) == 1
+    assert "held-out tasks: unknown task 'no_such_task_xyz'" in typo.stderr
     zero = cli("confirm", result["run_id"], "--confirm-limit", "0")
     assert zero.returncode == 2 and "confirm_limit must be an integer >= 1" in zero.stderr
     assert store.config().holdout_tasks == [HELD_OUT] and store.config().confirm_limit == 16

@@ -9,7 +9,6 @@ engine (model load, lm-eval tasks) is the end-to-end test's job and would cost a
 from __future__ import annotations
 
 import dataclasses
-import socket
 import statistics
 import tomllib
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 from fake_engine import fake_store, populate
+from listeners import closed_address, grpc_listener, silent_listener
 from textual.widgets import Button, Input, Select, SelectionList, Static
 from tiny_models import build_tiny
 from tui_wait import key, opened, settle, until
@@ -157,6 +157,27 @@ async def test_invalid_value_disables_start_and_fixing_it_enables_it() -> None:
         await rejected(pilot, screen, "cxpb", "1.5", "cxpb")
         await set_value(pilot, screen, "cxpb", "0.5")
         await rejected(pilot, screen, "device", "gpu", "device")
+        await accepted(pilot, screen, "device", "cpu")
+
+
+async def test_names_the_machine_or_lm_eval_lacks_are_refused_on_the_form(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``core.preflight`` refuses before a run exists (issue 20), the form refuses too, with
+    the same line: a held-out task nobody declares, a device this machine does not have."""
+    monkeypatch.setenv("GAPRUNE_ASSUME_GPU", "2")
+    async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
+        await rejected(
+            pilot,
+            screen,
+            "holdout-tasks",
+            "arc_easy_offline,no_such_task_xyz",
+            "held-out tasks: unknown task 'no_such_task_xyz'",
+        )
+        await accepted(pilot, screen, "holdout-tasks", "arc_easy_offline")
+        await rejected(
+            pilot, screen, "device", "cuda:7", "device cuda:7 does not exist (this machine has 2"
+        )
         await accepted(pilot, screen, "device", "cuda:1")
 
 
@@ -552,19 +573,9 @@ async def backend_form() -> AsyncIterator[tuple[Any, SetupScreen]]:
 
 @pytest.fixture
 def ray_head() -> Iterator[str]:
-    """A listening TCP socket: what the Ray address check asks for (a connection accepted)."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        yield f"127.0.0.1:{server.getsockname()[1]}"
-
-
-def closed_address() -> str:
-    """A local address nothing listens on (a port just released)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"127.0.0.1:{port}"
+    """An address that answers the Ray address check's gRPC handshake (tests/listeners.py)."""
+    with grpc_listener() as address:
+        yield address
 
 
 async def test_workers_zero_is_a_visible_error_and_two_is_named_in_the_cost() -> None:
@@ -599,6 +610,10 @@ async def test_ray_choice_and_address_are_checked_with_visible_errors(ray_head: 
         await set_value(pilot, screen, "ray-address", nobody)
         assert f"no Ray cluster answers at {nobody}" in text_of(screen, "#form-error")
         assert start_button(screen).disabled
+        with silent_listener() as silent:  # accepts, never answers: refused, not hung
+            await set_value(pilot, screen, "ray-address", silent)
+            assert "sent nothing in 3 s" in text_of(screen, "#form-error")
+            assert start_button(screen).disabled
         await set_value(pilot, screen, "ray-address", ray_head)
         assert not start_button(screen).disabled, text_of(screen, "#form-error")
         assert screen.build_config().ray == ray_head

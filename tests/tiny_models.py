@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 FAMILIES = ("llama", "qwen3", "gpt2")
-# The other layer paths the README names (``gpt_neox.layers``, ``model.decoder.layers``): tested
+# The other layer paths docs/cli.md names (``gpt_neox.layers``, ``model.decoder.layers``): tested
 # for the layer view and export, not run through every scoring test.
 MORE_FAMILIES = ("gpt_neox", "opt")
 N_LAYERS = 6

@@ -91,11 +91,11 @@ def _layers(text: str) -> list[int]:
 def _front_member(args: argparse.Namespace) -> list[int]:
     """``--k K``: the dropped layers of the Pareto front's member with K dropped layers."""
     from gaprune_tui.core.pareto import member_for_k
-    from gaprune_tui.core.store import RunStore, resolve_run
+    from gaprune_tui.core.store import RunStore
 
     if args.drop is not None or args.rank is not None:
         raise GapruneError("--k names the genome already: drop --rank/--drop, or drop --k")
-    store = RunStore(resolve_run(args.run))
+    store = RunStore.open(args.run)
     try:
         return member_for_k(store.result(), args.k, store.id)
     finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gaprune_tui import __version__
-from gaprune_tui.core import events, format
+from gaprune_tui.core import events, format, preflight
 from gaprune_tui.core.config import ALGORITHM_DEFAULTS, RunConfig, TaskSpec
 from gaprune_tui.core.errors import ConfigError, GapruneError, StoreError
 from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume, list_runs
@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", help="list runs")
     show = sub.add_parser("show", help="print a run's result")
     show.add_argument("run")
+    delete = sub.add_parser("delete", help="delete an ended or damaged run (its exports stay)")
+    delete.add_argument("run")
     for verb, (_, text) in CONTROL_VERBS.items():
         p = sub.add_parser(verb, help=text)
         p.add_argument("run")
@@ -429,6 +431,7 @@ def cmd_confirm(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(config, name, value)
     config.validate()
+    preflight.check_tasks(config)  # a held-out typo is refused now, not after the re-scoring
     config.save(store.path / "config.toml")
     proc = confirm_run(store)
     return _follow_or_detach(store, proc, args)
@@ -467,6 +470,35 @@ def cmd_runs(_: argparse.Namespace) -> int:
             time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)),
         )
     Console().print(table)
+    for r in runs:
+        if r.state == RunState.DAMAGED and r.error:
+            print(r.error)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    """Remove a run that no engine writes to any more (ended, crashed or damaged); the models
+    exported into its ``exports`` folder stay where they are."""
+    from gaprune_tui.core.store import delete_run, resolve_run
+
+    folder = resolve_run(args.run)
+    try:
+        store = RunStore(folder)
+    except StoreError:  # damaged: nothing in it can be running
+        state, alive = RunState.DAMAGED, False
+    else:
+        try:
+            state = store.summary_or_damage().state
+            alive = state != RunState.DAMAGED and store.alive()
+        except StoreError:
+            state, alive = RunState.DAMAGED, False
+        finally:
+            store.close()
+    if alive or not state.deletable:
+        raise StoreError(f"run {folder.name} is {state}: stop it before deleting it")
+    delete_run(folder)
+    kept = f"; its exports stay in {folder / 'exports'}" if (folder / "exports").is_dir() else ""
+    print(f"deleted run {folder.name}{kept}")
     return 0
 
 
@@ -508,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resume": cmd_resume,
         "confirm": cmd_confirm,
         "runs": cmd_runs,
+        "delete": cmd_delete,
         "show": lambda a: print_result(RunStore.open(a.run)),
         **dict.fromkeys(CONTROL_VERBS, cmd_control),
     }

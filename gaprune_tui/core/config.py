@@ -526,17 +526,53 @@ def validate_backend(config: RunConfig) -> None:
         _check_ray_address(config.ray)
 
 
-def _check_ray_address(address: str) -> None:
-    """A cluster address (``HOST:PORT``, ``ray://HOST:PORT``) must accept a connection."""
+# The start of an HTTP/2 connection (RFC 9113, 3.4): the client preface and an empty SETTINGS
+# frame. Ray's GCS and its client server speak gRPC over HTTP/2, so a live one answers with a
+# SETTINGS frame of its own; a port that accepts connections but never answers does not.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_HTTP2_SETTINGS = 0x4
+RAY_CHECK_SECONDS = 3.0
+
+
+def _check_ray_address(address: str, timeout: float = RAY_CHECK_SECONDS) -> None:
+    """A cluster address (``HOST:PORT``, ``ray://HOST:PORT``) must answer a gRPC handshake: a
+    connection, then the server's HTTP/2 SETTINGS frame, each within ``timeout`` seconds (so the
+    check ends within twice that, whatever listens there). With ``RAY_USE_TLS`` set the server
+    expects TLS first, and only the connection is checked."""
+    import os
     import socket
+    import time
 
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not host or not port.isdigit():
         raise ConfigError(f"ray address {address!r} is not HOST:PORT: use --ray 10.0.0.5:6379")
+    fix = "start one with `ray start --head` there, or use --ray local"
     try:
-        socket.create_connection((host, int(port)), timeout=3).close()
+        conn = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError:
+        raise ConfigError(f"no Ray cluster answers at {address}: {fix}") from None
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
+        reply = b""
+        deadline = time.monotonic() + timeout
+        try:
+            conn.sendall(_HTTP2_PREFACE)
+            while len(reply) < 9:
+                conn.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = conn.recv(9 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+        except TimeoutError:
+            raise ConfigError(
+                f"no Ray cluster answers at {address}: something accepted the connection but "
+                f"sent nothing in {timeout:g} s; check the address and port, or {fix}"
+            ) from None
+        except OSError:
+            pass  # reset by the peer: judged below by what it sent
+    if len(reply) < 9 or reply[3] != _HTTP2_SETTINGS:
         raise ConfigError(
-            f"no Ray cluster answers at {address}: start one with `ray start --head` there, "
-            "or use --ray local"
-        ) from None
+            f"no Ray cluster answers at {address}: what listens there does not speak gRPC; "
+            f"check the address and port (the head's GCS port, 6379 by default), or {fix}"
+        )

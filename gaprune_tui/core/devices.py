@@ -97,6 +97,44 @@ def device_ok(value: str) -> bool:
     return True
 
 
+def cuda_device_error(device: str, count: int) -> str | None:
+    """Why ``--device`` ``device`` cannot be used on a machine with ``count`` CUDA devices (one
+    line naming the fix), or None. The run's preflight asks with ``gpu_count()``, the engine with
+    torch's count: one message either way."""
+    value = device.strip().lower()
+    if not value.startswith("cuda"):
+        return None
+    if count <= 0:
+        return f"device {device} asked for but CUDA is not available here: use --device cpu or auto"
+    _, _, index = value.partition(":")
+    if index.isdigit() and int(index) >= count:
+        return (
+            f"device {device} does not exist (this machine has {count} CUDA devices): "
+            f"use cuda:0..cuda:{count - 1}"
+        )
+    return None
+
+
+def devices_error(devices: str, count: int) -> str | None:
+    """Why ``--devices`` ``devices`` (``all`` or ``cuda:0,cuda:1``) cannot be used on a machine with
+    ``count`` CUDA devices, or None: shared by the run's preflight and the engine, as above."""
+    if count <= 0:
+        if devices == "all":
+            return "--devices all found no CUDA device: on a CPU use --workers N to split the cores"
+        return (
+            f"--devices {devices} asked for but CUDA is not available here: "
+            "on a CPU use --workers N to split the cores"
+        )
+    for name in devices.split(","):
+        _, _, index = name.strip().partition(":")
+        if index.isdigit() and int(index) >= count:
+            return (
+                f"--devices names {name.strip()}, which does not exist (this machine has {count} "
+                f"CUDA devices): use cuda:0..cuda:{count - 1}"
+            )
+    return None
+
+
 # ---- bfloat16 on CPU ------------------------------------------------------------------------------
 CPUINFO = Path("/proc/cpuinfo")
 # Processor flags (Linux /proc/cpuinfo names) of native bfloat16 matmul: AVX512-BF16 and AMX.

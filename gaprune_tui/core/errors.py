@@ -26,5 +26,14 @@ class StoreError(GapruneError):
     """A run store that cannot be created, found or continued."""
 
 
+class DamagedRunError(StoreError):
+    """A run folder whose ``run.db``, ``config.toml`` or ``result.json`` cannot be read.
+    ``problem`` is what is wrong, without the run and the advice around it."""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or message
+
+
 class ExportError(GapruneError):
     """An export that cannot be started or did not verify."""

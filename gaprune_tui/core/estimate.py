@@ -11,7 +11,7 @@ past runs mostly share its k; it reads exactly as before).
 Several workers (``workers``, ``devices``, ``ray``) are named on the line but never shrink the
 estimate: the measurements are one process's, and what N workers gain depends on what they run on.
 On N devices a generation can go up to N times faster (less the idle tail of each generation:
-README, Several GPUs and clusters); N workers on one CPU split its cores and were measured at
+docs/clusters.md); N workers on one CPU split its cores and were measured at
 about the one-process rate. The line says so instead of dividing by N.
 """
 
@@ -26,7 +26,7 @@ from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import GapruneError
-from gaprune_tui.core.store import RunStore, list_runs
+from gaprune_tui.core.store import RunState, RunStore, list_runs
 
 
 @dataclass(frozen=True)
@@ -129,11 +129,11 @@ def measure_timings(model: str) -> list[TimingSample]:
     read are skipped."""
     samples: list[TimingSample] = []
     for summary in list_runs():
-        if summary.model != model:
+        if summary.model != model or summary.state == RunState.DAMAGED:
             continue
         try:
             store = RunStore(summary.path)
-        except sqlite3.Error:
+        except (sqlite3.Error, GapruneError):
             continue
         try:
             config = store.config()

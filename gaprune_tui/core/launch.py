@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from gaprune_tui.core import preflight
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.follow import last_error_lines
@@ -66,8 +67,11 @@ def start_run(config: RunConfig) -> tuple[RunStore, subprocess.Popen[bytes]]:
     """Validate, create the run folder and start its engine. The engine then reports through the store:
     state "running" once the model and tasks are loaded, or "invalid" (with meta "error") when setup
     failed on bad input, in which case the caller shows the error and calls ``store.discard()``.
+    Every task and device the run names is checked first (``core.preflight``): a typo or a missing
+    GPU is a ``GapruneError`` here, and no run folder is created.
     """
     config.validate()
+    preflight.check_run(config)
     store = RunStore.create(config)
     return store, spawn_engine(store)
 

@@ -31,7 +31,7 @@ from typing import Any
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import paths
 from gaprune_tui.core.config import RunConfig
-from gaprune_tui.core.errors import StoreError
+from gaprune_tui.core.errors import DamagedRunError, GapruneError, StoreError
 from gaprune_tui.core.events import EvaluationFinished, GenerationFinished, RunEvent, parse
 
 SCHEMA_VERSION = 1
@@ -39,7 +39,8 @@ SCHEMA_VERSION = 1
 
 class RunState(StrEnum):
     """A run's state as the store writes it (the text is the stored value), plus ``CRASHED``:
-    never stored, derived by ``RunStore.display_state`` for an active run whose engine died.
+    never stored, derived by ``RunStore.display_state`` for an active run whose engine died, and
+    ``DAMAGED``: never stored, a run whose files cannot be read (``RunStore.damage``).
     ``INVALID`` marks a run whose setup failed on bad input: it is discarded, never listed."""
 
     CREATED = "created"
@@ -50,6 +51,8 @@ class RunState(StrEnum):
     FAILED = "failed"
     INVALID = "invalid"
     CRASHED = "crashed"
+    # Never stored either: a run whose folder cannot be read (``RunStore.damage``).
+    DAMAGED = "damaged"
 
     @property
     def active(self) -> bool:
@@ -64,7 +67,13 @@ class RunState(StrEnum):
     @property
     def deletable(self) -> bool:
         """No engine will write to it again, so its folder may go."""
-        return self in (RunState.FINISHED, RunState.STOPPED, RunState.FAILED, RunState.CRASHED)
+        return self in (
+            RunState.FINISHED,
+            RunState.STOPPED,
+            RunState.FAILED,
+            RunState.CRASHED,
+            RunState.DAMAGED,
+        )
 
     @property
     def has_result(self) -> bool:
@@ -256,8 +265,11 @@ class RunStore:
         self.id = self.path.name
         self.db_path = self.path / "run.db"
         self._lock = threading.RLock()
-        self._conn = _connect(self.db_path)
-        self._conn.executescript(_RUN_SCHEMA)
+        try:
+            self._conn = _connect(self.db_path)
+            self._conn.executescript(_RUN_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise self._damaged_db(exc) from None
 
     # ---- opening -----------------------------------------------------------------------------
     @classmethod
@@ -286,9 +298,47 @@ class RunStore:
 
     @classmethod
     def open(cls, run: str | Path) -> RunStore:
-        """Open by run id, unique id prefix or folder path."""
+        """Open by run id, unique id prefix or folder path; ``DamagedRunError`` (one line: what
+        is wrong and what can be done) for a run whose files cannot be read."""
         folder = resolve_run(run)
-        return cls(folder)
+        store = cls(folder)
+        problem = store.damage()
+        if problem is not None:
+            store.close()
+            raise DamagedRunError(damaged_message(folder, problem), problem)
+        return store
+
+    # ---- damage ------------------------------------------------------------------------------
+    def damage(self) -> str | None:
+        """What makes this run unreadable, or None: a run.db that is not a run's database (or
+        is cut short), a config.toml that is missing or unreadable, a result.json that is not
+        JSON. Cheap: one query and two small files."""
+        try:
+            meta = self.meta()
+        except DamagedRunError as exc:
+            return exc.problem
+        if "schema" not in meta:
+            return "run.db holds no run (it is empty or was cut short)"
+        try:
+            self.config()
+        except GapruneError as exc:
+            missing = not (self.path / "config.toml").is_file()
+            return "config.toml is missing" if missing else f"config.toml cannot be read ({exc})"
+        if self.result_path.exists():
+            try:
+                result = json.loads(self.result_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                return f"result.json cannot be read ({type(exc).__name__}: {exc})"
+            if not isinstance(result, dict):
+                return "result.json holds no result (not a JSON object)"
+        return None
+
+    def _damaged_db(self, exc: sqlite3.DatabaseError) -> StoreError:
+        """A SQLite error reading run.db: a busy database is not damage, anything else is."""
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            return StoreError(f"run {self.id}'s run.db is busy ({exc}): try again in a moment")
+        problem = f"run.db is not a readable database ({exc})"
+        return DamagedRunError(damaged_message(self.path, problem), problem)
 
     def close(self) -> None:
         with self._lock:
@@ -297,7 +347,10 @@ class RunStore:
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         """A query's rows, read under the lock (the engine's threads share one connection)."""
         with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._damaged_db(exc) from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -543,10 +596,12 @@ class RunStore:
         tmp.replace(self.result_path)
 
     def result(self) -> dict[str, Any] | None:
+        """result.json, or None while there is none (``damage`` says when it cannot be read)."""
         try:
-            return json.loads(self.result_path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+            result = json.loads(self.result_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return None
+        return result if isinstance(result, dict) else None
 
     def summary(self) -> RunSummary:
         meta = self.meta()
@@ -563,10 +618,62 @@ class RunStore:
             error=meta.get("error"),
         )
 
+    def summary_or_damage(self) -> RunSummary:
+        """``summary``, or for a damaged run one that says so (state ``damaged``, ``error`` the
+        one line of what is wrong and what can be done)."""
+        problem = self.damage()
+        if problem is None:
+            return self.summary()
+        return damaged_summary(self.path, problem)
+
     def discard(self) -> None:
         """Remove a run whose setup failed on bad input, so it never looks like a real run."""
         self.close()
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def damaged_message(folder: Path, problem: str) -> str:
+    """The one line for a damaged run: what is wrong and what can still be done."""
+    keep = " (its exports stay)" if (folder / "exports").is_dir() else ""
+    return (
+        f"run {folder.name} is damaged: {problem}; nothing can be shown or resumed from it: "
+        f"delete it{keep} with `gaprune-tui delete {folder.name}` or d in the History screen"
+    )
+
+
+def damaged_summary(folder: Path, problem: str) -> RunSummary:
+    """How ``runs`` and the History screen list a run whose files cannot be read."""
+    try:
+        started = (folder / "run.db").stat().st_mtime
+    except OSError:
+        started = 0.0
+    return RunSummary(
+        id=folder.name,
+        path=folder,
+        state=RunState.DAMAGED,
+        model="?",
+        best_fitness=None,
+        best_dropped=None,
+        started=started,
+        alive=False,
+        error=damaged_message(folder, problem),
+    )
+
+
+def delete_run(folder: Path) -> None:
+    """Remove a run's files. Its ``exports`` folder stays (models someone may be using), so a run
+    folder that holds exports remains with only them, and is no longer listed as a run."""
+    folder = Path(folder)
+    if not (folder / "exports").is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for entry in folder.iterdir():
+        if entry.name == "exports":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def resolve_run(run: str | Path) -> Path:
@@ -590,7 +697,7 @@ def resolve_run(run: str | Path) -> Path:
 
 
 def list_runs() -> list[RunSummary]:
-    """All runs, newest first. Runs that cannot be read are skipped."""
+    """All runs, newest first; a run whose files cannot be read is listed as damaged."""
     root = paths.runs_dir()
     if not root.is_dir():
         return []
@@ -600,12 +707,19 @@ def list_runs() -> list[RunSummary]:
             continue
         try:
             store = RunStore(folder)
-            try:
-                summary = store.summary()
-            finally:
-                store.close()
-        except sqlite3.Error:
+        except DamagedRunError as exc:
+            out.append(damaged_summary(folder, exc.problem))
             continue
+        except StoreError:
+            continue  # busy: listed next time
+        try:
+            summary = store.summary_or_damage()
+        except DamagedRunError as exc:
+            summary = damaged_summary(folder, exc.problem)
+        except StoreError:
+            continue
+        finally:
+            store.close()
         if summary.state != RunState.INVALID:
             out.append(summary)
     return out

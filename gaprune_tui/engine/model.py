@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from gaprune_tui.core.devices import cpu_auto_dtype, cpu_bf16_warning
+from gaprune_tui.core.devices import cpu_auto_dtype, cpu_bf16_warning, cuda_device_error
 from gaprune_tui.core.errors import ModelError
 from gaprune_tui.core.modelspec import (
     DEMO_SPEC,
@@ -296,17 +296,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ModelError(
             f"device {device} asked for but MPS is not available here: use --device cpu or auto"
         )
-    if resolved.type == "cuda" and torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        if resolved.index is not None and resolved.index >= count:
-            raise ModelError(
-                f"device {device} does not exist (this machine has {count} CUDA devices): use cuda:0..cuda:{count - 1}"
-            )
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(
-            f"device {device} asked for but CUDA is not available here: use --device cpu or auto"
-        )
+    if resolved.type == "cuda":
+        error = cuda_device_error(str(device), cuda_count())
+        if error is not None:
+            raise ModelError(error)
     return resolved
+
+
+def cuda_count() -> int:
+    """CUDA devices torch can use here (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def resolve_dtype(

@@ -33,7 +33,7 @@ from gaprune_tui.engine.backends import backend_result as _backend_result
 
 if TYPE_CHECKING:
     from gaprune_tui.core.config import RunConfig
-    from gaprune_tui.engine.worker import Setup
+    from gaprune_tui.engine.setup import Setup
 
 
 def _confirmation(c: GenomeConfirmed | None, base: GenomeConfirmed | None) -> dict[str, Any]:

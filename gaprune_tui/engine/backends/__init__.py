@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gaprune_tui.core.config import RunConfig, backend_label
+from gaprune_tui.core.devices import devices_error
 from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.core.events import (
     EvaluationFinished,
@@ -227,16 +228,15 @@ def make_backend(config: RunConfig, threads: int) -> Backend:
 def _devices(config: RunConfig) -> list[str]:
     """One device name per worker: ``--devices`` (``all``: every CUDA device), else
     ``--workers`` copies of ``--device``."""
-    if config.devices == "all":
-        import torch
-
-        count = torch.cuda.device_count()
-        if not count:
-            raise ConfigError(
-                "--devices all found no CUDA device: on a CPU use --workers N to split the cores"
-            )
-        return [f"cuda:{i}" for i in range(count)]
     if config.devices:
+        from gaprune_tui.engine.model import cuda_count
+
+        count = cuda_count()
+        error = devices_error(config.devices, count)
+        if error is not None:
+            raise ConfigError(error)
+        if config.devices == "all":
+            return [f"cuda:{i}" for i in range(count)]
         return [d.strip() for d in config.devices.split(",") if d.strip()]
     return [config.device] * config.workers
 

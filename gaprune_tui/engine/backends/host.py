@@ -36,7 +36,7 @@ class ScorerHost:
     def __init__(self, config: dict[str, Any], threads: int) -> None:
         import torch
 
-        from gaprune_tui.engine.worker import build_scoring
+        from gaprune_tui.engine.setup import build_scoring
 
         torch.set_num_threads(max(1, threads))
         self.config = RunConfig.from_dict(config).validate()

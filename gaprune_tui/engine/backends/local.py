@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def _worker_main(name: str, config: dict[str, Any], threads: int, conn: Connection) -> None:
     """A worker process: build the scorer, then score what the driver sends until told to stop."""
     from gaprune_tui.engine.backends.host import ScorerHost, exit_with_parent
-    from gaprune_tui.engine.worker import configure_logging
+    from gaprune_tui.engine.setup import configure_logging
 
     exit_with_parent(os.getppid())
     configure_logging(f"%(asctime)s %(levelname)s {name}: %(message)s", sys.stdout)

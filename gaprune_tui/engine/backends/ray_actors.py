@@ -30,7 +30,7 @@ class ScorerActor:
 
     def __init__(self, config: dict[str, Any], threads: int) -> None:
         from gaprune_tui.engine.backends.host import ScorerHost
-        from gaprune_tui.engine.worker import configure_logging
+        from gaprune_tui.engine.setup import configure_logging
 
         configure_logging()
         self.host = ScorerHost(config, threads)

@@ -24,6 +24,7 @@ from gaprune_tui.engine.export.mergekit import (
     check_kept,
     check_written,
     contiguous_runs,
+    recipe_hub_id,
     run_mergekit,
     source_layer_count,
 )
@@ -40,11 +41,14 @@ def export_genome(
     progress: Progress | None = None,
     trust_remote_code: bool = False,
     finalize: Callable[[Path], None] | None = None,
+    spec: str | None = None,
 ) -> Path:
     """Write the model keeping only ``kept`` layers of ``source_dir`` into ``out``, atomically.
 
     ``dtype`` None keeps the checkpoint's own dtype (lossless). ``finalize(folder)`` runs on the
-    finished partial folder before the rename. Returns ``out``.
+    finished partial folder before the rename. ``spec`` is the model as the run named it: its hub
+    id, where one is known (``recipe_hub_id``), is what the saved MergeKit recipe names. Returns
+    ``out``.
     """
     progress = progress or silent
     source_dir = Path(source_dir).expanduser().resolve()
@@ -60,7 +64,10 @@ def export_genome(
             "merge",
             f"MergeKit passthrough: {len(kept)}/{n_layers} layers in {len(contiguous_runs(kept))} slices ({out_dtype})",
         )
-        sliced = run_mergekit(source_dir, kept, n_layers, out_dtype, partial, trust_remote_code)
+        hub_id = recipe_hub_id(source_dir, src_config, spec)
+        sliced = run_mergekit(
+            source_dir, kept, n_layers, out_dtype, partial, trust_remote_code, hub_id
+        )
         if sliced:
             progress("merge", f"sliced per-layer config fields: {', '.join(sliced)}")
         check_written(partial, kept)

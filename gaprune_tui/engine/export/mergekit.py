@@ -18,7 +18,9 @@ from gaprune_tui.core.errors import ExportError, GapruneError
 from gaprune_tui.core.modelspec import (
     NESTED_CONFIGS,
     first_line,
+    hub_id_of,
     layer_count,
+    looks_like_hub_id,
     read_config,
     require_layer_count,
     sub_configs,
@@ -50,8 +52,9 @@ def contiguous_runs(kept: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def mergekit_config(source_dir: Path, kept: Sequence[int], dtype: str) -> dict[str, Any]:
-    """The passthrough configuration for ``kept`` (the YAML saved beside the model)."""
+def mergekit_config(source_dir: Path | str, kept: Sequence[int], dtype: str) -> dict[str, Any]:
+    """The passthrough configuration for ``kept`` of the model ``source_dir`` (a folder, or the
+    hub id the recipe saved beside the export names)."""
     return {
         "merge_method": "passthrough",
         "dtype": dtype,
@@ -60,6 +63,61 @@ def mergekit_config(source_dir: Path, kept: Sequence[int], dtype: str) -> dict[s
             for a, b in contiguous_runs(kept)
         ],
     }
+
+
+# Written by engine/model.py beside a model converted from a GGUF (its weights are dequantized).
+_GGUF_ORIGIN_FILE = "gaprune-origin.json"
+
+
+def recipe_hub_id(
+    source_dir: Path, source_config: dict[str, Any], spec: str | None = None
+) -> str | None:
+    """The hub id of the model in ``source_dir``, where it is known: the run's model spec's (the
+    embedded demo's upstream, a cached hub id), the repository of a Hugging Face cache snapshot
+    folder (``models--ORG--NAME/snapshots/REV``), or the hub id its config.json was saved from
+    (``_name_or_path``); None for a folder that names none."""
+    if spec:
+        named = hub_id_of(spec)
+        if named:
+            return named
+    resolved = Path(source_dir).expanduser().resolve()
+    repo = resolved.parent.parent.name
+    if resolved.parent.name == "snapshots" and repo.startswith("models--"):
+        org, sep, name = repo.removeprefix("models--").partition("--")
+        if sep and org and name:
+            return f"{org}/{name}"
+    saved_from = source_config.get("_name_or_path")
+    if (
+        isinstance(saved_from, str)
+        and looks_like_hub_id(saved_from)
+        and not Path(saved_from).expanduser().exists()
+    ):
+        return saved_from
+    return None
+
+
+def recipe_yaml(
+    source_dir: Path, kept: Sequence[int], dtype: str, hub_id: str | None = None
+) -> str:
+    """The MergeKit recipe saved beside an export: portable where the base model's hub id is
+    known (``mergekit-yaml mergekit_config.yml OUT`` then rebuilds it anywhere the hub model can be
+    had), with the local folder it was built from kept as a comment."""
+    lines = [f"# gaprune-tui export: passthrough of {len(kept)} layers."]
+    if hub_id is None:
+        lines.append("# The base model is the local folder named below (no hub id is known).")
+        return "\n".join(lines) + "\n" + _yaml(mergekit_config(source_dir, kept, dtype))
+    lines += [
+        f"# Built from the local copy {source_dir}",
+        f"# of {hub_id}; `model:` names the hub id so that the recipe runs anywhere:",
+        "# `mergekit-yaml mergekit_config.yml OUT`. MergeKit asks the hub for the model's files",
+        "# first; offline, replace the id by the folder of a local copy.",
+    ]
+    if (Path(source_dir) / _GGUF_ORIGIN_FILE).is_file():
+        lines.append(
+            "# That copy was converted from a quantized GGUF: rebuilt from the hub's weights, the "
+            "same layers come out at the hub's precision, not bit for bit these."
+        )
+    return "\n".join(lines) + "\n" + _yaml(mergekit_config(hub_id, kept, dtype))
 
 
 def source_layer_count(config: dict[str, Any], where: Path) -> int:
@@ -140,14 +198,23 @@ def _yaml(data: dict[str, Any]) -> str:
 
 
 def run_mergekit(
-    source_dir: Path, kept: list[int], n_layers: int, dtype: str, folder: Path, trust: bool
+    source_dir: Path,
+    kept: list[int],
+    n_layers: int,
+    dtype: str,
+    folder: Path,
+    trust: bool,
+    hub_id: str | None = None,
 ) -> list[str]:
-    """Write the passthrough merge of ``kept`` into ``folder``; returns the per-layer fields sliced."""
+    """Write the passthrough merge of ``kept`` into ``folder``; returns the per-layer fields sliced.
+    The merge reads ``source_dir``; the recipe saved beside it names ``hub_id`` (``recipe_yaml``)."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
     config = mergekit_config(source_dir, kept, dtype)
-    (folder / MERGEKIT_FILE).write_text(_yaml(config), encoding="utf-8")
+    (folder / MERGEKIT_FILE).write_text(
+        recipe_yaml(source_dir, kept, dtype, hub_id), encoding="utf-8"
+    )
     merge_config = MergeConfiguration.model_validate(config)
     options = MergeOptions(
         copy_tokenizer=True,

@@ -177,6 +177,7 @@ def _execute(store: RunStore, plan: ExportPlan, progress: Progress, started: flo
         progress=progress,
         trust_remote_code=plan.config.trust_remote_code,
         finalize=finalizer,
+        spec=plan.config.model,
     )
     result = ExportResult(
         plan=plan,

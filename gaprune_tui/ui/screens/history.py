@@ -7,7 +7,6 @@ from the store every few seconds, so a run started from another terminal shows u
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core import launch
 from gaprune_tui.core.errors import GapruneError
-from gaprune_tui.core.store import RunState, RunStore, RunSummary, list_runs
+from gaprune_tui.core.store import RunState, RunStore, RunSummary, delete_run, list_runs
 
 REFRESH_SECONDS = 2.0
 _STATE_STYLE = {
@@ -35,6 +34,7 @@ _STATE_STYLE = {
     RunState.FAILED: "red",
     RunState.STOPPED: "magenta",
     RunState.FINISHED: "",
+    RunState.DAMAGED: "bold red",
 }
 
 
@@ -82,13 +82,15 @@ class HistoryScreen(Screen[None]):
         key = (run.id, run.state)
         if key in self._counts:
             return self._counts[key]
+        if run.state == RunState.DAMAGED:
+            return 0
         try:
             store = RunStore(run.path)
             try:
                 count = len(store.evaluations())
             finally:
                 store.close()
-        except sqlite3.Error:
+        except (sqlite3.Error, GapruneError):
             return 0
         if run.state.deletable:
             self._counts[key] = count
@@ -151,6 +153,9 @@ class HistoryScreen(Screen[None]):
             parts.append(f"best: drop {run.best_dropped}")
         if run.state == RunState.CRASHED:
             parts.append("[b red]the engine process died[/]: r resumes from the last generation")
+        if run.state == RunState.DAMAGED and run.error:
+            detail.update(f"[b]{run.id}[/] · [b red]{escape(run.error)}[/]")
+            return
         if run.error:
             parts.append(f"[red]error: {escape(run.error)}[/]")
         if run.can_resume and run.state != RunState.CRASHED:
@@ -173,7 +178,15 @@ class HistoryScreen(Screen[None]):
         run = self.selected_run()
         if run is None:
             return
-        store = RunStore(run.path)
+        if run.state == RunState.DAMAGED:
+            self.notify(run.error or f"run {run.id} is damaged", severity="error", timeout=10)
+            return
+        try:
+            store = RunStore.open(run.path)
+        except GapruneError as exc:  # damaged since the table was drawn
+            self.notify(str(exc), severity="error", timeout=10)
+            self.refresh_runs()
+            return
         # Ended runs open on their results; active or crashed ones on the Run screen.
         if run.state.has_result:
             self.app.open_results(store)  # type: ignore[attr-defined]
@@ -190,6 +203,10 @@ class HistoryScreen(Screen[None]):
         return run
 
     def action_resume(self) -> None:
+        damaged = self.selected_run()
+        if damaged is not None and damaged.state == RunState.DAMAGED:
+            self.notify(damaged.error or "damaged", severity="error", timeout=10)
+            return
         run = self._selected_if(
             lambda r: r.can_resume, "only stopped, failed or crashed runs resume"
         )
@@ -215,8 +232,9 @@ class HistoryScreen(Screen[None]):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                shutil.rmtree(run.path, ignore_errors=True)
-                self.notify(f"deleted {run.id}")
+                delete_run(run.path)
+                kept = " (its exports stay)" if (run.path / "exports").is_dir() else ""
+                self.notify(f"deleted {run.id}{kept}")
                 self.refresh_runs()
 
         self.app.push_screen(

@@ -3,7 +3,8 @@
 Everything here is checked before anything starts: the model with ``modelinfo.inspect_model`` as
 the user types (a thread worker: a hub spec or a big folder must not freeze typing), extra task
 names against ``tasknames.known_task_names()``, every number with an Input validator, the whole form
-with ``RunConfig.validate()`` and ``check_layers``. Start stays disabled until all of that passes,
+with ``RunConfig.validate()``, ``check_layers`` and ``core.preflight`` (every task, held-out ones
+included, and the devices: the check the launch and the engine make). Start stays disabled until all of that passes,
 and the screen says why. The cost preview names the worst case (``max_evaluations``) and, when past
 runs of the same model were timed on this machine, an estimated duration.
 
@@ -40,7 +41,7 @@ from textual.widgets import (
 from textual.widgets.option_list import Option
 
 from gaprune_tui.core import format as fmt
-from gaprune_tui.core import launch, modelinfo, tasknames
+from gaprune_tui.core import launch, modelinfo, preflight, tasknames
 from gaprune_tui.core.config import RunConfig, TaskSpec
 from gaprune_tui.core.devices import (
     CPU_DEFAULTS,
@@ -386,6 +387,8 @@ class SetupScreen(Screen[None]):
                 except ConfigError as exc:
                     error = str(exc)
         if error is None and config is not None:
+            error = self._preflight_error(config)
+        if error is None and config is not None:
             error = self._ray_error(config)
         self.config = config
         self.form_error = error
@@ -397,6 +400,17 @@ class SetupScreen(Screen[None]):
             self._status("Ready: F5 starts the search.")
         self.query_one("#start", Button).disabled = error is not None
         self._show_cost()
+
+    def _preflight_error(self, config: RunConfig) -> str | None:
+        """What ``core.preflight`` (the check the launch and the engine make) says of the tasks,
+        the held-out tasks and the devices, once the task names are loaded."""
+        if self.known_tasks is None:
+            return "checking task names…"
+        try:
+            preflight.check_run(config, cuda_count=self.gpus)
+        except GapruneError as exc:
+            return str(exc)
+        return None
 
     def _ray_error(self, config: RunConfig) -> str | None:
         """The Ray address's check (see the module docstring): its error, "checking" while the
