@@ -415,7 +415,7 @@ def test_pause_and_stop_reach_every_worker(tiny12: Path) -> None:
     args = [*SMALL, *TASK, "--generations", "200", "--workers", "2"]
     run_id, store = start_detached_args(tiny12, args)
     wait_until(lambda: len(worker_pids(store)) == 2 and len(store.evaluations()) > 0, "2 workers")
-    pause_unpause_stop(run_id, store)
+    pause_unpause_stop(run_id, store, workers=True)
     pids = worker_pids(store).values()
     wait_until(lambda: not any(pid_alive(p) for p in pids), "every worker process to end", 30)
 
