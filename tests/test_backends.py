@@ -386,7 +386,8 @@ def kill_one_mid_run(
     # Re-queued and scored exactly once, by a worker that is still alive; one fresh row for it.
     scorers = [e.name for e in statuses if e.scored == genome]
     assert len(scorers) == 1 and scorers[0] != killed, scorers
-    fresh = [e for e in store.evaluations() if e.dropped == genome and not e.from_memo]
+    rows = [e for e in store.evaluations() if e.generation >= 0]  # not the baselines' rows
+    fresh = [e for e in rows if e.dropped == genome and not e.from_memo]
     assert len(fresh) == 1
     # Every fresh genome was scored once: the workers' counts add up to the fresh evaluations.
     assert sum(result["worker_evaluations"].values()) == result["evaluations"]
