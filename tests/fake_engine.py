@@ -222,6 +222,10 @@ class FakeEngine:
         ppl = math.exp(nll)
         calibration = {"kl": kl, "kl_stderr": round(0.1 * kl, 5), "ppl": ppl}
         calibration.update({"ppl_stderr": 0.02 * ppl, "nll": nll, "tokens": 2032.0})
+        # Per-sequence values (16 sequences of 128 tokens), as the engine keeps them for
+        # paired comparisons.
+        calibration["kl_seq"] = [round(kl * (0.9 + 0.0125 * i), 6) for i in range(16)]
+        calibration["nll_seq"] = [round(nll + 0.01 * (i - 8), 6) for i in range(16)]
         return {fitness_kinds.CALIBRATION: calibration}
 
     def task_scores(
