@@ -22,6 +22,7 @@ little), so the best genomes, memo hits and per-generation statistics look like 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
 import subprocess
@@ -34,7 +35,7 @@ from typing import Any
 
 from gaprune_tui.core import events, pareto
 from gaprune_tui.core import fitness as fitness_kinds
-from gaprune_tui.core.config import RunConfig
+from gaprune_tui.core.config import RunConfig, backend_label
 from gaprune_tui.core.stats import binomial_stderr
 from gaprune_tui.core.store import (
     BASELINE_GENERATION,
@@ -148,6 +149,16 @@ class FakeEngine:
         # Pareto: every k in the range at once; ``prune`` is then unused.
         self.ks = config.ks if config.pareto else [self.prune]
         self.pareto = config.pareto
+        # A KL (or perplexity) run scores calibration text, as the engine does; any other
+        # fitness is the fake's task fitness.
+        self.kind = config.fitness if config.fitness in fitness_kinds.CALIBRATION_KINDS else KIND
+        self.hv_ref = 0.0  # a Pareto run's reference fitness (the initial population's worst)
+        # Several workers: WorkerStatus events as engine/backends writes them, round robin.
+        self.workers = [
+            {"name": f"worker-{i}", "pid": os.getpid(), "evaluations": 0, "seconds": 0.0}
+            for i in range(1, config.workers + 1)
+        ]
+        self.backend = backend_label(config)
         self.references: list[events.ReferenceScored] = []
         self.memo: dict[tuple[int, ...], dict[str, dict[str, Any]]] = {}
         self.paused = False
@@ -195,7 +206,31 @@ class FakeEngine:
         self.store.set_meta(pid=dead_pid())
         self.done = True
 
+    def fit(self, scores: dict[str, dict[str, Any]]) -> float:
+        """The run's fitness of ``scores`` (task fitness, or KL: lower is better)."""
+        return fitness_kinds.fitness_of(scores, self.kind)
+
     def scores_of(self, dropped: list[int], items: int | None = None) -> dict[str, dict[str, Any]]:
+        """A genome's scores as the search sees them: KL on calibration text for a KL run,
+        else the task scores."""
+        if self.kind not in fitness_kinds.CALIBRATION_KINDS:
+            return self.task_scores(dropped, items)
+        # The KL grows with the damage, as the task scores fall; the base model's is 0.
+        damage = sum(self._damage[t][i] for t in TASKS for i in dropped)
+        kl = round(4 * damage, 4)
+        nll = 2.5 + kl
+        ppl = math.exp(nll)
+        calibration = {"kl": kl, "kl_stderr": round(0.1 * kl, 5), "ppl": ppl}
+        calibration.update({"ppl_stderr": 0.02 * ppl, "nll": nll, "tokens": 2032.0})
+        # Per-sequence values (16 sequences of 128 tokens), as the engine keeps them for
+        # paired comparisons.
+        calibration["kl_seq"] = [round(kl * (0.9 + 0.0125 * i), 6) for i in range(16)]
+        calibration["nll_seq"] = [round(nll + 0.01 * (i - 8), 6) for i in range(16)]
+        return {fitness_kinds.CALIBRATION: calibration}
+
+    def task_scores(
+        self, dropped: list[int], items: int | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Per-task scores of a genome (deterministic; rounded like accuracy over 100 items),
         with lm-eval's binomial standard error and the item count, as the engine stores them."""
         n = items or self.limit
@@ -264,19 +299,23 @@ class FakeEngine:
         return sorted(out)
 
     def _fitness(self, dropped: list[int]) -> float:
-        return fitness_of(self.scores_of(dropped))
+        return self.fit(self.scores_of(dropped))
+
+    def _goodness(self, dropped: list[int]) -> float:
+        """The fitness oriented so that larger is better."""
+        return -fitness_kinds.rank_key(self._fitness(dropped), self.kind)
 
     def _tournament(self, population: list[list[int]]) -> list[int]:
         group = self.rng.sample(population, min(5, len(population)))
-        return list(max(group, key=lambda g: (self._fitness(g), [-x for x in g])))
+        return list(max(group, key=lambda g: (self._goodness(g), [-x for x in g])))
 
     def _run(self) -> Iterator[None]:
         """The engine's script, one store write (or a few) per step."""
         yield from self._start()
         base = self.scores_of([])
-        self.store.set_meta(base_scores=base, base_fitness=fitness_of(base))
+        self.store.set_meta(base_scores=base, base_fitness=self.fit(base))
         self.store.add_event(
-            events.BaseScores(scores=base, fitness=fitness_of(base), from_memo=False)
+            events.BaseScores(scores=base, fitness=self.fit(base), from_memo=False)
         )
         yield
         if self.faithful:
@@ -320,6 +359,7 @@ class FakeEngine:
                 max_evaluations=self.population * (1 + self.generations),
                 objective="pareto" if self.pareto else "single",
                 prune_range=[self.ks[0], self.ks[-1]] if self.pareto else None,
+                fitness=self.kind,
             )
         )
         self._log(f"loaded {self.model}: {self.n_layers} layers")
@@ -329,27 +369,35 @@ class FakeEngine:
 
     def _references(self) -> Iterator[None]:
         """The one-shot baselines the engine scores before the search (ShortGPT, angular
-        distance, the last k before the final layer)."""
+        distance, the last k before the final layer); a Pareto run's at every k of its range
+        ("shortgpt k=3")."""
         last = self.n_layers - 1
-        picks = {
-            "shortgpt": (sorted(range(last - self.prune, last)), 0.031),
-            "angular": (list(range(self.protect, self.protect + self.prune)), 0.412),
-            "last_k": (list(range(last - self.prune, last)), None),
-        }
-        for name, (dropped, signal) in picks.items():
-            scores = self.scores_of(dropped)
-            event = events.ReferenceScored(
-                name=name, dropped=dropped, fitness=fitness_of(scores), scores=scores, signal=signal
-            )
-            self.store.add_event(event)
-            # As the engine does: the pick is ranked with the search's genomes (generation -1).
-            kept = [i for i in range(self.n_layers) if i not in dropped]
-            self.store.add_evaluation(
-                Evaluation(BASELINE_GENERATION, dropped, kept, event.fitness, scores, 0.0, False),
-                event=False,
-            )
-            self.references.append(event)
-            yield
+        for k in self.ks:
+            picks = {
+                "shortgpt": (sorted(range(last - k, last)), 0.031),
+                "angular": (list(range(self.protect, self.protect + k)), 0.412),
+                "last_k": (list(range(last - k, last)), None),
+            }
+            for name, (dropped, signal) in picks.items():
+                scores = self.scores_of(dropped)
+                event = events.ReferenceScored(
+                    name=f"{name} k={k}" if self.pareto else name,
+                    dropped=dropped,
+                    fitness=self.fit(scores),
+                    scores=scores,
+                    signal=signal,
+                )
+                self.store.add_event(event)
+                # As the engine does: the pick is ranked with the search's genomes (generation -1).
+                kept = [i for i in range(self.n_layers) if i not in dropped]
+                self.store.add_evaluation(
+                    Evaluation(
+                        BASELINE_GENERATION, dropped, kept, event.fitness, scores, 0.0, False
+                    ),
+                    event=False,
+                )
+                self.references.append(event)
+                yield
 
     def _generation(
         self, gen: int, population: list[list[int]], invalid: list[int]
@@ -359,6 +407,9 @@ class FakeEngine:
         evaluated = from_memo = 0
         gen_seconds = 0.0
         done_here: set[tuple[int, ...]] = set()
+        if gen == 0 and len(self.workers) > 1:
+            for w in self.workers:  # each worker has loaded the model
+                store.add_event(self._worker_status(w, "idle"))
         for index, i in enumerate(invalid):
             dropped = population[i]
             if tuple(dropped) in done_here:
@@ -368,9 +419,17 @@ class FakeEngine:
             store.add_event(
                 events.EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
             )
-            yield
             hit = tuple(dropped) in self.memo
             seconds = 0.0 if hit else round(self.seconds_per_eval + 0.1 * (index % 3), 2)
+            worker = None
+            if len(self.workers) > 1 and not hit:  # memo hits are never sent to a worker
+                worker = self.workers[self._new_evaluations % len(self.workers)]
+                store.add_event(self._worker_status(worker, "busy", dropped=dropped))
+            yield
+            if worker is not None:
+                worker["evaluations"] += 1
+                worker["seconds"] += seconds
+                store.add_event(self._worker_status(worker, "idle", scored=dropped))
             self._evaluate(gen, dropped, kept, hit, seconds)
             gen_seconds += seconds
             evaluated += 1
@@ -396,11 +455,33 @@ class FakeEngine:
         if self.pareto:
             front = self.front()
             event.front = pareto.front_to_dicts(front)
-            event.hypervolume = pareto.hypervolume(front, KIND, 0.0, self.ks[0] - 1)
+            if gen == 0:
+                self.hv_ref = pareto.reference_quality(fits, self.kind)
+            event.hypervolume = pareto.hypervolume(front, self.kind, self.hv_ref, self.ks[0] - 1)
         store.add_event(event)
         store.set_meta(best_fitness=best[0], best_dropped=best[1])
         self._log(f"generation {gen}: best {best[0]:.4f} dropping {best[1]}")
         yield
+
+    def _worker_status(
+        self,
+        w: dict[str, Any],
+        state: str,
+        dropped: list[int] | None = None,
+        scored: list[int] | None = None,
+    ) -> events.WorkerStatus:
+        """One worker's status as ``engine/backends/pool.py`` reports it."""
+        return events.WorkerStatus(
+            name=w["name"],
+            device="cpu",
+            state=state,
+            dropped=dropped,
+            scored=scored,
+            evaluations=w["evaluations"],
+            seconds=round(w["seconds"], 3),
+            backend=self.backend,
+            pid=w["pid"],
+        )
 
     def _evaluate(
         self, gen: int, dropped: list[int], kept: list[int], hit: bool, seconds: float
@@ -410,23 +491,23 @@ class FakeEngine:
         self.memo[tuple(dropped)] = scores
         self._cache_hits += int(hit)
         self._new_evaluations += int(not hit)
-        fitness = fitness_of(scores)
+        fitness = self.fit(scores)
         self.store.add_evaluation(
             Evaluation(gen, dropped, kept, fitness, scores, seconds, from_memo=hit)
         )
-        if self._best is None or fitness > self._best[0]:
+        if self._best is None or fitness_kinds.better(fitness, self._best[0], self.kind):
             self._best = (fitness, dropped)
 
     def front(self) -> list[pareto.FrontPoint]:
         """A Pareto run's front over every genome scored so far (the memo, in evaluation order)."""
-        scored = [(list(g), fitness_of(s)) for g, s in self.memo.items()]
-        return pareto.per_k_best(scored, KIND, self.ks)
+        scored = [(list(g), self.fit(s)) for g, s in self.memo.items()]
+        return pareto.per_k_best(scored, self.kind, self.ks)
 
     def _confirm(self, base: dict[str, dict[str, Any]]) -> list[events.GenomeConfirmed]:
         """Confirmation as the engine writes it: the base model, the top finalists (a Pareto
         run's: one front member per k) and the baselines re-scored on more items and on the
         held-out tasks."""
-        cands = [("base model", "base", [], fitness_of(base), 0)]
+        cands = [("base model", "base", [], self.fit(base), 0)]
         if self.pareto:
             # As the engine: one front member per k, the baselines not re-scored.
             for p in self.front():
@@ -446,7 +527,7 @@ class FakeEngine:
         )
         out = []
         for label, role, dropped, fitness, rank in cands:
-            confirmed = self.scores_of(dropped, self.confirm_limit)
+            confirmed = self.task_scores(dropped, self.confirm_limit)
             holdout = {
                 task: {**next(iter(confirmed.values())), "n": self.confirm_limit}
                 for task in self.holdout
@@ -459,7 +540,7 @@ class FakeEngine:
                 confirmed,
                 holdout,
                 fitness=fitness,
-                fitness_stderr=fitness_kinds.fitness_stderr(self.scores_of(dropped), KIND),
+                fitness_stderr=fitness_kinds.fitness_stderr(self.scores_of(dropped), self.kind),
                 seconds=round(self.seconds_per_eval * 3, 2),
             )
             self.store.add_event(event)
@@ -499,7 +580,7 @@ class FakeEngine:
                 input_ids=SimpleNamespace(numel=lambda: 16 * 128),
             ),
         )
-        base_event = events.BaseScores(scores=base, fitness=fitness_of(base))
+        base_event = events.BaseScores(scores=base, fitness=self.fit(base))
         result = build_result(
             store, setup, base_event, self.references, confirmations, per_layer, 0.0
         )  # type: ignore[arg-type]  # the stand-in has what build_result reads
@@ -517,7 +598,7 @@ class FakeEngine:
         offspring, changed = [], []
         for i, genome in enumerate(population):
             same = [g for g in population if len(g) == len(genome)]
-            child = list(max(self.rng.sample(same, min(3, len(same))), key=self._fitness))
+            child = list(max(self.rng.sample(same, min(3, len(same))), key=self._goodness))
             if self.rng.random() < 0.7:
                 kept = [x for x in free if x not in child]
                 child[self.rng.randrange(len(child))] = self.rng.choice(kept)

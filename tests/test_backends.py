@@ -12,13 +12,14 @@ import json
 import os
 import random
 import signal
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_run import cli, run_in_home
-from test_cli import kill_engine, pause_unpause_stop, start_detached_args
+from test_cli import fresh_evaluations, kill_engine, pause_unpause_stop, start_detached_args
 from tui_wait import wait_until
 
 from gaprune_tui.core import events
@@ -38,28 +39,38 @@ class MemoObjective:
     kind = "squared_mean"
 
     def __init__(self) -> None:
-        self.memo: dict[tuple[int, ...], dict[str, Any]] = {}
+        self.memo: dict[tuple[tuple[int, ...], int | None], dict[str, Any]] = {}
         self.planned: list[list[list[int]]] = []
+        self.limits: list[int | None] = []  # the limit of each genome scored here, not sent out
 
     @staticmethod
-    def scores(dropped: Sequence[int]) -> dict[str, Any]:
-        # Coarse on purpose: many genomes tie, as task fitness does at a small limit.
-        return {"t": {"acc": round(sum(dropped) / (len(dropped) * N), 1)}}
+    def scores(dropped: Sequence[int], limit: int | None = None) -> dict[str, Any]:
+        # Coarse on purpose: many genomes tie, as task fitness does at a small limit; a
+        # screening pass (``limit``) reads a little lower, as fewer items would.
+        value = round(sum(dropped) / (len(dropped) * N), 1)
+        return {"t": {"acc": value if limit is None else value * 0.9}}
 
     def plan(self, dropped_lists: list[list[int]]) -> None:
         self.planned.append(dropped_lists)
 
     def lookup(self, dropped: list[int], limit: int | None = None) -> Outcome | None:
-        hit = self.memo.get(tuple(dropped))
-        return None if hit is None else Outcome(hit, fitness_of(hit, self.kind), 0.0, True)
+        hit = self.memo.get((tuple(dropped), limit))
+        fidelity = "full" if limit is None else f"screen:{limit}"
+        return (
+            None if hit is None else Outcome(hit, fitness_of(hit, self.kind), 0.0, True, fidelity)
+        )
 
     def record(self, dropped: list[int], limit: int | None, scores: Any, seconds: float) -> Outcome:
-        self.memo[tuple(dropped)] = scores
-        return Outcome(scores, fitness_of(scores, self.kind), seconds, False)
+        self.memo[(tuple(dropped), limit)] = scores
+        fidelity = "full" if limit is None else f"screen:{limit}"
+        return Outcome(scores, fitness_of(scores, self.kind), seconds, False, fidelity)
 
     def __call__(self, dropped: list[int], limit: int | None = None) -> Outcome:
         hit = self.lookup(dropped, limit)
-        return hit if hit is not None else self.record(dropped, limit, self.scores(dropped), 0.0)
+        if hit is not None:
+            return hit
+        self.limits.append(limit)
+        return self.record(dropped, limit, self.scores(dropped, limit), 0.0)
 
 
 class ShuffledWorkers(Backend):
@@ -71,15 +82,17 @@ class ShuffledWorkers(Backend):
         super().__init__(config)
         self.order = random.Random(seed)  # not the search's RNG: workers must not touch it
         self.dispatched = 0
+        self.batches: list[list[Job]] = []  # the jobs of each run() call: one per generation
 
     def run(self, jobs: Sequence[Job]) -> Iterator[Dispatched | Done | events.RunEvent]:
+        self.batches.append(list(jobs))
         for i, job in enumerate(jobs):
             self.dispatched += 1
             yield Dispatched(job, f"w{i % 2}")
         done = list(jobs)
         self.order.shuffle(done)
         for job in done:
-            yield Done(job.key, MemoObjective.scores(job.dropped), 0.0, "w0")
+            yield Done(job.key, MemoObjective.scores(job.dropped, job.limit), 0.0, "w0")
             yield events.LogMessage(message=f"job {job.key} done")
 
 
@@ -118,6 +131,25 @@ def test_shuffled_workers_give_the_in_process_events(invalid: str, seed: int) ->
     assert backend.dispatched > 0
     # The search planned each generation on the driver, as in-process.
     assert len(evaluator.planned) == config.generations + 1
+
+
+def test_screening_stays_in_the_engine_with_workers() -> None:
+    """``--screen`` with several workers: generation 0 (no parents to screen against) goes to
+    the workers, every later generation, screening passes and full evaluations alike, is scored
+    in the engine, with the in-process run's events."""
+    config = cfg(screen=5, generations=3)
+    expected = search_events(config, MemoObjective(), None)
+    evaluator = MemoObjective()
+    backend = ShuffledWorkers(config, 0)
+    got = search_events(config, evaluator, backend)
+    assert [e for e in got if "index" not in e] == [e for e in expected if "index" not in e]
+    gen0 = [e for e in finished_of(got) if e["generation"] == 0 and not e["from_memo"]]
+    assert len(backend.batches) == 1 and len(backend.batches[0]) == len(gen0) > 0
+    assert all(job.limit is None for job in backend.batches[0])
+    later = [e for e in finished_of(got) if e["generation"] > 0 and not e["from_memo"]]
+    screened = [e for e in later if e["fidelity"] == "screen:5"]
+    assert screened and len(screened) < len(later)  # some promising ones went on to full
+    assert evaluator.limits == [5 if e["fidelity"] == "screen:5" else None for e in later]
 
 
 def test_memo_hits_are_not_dispatched_and_keep_their_place() -> None:
@@ -271,18 +303,48 @@ def busy_worker(store: RunStore, gen: int) -> str | None:
     return busy[0] if busy else None
 
 
-def kill_busy_worker(store: RunStore, gen: int) -> str:
-    """SIGKILL a worker (process or Ray actor) while it scores a genome of generation ``gen``."""
-    found: list[str] = []
+def still_holds(store: RunStore, name: str, mark: int) -> bool | None:
+    """After ``name`` was frozen (the store's last event then: ``mark``): False once the driver
+    read its answer, True once it provably never will (the driver read two answers of other
+    workers after the freeze and then handed out another genome: the wait that read the second
+    one began after the freeze, so an answer already on its way would have been read with it),
+    None while it cannot tell yet."""
+    after = [e for e in store.events() if isinstance(e, events.WorkerStatus) and e.seq > mark]
+    if any(e.name == name for e in after):
+        return False
+    scored = [i for i, e in enumerate(after) if e.scored is not None]
+    if len(scored) >= 2 and any(e.state == "busy" for e in after[scored[1] + 1 :]):
+        return True
+    return None
 
-    def busy() -> bool:
-        name = busy_worker(store, gen)
-        found[:] = [name] if name else []
-        return bool(found)
 
-    wait_until(busy, f"a worker busy in generation {gen}")
-    os.kill(worker_pids(store)[found[0]], signal.SIGKILL)
-    return found[0]
+def kill_holding_worker(store: RunStore) -> tuple[str, list[int]]:
+    """SIGKILL a worker (process or Ray actor) while it holds a genome; its name and that genome.
+
+    A worker the store shows busy is frozen (SIGSTOP) first, as it may be answering just then;
+    it is killed once ``still_holds`` proves its answer never reached the driver, else thawed
+    and the next busy worker tried (also when the others run out of work meanwhile)."""
+    for _ in range(10):
+        wait_until(lambda: busy_worker(store, 0) is not None, "a busy worker")
+        name = busy_worker(store, 0)
+        assert name is not None
+        pid = worker_pids(store)[name]
+        os.kill(pid, signal.SIGSTOP)
+        evs = store.events()
+        mark = evs[-1].seq
+        last = [e for e in evs if isinstance(e, events.WorkerStatus) and e.name == name][-1]
+        verdict = None
+        deadline = time.monotonic() + 30
+        while last.state == "busy" and verdict is None and time.monotonic() < deadline:
+            assert store.alive(), store.meta().get("error")
+            time.sleep(0.05)
+            verdict = still_holds(store, name, mark)
+        if verdict:
+            assert last.dropped is not None
+            os.kill(pid, signal.SIGKILL)
+            return name, last.dropped
+        os.kill(pid, signal.SIGCONT)
+    pytest.fail("no worker could be caught holding a genome")
 
 
 def detached_run(model: Path, home: Path, *flags: str) -> RunStore:
@@ -303,41 +365,50 @@ def detached_run(model: Path, home: Path, *flags: str) -> RunStore:
 
 
 def kill_one_mid_run(
-    model: Path, tmp_path: Path, reference: tuple[dict[str, Any], RunStore], *flags: str
-) -> tuple[str, dict[str, Any], RunStore]:
-    """A detached run with ``flags`` whose busy worker is killed in generation 1: it must finish
-    with ``reference``'s result and rows and say which worker died. Returns the worker's name,
-    result.json and the store."""
+    model: Path, tmp_path: Path, reference: tuple[dict[str, Any], RunStore], kind: str, *flags: str
+) -> tuple[dict[str, Any], RunStore]:
+    """A detached run with ``flags`` whose worker is killed while it holds a genome: the run
+    finishes with ``reference``'s result and rows, says the genome went to another worker
+    (``kind``: what the backend calls one), and that genome was scored once, by another worker.
+    Returns result.json and the store."""
     store = detached_run(model, tmp_path / "home", *flags)
-    killed = kill_busy_worker(store, 1)
+    killed, genome = kill_holding_worker(store)
     wait_until(lambda: not store.alive(), "the run to end")
     assert store.state == "finished", store.meta().get("error")
     result = json.loads(store.result_path.read_text())
     assert_same_run(reference, (result, store))
     logs = [e.message for e in store.events() if isinstance(e, events.LogMessage)]
-    assert any(m.startswith(f"{killed} (cpu) died") for m in logs), logs
-    return killed, result, store
+    died = [m for m in logs if m.startswith(f"{killed} (cpu) died")]
+    assert died and died[0].endswith(f": genome {genome} goes to another {kind}"), logs
+    assert died[0] in store.log_path.read_text()
+    statuses = [e for e in store.events() if isinstance(e, events.WorkerStatus)]
+    assert [e.state for e in statuses if e.name == killed][-1] == "lost"
+    # Re-queued and scored exactly once, by a worker that is still alive; one fresh row for it.
+    scorers = [e.name for e in statuses if e.scored == genome]
+    assert len(scorers) == 1 and scorers[0] != killed, scorers
+    rows = [e for e in store.evaluations() if e.generation >= 0]  # not the baselines' rows
+    fresh = [e for e in rows if e.dropped == genome and not e.from_memo]
+    assert len(fresh) == 1
+    # Every fresh genome was scored once: the workers' counts add up to the fresh evaluations.
+    assert sum(result["worker_evaluations"].values()) == result["evaluations"]
+    return result, store
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_run_loses_nothing(
+def test_worker_killed_holding_a_genome_loses_nothing(
     tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
 ) -> None:
-    killed, result, store = kill_one_mid_run(tiny12, tmp_path, in_process_task, "--workers", "2")
-    assert f"{killed} (cpu) died" in store.log_path.read_text()
-    # Every fresh genome was scored once, the one in flight at the kill by the other worker.
-    assert sum(result["worker_evaluations"].values()) == result["evaluations"]
+    kill_one_mid_run(tiny12, tmp_path, in_process_task, "worker", "--workers", "2")
 
 
 @pytest.mark.slow
-def test_ray_actor_killed_mid_run_loses_nothing(
+def test_ray_actor_killed_holding_a_genome_loses_nothing(
     tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
 ) -> None:
     """``--ray local`` with 2 actors, one killed mid-genome: the in-process result and rows."""
     flags = ["--ray", "local", "--workers", "2"]
-    _, result, _ = kill_one_mid_run(tiny12, tmp_path, in_process_task, *flags)
+    result, _ = kill_one_mid_run(tiny12, tmp_path, in_process_task, "actor", *flags)
     assert result["backend"] == "ray local (2 actors)"
-    assert sum(result["worker_evaluations"].values()) == result["evaluations"]
 
 
 @pytest.mark.slow
@@ -345,22 +416,32 @@ def test_pause_and_stop_reach_every_worker(tiny12: Path) -> None:
     args = [*SMALL, *TASK, "--generations", "200", "--workers", "2"]
     run_id, store = start_detached_args(tiny12, args)
     wait_until(lambda: len(worker_pids(store)) == 2 and len(store.evaluations()) > 0, "2 workers")
-    pause_unpause_stop(run_id, store)
+    pause_unpause_stop(run_id, store, workers=True)
     pids = worker_pids(store).values()
     wait_until(lambda: not any(pid_alive(p) for p in pids), "every worker process to end", 30)
 
 
 @pytest.mark.slow
-def test_driver_killed_with_workers_busy_resumes_to_the_same_result(
+def test_driver_killed_with_workers_busy_resumes_from_its_checkpoint(
     tiny12: Path, tmp_path: Path, in_process_task: tuple[dict[str, Any], RunStore]
 ) -> None:
+    """kill -9 of the driver while its workers score generation 1 or later: the workers end,
+    ``resume`` continues after the last checkpointed generation (not from generation 0, which
+    a deterministic run would also bring to the same result) and reaches the in-process result."""
     home = tmp_path / "home"
     store = detached_run(tiny12, home, "--workers", "2")
     wait_until(lambda: busy_worker(store, 1) is not None, "a busy worker in generation 1")
     pids = list(worker_pids(store).values())
     kill_engine(store)
+    checkpoint = store.last_checkpoint()
+    assert checkpoint is not None
+    g = checkpoint[0]
+    assert g + 1 <= 2 and any(
+        e.generation == g + 1 for e in store.events() if isinstance(e, events.EvaluationStarted)
+    ), "the kill must land inside a generation"
     # Orphaned workers notice their driver is gone and end.
     wait_until(lambda: not any(pid_alive(p) for p in pids), "the orphaned workers to end", 30)
+    first_session = len(store.events())
     resumed = cli("resume", store.id, "--json", env={"GAPRUNE_HOME": str(home)})
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
@@ -369,6 +450,21 @@ def test_driver_killed_with_workers_busy_resumes_to_the_same_result(
     assert [g.population for g in store.generations()] == [
         g.population for g in in_process_task[1].generations()
     ]
+    started = [e for e in store.events() if isinstance(e, events.RunStarted)]
+    assert [e.resumed for e in started] == [False, True]
+    assert f"resuming after generation {g}" in store.log_path.read_text()
+    # The second session starts at generation g + 1: each generation closed once, and it
+    # evaluated (fresh or from the memo) fewer genomes than a restart from generation 0 would.
+    second = store.events()[first_session:]
+    finished = [e for e in second if isinstance(e, events.EvaluationFinished)]
+    assert min(e.generation for e in finished) == g + 1
+    closed = [e.generation for e in store.events() if isinstance(e, events.GenerationFinished)]
+    assert closed == [0, 1, 2]
+    whole = [e for e in in_process_task[1].events() if isinstance(e, events.EvaluationFinished)]
+    assert len(finished) < len(whole)
+    # Fresh evaluations over both sessions: the uninterrupted run's, plus at most the two
+    # genomes the workers held when the driver died.
+    assert fresh_evaluations(store) <= fresh_evaluations(in_process_task[1]) + 2
 
 
 # ---- the Run screen's worker table -------------------------------------------------------------

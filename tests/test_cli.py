@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from tiny_models import build_tiny
 from tui_wait import wait_until
 
 from gaprune_tui.core import events, paths
-from gaprune_tui.core.store import RunStore, list_runs
+from gaprune_tui.core.store import ControlAction, RunStore, list_runs
 
 TINY_RUN = ["--tasks", "hellaswag_offline", "--limit", "4", "--prune", "2", "--protect", "1"]
 # The original task fitness (these tests check task scores), one finalist confirmed on 4 items.
@@ -351,16 +350,70 @@ def assert_one_line_error_keep_runs(proc: subprocess.CompletedProcess[str], frag
     assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
 
 
-def pause_unpause_stop(run_id: str, store: RunStore) -> None:
-    """Pause a running search (it then evaluates nothing), unpause it (it evaluates again) and
-    stop it, through the CLI: each request reaches the engine."""
-    assert cli("pause", run_id).returncode == 0
+def paused_and_idle(store: RunStore, steps: int = 3) -> None:
+    """The run is paused and its engine evaluates nothing, measured on the engine's own steps,
+    not on a clock: a paused engine keeps reading control requests (it handles them between
+    events while running), so each of ``steps`` further pause requests, sent once the one before
+    is handled, spans at least one more of its steps; one that went on evaluating would write
+    an evaluation row within two steps."""
     wait_until(lambda: store.state == "paused", "the pause")
     count = len(store.evaluations())
-    time.sleep(1.5)
-    assert len(store.evaluations()) == count, "a paused engine evaluates nothing"
-    assert cli("unpause", run_id).returncode == 0
-    wait_until(lambda: len(store.evaluations()) > count, "evaluations after unpause")
+    for _ in range(steps):
+        request = store.request(ControlAction.PAUSE)
+        wait_until(
+            lambda r0=request: all(r.id != r0 for r in store.pending_requests()),
+            "the paused engine to read a request",
+        )
+        assert store.state == "paused"
+        assert len(store.evaluations()) == count, "a paused engine evaluates nothing"
+
+
+def held_genomes(evs: list[events.RunEvent]) -> dict[str, list[int]]:
+    """Per worker, the genome it holds after ``evs`` (busy at their end)."""
+    last = {e.name: e for e in evs if isinstance(e, events.WorkerStatus)}
+    return {name: e.dropped for name, e in last.items() if e.state == "busy" and e.dropped}
+
+
+def next_report(store: RunStore, name: str, seq: int) -> events.WorkerStatus | None:
+    """Worker ``name``'s first status after event ``seq``, if any yet."""
+    return next(
+        (
+            e
+            for e in store.events()
+            if isinstance(e, events.WorkerStatus) and e.name == name and e.seq > seq
+        ),
+        None,
+    )
+
+
+def pause_unpause_stop(run_id: str, store: RunStore, *, workers: bool = False) -> None:
+    """Pause a running search (it then evaluates nothing and writes nothing), unpause it (it
+    evaluates again) and stop it, through the CLI: each request reaches the engine. With
+    ``workers``, a pause that lands while workers hold genomes (paused again until one does):
+    each worker finishes the genome it holds, and its next report after the unpause is that
+    genome scored (not lost, not handed to another worker)."""
+    for _ in range(10):
+        assert cli("pause", run_id).returncode == 0
+        paused_and_idle(store)
+        evs = store.events()
+        (paused,) = [e for e in evs if isinstance(e, events.RunPaused)][-1:]
+        held = held_genomes([e for e in evs if e.seq < paused.seq])
+        count = len(store.evaluations())
+        assert cli("unpause", run_id).returncode == 0
+        wait_until(lambda n=count: len(store.evaluations()) > n, "evaluations after unpause")
+        # Nothing at all was written between the pause and the unpause.
+        after = [e for e in store.events() if e.seq > paused.seq]
+        assert isinstance(after[0], events.RunResumed), after[:3]
+        for name, genome in held.items():
+            seq = paused.seq
+            wait_until(lambda w=name, s=seq: next_report(store, w, s), f"{name}'s next report")
+            report = next_report(store, name, seq)
+            assert report is not None and report.state == "idle", report
+            assert report.scored == genome, (name, genome, report)
+        if not workers or held:
+            break
+    else:
+        pytest.fail("no pause landed while a worker held a genome")
     assert cli("stop", run_id).returncode == 0
     wait_until(lambda: not store.alive(), "the stop")
     assert store.state == "stopped"

@@ -126,6 +126,30 @@ def test_memo_keeps_bf16_and_fp32_apart(tmp_path: Path) -> None:
     assert memo.get(bf16.context(), bf16.kept_of([2, 3])) is not None
 
 
+def test_memo_keeps_devices_apart(tmp_path: Path) -> None:
+    """CPU and GPU kernels round differently, so the memo key names the device: a genome scored
+    on the CPU is no memo hit for the same model, tasks and dtype on a GPU. No GPU here: the
+    second evaluator's model only claims ``cuda`` (nothing runs on it; it reads the memo)."""
+    torch.set_num_threads(1)
+    path = build_tiny("llama", tmp_path / "llama")
+    config = RunConfig(tasks=[TaskSpec("winogrande_offline")], limit=3, prune=2).validate()
+    from dataclasses import replace
+
+    from gaprune_tui.engine.tasks import build_tasks
+
+    taskset = build_tasks(config)
+    memo = Memo(tmp_path / "memo.db")
+    cpu = Evaluator(load_model(str(path), dtype="float32", device="cpu"), taskset, config, memo)
+    gpu_model = replace(cpu.loaded, device=torch.device("cuda", 0))
+    gpu = Evaluator(gpu_model, taskset, config, memo, lm=cpu.lm)
+    assert gpu.loaded.fingerprint == cpu.loaded.fingerprint  # only the device differs
+    assert not cpu([2, 3]).from_memo and cpu.lookup([2, 3]) is not None
+    assert gpu.lookup([2, 3]) is None
+    # What one device records, that device finds and the other does not.
+    gpu.record([4, 5], None, {"winogrande_offline": {"acc": 0.5}}, 1.0)
+    assert gpu.lookup([4, 5]) is not None and cpu.lookup([4, 5]) is None
+
+
 @pytest.fixture(scope="module", params=FAMILIES)
 def tiny_bf16(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,14 +88,15 @@ def event_shapes(store: RunStore) -> dict[str, Any]:
     return out
 
 
-@pytest.fixture(scope="module")
-def real_store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
-    home = tmp_path_factory.mktemp("real-home")
-    model = build_tiny("llama", tmp_path_factory.mktemp("tiny") / "llama")
+def run_real(home: Path, model: Path, config: dict[str, Any]) -> RunStore:
+    """The real engine through the CLI on ``model`` with ``config`` (RunConfig fields)."""
     args = ["run", "--model", str(model), "--tasks", "hellaswag_offline,openbookqa_offline"]
-    for key, value in CONFIG.items():
+    for key, value in config.items():
         flag = "--" + key.replace("_", "-")
-        args += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+        if key == "prune_range":
+            args += [flag, ":".join(map(str, value))]
+        else:
+            args += [flag, ",".join(value) if isinstance(value, list) else str(value)]
     proc = subprocess.run(
         [sys.executable, "-m", "gaprune_tui", *args],
         capture_output=True,
@@ -105,6 +107,13 @@ def real_store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (home / "data" / "runs").iterdir()
     return RunStore(run_dir)
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
+    home = tmp_path_factory.mktemp("real-home")
+    model = build_tiny("llama", tmp_path_factory.mktemp("tiny") / "llama")
+    return run_real(home, model, CONFIG)
 
 
 @pytest.fixture
@@ -141,3 +150,77 @@ def test_the_compact_fake_still_writes_every_result_key(real_store: RunStore) ->
     real, fake = real_store.result(), store.result()
     assert real is not None and fake is not None
     assert real.keys() == fake.keys()
+
+
+# ---- Pareto, KL and several workers: compared whole ------------------------------------------
+# A Pareto run on KL with two workers: the front and hypervolume on each generation event,
+# calibration scores, WorkerStatus events. Task run's limits as above; confirmation on tasks.
+PARETO_KL_WORKERS = {
+    **CONFIG,
+    "objective": "pareto",
+    "prune_range": [1, 2],
+    "fitness": "kl",
+    "calibration_tokens": 256,
+    "workers": 2,
+}
+
+
+def strict_shape(value: Any) -> Any:
+    """The structure of a JSON value, whole: dicts by key, lists by the set of their items'
+    shapes (every item, an empty list its own shape), None, bools, numbers and strings apart."""
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((k, strict_shape(v)) for k, v in value.items())))
+    if isinstance(value, list):
+        return ("list", tuple(sorted({strict_shape(v) for v in value}, key=repr)))
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+def strict_event_shapes(store: RunStore) -> dict[str, dict[str, set[Any]]]:
+    """Per event kind and field, every shape the field took over the run's events."""
+    out: dict[str, dict[str, set[Any]]] = {}
+    for event in store.events():
+        assert not isinstance(event, UnknownEvent), event.kind
+        fields = out.setdefault(event.kind, {})
+        for key, value in event.to_payload().items():
+            fields.setdefault(key, set()).add(strict_shape(value))
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_pareto_kl_workers(tmp_path_factory: pytest.TempPathFactory) -> RunStore:
+    home = tmp_path_factory.mktemp("real-pkw-home")
+    model = build_tiny("llama", tmp_path_factory.mktemp("tiny-pkw") / "llama")
+    return run_real(home, model, PARETO_KL_WORKERS)
+
+
+def test_the_fake_writes_the_real_pareto_kl_and_worker_events(
+    real_pareto_kl_workers: RunStore,
+) -> None:
+    fake = fake_store(**PARETO_KL_WORKERS)
+    FakeEngine(fake, generations=2, population=4, protect=1, faithful=True).run()
+    real, got = strict_event_shapes(real_pareto_kl_workers), strict_event_shapes(fake)
+    for kind in ("generation_finished", "worker_status", "evaluation_finished", "base_scores"):
+        assert kind in real and kind in got, kind
+    assert real.keys() - OPTIONAL_KINDS == got.keys() - OPTIONAL_KINDS
+    problems = {
+        f"{kind}.{key}": (real[kind].get(key), got[kind].get(key))
+        for kind in real.keys() & got.keys()
+        if kind not in OPTIONAL_KINDS | {"run_finished"}  # its result: result.json, below
+        for key in real[kind].keys() | got[kind].keys()
+        if real[kind].get(key) != got[kind].get(key)
+    }
+    assert problems == {}
+    # result.json's keys at every level (which workers scored is the run's data; whether a
+    # front member came from the search or a baseline too, so its rows are compared loosely).
+    real_result, fake_result = real_pareto_kl_workers.result(), fake.result()
+    assert real_result is not None and fake_result is not None
+    for result in (real_result, fake_result):
+        counts = result.pop("worker_evaluations")
+        assert counts and set(counts) <= {"worker-1", "worker-2"}
+    assert differences(shape(real_result), shape(fake_result), "result") == []

@@ -5,9 +5,13 @@ model. A real engine run on a tiny model is in tests/test_pareto_cli.py."""
 from __future__ import annotations
 
 import random
+from collections import Counter
+from typing import Any
 
 import pytest
+from search_events import generations
 
+from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import pareto
 from gaprune_tui.core.config import RunConfig, parse_prune_range
 from gaprune_tui.core.errors import ConfigError
@@ -74,15 +78,66 @@ def test_hypervolume_grows_when_a_member_improves() -> None:
     assert pareto.hypervolume(after, "kl", 1.0, 1) > pareto.hypervolume(before, "kl", 1.0, 1)
 
 
-def test_knee_is_the_bend_of_the_front() -> None:
-    mk = pareto.FrontPoint
+def brute_knee(points: list[tuple[int, float]], higher_is_better: bool) -> int | None:
+    """The README's knee, from (k, fitness) pairs, written out independently of ``pareto``:
+    drop the members a larger k matches or beats; with one or two left, the largest k; else,
+    axes scaled to [0, 1], the member farthest above the chord from the smallest to the largest
+    k (twice the triangle's signed area, as the chord's length is the same for every member;
+    ties: the larger k), or the smallest k when none lies above the chord."""
+    sign = 1.0 if higher_is_better else -1.0
+    kept = sorted(
+        (k, sign * f)
+        for k, f in points
+        if not any(k2 > k and sign * f2 >= sign * f for k2, f2 in points)
+    )
+    if not kept:
+        return None
+    if len(kept) <= 2:
+        return kept[-1][0]
+    k0, k1 = kept[0][0], kept[-1][0]
+    lo, hi = min(q for _, q in kept), max(q for _, q in kept)
+    scaled = [((k - k0) / (k1 - k0), (q - lo) / ((hi - lo) or 1.0)) for k, q in kept]
+    (x0, y0), (x1, y1) = scaled[0], scaled[-1]
+    above = [
+        ((x1 - x0) * (y - y0) - (y1 - y0) * (x - x0), k)
+        for (x, y), (k, _) in zip(scaled, kept, strict=True)
+    ]
+    best = max(above)
+    return best[1] if best[0] > 0 else kept[0][0]
+
+
+KNEE_FRONTS = [
     # KL climbs slowly to k=4, then steeply: the knee is k=4.
-    front = [mk(2, [], 0.05), mk(3, [], 0.07), mk(4, [], 0.10), mk(5, [], 0.50), mk(6, [], 1.2)]
-    knee = pareto.knee(front, "kl")
-    assert knee is not None and knee.k == 4
-    # One or two members: the largest k; nothing non-dominated: none.
-    assert pareto.knee(front[:2], "kl").k == 3  # type: ignore[union-attr]
+    ("kl", [(2, 0.05), (3, 0.07), (4, 0.10), (5, 0.50), (6, 1.2)], 4),
+    # Task fitness holds to k=4, then falls: k=4 again, on the other direction.
+    ("mean", [(2, 0.50), (3, 0.49), (4, 0.47), (5, 0.30), (6, 0.10)], 4),
+    # Every further layer costs less than the one before: no member above the chord, so no
+    # bend worth stopping at: the smallest k, the least damage.
+    ("kl", [(2, 0.10), (3, 0.50), (4, 0.70), (5, 0.80)], 2),
+    ("mean", [(2, 0.60), (3, 0.30), (4, 0.20), (5, 0.15)], 2),
+    # A straight line: nothing above it either.
+    ("kl", [(2, 0.1), (3, 0.2), (4, 0.3)], 2),
+    # k=3 is dominated (k=4 is better): it is no candidate, and the bend is at k=5.
+    ("kl", [(2, 0.05), (3, 0.30), (4, 0.08), (5, 0.12), (6, 0.90)], 5),
+    # One or two members: the largest k.
+    ("kl", [(2, 0.05), (3, 0.07)], 3),
+    ("mean", [(4, 0.4)], 4),
+]
+
+
+@pytest.mark.parametrize(("kind", "points", "expected"), KNEE_FRONTS)
+def test_knee_is_the_bend_of_the_front(
+    kind: str, points: list[tuple[int, float]], expected: int
+) -> None:
+    front = pareto.per_k_best([(list(range(k)), f) for k, f in points], kind)
+    knee = pareto.knee(front, kind)
+    assert knee is not None and knee.k == expected
+    assert brute_knee(points, kind == "mean") == expected  # the test's own rule agrees
+
+
+def test_knee_of_no_member_is_none() -> None:
     assert pareto.knee([], "kl") is None
+    assert brute_knee([], False) is None
 
 
 def test_front_round_trips_through_dicts() -> None:
@@ -237,3 +292,74 @@ def test_pareto_run_resumes_from_a_checkpoint_to_the_same_front() -> None:
     assert rest_gens[-1].front == gens[-1].front
     assert rest_gens[-1].hypervolume == gens[-1].hypervolume
     assert [g.population for g in rest_gens] == [g.population for g in gens[3:]]
+
+
+def gen0_sizes(evs: list) -> Counter[int]:
+    first = next(e for e in evs if isinstance(e, GenerationFinished))
+    return Counter(len(g) for g in first.population)
+
+
+@pytest.mark.parametrize("population", [7, 10, 12])
+def test_initial_population_spreads_evenly_over_the_sizes(population: int) -> None:
+    evs = run_all(Search(pcfg(population=population, generations=1), N, kl_like))
+    sizes = [gen0_sizes(evs)[k] for k in range(2, 7)]
+    assert sum(sizes) == population and max(sizes) - min(sizes) <= 1, sizes
+    # Seeds come first, as they are; the random genomes after them still spread evenly.
+    seeds = [[2, 3], [4, 5], [3, 4, 5, 6, 7, 8]]
+    evs = run_all(Search(pcfg(population=population, generations=1), N, kl_like, seeds=seeds))
+    counts = gen0_sizes(evs)
+    counts.subtract(len(s) for s in seeds)
+    rest = [counts[k] for k in range(2, 7)]
+    assert sum(rest) == population - len(seeds) and max(rest) - min(rest) <= 1, rest
+
+
+def task_like(dropped: list[int], limit: int | None = None) -> Outcome:
+    """Higher is better (a task fitness in [0, 1]); late layers cost less."""
+    value = max(0.0, 0.9 - kl_like(dropped).fitness / 4)
+    return Outcome({"t": {"acc": value}}, value, 0.0, False, "full")
+
+
+def swept_volume(front: list[pareto.FrontPoint], ref: float, ref_k: int, higher: bool) -> float:
+    """The hypervolume, swept one unit of k at a time: each strip (k - 1, k] above ``ref_k``
+    counts the best gain over the reference among the members dropping k layers or more."""
+    out = 0.0
+    for k in range(ref_k + 1, max((p.k for p in front), default=ref_k) + 1):
+        gains = [p.fitness - ref if higher else ref - p.fitness for p in front if p.k >= k]
+        out += max([0.0, *gains])
+    return out
+
+
+@pytest.mark.parametrize(("kind", "objective"), [("kl", kl_like), ("mean", task_like)])
+def test_hypervolume_reference_is_the_initial_worst_and_min_k_minus_one(
+    kind: str, objective: Any
+) -> None:
+    """The reference point: the initial population's worst fitness (for task fitness, 0) and
+    k = MIN - 1, fixed for the run; every generation's hypervolume is its front's against it."""
+    evs = run_all(Search(pcfg(fitness=kind, population=8, generations=4), N, objective))
+    initial = [e.fitness for e in evs if isinstance(e, EvaluationFinished) and e.generation == 0]
+    ref = 0.0 if kind == "mean" else max(initial)
+    gens = [e for e in evs if isinstance(e, GenerationFinished)]
+    for g in gens:
+        front = pareto.front_from_dicts(g.front)
+        expected = swept_volume(front, ref, 2 - 1, kind == "mean")
+        assert g.hypervolume == pytest.approx(expected), g.generation
+    assert gens[-1].hypervolume > 0
+
+
+@pytest.mark.parametrize("kind", ["kl", "mean"])
+def test_seeded_pareto_run_ends_at_least_as_good_as_each_seed(kind: str) -> None:
+    """``--init heuristics``: each seed is in the archive, so the front at its k is at least as
+    good. The seeds here are each size's best genome (the last layers), which a short random
+    search does not find by itself."""
+    objective = kl_like if kind == "kl" else task_like
+    seeds = [list(range(N - k, N)) for k in (2, 4, 6)]
+    config = pcfg(fitness=kind, population=6, generations=2)
+    for seeded, expect_all in ((seeds, True), ([], False)):
+        evs = run_all(Search(config, N, objective, seeds=seeded))
+        front = {p.k: p for p in pareto.front_from_dicts(generations(evs)[-1].front)}
+        reached = [
+            front[len(s)].fitness == objective(s).fitness
+            or fitness_kinds.better(front[len(s)].fitness, objective(s).fitness, kind)
+            for s in seeds
+        ]
+        assert all(reached) if expect_all else not all(reached), (seeded, reached)

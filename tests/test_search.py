@@ -201,3 +201,20 @@ def test_screening_spends_the_full_limit_only_on_promising_offspring() -> None:
 def test_layer_checks() -> None:
     with pytest.raises(ConfigError, match="prune=14 must be below"):
         Search(cfg(prune=14), N, objective)
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_a_seeded_run_ends_at_least_as_good_as_its_best_seed(seed: int) -> None:
+    """``--init heuristics`` puts the baselines in the initial population; the search's best
+    (its hall of fame, what the result ranks) is then at least as good as the best of them.
+    The best seed here is the optimum (the last layers), which a short random search misses."""
+    seeds = [[2, 3, 4], [N - 3, N - 2, N - 1], [5, 9, 12]]
+    best_seed = max(objective(s).fitness for s in seeds)
+    config = cfg(population=4, generations=2, seed=seed)
+    seeded = run_search(Search(config, N, objective, seeds=seeds))
+    (summary,) = [e for e in seeded if isinstance(e, SearchFinished)]
+    assert summary.hall_of_fame[0]["fitness"] >= best_seed
+    assert max(g.best_fitness for g in generations(seeded)) >= best_seed
+    plain = run_search(Search(config, N, objective))
+    (summary,) = [e for e in plain if isinstance(e, SearchFinished)]
+    assert summary.hall_of_fame[0]["fitness"] < best_seed  # the seed is what got it there
