@@ -349,7 +349,9 @@ def test_estimate_of_a_pareto_run_takes_the_range_mean_k() -> None:
     keeps 23: each measured second per item is scaled by 23/26."""
     tasks = frozenset({"hellaswag_offline"})
     samples = [TimingSample(tasks, 0.26, kept=26, n_layers=30)]
-    single = RunConfig(population=8, generations=3, limit=20, fitness="mean").validate()
+    single = RunConfig(
+        population=8, generations=3, limit=20, fitness="mean", algorithm="ga"
+    ).validate()
     est = estimate_cost(single, samples)
     assert est.seconds == pytest.approx(32 * 40 * 0.26)  # a single-k estimate is not scaled
     assert est.mean_k is None and "mean k" not in est.text()
@@ -358,5 +360,6 @@ def test_estimate_of_a_pareto_run_takes_the_range_mean_k() -> None:
     assert est.mean_k == 7
     assert est.seconds == pytest.approx(32 * 40 * 0.23)
     assert "each at the range's mean k 7" in est.text()
-    # Confirmation: one front member per k (11) plus the base model and three baselines.
-    assert est.confirm_genomes == 11 + 4
+    # Confirmation: one front member per k (11) plus the base model; a Pareto run's baselines
+    # stand beside the front unconfirmed.
+    assert est.confirm_genomes == 11 + 1

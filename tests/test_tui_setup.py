@@ -322,13 +322,13 @@ async def test_cost_preview_shows_max_evaluations_and_measured_estimate() -> Non
         screen.query_one("#fitness", Select).value = "squared_mean"
         await settle(pilot)
         cost = text_of(screen, "#cost")
-        # The CPU defaults: EvoPress, no random starts, 10 generations x 16 children, all in
+        # The CPU defaults: EvoPress, 8 random starts, 10 generations x 16 children, all in
         # full (task fitness screens nothing unless --screen is given).
-        assert "at most 160 evaluations" in cost
-        assert f"estimated ≤ {format_duration(160 * median)}" in cost
+        assert "at most 168 evaluations" in cost
+        assert f"estimated ≤ {format_duration(168 * median)}" in cost
         assert "estimate from" in cost
         screen.query_one("#algorithm", Select).value = "ga"
-        await set_value(pilot, screen, "population", "8")
+        await settle(pilot)
         assert "at most 88 evaluations" in text_of(screen, "#cost")  # 8 x (10 + 1)
         await set_value(pilot, screen, "generations", "9")
         assert "at most 80 evaluations" in text_of(screen, "#cost")
@@ -339,12 +339,12 @@ async def test_cost_preview_shows_max_evaluations_and_measured_estimate() -> Non
 async def test_cost_preview_without_measurement_says_so() -> None:
     async with opened(GapruneApp(), SetupScreen, "setup", settled=True) as (pilot, screen):
         cost = text_of(screen, "#cost")
-        # KL: no random starts, 10 generations x 16 children, the best 2 in full; in the budget
-        # unit, the 16 children screened on 512 of 2,048 tokens count a quarter each. Greedy
+        # KL: 8 random starts, 10 generations x 16 children, the best 2 in full; in the budget
+        # unit, the children screened on 512 of 2,048 tokens count a quarter each. Greedy
         # removal (a default baseline) to k = 4 over 28 layers: 28 + 27 + 26 + 25 candidates on
         # 512 tokens and the best 2 of each step in full.
-        assert "at most 160 evaluations" in cost
-        assert "16 children on 512 tokens, the best 2 on all: ≈ 60 full evaluations" in cost
+        assert "at most 168 evaluations" in cost
+        assert "16 children on 512 tokens, the best 2 on all: ≈ 62 full evaluations" in cost
         assert "greedy baseline: 106 candidates on 512 tokens, ≈ 34 full evaluations" in cost
         assert "no measurement yet" in cost
 
@@ -592,7 +592,7 @@ async def test_workers_zero_is_a_visible_error_and_two_is_named_in_the_cost() ->
         assert screen.build_config().workers == 2
         cost = text_of(screen, "#cost")
         assert "2 workers share one device (auto): about one process's rate" in cost
-        assert "at most 160 evaluations" in cost
+        assert "at most 168 evaluations" in cost
 
 
 async def test_ray_choice_and_address_are_checked_with_visible_errors(ray_head: str) -> None:

@@ -18,12 +18,13 @@ from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.core.modelspec import canonical_dtype
 
 # What a CPU-only machine gets instead of the defaults, so the first search ends in minutes, chosen
-# from bench/bench_vs_baselines.py (README): greedy removal with multi-step selection (about 65 full
-# evaluations to k = 8 on the embedded model), then EvoPress from the baselines with no random
-# starts (at k = 8 they score far worse than every baseline) for 10 generations of 16 children on
-# 512 tokens and the best 2 on all 2,048 (about 60 more); a confirmation scaled with it.
+# from bench/bench_vs_baselines.py (docs/search.md): greedy removal with multi-step selection
+# (about 65 full evaluations to k = 8 on the embedded model), then EvoPress from the baselines for
+# 10 generations of 16 children on 512 tokens and the best 2 on all 2,048 (about 60 more); a
+# confirmation scaled with it. The 8 random starts cost 2 full evaluations (on 512 tokens) and
+# never beat the baselines at depth, but a switch to a Pareto run (NSGA-II) needs a population.
 CPU_DEFAULTS: dict[str, int] = {
-    "population": 0,
+    "population": 8,
     "generations": 10,
     "limit": 20,
     "finalists": 2,

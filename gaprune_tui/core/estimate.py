@@ -243,12 +243,14 @@ def _estimate(config: RunConfig, samples: list[TimingSample]) -> CostEstimate:
 def _confirmation(
     config: RunConfig, seconds_per_item: float | None
 ) -> tuple[int, int | None, float | None]:
-    """(genomes, items per genome, seconds) of the confirmation: the finalists, three baselines
+    """(genomes, items per genome, seconds) of the confirmation: the finalists, the baselines
     and the base model, each on the run's tasks and the held-out tasks at ``confirm_limit``. A
-    Pareto run confirms one front member per k in place of the finalists."""
+    Pareto run confirms one front member per k and the base model."""
     if config.finalists <= 0:
         return 0, 0, None
-    genomes = (len(config.ks) if config.pareto else config.finalists) + 1 + len(config.baselines)
+    # A Pareto run confirms one front member per k and the base model, not the baselines.
+    per_k = len(config.ks) if config.pareto else None
+    genomes = per_k + 1 if per_k is not None else config.finalists + 1 + len(config.baselines)
     limit = config.confirm_limit
     items = None if limit is None else limit * (len(config.tasks) + len(config.holdout))
     seconds = None
