@@ -441,7 +441,8 @@ class SetupScreen(Screen[None]):
         if config is None:
             cost.update("Cost: fix the form to see what the search costs.")
             return
-        est = estimate_cost(config, self.samples.get(config.model, []), gpus=self.gpus)
+        dtype = expected_dtype(config.dtype, config.device).dtype
+        est = estimate_cost(config, self.samples.get(config.model, []), gpus=self.gpus, dtype=dtype)
         cost.update(f"Cost here: {est.text()}")
 
     # ---- events --------------------------------------------------------------------------------------
@@ -551,7 +552,7 @@ class SetupScreen(Screen[None]):
             return
         device = self.query_one("#device", Input).value
         choice = expected_dtype(str(self.query_one("#dtype", Select).value), device)
-        runs = "the checkpoint's dtype" if choice.dtype == "auto" else choice.dtype
+        runs = choice.reason if choice.dtype == "auto" else choice.dtype
         label = self.query_one("#model-info", Static)
         label.update(f"✓ {escape(describe_model(self.model_info))}, runs in {runs}")
         label.tooltip = choice.reason
