@@ -47,9 +47,14 @@ def answers(lm: Any, requests: Mapping[str, Sequence[Any]]) -> Answers:
         lls: dict[int, dict[int, float]] = {}
         for req, (ll, _greedy) in zip(reqs, results, strict=True):
             lls.setdefault(int(req.doc_id), {})[int(req.idx)] = float(ll)
-        # max over choice order: the first of equal maxima, like numpy.argmax
-        out[task] = {doc: max(sorted(ch), key=lambda i, ch=ch: ch[i]) for doc, ch in lls.items()}
+        out[task] = {doc: _argmax(choices) for doc, choices in lls.items()}
     return out
+
+
+def _argmax(choices: dict[int, float]) -> int:
+    """The choice with the highest log-likelihood; the first of equal maxima, like numpy.argmax."""
+    order = sorted(choices)
+    return max(order, key=choices.__getitem__)
 
 
 def count_flips(reference: Answers, other: Answers) -> dict[str, int]:
@@ -87,13 +92,13 @@ def hflm_pair(loaded: Any, batch_size: int = 16) -> tuple[Any, Any]:
     def key(inps: torch.Tensor) -> tuple[tuple[int, ...], bytes]:
         return tuple(inps.shape), inps.cpu().numpy().tobytes()
 
-    class _Recording(HFLM):  # type: ignore[misc]
+    class _Recording(HFLM):
         def _model_call(self, inps: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             out = super()._model_call(inps, *args, **kwargs)
             memo[key(inps)] = out
             return out
 
-    class _Replaying(HFLM):  # type: ignore[misc]
+    class _Replaying(HFLM):
         def _model_call(self, inps: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
             out = memo.pop(key(inps), None)
             return out if out is not None else super()._model_call(inps, *args, **kwargs)
