@@ -18,6 +18,7 @@ from tiny_models import build_tiny
 from tui_wait import wait_until
 
 from gaprune_tui.core import events, paths
+from gaprune_tui.core.devices import auto_dtype
 from gaprune_tui.core.store import ControlAction, RunStore, list_runs
 
 TINY_RUN = ["--tasks", "hellaswag_offline", "--limit", "4", "--prune", "2", "--protect", "1"]
@@ -145,13 +146,14 @@ def test_run_then_repeat_is_all_memo(tiny_llama: Path) -> None:
     assert sorted(result["dropped_layers"] + result["kept_layers"]) == list(range(6))
     assert result["evaluations"] > 0
     assert set(result["scores"]) == {"hellaswag_offline"}
-    # --dtype auto on a CPU: float32 and why (issue 14), in result.json, the store and `show`.
-    assert result["dtype"] == "float32" and result["dtype_reason"].startswith("float32: ")
+    # --dtype auto on a CPU: this CPU's choice and why, in result.json, the store and `show`.
+    auto = auto_dtype("cpu")
+    assert (result["dtype"], result["dtype_reason"]) == (auto.dtype, auto.reason)
 
     second = cli(*args)
     assert second.returncode == 0, second.stderr
     assert "0 new evaluations" in second.stdout and "nothing new to evaluate" in second.stdout
-    assert "s in all in float32 (" in second.stdout
+    assert f"s in all in {auto.dtype} (" in second.stdout
     runs = list_runs()
     assert len(runs) == 2 and all(r.state == "finished" for r in runs)
     again = RunStore.open(runs[0].id).result()

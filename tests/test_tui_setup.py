@@ -25,7 +25,7 @@ from tui_wait import key, opened, settle, until
 
 from gaprune_tui.core import launch, modelinfo
 from gaprune_tui.core.config import RunConfig, TaskSpec
-from gaprune_tui.core.devices import CPU_DEFAULTS
+from gaprune_tui.core.devices import CPU_DEFAULTS, auto_dtype
 from gaprune_tui.core.errors import ConfigError, GapruneError
 from gaprune_tui.core.estimate import (
     TimingSample,
@@ -88,13 +88,14 @@ async def test_cpu_defaults_are_scaled_and_said_so() -> None:
         assert [t.name for t in config.tasks] == [t.name for t in RunConfig().tasks]
         assert not start_button(screen).disabled
         assert "30 layers" in text_of(screen, "#model-info")
-        # The dtype it will run in; why is the tooltip (issue 14).
-        assert text_of(screen, "#model-info").endswith("runs in float32")
-        assert str(screen.query_one("#model-info").tooltip).startswith("float32: ")
+        # The dtype it will run in (this CPU's: bfloat16 where native); why is the tooltip.
+        auto = auto_dtype("cpu")
+        assert text_of(screen, "#model-info").endswith(f"runs in {auto.dtype}")
+        assert str(screen.query_one("#model-info").tooltip) == auto.reason
         screen.query_one("#dtype", Select).value = "bfloat16"
         await settle(pilot)
         assert text_of(screen, "#model-info").endswith("runs in bfloat16")
-        assert "differ from lm-eval's HFLM" in str(screen.query_one("#model-info").tooltip)
+        assert str(screen.query_one("#model-info").tooltip).startswith("bfloat16: asked for")
 
 
 async def test_gpu_machine_gets_the_methods_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -38,6 +38,8 @@ class TimingSample:
     # The measured genome's kept layers and the model's layer count (0: not known).
     kept: int = 0
     n_layers: int = 0
+    # The dtype the run scored in (its store's meta; "": not recorded).
+    dtype: str = ""
 
     def scaled_to(self, k: float) -> float:
         """Seconds per item for a genome of the same model dropping ``k`` layers."""
@@ -64,6 +66,8 @@ class CostEstimate:
     workers: str = ""
     # The search and baselines in the budget unit every method shares (``search_budget``).
     budget: str = ""
+    # The dtype the measurements were taken in ("" when not narrowed to one).
+    dtype: str = ""
 
     def text(self) -> str:
         """One line for a preview: the budget, then the duration or why there is none."""
@@ -75,7 +79,9 @@ class CostEstimate:
         else:
             line = (
                 f"{line}; estimated ≤ {fmt.duration(self.seconds)} "
-                f"(estimate from {fmt.plural(self.samples, 'measured evaluation')} on this machine"
+                f"(estimate from {fmt.plural(self.samples, 'measured evaluation')}"
+                + (f" in {self.dtype}" if self.dtype else "")
+                + " on this machine"
                 + ("" if self.mean_k is None else f", each at the range's mean k {self.mean_k:g}")
                 + ")"
             )
@@ -138,6 +144,7 @@ def measure_timings(model: str) -> list[TimingSample]:
         try:
             config = store.config()
             evaluations = store.evaluations()
+            dtype = str(store.meta().get("dtype") or "")
         except (GapruneError, sqlite3.Error):
             continue
         finally:
@@ -147,7 +154,9 @@ def measure_timings(model: str) -> list[TimingSample]:
             continue
         names = frozenset(t.name for t in config.tasks)
         samples.extend(
-            TimingSample(names, ev.seconds / items, len(ev.kept), len(ev.kept) + len(ev.dropped))
+            TimingSample(
+                names, ev.seconds / items, len(ev.kept), len(ev.kept) + len(ev.dropped), dtype
+            )
             for ev in evaluations
             if not ev.from_memo and ev.fidelity == "full" and ev.seconds > 0
         )
@@ -196,15 +205,29 @@ def search_budget(config: RunConfig, n_layers: int | None = None) -> tuple[float
 
 
 def estimate_cost(
-    config: RunConfig, samples: list[TimingSample], *, gpus: int = 0, n_layers: int | None = None
+    config: RunConfig,
+    samples: list[TimingSample],
+    *,
+    gpus: int = 0,
+    n_layers: int | None = None,
+    dtype: str = "",
 ) -> CostEstimate:
     """Worst-case duration: max evaluations x items per evaluation x median seconds per item,
     measured on runs of the same model that share at least one task with this config (a Pareto
     run's scaled to the range's mean k, see the module docstring). Several workers are named,
-    never divided by (``workers_note``; ``gpus``: the GPUs found here)."""
+    never divided by (``workers_note``; ``gpus``: the GPUs found here).
+
+    ``dtype`` is what the run will score in (``devices.expected_dtype``): runs measured in another
+    dtype are left out (bfloat16 and float32 differ several-fold in speed); ``""`` or ``"auto"``
+    (not known before loading) keeps them all."""
+    known = dtype not in ("", "auto")
+    if known:
+        samples = [s for s in samples if not s.dtype or s.dtype == dtype]
     estimate = _estimate(config, samples)
     _, budget = search_budget(config, n_layers)
-    return dataclasses.replace(estimate, workers=workers_note(config, gpus), budget=budget)
+    return dataclasses.replace(
+        estimate, workers=workers_note(config, gpus), budget=budget, dtype=dtype if known else ""
+    )
 
 
 def _estimate(config: RunConfig, samples: list[TimingSample]) -> CostEstimate:

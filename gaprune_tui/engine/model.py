@@ -25,7 +25,12 @@ from typing import Any
 
 import torch
 
-from gaprune_tui.core.devices import cpu_auto_dtype, cpu_bf16_warning, cuda_device_error
+from gaprune_tui.core.devices import (
+    auto_dtype,
+    cpu_bf16_flags,
+    cpu_bf16_reason,
+    cuda_device_error,
+)
 from gaprune_tui.core.errors import ModelError
 from gaprune_tui.core.modelspec import (
     DEMO_SPEC,
@@ -320,35 +325,41 @@ def choose_dtype(
     device: torch.device,
     config: dict[str, Any],
     cpuinfo: str | None = None,
+    cuda_bf16: bool | None = None,
 ) -> tuple[torch.dtype, str]:
     """The dtype to load in and a one-line reason for the log, result.json and the screens.
 
-    ``auto`` is the checkpoint's dtype on a GPU and float32 on CPU, also where the CPU has native
-    bfloat16: there bfloat16 is faster but its scores are not HFLM-identical
-    (``core.devices.cpu_auto_dtype``). ``cpuinfo`` stands in for /proc/cpuinfo in tests.
+    ``auto`` is bfloat16 where the hardware does it natively and float32 otherwise
+    (``core.devices.auto_dtype``), whatever the checkpoint was saved in: bfloat16 scores hold the
+    bfloat16 contract (``engine.flips``). ``cpuinfo`` stands in for /proc/cpuinfo and
+    ``cuda_bf16`` for torch's answer on a CUDA device, in tests. ``config`` (the checkpoint's) is
+    not consulted any more; it stays for the callers.
     """
+    del config
     if isinstance(dtype, torch.dtype):
         name = str(dtype).removeprefix("torch.")
         return dtype, f"{name}: asked for"
     value = (dtype or "auto").strip().lower()
     if value == "auto":
-        if device.type == "cpu":
-            choice = cpu_auto_dtype(cpuinfo)
-            return _DTYPES[choice.dtype], choice.reason
-        stored = config.get("dtype") or config.get("torch_dtype")
-        if isinstance(stored, str) and stored in _DTYPES:
-            return _DTYPES[stored], f"{stored}: the checkpoint's dtype"
-        if device.type == "cuda":
-            if torch.cuda.is_bf16_supported():
-                return torch.bfloat16, "bfloat16: the GPU supports it (the checkpoint names none)"
-            return torch.float16, "float16: the GPU has no bfloat16 (the checkpoint names none)"
-        return torch.float32, f"float32: the checkpoint names no dtype ({device.type})"
+        if device.type == "cuda" and cuda_bf16 is None:
+            cuda_bf16 = cuda_bf16_native(device)
+        choice = auto_dtype(device.type, cuda_bf16=cuda_bf16, cpuinfo=cpuinfo)
+        return _DTYPES[choice.dtype], choice.reason
     if value not in _DTYPES:
         raise ModelError(f"unknown dtype {dtype!r}: use auto, bfloat16, float16 or float32")
     chosen = _DTYPES[value]  # an alias (bf16, fp32, ...) is named by its canonical name
     if chosen == torch.bfloat16 and device.type == "cpu":
-        return chosen, cpu_bf16_warning(cpuinfo)
+        return chosen, cpu_bf16_reason(cpuinfo)
     return chosen, f"{str(chosen).removeprefix('torch.')}: asked for"
+
+
+def cuda_bf16_native(device: torch.device) -> bool:
+    """Whether this CUDA device does bfloat16 natively (not torch's emulation on older GPUs)."""
+    with torch.cuda.device(device):
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # a torch without the argument never counted emulation
+            return bool(torch.cuda.is_bf16_supported())
 
 
 def _check_causal(config: dict[str, Any], where: str, trust_remote_code: bool) -> None:
@@ -400,8 +411,8 @@ def load_model(
     _check_causal(config, resolved.name, trust_remote_code)
     torch_device = resolve_device(device)
     torch_dtype, dtype_reason = choose_dtype(dtype, torch_device, config)
-    if torch_dtype == torch.bfloat16 and torch_device.type == "cpu":
-        logger.warning("dtype %s", dtype_reason)
+    if torch_dtype == torch.bfloat16 and torch_device.type == "cpu" and not cpu_bf16_flags():
+        logger.warning("dtype %s", dtype_reason)  # emulated: slow
     else:
         logger.info("dtype %s", dtype_reason)
     kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}

@@ -50,7 +50,8 @@ from gaprune_tui.engine.control import StopRequested
 from gaprune_tui.engine.layers import LayerLocation, LayerView, locate_layers
 
 # Bump whenever a change could move a score: it is part of the fitness memo key.
-SCORER_VERSION = "fast-2"
+# fast-3: log_softmax in float32 (logits upcast first): bfloat16 log-likelihoods move.
+SCORER_VERSION = "fast-3"
 
 logger = logging.getLogger(__name__)
 
@@ -918,15 +919,19 @@ class FastLM(TemplateLM):
                 hidden = self._forward_hidden(ids, pos, br)[ri, ci]
                 lp_parts, greedy_parts = [], []
                 for s in range(0, hidden.shape[0], _HEAD_CHUNK):
-                    logp = torch.log_softmax(self._head(hidden[s : s + _HEAD_CHUNK]), dim=-1)
+                    # float32 log_softmax whatever the model's dtype (a no-op in float32, where
+                    # HFLM is matched exactly): in bfloat16 it keeps rounding out of the reduction.
+                    logits = self._head(hidden[s : s + _HEAD_CHUNK]).float()
+                    logp = torch.log_softmax(logits, dim=-1)
                     tgt = targets[s : s + _HEAD_CHUNK]
-                    lp_parts.append(logp.gather(1, tgt[:, None])[:, 0].float())
+                    lp_parts.append(logp.gather(1, tgt[:, None])[:, 0])
                     greedy_parts.append(logp.argmax(dim=-1) == tgt)
                 lp = torch.cat(lp_parts)
                 greedy = torch.cat(greedy_parts)
             else:
-                logp = torch.log_softmax(self._forward_logits(ids, pos, br), dim=-1)[ri, ci]
-                lp = logp.gather(1, targets[:, None])[:, 0].float()
+                logits = self._forward_logits(ids, pos, br)[ri, ci].float()
+                logp = torch.log_softmax(logits, dim=-1)
+                lp = logp.gather(1, targets[:, None])[:, 0]
                 greedy = logp.argmax(dim=-1) == targets
         lp_list = lp.cpu().tolist()
         greedy_list = greedy.cpu().tolist()
@@ -934,6 +939,7 @@ class FastLM(TemplateLM):
         for r in rows:
             for m in r.members:
                 n = len(reqs[m].cont)
+                # float32 terms, summed in Python's double precision
                 out[m] = (float(sum(lp_list[k : k + n])), all(greedy_list[k : k + n]))
                 k += n
         st = self.stats

@@ -461,6 +461,7 @@ class SetupScreen(Screen[None]):
             self.samples.get(config.model, []),
             gpus=self.gpus,
             n_layers=info.n_layers if info is not None and info.n_layers else None,
+            dtype=expected_dtype(config.dtype, config.device).dtype,
         )
         cost.update(f"Cost here: {est.text()}")
 
@@ -571,7 +572,7 @@ class SetupScreen(Screen[None]):
             return
         device = self.query_one("#device", Input).value
         choice = expected_dtype(str(self.query_one("#dtype", Select).value), device)
-        runs = "the checkpoint's dtype" if choice.dtype == "auto" else choice.dtype
+        runs = choice.reason if choice.dtype == "auto" else choice.dtype
         label = self.query_one("#model-info", Static)
         label.update(f"✓ {escape(describe_model(self.model_info))}, runs in {runs}")
         label.tooltip = choice.reason
