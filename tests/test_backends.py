@@ -401,7 +401,7 @@ def kill_one_mid_run(
     fresh = [e for e in rows if e.dropped == genome and not e.from_memo]
     assert len(fresh) == 1
     # Every fresh genome was scored once: the workers' counts add up to the fresh evaluations.
-    assert sum(result["worker_evaluations"].values()) == result["evaluations"]
+    assert sum(result["worker_evaluations"].values()) == worker_scored(store)
     return result, store
 
 
