@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from cli_run import cli
-from tiny_models import build_tiny
+from tiny_models import build_sharp
 from tui_wait import wait_until
 
 from gaprune_tui.core import format
@@ -46,17 +46,7 @@ def _wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def sharp_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    path = build_tiny("llama", tmp_path_factory.mktemp("sharp") / "llama", seed=1)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.mul_(15)
-    model.save_pretrained(path)
-    return path
+    return build_sharp(tmp_path_factory.mktemp("sharp") / "llama")
 
 
 def confirmed_events(store: RunStore) -> list[GenomeConfirmed]:

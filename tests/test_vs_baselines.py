@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from cli_run import cli
 from search_events import finished, generations, run_search
-from tiny_models import build_tiny
+from tiny_models import build_sharp
 from tui_wait import wait_until
 
 from gaprune_tui.core import events
@@ -219,16 +218,7 @@ def test_paired_verdict_uses_the_per_sequence_differences() -> None:
 @pytest.fixture(scope="module")
 def sharp6(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6-layer tiny Llama whose weights are scaled up, so dropping layers moves its KL."""
-    from transformers import AutoModelForCausalLM
-
-    path = build_tiny("llama", tmp_path_factory.mktemp("sharp6") / "llama", seed=1)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() >= 2:
-                param.mul_(15)
-    model.save_pretrained(path)
-    return path
+    return build_sharp(tmp_path_factory.mktemp("sharp6") / "llama")
 
 
 @pytest.fixture(scope="module")

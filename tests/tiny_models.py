@@ -115,6 +115,22 @@ def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int =
     return path
 
 
+def build_sharp(path: Path, seed: int = 1) -> Path:
+    """A tiny Llama whose weight matrices are scaled up 15x: a freshly initialised model predicts
+    nearly uniform distributions, so dropping layers would barely move its KL; this one's does."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    build_tiny("llama", path, seed=seed)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.mul_(15)
+    model.save_pretrained(path)
+    return path
+
+
 def kept_views(n_layers: int, *dropped: tuple[int, ...]) -> list[tuple[int, ...]]:
     """The whole model's layers, then the kept layers of each ``dropped`` set: a population."""
     keep_all = tuple(range(n_layers))

@@ -95,9 +95,12 @@ def compare(
     scores (KL, perplexity) pass ``higher_is_better=False``.
     """
     (a, se_a), (b, se_b) = genome, base
-    diff = a - b
-    se = diff_stderr(se_a, se_b)
-    if within_noise(a, se_a, b, se_b, z):
+    return _verdict(a - b, diff_stderr(se_a, se_b), higher_is_better, z)
+
+
+def _verdict(diff: float, se: float, higher_is_better: bool, z: float) -> Verdict:
+    """ "within noise" unless ``diff`` exceeds ``z`` standard errors, else better or worse."""
+    if abs(diff) <= z * se:
         outcome: Outcome = "within noise"
     elif (diff > 0) == higher_is_better:
         outcome = "better"
@@ -121,14 +124,7 @@ def paired_compare(
     n = len(diffs)
     diff = sum(diffs) / n
     sd = math.sqrt(sum((d - diff) ** 2 for d in diffs) / (n - 1))
-    se = sd / math.sqrt(n)
-    if abs(diff) <= z * se:
-        outcome: Outcome = "within noise"
-    elif (diff > 0) == higher_is_better:
-        outcome = "better"
-    else:
-        outcome = "worse"
-    return Verdict(outcome, diff, se, z)
+    return _verdict(diff, sd / math.sqrt(n), higher_is_better, z)
 
 
 def _ranks(values: Sequence[float]) -> list[float]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from gaprune_tui.core import stats
 from gaprune_tui.engine.scoring import make_lm
 
 Answers = dict[str, dict[int, int]]  # task -> doc id -> chosen choice index
@@ -196,29 +197,12 @@ def contract_violations(rows: Sequence[FlipRow], slack: int = 1) -> list[str]:
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation (ties get their average rank)."""
+    """Spearman's rank correlation (ties get their average rank): ``stats.spearman``, with NaN
+    where it is undefined (a constant side)."""
     if len(a) != len(b) or len(a) < 2:
         raise ValueError("spearman needs two sequences of the same length, at least 2")
-
-    def ranks(x: Sequence[float]) -> list[float]:
-        order = sorted(range(len(x)), key=lambda i: x[i])
-        out = [0.0] * len(x)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and x[order[j + 1]] == x[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    va = sum((x - ma) ** 2 for x in ra)
-    vb = sum((y - mb) ** 2 for y in rb)
-    return cov / math.sqrt(va * vb) if va and vb else float("nan")
+    rho = stats.spearman(a, b)
+    return float("nan") if rho is None else rho
 
 
 def random_genomes(n_layers: int, n: int, drop: int, seed: int = 0) -> list[tuple[int, ...]]:
