@@ -24,16 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-TASKS = [
-    "arc_challenge_offline",
-    "arc_easy_offline",
-    "boolq_offline",
-    "hellaswag_offline",
-    "openbookqa_offline",
-    "piqa_offline",
-    "sciq_offline",
-    "winogrande_offline",
-]
+from gaprune_tui.core.tasknames import bundled_task_names
+
+# The eight bundled offline tasks.
+TASKS = bundled_task_names()
 VIEWS = {
     "base": (),
     "drop [13,14,15,17]": (13, 14, 15, 17),

@@ -18,21 +18,14 @@ from cores import cores
 from tiny_models import build_tiny
 
 from gaprune_tui.core.config import RunConfig, TaskSpec
+from gaprune_tui.core.tasknames import bundled_task_names
 from gaprune_tui.engine import flips
 from gaprune_tui.engine.calibration import DEFAULT_CALIBRATION, load_calibration
 from gaprune_tui.engine.model import load_model
 from gaprune_tui.engine.tasks import build_tasks
 
-ALL_TASKS = [
-    "arc_challenge_offline",
-    "arc_easy_offline",
-    "boolq_offline",
-    "hellaswag_offline",
-    "openbookqa_offline",
-    "piqa_offline",
-    "sciq_offline",
-    "winogrande_offline",
-]
+# The eight bundled offline tasks.
+ALL_TASKS = bundled_task_names()
 
 
 def _tasks(names: list[str], limit: int) -> Any:
