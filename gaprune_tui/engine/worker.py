@@ -276,7 +276,7 @@ class Worker:
                 evaluations=0 if outcome.from_memo else 1,
                 seconds=0.0 if outcome.from_memo else outcome.seconds,
             )
-            out.append(self._reference(event, outcome))
+            out.append(self._reference(setup, event, outcome))
             log.info("baseline %s: drop %s fitness %.4f", pick.name, pick.dropped, outcome.fitness)
         if "greedy" in config.baselines:
             out.extend(self.score_greedy(setup))
@@ -321,7 +321,7 @@ class Worker:
                 seconds=round(path.seconds, 3) if last else 0.0,
                 cost=round(path.cost, 3) if last else 0.0,
             )
-            out.append(self._reference(event, outcome))
+            out.append(self._reference(setup, event, outcome))
             log.info(
                 "baseline greedy: drop %s fitness %.4f (path: %d fresh evaluations, %.1f full, %.0f s)",
                 path.genomes[k],
@@ -332,10 +332,12 @@ class Worker:
             )
         return out
 
-    def _reference(self, event: events.ReferenceScored, outcome: Any) -> events.ReferenceScored:
+    def _reference(
+        self, setup: Setup, event: events.ReferenceScored, outcome: Any
+    ) -> events.ReferenceScored:
         """Store a baseline's event and its evaluation row (generation -1, no event of its own)."""
         self.store.add_event(event)
-        kept = [i for i in range(self.store.meta().get("n_layers", 0)) if i not in event.dropped]
+        kept = setup.evaluator.kept_of(list(event.dropped))
         self.store.add_evaluation(
             Evaluation(
                 generation=BASELINE_GENERATION,
