@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         cli_export.add_parser(sub)
+    from gaprune_tui.cli import heal as cli_heal
+
+    cli_heal.add_parser(sub)
     return parser
 
 
@@ -401,6 +404,19 @@ def cmd_resume(args: argparse.Namespace) -> int:
     store = RunStore.open(args.run)
     state = store.display_state()
     alive = store.alive()
+    from gaprune_tui.core.heal import unfinished_heal
+
+    heal = None if alive else unfinished_heal(store)
+    if heal is not None:  # a heal stopped or killed before it finished: continue it
+        from gaprune_tui.cli.heal import follow_heal
+        from gaprune_tui.core.launch import heal_run
+
+        proc = heal_run(store, heal)
+        print(f"continuing heal {heal} of run {store.id}…", file=sys.stderr)
+        if args.detach:
+            print(store.id)
+            return 0
+        return follow_heal(store, proc, heal, as_json=args.json)
     if state == RunState.FINISHED:
         raise StoreError(f"run {store.id} already finished: start a new run, or export it")
     if alive:
@@ -549,6 +565,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gaprune_tui.cli import export as cli_export
 
         handler = cli_export.run
+    elif command == "heal":
+        from gaprune_tui.cli import heal as cli_heal
+
+        handler = cli_heal.run
     else:
         handler = handlers[command]
     try:

@@ -363,3 +363,60 @@ class WorkerStatus(RunEvent):
 
 
 EVENT_TYPES[WorkerStatus.kind] = WorkerStatus
+
+
+@dataclass
+class HealStarted(RunEvent):
+    """A heal of one genome began (or resumed from its checkpoint at ``from_step``)."""
+
+    kind: ClassVar[str] = "heal_started"
+    heal: str = ""  # its id: the folder under the run's heals/
+    dropped: list[int] = field(default_factory=list)
+    rank: int = 0
+    method: str = ""
+    objective: str = ""
+    data: str = ""
+    tokens: int = 0
+    steps: int = 0
+    trainable: int = 0  # parameters trained
+    from_step: int = 0
+
+
+@dataclass
+class HealStep(RunEvent):
+    """One optimizer step of a heal: its loss, learning rate, speed and what is left."""
+
+    kind: ClassVar[str] = "heal_step"
+    heal: str = ""
+    step: int = 0
+    steps: int = 0
+    loss: float = 0.0
+    lr: float = 0.0
+    tokens_per_s: float = 0.0
+    eta_s: float = 0.0
+
+
+@dataclass
+class HealMeasured(RunEvent):
+    """The genome measured before or after healing (``phase``): KL to the base model and
+    perplexity on the run's calibration text, confirmed and held-out task scores, each ± SE."""
+
+    kind: ClassVar[str] = "heal_measured"
+    heal: str = ""
+    phase: str = ""  # "before" or "after"
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class HealFinished(RunEvent):
+    """A heal ended: ``record`` is its entry in result.json's ``heals`` (or why it failed)."""
+
+    kind: ClassVar[str] = "heal_finished"
+    heal: str = ""
+    state: str = "finished"  # finished, stopped or failed
+    record: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+
+for _cls in (HealStarted, HealStep, HealMeasured, HealFinished):
+    EVENT_TYPES[_cls.kind] = _cls

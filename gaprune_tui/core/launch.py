@@ -40,13 +40,15 @@ class LaunchStatus:
 
 
 def spawn_engine(
-    store: RunStore, *, resume: bool = False, confirm: bool = False
+    store: RunStore, *, resume: bool = False, confirm: bool = False, heal: str | None = None
 ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "gaprune_tui.engine.worker", str(store.path)]
     if resume:
         cmd.append("--resume")
     if confirm:
         cmd.append("--confirm")
+    if heal is not None:
+        cmd += ["--heal", heal]
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("TQDM_DISABLE", "1")  # lm-eval's per-call progress bars would flood engine.log
@@ -115,3 +117,9 @@ def confirm_run(store: RunStore) -> subprocess.Popen[bytes]:
     """Confirm a finished (or stopped) run's finalists now: re-score them, the baselines and the
     base model on more items and on held-out tasks, and rewrite its result.json."""
     return spawn_engine(store, confirm=True)
+
+
+def heal_run(store: RunStore, heal_id: str) -> subprocess.Popen[bytes]:
+    """Run (or continue from its checkpoint) the heal ``heals/ID`` of a finished or stopped run:
+    the request was written by ``core.heal.write_request``."""
+    return spawn_engine(store, heal=heal_id)

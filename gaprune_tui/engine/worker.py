@@ -56,11 +56,17 @@ _SEARCH_SHAPE = (
 
 class Worker:
     def __init__(
-        self, store: RunStore, *, resume: bool = False, confirm_only: bool = False
+        self,
+        store: RunStore,
+        *,
+        resume: bool = False,
+        confirm_only: bool = False,
+        heal: str | None = None,
     ) -> None:
         self.store = store
         self.resume = resume
-        self.confirm_only = confirm_only
+        self.confirm_only = confirm_only or heal is not None
+        self.heal = heal
         self.started = time.time()
         self.fitness_kind = "squared_mean"  # the run's, once setup has read its config
         self.pareto = False
@@ -95,6 +101,10 @@ class Worker:
 
     # ---- main ---------------------------------------------------------------------------------
     def run(self) -> int:
+        if self.heal is not None:
+            from gaprune_tui.engine.heal_job import HealJob
+
+            return HealJob(self, self.heal).run()
         if self.confirm_only:
             return self.run_confirm()
         store = self.store
@@ -498,11 +508,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--confirm", action="store_true", help="confirm finalists only")
+    parser.add_argument("--heal", default=None, help="run the heal heals/ID of this run")
     args = parser.parse_args(argv)
     configure_logging("%(asctime)s %(levelname)s %(name)s: %(message)s", sys.stdout)
     store = RunStore(args.run_dir)
     store.set_meta(pid=os.getpid())
-    return Worker(store, resume=args.resume, confirm_only=args.confirm).run()
+    return Worker(store, resume=args.resume, confirm_only=args.confirm, heal=args.heal).run()
 
 
 if __name__ == "__main__":
