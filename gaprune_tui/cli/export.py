@@ -56,6 +56,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="a Pareto run's front member with K dropped layers (default: the front's knee)",
     )
+    parser.add_argument(
+        "--healed",
+        default=None,
+        metavar="HEAL_ID",
+        help="export the healed model of this heal (its genome; see `gaprune-tui show RUN`)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument(
         "--dtype",
@@ -133,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         verify=not args.no_verify,
         force=args.force,
+        healed=args.healed,
     )
     if args.progress_json:
         return _run_json(export_run, args.run, kwargs)

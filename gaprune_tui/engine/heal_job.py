@@ -45,7 +45,9 @@ def measure(setup: Setup, loaded: Any, dropped: list[int], base_dist: Any) -> di
     """KL to the base model and perplexity on the run's calibration text, confirmed and held-out
     task scores (at the run's confirm limit), each with its standard error, of ``loaded`` with
     ``dropped`` removed. Scorers without a prefix cache: a healed model is not the base's view."""
+    from gaprune_tui.core.fitness import CALIBRATION, is_calibration
     from gaprune_tui.engine.confirm import Candidate, Confirmer
+    from gaprune_tui.engine.evaluator import Evaluator
     from gaprune_tui.engine.kl import KLScorer
     from gaprune_tui.engine.scoring import make_lm
 
@@ -53,7 +55,18 @@ def measure(setup: Setup, loaded: Any, dropped: list[int], base_dist: Any) -> di
     lm = make_lm(loaded, "fast", prefix_cache=False)
     kl = KLScorer(loaded, setup.calibration, base_dist, lm=lm)
     kept = [i for i in range(loaded.n_layers) if i not in set(dropped)]
-    numbers: dict[str, Any] = dict(kl.score(kept))
+    # The run's own fitness, scored the way the search scored it (an export re-scores it).
+    calibration_fitness = is_calibration(config.fitness)
+    evaluator = Evaluator(
+        loaded, setup.taskset, config, setup.memo, lm=lm, kl=kl if calibration_fitness else None
+    )
+    outcome = evaluator(list(dropped))
+    if calibration_fitness:
+        numbers: dict[str, Any] = dict(outcome.scores[CALIBRATION])
+    else:
+        numbers = dict(kl.score(kept))
+    numbers["fitness"] = outcome.fitness
+    numbers["fitness_scores"] = outcome.scores
     confirmer = Confirmer(loaded, config, setup.memo, lm)
     event = confirmer.one(Candidate("heal", "finalist", list(dropped)))
     numbers.update(event.numbers())
@@ -284,6 +297,8 @@ def healed_count(tensors: dict[str, torch.Tensor]) -> int:
 def _summary(numbers: dict[str, Any]) -> dict[str, Any]:
     """What result.json keeps of a measurement (per-sequence values stay in before.json)."""
     keep = (
+        "fitness",
+        "fitness_scores",
         "kl",
         "kl_stderr",
         "ppl",

@@ -55,7 +55,8 @@ def render_card(lineage: dict[str, Any]) -> str:
         "",
         f"Pruned by gaprune-tui {lineage['gaprune_version']}: "
         f"a search chose which whole decoder layers to drop, {_scored_by(fit)}; "
-        "the chosen genome was written with MergeKit's passthrough method. No retraining.",
+        "the chosen genome was written with MergeKit's passthrough method. "
+        + ("Then healed (trained): see Healing." if lineage.get("heal") else "No retraining."),
         "",
         *_facts_table(lineage),
         "",
@@ -68,6 +69,7 @@ def render_card(lineage: dict[str, Any]) -> str:
     ]
     lines += _score_table(lineage)
     lines += _confirmation_section(lineage.get("confirmation"))
+    lines += _heal_section(lineage.get("heal"))
     lines += _baselines_section(lineage)
     lines += ["", "## Verification", ""]
     lines += _verification_lines(lineage.get("verification"), fit.get("kind"))
@@ -90,6 +92,73 @@ def render_card(lineage: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+_HEAL_ROWS = (
+    ("KL to the base model (calibration text)", "kl", "kl"),
+    ("perplexity (calibration text)", "ppl", "nll"),
+    ("confirmed task score", "confirmed", "confirmed"),
+    ("held-out task score", "holdout", "holdout"),
+)
+
+
+def _heal_section(heal: dict[str, Any] | None) -> list[str]:
+    """What was trained, on what, for how long, and the before/after table with verdicts (a
+    change within noise is said to be one)."""
+    if not heal:
+        return []
+    cfg = heal.get("config", {})
+    what = (
+        f"the LM head, the final norm and the last {cfg.get('train_layers')} kept layers"
+        if heal["method"] == "partial"
+        else f"LoRA adapters of rank {cfg.get('lora_rank')} on every kept layer's linear "
+        "modules, merged into the weights"
+    )
+    objective = (
+        "distillation from the base model (KL(base || pruned) of next-token distributions)"
+        if heal["objective"] == "kd"
+        else "next-token cross-entropy"
+    )
+    lines = [
+        "",
+        "## Healing",
+        "",
+        f"After pruning, {what} were trained by {objective} on {heal['tokens']:,} tokens "
+        f"({heal['steps']} steps) of {heal['data']}, in {heal['seconds']:.0f} s on "
+        f"{heal.get('device', '?')} ({heal.get('dtype', '?')}); {heal['trainable']:,} weights "
+        "changed. Healing text never overlaps the calibration text or the measured tasks' items.",
+    ]
+    if heal.get("untied_head"):
+        lines += [
+            "",
+            "The LM head was tied to the input embedding; healing trained it, so this model "
+            "stores its own `lm_head.weight` (`tie_word_embeddings: false`).",
+        ]
+    lines += [
+        "",
+        "| measured on the same data | before healing | after healing | verdict |",
+        "|---|---|---|---|",
+    ]
+    before, after, verdicts = (
+        heal.get("before", {}),
+        heal.get("after", {}),
+        heal.get("verdicts", {}),
+    )
+    for label, key, vkey in _HEAL_ROWS:
+        if before.get(key) is None or after.get(key) is None:
+            continue
+        lines.append(
+            f"| {cell(label)} | {format.score(before[key], before.get(key + '_stderr'))} | "
+            f"{format.score(after[key], after.get(key + '_stderr'))} | "
+            f"{verdicts.get(vkey, {}).get('outcome', 'not judged')} |"
+        )
+    lines += [
+        "",
+        "KL and perplexity are compared per calibration sequence (paired); task scores as two "
+        "independent estimates. Multi-step reasoning (GSM8K, HumanEval) is known not to come "
+        "back with healing of this kind.",
+    ]
+    return lines
 
 
 def _scored_by(fit: dict[str, Any]) -> str:

@@ -146,6 +146,7 @@ def plan_export(
     verify: bool,
     force: bool,
     progress: Progress,
+    healed: str | None = None,
 ) -> ExportPlan:
     """Pick the genome and check the target before any work; then find the base model's folder.
 
@@ -153,9 +154,24 @@ def plan_export(
     best when confirmation ran); ``rank`` N counts in the confirmed order when the run has
     confirmed finalists (see ``evidence``)."""
     evidence = read_evidence(store)
+    heal = None
+    if healed is not None:
+        from gaprune_tui.engine.export.healed import heal_record
+
+        if rank is not None or dropped is not None:
+            raise ExportError("--healed names the genome already: drop --rank/--drop/--k")
+        heal = heal_record(store, healed)
+        dropped = heal["dropped"]
     default_pick = rank is None and dropped is None
     genome, rank, order = _ranked_genome(store, rank, evidence, dropped)
     note = order.describe(rank)
+    if heal is not None:
+        from gaprune_tui.engine.export.healed import healed_genome
+
+        genome = healed_genome(genome, heal)
+        note += f", healed ({heal['method']} / {heal['objective']}, {heal['tokens']:,} tokens)"
+        if out is None:
+            out = store.path / "exports" / f"healed-{heal['id']}"
     if default_pick:
         note += f", the run's pick ({evidence.picked_by or order.order} best)"
     target = Path(out).expanduser() if out else default_out(store.path, rank, genome.dropped)
@@ -191,6 +207,7 @@ def plan_export(
         order_note=note,
         default_pick=default_pick,
         evidence=evidence,
+        heal=heal,
     )
 
 
@@ -249,8 +266,17 @@ def build_lineage(
             config, None if plan.default_pick else plan.rank, plan.requested_dtype
         ),
         "mergekit": {"config": MERGEKIT_FILE, "slices": contiguous_runs(genome.kept)},
+        "heal": _heal_part(plan),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def _heal_part(plan: ExportPlan) -> dict[str, Any] | None:
+    if plan.heal is None:
+        return None
+    from gaprune_tui.engine.export.healed import heal_lineage
+
+    return heal_lineage(plan.heal)
 
 
 def _verdict(

@@ -62,6 +62,9 @@ class ExportPlan:
     # The dtype the search computed in and its reason, as the engine recorded them: the export's
     # default dtype, and the one whose scores verification must reproduce.
     searched: SearchDtype = field(default_factory=SearchDtype)
+    # A healed export (``export --healed ID``): the heal's record (``heals/ID/heal.json``); the
+    # genome's fitness and scores are then the healed model's.
+    heal: dict[str, Any] | None = None
 
     @property
     def kept(self) -> list[int]:

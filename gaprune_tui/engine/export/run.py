@@ -97,6 +97,12 @@ class Finalizer:
     lineage: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, folder: Path) -> None:
+        if self.plan.heal is not None:
+            from gaprune_tui.engine.export.healed import apply_healed, load_tensors
+
+            tensors = load_tensors(self.plan.run_path, self.plan.heal["id"])
+            self.progress("heal", f"writing {len(tensors)} healed tensors over the pruned model")
+            apply_healed(folder, tensors, self.plan.dtype)
         if self.prepared is not None:
             self.verification = verify(
                 folder, self.prepared, self.plan.config, self.plan.genome, self.progress
@@ -127,6 +133,7 @@ def export_run(
     verify: bool = True,
     force: bool = False,
     progress: Progress | None = None,
+    healed: str | None = None,
 ) -> ExportResult:
     """Export the ``rank``-th distinct genome of ``run`` (full fidelity) and verify it.
 
@@ -149,6 +156,7 @@ def export_run(
             verify=verify,
             force=force,
             progress=report,
+            healed=healed,
         )
         return _execute(store, plan, report, started)
     except BaseException as exc:

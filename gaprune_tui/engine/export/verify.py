@@ -176,6 +176,28 @@ def _reference(loaded: LoadedModel, kept: list[int], search_dtype: str) -> Refer
     return Reference(input_ids, logits, generated, _dtype_name(loaded.dtype), search_dtype)
 
 
+def _healed_reference(loaded: LoadedModel, plan: ExportPlan, search_dtype: str) -> Reference:
+    """Logits and a greedy continuation of the healed model, rebuilt in memory from the base
+    model (``loaded``, at the export's dtype) and the heal's tensors."""
+    import torch
+
+    from gaprune_tui.engine.export.healed import load_tensors
+    from gaprune_tui.engine.heal import load_healed
+
+    assert plan.heal is not None
+    tensors = load_tensors(plan.run_path, plan.heal["id"])
+    healed = load_healed(loaded.view, plan.kept, tensors).model
+    tok = loaded.tokenizer
+    input_ids = [tok(p, add_special_tokens=True)["input_ids"] for p in VERIFY_PROMPTS]
+    logits = []
+    with torch.no_grad():
+        for ids in input_ids:
+            x = torch.tensor([ids], device=loaded.device)
+            logits.append(healed(x).logits[0].float().cpu())
+        generated = _generate(healed, tok, input_ids[0], loaded.device)
+    return Reference(input_ids, logits, generated, _dtype_name(loaded.dtype), search_dtype)
+
+
 def _collect() -> None:
     """Give memory back after dropping the last reference to a model (7B models come in pairs)."""
     import torch
@@ -371,8 +393,12 @@ def prepare(
         cal = _calibration_reference(loaded, config)
     if params_before is None:
         params_before = sum(p.numel() for p in loaded.model.parameters())
-    progress("reference", f"layer view of the genome on the base model ({plan.dtype})")
-    ref = _reference(loaded, plan.kept, search_dtype)
+    if plan.heal is not None:
+        progress("reference", f"the healed model rebuilt from the base model ({plan.dtype})")
+        ref = _healed_reference(loaded, plan, search_dtype)
+    else:
+        progress("reference", f"layer view of the genome on the base model ({plan.dtype})")
+        ref = _reference(loaded, plan.kept, search_dtype)
     device = loaded.device
     del loaded
     _collect()
