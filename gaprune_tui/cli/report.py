@@ -244,3 +244,16 @@ def print_report(result: dict[str, Any], run_id: str, console: Console | None = 
     if table is not None:
         console.print(table)
     console.print(_summary(result, run_id))
+    heals = result.get("heals") or []
+    if heals:
+        from rich.markup import escape
+
+        from gaprune_tui.cli.heal import heal_lines
+
+        for record in heals:
+            for line in heal_lines(record):
+                console.print(escape(line), highlight=False)
+            console.print(
+                f"  export it with: gaprune-tui export {run_id} --healed {record['id']}",
+                highlight=False,
+            )
