@@ -311,6 +311,26 @@ async def test_e_on_a_healed_row_exports_the_healed_model(run: RunStore, tmp_pat
         assert plain_calls == [record["dropped"]] and len(healed_calls) == 1
 
 
+async def test_the_real_export_cli_takes_the_healed_command(run: RunStore) -> None:
+    """The default command line on the real `export --healed ID --progress-json`, for a healed
+    row whose heal is not finished on disk: it is parsed (no argparse error) and refused before
+    any model loads, and its error line reaches the screen."""
+    result = json.loads(run.result_path.read_text())
+    record = {**result["heals"][0], "id": "lora-ce-00000000", "method": "lora"}
+    result["heals"].append(record)
+    run.write_result(result)
+    async with results_screen(run) as (pilot, screen):
+        rows = table_rows(screen)
+        (index,) = [i for i, r in enumerate(rows) if r[1].startswith("healed: lora/")]
+        await move_to(pilot, screen, index)
+        await key(pilot, "e")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        assert screen.export_result is None
+        assert "has no finished heal 'lora-ce-00000000'" in str(screen.export_error)
+        assert "Export failed" in status(screen)
+
+
 # ---- h ------------------------------------------------------------------------------------------
 async def test_h_writes_a_request_for_exactly_the_selected_genome_and_starts_the_engine(
     run: RunStore, launches: list[tuple[str, str | None]]
