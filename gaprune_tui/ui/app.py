@@ -100,9 +100,14 @@ class GapruneApp(App[int]):
             self.push_screen(HistoryScreen())
 
     def open_run(self, store: RunStore) -> None:
-        """The live view of a run (attach): the engine keeps running whatever happens here."""
+        """The live view of a run (attach): the engine keeps running whatever happens here. A run
+        that is healing (or whose heal's engine died) opens on its results, where the heal is
+        followed and resumed."""
         from gaprune_tui.ui.screens.run import RunScreen
 
+        if store.meta().get("healing"):
+            self.open_results(store)
+            return
         self.push_screen(RunScreen(store))
 
     def open_results(self, store: RunStore) -> None:

@@ -1,7 +1,8 @@
 """The History screen: every search in the run store, finished, stopped, crashed or running.
 
 From here a user opens a finished run's results, attaches to a running one (the engine does not
-care who watches), resumes a stopped or crashed one, or deletes an ended one. The table is re-read
+care who watches), resumes a stopped or crashed one (or its unfinished heal, which goes first, as
+``gaprune-tui resume`` decides: ``core.resume``), or deletes an ended one. The table is re-read
 from the store every few seconds, so a run started from another terminal shows up on its own.
 """
 
@@ -21,8 +22,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from gaprune_tui.core import format as fmt
-from gaprune_tui.core import launch
 from gaprune_tui.core.errors import GapruneError
+from gaprune_tui.core.heal import unfinished_heal
+from gaprune_tui.core.resume import resume_choice, start_resume
 from gaprune_tui.core.store import RunState, RunStore, RunSummary, delete_run, list_runs
 
 REFRESH_SECONDS = 2.0
@@ -158,7 +160,10 @@ class HistoryScreen(Screen[None]):
             return
         if run.error:
             parts.append(f"[red]error: {escape(run.error)}[/]")
-        if run.can_resume and run.state != RunState.CRASHED:
+        heal = None if run.alive else unfinished_heal(run.path)
+        if heal is not None:
+            parts.append(f"r continues its unfinished heal {escape(heal)}")
+        elif run.can_resume and run.state != RunState.CRASHED:
             parts.append("r resumes it")
         detail.update(" · ".join(parts))
 
@@ -207,16 +212,26 @@ class HistoryScreen(Screen[None]):
         if damaged is not None and damaged.state == RunState.DAMAGED:
             self.notify(damaged.error or "damaged", severity="error", timeout=10)
             return
-        run = self._selected_if(
-            lambda r: r.can_resume, "only stopped, failed or crashed runs resume"
-        )
+        run = self.selected_run()
         if run is None:
             return
         store = RunStore(run.path)
+        # An unfinished heal continues first (whatever the search's state), else the search.
+        choice = resume_choice(store)
+        if choice is None:
+            self.notify(
+                f"run {run.id} is {run.state}: only stopped, failed or crashed runs resume",
+                severity="warning",
+            )
+            return
         try:
-            launch.resume_run(store)
+            start_resume(store, choice)
         except (GapruneError, OSError) as exc:
             self.notify(f"cannot resume {run.id}: {exc}", severity="error")
+            return
+        if choice.kind == "heal":
+            self.notify(f"continuing {choice.what} of {run.id} from its last checkpoint")
+            self.app.open_results(store)  # type: ignore[attr-defined]
             return
         self.notify(f"resuming {run.id}")
         self.app.open_run(store)  # type: ignore[attr-defined]

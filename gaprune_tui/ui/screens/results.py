@@ -3,6 +3,14 @@
 A Pareto run shows its front instead: one row per k (the best genome found with k layers
 dropped, the knee marked) under the front plot; export, scores and confirmation work the same.
 
+Healing: ``h`` heals the selected genome in the engine process (``core.launch.heal_run``, with
+the default ``HealConfig`` for the run's device); while it runs a panel under the table follows
+its events (progress, loss chart, speed, before and after) and p / r / s pause, resume and stop
+it as on the Run screen. Every heal in result.json's ``heals`` is a row under its genome's row,
+with the healed model's numbers and its verdicts against the genome before healing; ``e`` on it
+exports the healed model (``export RUN --healed ID``). ``r`` continues an unfinished heal first,
+as ``gaprune-tui resume`` does (``core.resume``).
+
 Export runs the same CLI a user would (``python -m gaprune_tui export RUN --rank N
 --progress-json``) as a child process and follows its JSON lines in an async worker: MergeKit and
 torch never enter the UI process (they would stall the UI and cost seconds of imports), a crash
@@ -32,15 +40,26 @@ from textual.worker import Worker, WorkerState
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
-from gaprune_tui.core import pareto, stats
+from gaprune_tui.core import heal as heals
+from gaprune_tui.core import launch, pareto, stats
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.events import GenomeConfirmed
-from gaprune_tui.core.follow import Follower, RunView, as_shown
-from gaprune_tui.core.store import Evaluation, RunStore
-from gaprune_tui.ui.widgets.dialogs import ScoresDialog
+from gaprune_tui.core.follow import Follower, RunView, as_shown, last_error_lines
+from gaprune_tui.core.heal_view import HealWatch
+from gaprune_tui.core.launch import Process
+from gaprune_tui.core.resume import resume_choice, start_resume
+from gaprune_tui.core.store import ControlAction, Evaluation, RunState, RunStore
+from gaprune_tui.ui.widgets.dialogs import ConfirmDialog, HealDialog, ScoresDialog
 from gaprune_tui.ui.widgets.fitness_chart import FitnessChart
 from gaprune_tui.ui.widgets.front_plot import FrontPlot
 from gaprune_tui.ui.widgets.generation_table import genome_text
+from gaprune_tui.ui.widgets.heal_panel import (
+    HealPanel,
+    heal_row_cells,
+    heal_summary,
+    heal_verdicts,
+    record_label,
+)
 
 HALL_OF_FAME = 20
 POLL_SECONDS = 1.0
@@ -48,6 +67,10 @@ POLL_SECONDS = 1.0
 CHART_MIN_HEIGHT = 36
 # (store, the row's rank, the row's dropped layers) -> the command line of the export.
 ExportCommand = Callable[[RunStore, int, list[int]], list[str]]
+# (store, heal id) -> the command line of the healed model's export.
+HealedExportCommand = Callable[[RunStore, str], list[str]]
+# (store, heal id) -> the engine process healing it (``core.launch.heal_run``, or a stand-in).
+HealLauncher = Callable[[RunStore, str], Process | None]
 
 
 def default_export_command(store: RunStore, rank: int, dropped: list[int]) -> list[str]:
@@ -62,6 +85,20 @@ def default_export_command(store: RunStore, rank: int, dropped: list[int]) -> li
         str(store.path),
         "--drop",
         ",".join(map(str, dropped)),
+        "--progress-json",
+    ]
+
+
+def default_healed_export_command(store: RunStore, heal_id: str) -> list[str]:
+    """The export CLI on a heal: the pruned model with the healed weights over it."""
+    return [
+        sys.executable,
+        "-m",
+        "gaprune_tui",
+        "export",
+        str(store.path),
+        "--healed",
+        heal_id,
         "--progress-json",
     ]
 
@@ -82,11 +119,15 @@ class ResultRow:
     k: int | None = None
     knee: bool = False
     dominated: bool = False
+    # A healed row: the heal's record in result.json's ``heals`` (under its genome's row).
+    heal: dict[str, Any] | None = None
 
     @property
     def what(self) -> str:
-        """How a status line names the row: "k=4" on a front, "rank 2" in a hall of fame."""
-        return f"k={self.k}" if self.k is not None else f"rank {self.rank}"
+        """How a status line names the row: "k=4" on a front, "rank 2" in a hall of fame,
+        "the healed rank 2" under it."""
+        name = f"k={self.k}" if self.k is not None else f"rank {self.rank}"
+        return f"the healed {name}" if self.heal is not None else name
 
     def score_cells(self, view: RunView) -> list[str]:
         """Search fitness, confirmed, held-out (each ± stderr) and the verdict against the base:
@@ -218,6 +259,40 @@ def front_rows(
     return rows
 
 
+def with_heals(rows: list[ResultRow], records: list[dict[str, Any]]) -> list[ResultRow]:
+    """``rows`` with a healed row under each genome's row for every heal of it (in the order
+    result.json lists them); a heal of a genome not in the table follows at the end."""
+    by_genome: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        if isinstance(record, dict) and isinstance(record.get("dropped"), list):
+            by_genome.setdefault(tuple(sorted(record["dropped"])), []).append(record)
+    out: list[ResultRow] = []
+    for row in rows:
+        out.append(row)
+        for record in by_genome.pop(tuple(sorted(row.dropped)), []):
+            out.append(heal_row(record, row))
+    for records_left in by_genome.values():
+        out += [heal_row(record, None) for record in records_left]
+    return out
+
+
+def heal_row(record: dict[str, Any], parent: ResultRow | None) -> ResultRow:
+    """The row of one heal, under ``parent`` (its genome's row, when the table has it)."""
+    dropped = list(record.get("dropped") or [])
+    rank = parent.rank if parent is not None else record.get("rank") or None
+    return ResultRow(
+        label="└",
+        dropped=dropped,
+        rank=rank,
+        fitness=None,
+        scores={},
+        confirmation=None,
+        note=f"{record_label(record)} (heal {record.get('id')})",
+        k=parent.k if parent is not None else None,
+        heal=record,
+    )
+
+
 def pick_line(view: RunView, ranked: list[Evaluation]) -> Text:
     """The answer to "is this better than the obvious choice?": the recommended genome (the
     result's, or the best so far) against the best baseline at its k, with standard errors."""
@@ -299,19 +374,42 @@ class ResultsScreen(Screen[None]):
     BINDINGS = [
         Binding("e", "export", "Export"),
         Binding("c", "confirm", "Confirm"),
+        Binding("h", "heal", "Heal"),
+        # A heal's controls, shown in the footer only while they apply (``check_action``).
+        Binding("p", "pause", "Pause"),
+        Binding("r", "resume", "Resume"),
+        Binding("s", "stop", "Stop"),
         Binding("escape", "back", "Back"),
     ]
 
-    def __init__(self, store: RunStore, *, export_command: ExportCommand | None = None) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        *,
+        export_command: ExportCommand | None = None,
+        healed_export_command: HealedExportCommand | None = None,
+        heal_launcher: HealLauncher | None = None,
+    ) -> None:
         super().__init__(id="results")
         self.store = store
         self.export_command = export_command or default_export_command
+        self.healed_export_command = healed_export_command or default_healed_export_command
+        # None: ``core.launch.heal_run``, looked up when a heal starts.
+        self.heal_launcher = heal_launcher
+        self.heals = HealWatch(store)
+        self.heal_proc: Process | None = None
+        # What the footer offers for a heal (refreshed by ``poll``): its controls while one is
+        # live, resume while one is paused or unfinished.
+        self._heal_live = False
+        self._heal_paused = False
+        self._resumable = False
         self.follower = Follower(store)
         self.rows: list[ResultRow] = []
         self.export_result: dict[str, Any] | None = None
         self.export_error: str | None = None
         self._columns: tuple[str, ...] = ()
         self._store_failed = False
+        self._announced: set[str] = set()
 
     def compose(self) -> ComposeResult:
         yield Static(f"results · run {self.store.id}", id="results-title")
@@ -319,12 +417,19 @@ class ResultsScreen(Screen[None]):
         yield Static("", id="base-scores")
         yield FrontPlot(id="front-plot", plot_height=6)
         yield DataTable(id="hall-of-fame", cursor_type="row", zebra_stripes=True)
+        yield HealPanel(id="heal-panel")
         yield FitnessChart(id="fitness-chart", plot_height=5)
-        yield Static("e exports the selected genome; enter shows its scores.", id="export-status")
+        yield Static(
+            "e exports the selected genome, h heals it; enter shows its scores.",
+            id="export-status",
+        )
         yield RichLog(id="export-log", max_lines=200, wrap=False, markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
+        panel = self.query_one(HealPanel)
+        panel.display = False  # until a heal is there to show (the first poll may find one)
+        panel.eta = not getattr(self.app, "deterministic", False)
         self.poll()
         self.query_one("#hall-of-fame", DataTable).focus()
         self.query_one("#export-log", RichLog).display = False
@@ -335,9 +440,12 @@ class ResultsScreen(Screen[None]):
 
     def _fold(self) -> None:
         """On a short terminal the table keeps its rows (at least 8 at 80x24): the fitness
-        chart folds away below ``CHART_MIN_HEIGHT`` rows (the Run screen has it live)."""
+        chart folds away below ``CHART_MIN_HEIGHT`` rows (the Run screen has it live), and
+        the base model's lines while the heal panel takes their place."""
+        tall = self.size.height >= CHART_MIN_HEIGHT
         chart = self.query_one(FitnessChart)
-        chart.display = not self.follower.view.pareto and self.size.height >= CHART_MIN_HEIGHT
+        chart.display = not self.follower.view.pareto and tall
+        self.query_one("#base-scores").display = tall or not self.query_one(HealPanel).display
 
     # ---- data ------------------------------------------------------------------------------
     def poll(self) -> None:
@@ -346,6 +454,7 @@ class ResultsScreen(Screen[None]):
         try:
             if self.follower.poll():
                 self.reload()
+            self.poll_heal()
         except (sqlite3.Error, OSError, GapruneError) as exc:
             if not self._store_failed:
                 self._store_failed = True
@@ -366,13 +475,12 @@ class ResultsScreen(Screen[None]):
             self.rows = front_rows(view.front, self.store.best_evaluations(), view, knee)
         else:
             self.rows = result_rows(self.store.best_evaluations(), view, HALL_OF_FAME)
+        self.rows = with_heals(self.rows, list((self.store.result() or {}).get("heals") or []))
         # A front's table leaves the per-task scores to the scores dialog (enter): it is wide.
         tasks = list(view.started.tasks) or sorted({t for r in self.rows for t in r.scores})
         if view.pareto:
             tasks = []
-        title = [f"results · run {self.store.id}", view.started.model, view.state]
-        title.append(f"{len(self.store.evaluations())} evaluations")
-        self.query_one("#results-title", Static).update(" · ".join(title))
+        self.query_one("#results-title", Static).update(self._title())
         ranked = self.store.best_evaluations()
         self.query_one("#pick-line", Static).update(pick_line(view, ranked))
         self.query_one("#base-scores", Static).update(self._base_text(view, n_layers))
@@ -422,6 +530,8 @@ class ResultsScreen(Screen[None]):
             )
         else:
             how = "\nbaselines named at their rank; confirmed finalists first (c confirms)"
+        if any(row.heal is not None for row in self.rows):
+            how += "; └ healed: vs the genome before healing"
         text.append(f"{how}; 'vs base': a gap beyond 2 standard errors", style="dim")
         return text
 
@@ -452,6 +562,15 @@ class ResultsScreen(Screen[None]):
             table.clear()
         for index, row in enumerate(self.rows):
             pct, _ = params_removed(row.dropped, n_layers, meta)
+            if row.heal is not None:
+                heal_cells: list[str | Text] = [row.label, record_label(row.heal)]
+                if not view.pareto:
+                    heal_cells.append(str(n_layers - len(row.dropped)))
+                heal_cells.append("" if pct is None else f"{pct:.1f}")
+                heal_cells += heal_row_cells(row.heal, view.started.fitness)
+                heal_cells += [""] * len(tasks)
+                table.add_row(*heal_cells, key=str(index))
+                continue
             if view.pareto:
                 cells = [front_k(row), genome_text(row.dropped)]
             else:
@@ -491,6 +610,9 @@ class ResultsScreen(Screen[None]):
         row = self.selected_row
         if row is None:
             return
+        if row.heal is not None:
+            self.app.push_screen(HealDialog(row.heal, heal_summary(row.heal)))
+            return
         self.app.push_screen(ScoresDialog(self.follower.view, row.dropped, row, row.note))
 
     # ---- confirmation -------------------------------------------------------------------------
@@ -512,6 +634,206 @@ class ResultsScreen(Screen[None]):
         confirm_run(self.store)
         self._status("confirming the finalists on more items and held-out tasks…")
 
+    # ---- healing -------------------------------------------------------------------------------
+    def action_heal(self) -> None:
+        """Heal the selected genome with the default settings for the run's device, in the
+        engine process; refused (one line) while an engine is alive or for a genome that drops
+        nothing."""
+        row = self.selected_row
+        if row is None:
+            self._refuse("No evaluated genome to heal yet.")
+            return
+        if not row.dropped:
+            self._refuse(f"{row.what} drops no layer: there is nothing to heal.")
+            return
+        state = self.store.display_state()
+        if self._engine_alive():
+            what = "a heal is running" if self._heal_live else f"the run is {state}"
+            self._refuse(f"Cannot heal now: {what}; heal once the engine has ended.")
+            return
+        if not state.has_result:
+            choice = resume_choice(self.store, alive=False)
+            hint = f" (r continues its {choice.what})" if choice is not None else ""
+            self._refuse(
+                f"The run is {state}: only a finished or stopped search can be healed{hint}."
+            )
+            return
+        device = str(self.store.meta().get("device") or "cpu")
+        try:
+            config = heals.HealConfig(tokens=heals.default_tokens(device)).validate()
+            rank = row.rank or 0
+            heal_id = heals.write_request(self.store, config, row.dropped, rank, str(state))
+            self.heal_proc = self._launch_heal(heal_id)
+        except (GapruneError, OSError) as exc:
+            self._refuse(f"Cannot start the heal: {exc}")
+            return
+        self.heals.expect(heal_id, row.dropped, rank)
+        self._status(
+            f"healing {row.what} (dropping {genome_text(row.dropped)}): {config.method} / "
+            f"{config.objective} on {config.tokens:,} tokens of {config.data} text; "
+            "p pauses, s stops it"
+        )
+        self.poll_heal(force=True)
+
+    def _launch_heal(self, heal_id: str) -> Process | None:
+        launcher = self.heal_launcher or launch.heal_run
+        return launcher(self.store, heal_id)
+
+    def _refuse(self, message: str) -> None:
+        """A one-line answer to a key that cannot act now: on the status line and as a toast."""
+        self._status(message)
+        self.notify(message, severity="warning")
+
+    def _engine_alive(self) -> bool:
+        """An engine works on this run: the store says so, or the heal this screen started is
+        still loading (before it marks the run running)."""
+        starting = self.heal_proc is not None and self.heal_proc.poll() is None
+        return starting or self.store.alive()
+
+    def poll_heal(self, *, force: bool = False) -> None:
+        """Fold new heal events; show the panel while a heal runs (or was watched, or is left
+        unfinished), and offer its keys in the footer."""
+        changed = self.heals.poll() or force
+        starting = self.heal_proc is not None and self.heal_proc.poll() is None
+        alive = self.store.alive()
+        live = starting or (alive and bool(self.store.meta().get("healing")))
+        alive = alive or starting
+        paused = live and self.store.state == RunState.PAUSED
+        resumable = not alive and resume_choice(self.store, alive=False) is not None
+        keys = (live, paused, resumable)
+        if keys != (self._heal_live, self._heal_paused, self._resumable):
+            self._heal_live, self._heal_paused, self._resumable = keys
+            changed = True
+            self.refresh_bindings()
+            self.query_one("#results-title", Static).update(self._title())
+        if changed:
+            self._show_heal(alive)
+
+    def _show_heal(self, alive: bool) -> None:
+        panel = self.query_one(HealPanel)
+        progress = self.heals.current
+        shown = progress is not None and (
+            not progress.ended or progress.id in self.heals.live or progress.state != "finished"
+        )
+        if panel.display != shown:
+            panel.display = shown
+            self._fold()
+        if not shown or progress is None:
+            return
+        note = Text()
+        if progress.ended:
+            if progress.state == "finished":
+                note.append("healed: ", style="bold green")
+                note.append("its row is under its genome's in the table; e on it exports it")
+            else:
+                what = f"{progress.state} at step {progress.step}/{progress.steps or '?'}"
+                note.append(
+                    f"heal {what}",
+                    style="bold red" if progress.state == "failed" else "bold yellow",
+                )
+                if progress.error:
+                    note.append(f": {progress.error}")
+                note.append(" · r continues it from its last checkpoint")
+        elif not alive:
+            note.append("the engine is gone", style="bold red")
+            if not progress.losses:  # it died before training: say why, from engine.log
+                tail = last_error_lines(self.store.log_path, 1)
+                if tail:
+                    note.append(f": {tail[-1].strip()}")
+            if self._resumable:
+                note.append(" · r continues the heal from its last checkpoint")
+        elif self._heal_paused:
+            note.append("paused", style="bold yellow")
+            note.append(" · r resumes, s stops")
+        else:
+            note.append("p pauses · s stops (r continues it later from its last checkpoint)", "dim")
+        panel.show(progress, note, kind=self.follower.view.started.fitness)
+        if progress.ended and progress.id in self.heals.live and progress.state == "finished":
+            self._heal_done(progress.record)
+
+    def _heal_done(self, record: dict[str, Any]) -> None:
+        """A heal finished while we watched: say so once, with its verdicts."""
+        if record.get("id") in self._announced:
+            return
+        self._announced.add(str(record.get("id")))
+        verdicts = heal_verdicts(record, self.follower.view.started.fitness).plain
+        self.notify(f"Heal finished: {verdicts or 'measured'}.", title="Healed", timeout=10)
+        self.reload()
+
+    def _title(self) -> str:
+        view = self.follower.view
+        state = f"{view.state} (healing)" if self._heal_live else str(view.state)
+        parts = [f"results · run {self.store.id}", view.started.model, state]
+        parts.append(f"{len(self.store.evaluations())} evaluations")
+        return " · ".join(parts)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """p and s while a heal runs, r while one is paused or left unfinished (or the search
+        can be resumed): the footer offers a key only where it acts."""
+        if action in ("pause", "stop"):
+            return self._heal_live
+        if action == "resume":
+            return self._heal_paused or self._resumable
+        return True
+
+    def action_pause(self) -> None:
+        if not self._heal_live:
+            self.notify("No heal is running: h heals the selected genome.", severity="warning")
+            return
+        if self.store.state == RunState.PAUSED:
+            self.notify("Already paused: r resumes.")
+            return
+        self.store.request(ControlAction.PAUSE)
+        self.notify("Pause requested: the heal pauses after the current step.")
+
+    def action_resume(self) -> None:
+        alive = self.store.alive()
+        if alive and self.store.state == RunState.PAUSED:
+            self.store.request(ControlAction.UNPAUSE)
+            self.notify("Resume requested.")
+            return
+        choice = None if self._engine_alive() else resume_choice(self.store, alive=False)
+        if choice is None:
+            self.notify("Nothing to resume: no heal or search is left unfinished.")
+            return
+        try:
+            if choice.kind == "heal":
+                assert choice.heal_id is not None
+                self.heal_proc = self._launch_heal(choice.heal_id)
+                self.heals.follow(choice.heal_id)
+            else:
+                start_resume(self.store, choice)
+        except (GapruneError, OSError) as exc:
+            self.notify(f"Cannot resume: {exc}", severity="error", timeout=10)
+            return
+        if choice.kind == "heal":
+            self._status(f"continuing {choice.what} from its last checkpoint…")
+            self.poll_heal(force=True)
+        else:
+            self.notify("Engine restarted: resuming the search from its last generation.")
+            opener = getattr(self.app, "open_run", None)
+            if callable(opener):
+                opener(self.store)
+
+    def action_stop(self) -> None:
+        if not self._heal_live:
+            self.notify("No heal is running.", severity="warning")
+            return
+
+        def answered(stop: bool | None) -> None:
+            if stop:
+                self.store.request(ControlAction.STOP)
+                self.notify("Stop requested: the heal stops after the current step.")
+
+        self.app.push_screen(
+            ConfirmDialog(
+                "Stop the heal? r continues it later from its last checkpoint.",
+                yes="Stop (y)",
+                no="Keep healing (n)",
+            ),
+            answered,
+        )
+
     # ---- export ------------------------------------------------------------------------------
     def action_export(self) -> None:
         row = self.selected_row
@@ -519,7 +841,7 @@ class ResultsScreen(Screen[None]):
             self.notify("No evaluated genome to export yet.", severity="warning")
             return
         rank = row.rank
-        if rank is None:
+        if rank is None and row.heal is None:
             self.notify(
                 f"{row.label} is a reference the search never scored: run with --init "
                 "heuristics to have the search consider it.",
@@ -535,16 +857,23 @@ class ResultsScreen(Screen[None]):
         log = self.query_one("#export-log", RichLog)
         log.clear()
         log.display = True
-        self.run_export(rank, row.dropped)
+        store, dropped, heal = self.store, list(row.dropped), row.heal
+        if heal is not None:
+            heal_id = str(heal.get("id"))
+            self.run_export(lambda: self.healed_export_command(store, heal_id))
+        else:
+            assert rank is not None
+            self.run_export(lambda: self.export_command(store, rank, dropped))
 
     @property
     def export_running(self) -> bool:
         return any(w.is_running for w in self.app.workers if w.node is self and w.group == "export")
 
     @work(exclusive=True, group="export", exit_on_error=False)
-    async def run_export(self, rank: int, dropped: list[int]) -> None:
-        """Run the export CLI and follow its JSON lines; never raises into the app."""
-        cmd = self.export_command(self.store, rank, dropped)
+    async def run_export(self, command: Callable[[], list[str]]) -> None:
+        """Run the export CLI (``command()`` builds its command line) and follow its JSON
+        lines; never raises into the app."""
+        cmd = command()
         proc = await asyncio.create_subprocess_exec(
             *cmd,
             stdin=subprocess.DEVNULL,

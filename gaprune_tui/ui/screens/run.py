@@ -22,10 +22,11 @@ from textual.widgets import DataTable, Footer, Label, ProgressBar, RichLog, Spar
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
-from gaprune_tui.core import launch, pareto
+from gaprune_tui.core import pareto
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.follow import Follower, LogTail, RunView, last_error_lines
-from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume
+from gaprune_tui.core.resume import resume_choice, start_resume
+from gaprune_tui.core.store import ControlAction, RunState, RunStore
 from gaprune_tui.ui.widgets.dialogs import ConfirmDialog, QuitDialog, ScoresDialog
 from gaprune_tui.ui.widgets.front_plot import FrontPlot
 from gaprune_tui.ui.widgets.generation_table import GenerationTable, genome_text
@@ -367,14 +368,21 @@ class RunScreen(Screen[None]):
     def action_resume(self) -> None:
         state = self.view.state
         alive = self.store.alive()
+        choice = None if alive else resume_choice(self.store, alive=False)
         if state == RunState.PAUSED and alive:
             self.store.request(ControlAction.UNPAUSE)
             self.notify("Resume requested.")
-        elif can_resume(state, alive):
+        elif choice is not None:
+            # An unfinished heal goes first (as `gaprune-tui resume` decides); the Results
+            # screen follows a heal.
             try:
-                launch.resume_run(self.store)
+                start_resume(self.store, choice)
             except (GapruneError, OSError) as exc:
                 self.notify(f"Cannot resume: {exc}", severity="error", timeout=10)
+                return
+            if choice.kind == "heal":
+                self.notify(f"Engine restarted: continuing {choice.what} from its checkpoint.")
+                self.action_results()
                 return
             self._announced_end = False
             self._seen_active = True

@@ -210,3 +210,54 @@ class ScoresDialog(Dialog[None]):
 
     def answer(self, button_id: str) -> None:
         return None
+
+
+def heal_table(record: dict[str, Any]) -> Table:
+    """A heal's measurements before and after, each ± its standard error, with the engine's
+    verdict of after against before (paired over the same calibration sequences for KL and
+    perplexity)."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("measure", "before", "after", "vs before"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    before, after = record.get("before") or {}, record.get("after") or {}
+    verdicts = record.get("verdicts") or {}
+    for label, key, vkey, digits in (
+        ("KL to base", "kl", "kl", 4),
+        ("perplexity", "ppl", "nll", 2),
+        ("tasks", "confirmed", "confirmed", 4),
+        ("held-out", "holdout", "holdout", 4),
+    ):
+        if before.get(key) is None and after.get(key) is None:
+            continue
+        outcome = (verdicts.get(vkey) or {}).get("outcome", "")
+        table.add_row(
+            label,
+            fmt.score(before.get(key), before.get(f"{key}_stderr"), digits),
+            fmt.score(after.get(key), after.get(f"{key}_stderr"), digits),
+            outcome if outcome in ("better", "within noise", "worse") else "",
+        )
+    return table
+
+
+class HealDialog(Dialog[None]):
+    """A healed row: what was trained, on what, for how long, and before against after."""
+
+    BINDINGS = [Binding("escape,enter,q", "dismiss(None)", "Close")]
+
+    def __init__(self, record: dict[str, Any], summary: str) -> None:
+        super().__init__(id="heal-scores")
+        self.record = record
+        self.summary = summary
+        self.heal_table = heal_table(record)
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Static(self.summary, id="heal-head", markup=False)
+            yield Static(self.heal_table, id="heal-table")
+            yield Static(
+                "[dim]'vs before': beyond two standard errors of the difference, else within "
+                "noise. e exports the healed model. enter / escape closes[/dim]"
+            )
+
+    def answer(self, button_id: str) -> None:
+        return None
