@@ -197,11 +197,10 @@ def run_plan(args: argparse.Namespace) -> None:
     path = args.dir / "results.jsonl"
     plan = FULL_PLAN if args.plan == "full" else QUICK_PLAN
     todo: list[list[str]] = []
-    genomes = list(dict.fromkeys(g for g, *_ in plan))
-    todo += [["--genome", g, "--method", "before"] for g in genomes]
-    todo += [
-        ["--genome", g, "--method", m, "--objective", o, "--tokens", str(t)] for g, m, o, t in plan
-    ]
+    for g, m, o, t in plan:  # each genome measured before its first heal, not all up front
+        if ["--genome", g, "--method", "before"] not in todo:
+            todo.append(["--genome", g, "--method", "before"])
+        todo.append(["--genome", g, "--method", m, "--objective", o, "--tokens", str(t)])
     for extra in todo:
         done = read_lines(path)
         name = (

