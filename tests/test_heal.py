@@ -477,3 +477,23 @@ def test_worker_rejects_a_heal_without_a_request(finished_run: tuple[Path, str])
     )
     assert proc.returncode != 0
     assert read_json(heals_dir(home / "data" / "runs" / run_id) / "nope" / "state.json") is None
+
+
+def test_too_little_healing_text_is_refused_by_the_engine_in_one_line(
+    finished_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    home, run_id = finished_run
+    short = tmp_path / "short.txt"
+    short.write_text("A few words of text.\n\nAnd a second document.\n", encoding="utf-8")
+    proc = cli(
+        "heal", run_id, "--heal-data", str(short), *HEAL_FLAGS, env={"GAPRUNE_HOME": str(home)}
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "has only" in errors[0] and "--heal-tokens" in errors[0], (
+        proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+    store = open_store(home, run_id)
+    assert unfinished_heal(store) is None  # bad input is not offered for resume
+    assert store.state == "finished" and not store.alive()

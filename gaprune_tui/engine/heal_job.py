@@ -138,7 +138,8 @@ class HealJob:
         except Exception as exc:
             message = f"heal failed: {type(exc).__name__}: {exc}".splitlines()[0]
             log.error("%s", message, exc_info=not _is_user_error(exc))
-            self.set_state("failed", error=message)
+            # Bad input (too little text, ...) is not resumed: the same request would fail again.
+            self.set_state("invalid" if _is_user_error(exc) else "failed", error=message)
             store.add_event(events.HealFinished(heal=self.id, state="failed", error=message))
             code = 2 if _is_user_error(exc) else 1
         else:
