@@ -95,7 +95,9 @@ def test_heal_lowers_kl_on_unseen_text_and_leaves_the_base_intact(
     with sharp.view.view(KEPT):
         # The pruned genome before healing: KL measured on text the heal never sees.
         before = per_sequence_kl_from_view(sharp, held_out)
-    config = HealConfig(tokens=64 * 32, seq_len=32, batch_size=4, lr=3e-3, warmup=0.1).validate()
+    config = HealConfig(
+        method="partial", tokens=64 * 32, seq_len=32, batch_size=4, lr=3e-3, warmup=0.1
+    ).validate()
     student, trainer = train(sharp, config, tmp_path, token_batches(64, 32, seed=1))
     after = per_sequence_kl(sharp.model, student.model, held_out)
     diffs = [a - b for a, b in zip(after, before, strict=True)]
@@ -122,7 +124,9 @@ def per_sequence_kl_from_view(loaded: Any, ids: torch.Tensor) -> list[float]:
 def test_partial_trains_exactly_the_last_kept_layers_the_norm_and_the_head(
     sharp: Any, tmp_path: Path
 ) -> None:
-    config = HealConfig(tokens=8 * 32, seq_len=32, batch_size=4, train_layers=2).validate()
+    config = HealConfig(
+        method="partial", tokens=8 * 32, seq_len=32, batch_size=4, train_layers=2
+    ).validate()
     student = build_student(sharp.view, KEPT, config)
     # Kept layers 3 and 5 are the student's layers 2 and 3 (renumbered from 0).
     expected = {
@@ -172,7 +176,7 @@ def test_a_stopped_heal_resumes_from_its_checkpoint_to_the_same_weights(
     sharp: Any, tmp_path: Path
 ) -> None:
     config = HealConfig(
-        tokens=40 * 16, seq_len=16, batch_size=4, checkpoint_every=3, lr=2e-3
+        method="partial", tokens=40 * 16, seq_len=16, batch_size=4, checkpoint_every=3, lr=2e-3
     ).validate()
     data = token_batches(40, 16, seed=4)
     (tmp_path / "whole").mkdir()
@@ -210,8 +214,8 @@ def test_a_tied_head_is_untied_when_trained(tmp_path: Path) -> None:
     m = loaded.model
     assert m.get_output_embeddings().weight is m.get_input_embeddings().weight
     embed = m.get_input_embeddings().weight.detach().clone()
-    config = HealConfig(tokens=8 * 16, seq_len=16, batch_size=4, lr=1e-2).validate()
-    student, _ = train(loaded, config, tmp_path, token_batches(8, 16, seed=5))
+    config = HealConfig(method="partial", tokens=8 * 16, seq_len=16, batch_size=4, lr=1e-2)
+    student, _ = train(loaded, config.validate(), tmp_path, token_batches(8, 16, seed=5))
     s = student.model
     assert student.untied and s.config.tie_word_embeddings is False
     assert s.get_output_embeddings().weight is not s.get_input_embeddings().weight
@@ -362,7 +366,9 @@ def test_heal_killed_mid_training_resumes_to_the_weights_of_an_uninterrupted_hea
 ) -> None:
     home, run_id = finished_run
     env = {"GAPRUNE_HOME": str(home)}
-    flags = ["--rank", "1", *HEAL_FLAGS, "--heal-tokens", "16384", "--checkpoint-every", "4"]
+    # 512 one-sequence steps: training lasts long enough for the pause to land inside it.
+    flags = ["--rank", "1", *HEAL_FLAGS, "--heal-tokens", "16384", "--heal-batch", "1"]
+    flags += ["--checkpoint-every", "16"]
     # A copy of the finished run gets the uninterrupted heal (same engine, same threads).
     runs = home / "data" / "runs"
     copy_id = run_id + "-copy"
@@ -380,16 +386,16 @@ def test_heal_killed_mid_training_resumes_to_the_weights_of_an_uninterrupted_hea
         done = [e.step for e in store.events() if isinstance(e, events.HealStep)]
         return max(done, default=0)
 
-    wait_until(lambda: steps_done() >= 5, "the heal to pass step 5", 240, every=0.01)
+    wait_until(lambda: steps_done() >= 20, "the heal to pass step 20", 240, every=0.01)
     store.request(ControlAction.PAUSE)  # held between two steps, then killed there
     wait_until(lambda: store.state == "paused", "the heal to pause", 60)
     at = steps_done()
-    assert 5 <= at < record["steps"], (at, record["steps"])
+    assert 20 <= at < record["steps"], (at, record["steps"])
     os.kill(store.meta()["pid"], signal.SIGKILL)
     wait_until(lambda: store.display_state() == "crashed", "the killed heal to show crashed", 30)
     assert unfinished_heal(store) == heal
     checkpoint = torch.load(heals_dir(store) / heal / "checkpoint.pt", weights_only=False)
-    assert checkpoint["step"] == at // 4 * 4 > 0
+    assert checkpoint["step"] == at // 16 * 16 > 0
 
     resumed = cli("resume", run_id, "--json", env=env)
     assert resumed.returncode == 0, resumed.stderr

@@ -83,7 +83,7 @@ SEARCH = [
     "--calibration-tokens",
     "256",
 ]
-HEAL = ["--heal-tokens", "2048", "--heal-seq-len", "32", "--heal-batch", "4"]
+HEAL = ["--method", "partial", "--heal-tokens", "2048", "--heal-seq-len", "32", "--heal-batch", "4"]
 
 
 @pytest.fixture(scope="module")

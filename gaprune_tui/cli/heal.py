@@ -29,7 +29,7 @@ from gaprune_tui.core.store import ControlAction, RunStore
 
 # (flag, HealConfig field, type, help)
 _FLAGS: list[tuple[str, str, Any, str]] = [
-    ("method", "method", str, f"{' or '.join(METHOD_CHOICES)} (default partial)"),
+    ("method", "method", str, f"{' or '.join(METHOD_CHOICES)} (default lora)"),
     (
         "objective",
         "objective",
