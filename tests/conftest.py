@@ -46,6 +46,7 @@ LONGEST_FIRST = (
     "test_trust_cli.py",
     "test_export_verify.py",
     "test_fake_engine.py",
+    "test_tui_heal.py",
     "test_tui_setup.py",
     "test_scoring.py",
     "test_tasks.py",
