@@ -265,42 +265,13 @@ def resume_and_compare(
     return result
 
 
-def test_kill_9_mid_generation_resumes_from_its_checkpoint(
+def test_kill_9_before_any_evaluation_mid_generation_and_in_result_write(
     tiny12: Path, uninterrupted: tuple[dict[str, Any], int]
 ) -> None:
-    run_id, store = start_detached_args(tiny12, RESUME_RUN)
-    kill_mid_generation(store)
-    checkpoint = store.last_checkpoint()
-    assert checkpoint is not None
-    g = checkpoint[0]
-    # The kill really landed inside generation g + 1 (the test would prove nothing otherwise).
-    assert [x.gen for x in store.generations()] == list(range(g + 1))
-    assert any(e.generation == g + 1 for e in store.evaluations())
-    assert g + 1 <= 3, "the kill came after the last generation"
-
-    resume_and_compare(run_id, store, uninterrupted)
-
-    started = [e for e in store.events() if isinstance(e, events.RunStarted)]
-    assert [e.resumed for e in started] == [False, True]
-    assert f"resuming after generation {g}" in store.log_path.read_text()
-    # No generation up to g ran again: each closed once, in the first session.
-    closed = [e.generation for e in store.events() if isinstance(e, events.GenerationFinished)]
-    assert sorted(closed) == [0, 1, 2, 3] and len(closed) == len(set(closed))
-    second_session = store.events()[store.events().index(started[1]) :]
-    redone = {
-        e.generation
-        for e in second_session
-        if isinstance(e, events.EvaluationFinished | events.GenerationFinished)
-    }
-    assert min(redone) == g + 1, redone
-
-    finished = cli("resume", run_id)
-    assert_one_line_error_keep_runs(finished, "already finished")
-
-
-def test_kill_9_in_first_evaluation_and_in_result_write(
-    tiny12: Path, uninterrupted: tuple[dict[str, Any], int]
-) -> None:
+    """One run killed with -9 three times (before its first evaluation, inside a generation,
+    while its result is being written), each resume checked where it restarts or continues, and
+    resumed to the uninterrupted run's result (one run where two tests each ran one: the same
+    kills and checks, one engine start and one confirmation fewer)."""
     # 1. Before the very first evaluation finished. On a tiny model the base model is scored in
     # well under a second, so a kill "during" it would race; instead the run is created with a
     # pause request already queued, the engine loads, announces the run and parks on the pause
@@ -321,14 +292,32 @@ def test_kill_9_in_first_evaluation_and_in_result_write(
     kill_engine(store)
     assert store.last_checkpoint() is None and not store.evaluations()
     assert not any(isinstance(e, events.BaseScores) for e in store.events())
-    # 2. Resume, and kill again once the search is over and the result is being put together
-    # (confirmation started: result.json is next). A kill in the middle of ``write_result``
-    # leaves at most a partial ``result.json.tmp`` and no result.json (it is replaced atomically):
-    # leave such a partial file, as that kill would.
+
+    # 2. Resume: with no generation finished it restarts; kill it inside generation g + 1, once
+    # generation g (g >= 1) is checkpointed.
+    again = cli("resume", run_id, "--detach")
+    assert again.returncode == 0, again.stderr
+    kill_mid_generation(store)
+    started = [e for e in store.events() if isinstance(e, events.RunStarted)]
+    assert [e.resumed for e in started] == [False, False]
+    assert "no generation finished yet: restarting" in store.log_path.read_text()
+    checkpoint = store.last_checkpoint()
+    assert checkpoint is not None
+    g = checkpoint[0]
+    # The kill really landed inside generation g + 1 (the test would prove nothing otherwise).
+    assert [x.gen for x in store.generations()] == list(range(g + 1))
+    assert any(e.generation == g + 1 for e in store.evaluations())
+    assert g + 1 <= 3, "the kill came after the last generation"
+    killed_at = len(store.events())
+
+    # 3. Resume: it continues after generation g. Kill it again once the search is over and the
+    # result is being put together (confirmation started: result.json is next). A kill in the
+    # middle of ``write_result`` leaves at most a partial ``result.json.tmp`` and no
+    # result.json (it is replaced atomically): leave such a partial file, as that kill would.
     again = cli("resume", run_id, "--detach")
     assert again.returncode == 0, again.stderr
     wait_until(
-        lambda: any(isinstance(e, events.ConfirmationStarted) for e in store.events()),
+        lambda: any(isinstance(e, events.ConfirmationStarted) for e in store.events()[killed_at:]),
         "the confirmation to start",
         timeout=600,
     )
@@ -336,16 +325,28 @@ def test_kill_9_in_first_evaluation_and_in_result_write(
     assert store.result() is None
     store.result_path.with_suffix(".json.tmp").write_text('{"dropped_layers": [1,')
     started = [e for e in store.events() if isinstance(e, events.RunStarted)]
-    # The first kill came before generation 0 closed: that resume restarted (no checkpoint).
-    assert [e.resumed for e in started] == [False, False]
-    assert "no generation finished yet: restarting" in store.log_path.read_text()
+    assert [e.resumed for e in started] == [False, False, True]
+    assert f"resuming after generation {g}" in store.log_path.read_text()
+    # No generation up to g ran again: that session's first evaluation and first closed
+    # generation are of generation g + 1.
+    third_session = store.events()[killed_at:]
+    redone = {
+        e.generation
+        for e in third_session
+        if isinstance(e, events.EvaluationFinished | events.GenerationFinished)
+    }
+    assert min(redone) == g + 1, redone
 
+    # 4. Resume to the end: the uninterrupted run's result, each generation closed once.
     resume_and_compare(run_id, store, uninterrupted)
     started = [e for e in store.events() if isinstance(e, events.RunStarted)]
-    assert [e.resumed for e in started] == [False, False, True]
+    assert [e.resumed for e in started] == [False, False, True, True]
     assert "resuming after generation 3" in store.log_path.read_text()
     closed = [e.generation for e in store.events() if isinstance(e, events.GenerationFinished)]
     assert closed == [0, 1, 2, 3]
+
+    finished = cli("resume", run_id)
+    assert_one_line_error_keep_runs(finished, "already finished")
 
 
 def assert_one_line_error_keep_runs(proc: subprocess.CompletedProcess[str], fragment: str) -> None:

@@ -1,44 +1,138 @@
-"""End to end on the embedded SmolLM2-135M-Instruct: a small real search, then export of its winner.
+"""End to end on the embedded SmolLM2-135M-Instruct, through the TUI: Setup -> Run -> Results ->
+Export, then the run's result and its exported winner checked as a user would.
 
-Slow (the engine process loads the real model and lm-eval tasks); runs in CI all the same.
+Nothing is faked: F5 spawns the engine process, the Run screen follows its store, and `e` on the
+Results screen runs the real export CLI (MergeKit, verification). One small real search serves
+every test here (it used to run twice, once from the CLI and once from the TUI: the same engine
+process, started by ``core.launch`` either way). Slow (the engine loads the real model and lm-eval
+tasks); runs in CI all the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cli_run import cli
+from textual.widgets import Input
+from tui_wait import until
 
 from gaprune_tui.core.store import RunStore, list_runs
+from gaprune_tui.ui.app import GapruneApp
 
 pytestmark = pytest.mark.slow
 
+# The Setup form's fields: 512 calibration tokens (default 2048): the KL path is the same, each
+# genome 3x cheaper. The default search (EvoPress) with 4 children; greedy removal is tested on
+# tiny models.
+FORM = {
+    "model": "demo",
+    "prune": "4",
+    "population": "4",
+    "generations": "1",
+    "limit": "8",
+    "finalists": "2",
+    "confirm-limit": "8",
+    "calibration-tokens": "512",
+    "offspring": "4",
+    "baselines": "shortgpt,angular,last_k",
+}
+
+
+@dataclass
+class DemoRun:
+    """The run the TUI started and what it showed: its home, store and result.json, the Results
+    screen's rows and table, and the export's last progress line (as the screen read it)."""
+
+    home: Path
+    store: RunStore
+    result: dict[str, Any]
+    rows: int
+    table_rows: int
+    exported: list[int]
+    export: dict[str, Any]
+
+
+async def drive_the_tui(home: Path) -> DemoRun:
+    app = GapruneApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        screen = app.screen
+        assert screen.id == "setup"
+        for ident, value in FORM.items():
+            screen.query_one(f"#{ident}", Input).value = value
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert not screen.query_one("#start").disabled
+        await pilot.press("f5")
+
+        await until(pilot, lambda: app.screen.id == "run", "the Run screen", 300)
+        store = RunStore.open(list_runs()[0].id)
+        await until(pilot, lambda: store.state == "finished", "the search to finish", 600)
+        if app.screen.id != "results":
+            await pilot.press("o")
+        await until(pilot, lambda: app.screen.id == "results", "the Results screen", 30)
+        results = app.screen
+        hof = results.query_one("#hall-of-fame")
+        row = results.selected_row
+        assert row is not None
+
+        await pilot.press("e")
+        await until(
+            pilot,
+            lambda: results.export_result is not None or results.export_error is not None,
+            "the export",
+            600,
+        )
+        await app.workers.wait_for_complete()  # the export process has exited
+        assert results.export_error is None, results.export_error
+        assert results.export_result is not None
+        result = store.result()
+        assert result is not None
+        return DemoRun(
+            home=home,
+            store=store,
+            result=result,
+            rows=len(results.rows),
+            table_rows=hof.row_count,
+            exported=list(row.dropped),
+            export=results.export_result,
+        )
+
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     home = tmp_path_factory.mktemp("e2e-home")
-    os.environ["GAPRUNE_HOME"] = str(home)
-    try:
-        # 512 calibration tokens (default 2048): the KL path is the same, each genome 3x cheaper.
-        # The default search (EvoPress) with 4 children; greedy removal is tested on tiny models.
-        args = (
-            "--prune 4 --population 4 --generations 1 --limit 8 --finalists 2 --confirm-limit 8"
-            " --calibration-tokens 512 --offspring 4 --baselines shortgpt,angular,last_k"
-        )
-        proc = cli("run", *args.split(), "--json", timeout=900, threads=None)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout), home
-    finally:
-        del os.environ["GAPRUNE_HOME"]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GAPRUNE_HOME", str(home))
+        env.setenv("GAPRUNE_ASSUME_GPU", "0")
+        return asyncio.run(drive_the_tui(home))
 
 
-def test_demo_search_result(demo_run: tuple[dict, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    result, home = demo_run
+def test_setup_run_results_export_on_the_real_engine(demo_run: DemoRun) -> None:
+    """The form's values reached the engine, the Results screen listed the run's genomes, and
+    `e` exported the selected one (the recommendation: the first row), verified."""
+    store, result = demo_run.store, demo_run.result
+    assert demo_run.rows >= 1 and demo_run.table_rows >= 1
+    assert store.config().calibration_tokens == 512  # the form's value reached the engine
+    assert store.config().limit == 8 and store.config().finalists == 2
+    assert len(result["dropped_layers"]) == 4
+    assert demo_run.exported == result["dropped_layers"]
+    assert demo_run.export["done"] is True and demo_run.export["verified"] is True
+    exports = list((store.path / "exports").iterdir())
+    assert any((e / "config.json").is_file() for e in exports)
+    assert Path(demo_run.export["path"]).resolve() in {e.resolve() for e in exports}
+
+
+def test_demo_search_result(demo_run: DemoRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, home = demo_run.result, demo_run.home
     monkeypatch.setenv("GAPRUNE_HOME", str(home))
     assert result["model"] == "SmolLM2-135M-Instruct"
     assert result["n_layers"] == 30
@@ -76,17 +170,14 @@ def test_demo_search_result(demo_run: tuple[dict, Path], monkeypatch: pytest.Mon
     assert {"run_finished"} <= kinds and store.state == "finished"
 
 
-def test_export_winner_verifies_and_loads_without_gaprune(
-    demo_run: tuple[dict, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    result, home = demo_run
-    monkeypatch.setenv("GAPRUNE_HOME", str(home))
-    run_id = list_runs()[0].id
-    out = home / "export"
-    proc = cli("export", run_id, "--out", str(out), "--progress-json", timeout=900, threads=None)
-    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
-    final = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_export_winner_verifies_and_loads_without_gaprune(demo_run: DemoRun) -> None:
+    """The export of the winner (the export CLI's last ``--progress-json`` line said done and
+    verified) documents its lineage, and a fresh interpreter with no gaprune import loads it and
+    generates with it."""
+    result = demo_run.result
+    final = demo_run.export
     assert final["done"] is True and final["verified"] is True
+    out = Path(final["path"])
     lineage = json.loads((out / "gaprune.json").read_text())
     assert lineage["dropped_layers"] == result["dropped_layers"]
     card = (out / "README.md").read_text()

@@ -14,7 +14,6 @@ import pytest
 from cli_run import cli, run_in_home
 from test_cli import (
     assert_one_line_error_keep_runs,
-    fresh_evaluations,
     kill_mid_generation,
     start_detached_args,
 )
@@ -156,12 +155,23 @@ def test_export_by_k_writes_and_verifies_that_member(
     assert not (tmp_path / "k7").exists()
 
 
+def scored(evs: list[events.RunEvent], *, memo: bool) -> list[tuple[tuple[int, ...], str]]:
+    """The genomes the search's evaluation events say were computed (``memo`` False) or read
+    from the memo (True), each with its fidelity, in order."""
+    return [
+        (tuple(e.dropped), e.fidelity)
+        for e in evs
+        if isinstance(e, events.EvaluationFinished) and e.from_memo == memo
+    ]
+
+
 def test_kill_9_mid_generation_resumes_to_the_same_front(
     tiny12: Path, finished: tuple[dict[str, Any], Path]
 ) -> None:
     """kill -9 inside generation g + 1 (g >= 1 checkpointed): the resume continues after g, not
-    from 0, recomputes at most the genome in flight, and reaches the uninterrupted run's front
-    and hypervolumes."""
+    from 0, recomputes nothing the killed session finished (at most the genome in flight), and
+    reaches the uninterrupted run's front, with every generation's hypervolume recomputed here
+    from its front and the run's own reference point."""
     expected, home = finished
     (run_dir,) = (home / "data" / "runs").iterdir()
     whole = RunStore(run_dir)
@@ -170,21 +180,46 @@ def test_kill_9_mid_generation_resumes_to_the_same_front(
     checkpoint = store.last_checkpoint()
     assert checkpoint is not None
     g = checkpoint[0]
-    assert [x.gen for x in store.generations()] == list(range(g + 1))
-    assert any(e.generation == g + 1 for e in store.evaluations()) and g + 1 <= 3
-    first_session = len(store.events())
+    # Where the kill landed, from the store: generations 0..g closed (g >= 1), g + 1 begun (some
+    # of its genomes scored) and not closed, and g + 1 is a generation of the search (<= 3).
+    first = store.events()
+    assert g >= 1 and [x.gen for x in store.generations()] == list(range(g + 1))
+    begun = [e for e in first if isinstance(e, events.EvaluationFinished) and e.generation == g + 1]
+    assert begun and g + 1 <= 3, "the kill must land inside a generation of the search"
+    assert not any(isinstance(e, events.GenerationFinished) and e.generation > g for e in first)
     resumed = cli("resume", run_id, "--json")
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads(resumed.stdout)
     started = [e for e in store.events() if isinstance(e, events.RunStarted)]
     assert [e.resumed for e in started] == [False, True]
     assert f"resuming after generation {g}" in store.log_path.read_text()
-    second = store.events()[first_session:]
+    second = store.events()[len(first) :]
     assert min(e.generation for e in second if isinstance(e, events.EvaluationFinished)) == g + 1
-    assert fresh_evaluations(store) <= fresh_evaluations(whole) + 1
+    # Recomputed evaluations, counted from the store's events: what the killed session computed
+    # of generation g + 1 the resume reads from the memo, so at most one genome (the one in
+    # flight) is computed in both sessions; both together computed the uninterrupted run's
+    # genomes, give or take that one.
+    done_before = scored(begun, memo=False)
+    assert set(done_before) <= set(scored(second, memo=True))
+    twice = set(scored(first, memo=False)) & set(scored(second, memo=False))
+    assert len(twice) <= 1, twice
+    computed = scored(first, memo=False) + scored(second, memo=False)
+    uninterrupted = scored(whole.events(), memo=False)
+    assert len(uninterrupted) - 1 <= len(computed) <= len(uninterrupted) + 1
+    assert len(set(uninterrupted) ^ set(computed)) <= 1
     strip = lambda rows: [(r["k"], r["dropped_layers"], r["fitness"]) for r in rows]  # noqa: E731
     assert strip(result["front"]) == strip(expected["front"])
     assert result["dropped_layers"] == expected["dropped_layers"]
+    # Every generation's hypervolume, both sessions', swept here from the front it announced
+    # against the reference point (this run's initial worst KL, k = MIN - 1); then the same
+    # numbers as the uninterrupted run's.
+    evs = store.events()
+    ref = max(e.fitness for e in store.evaluations() if e.generation == 0 and e.fidelity == "full")
+    gens = [e for e in evs if isinstance(e, events.GenerationFinished)]
+    assert [e.generation for e in gens] == [0, 1, 2, 3]
+    for e in gens:
+        front = pareto.front_from_dicts(e.front)
+        assert e.hypervolume == pytest.approx(swept_volume(front, ref, 1, higher=False))
     volumes = lambda s: [  # noqa: E731
         (e.generation, e.hypervolume)
         for e in s.events()

@@ -374,6 +374,44 @@ def test_evaluate_tiny_model_repeatable_and_limit_override(tiny_lm: Any) -> None
     assert [t.task.config.to_dict() for t in tasks.tasks] == before
 
 
+def test_fresh_items_past_an_offset_are_lm_eval_s_own_samples(tiny_lm: Any) -> None:
+    """Confirmation's fresh items (``offset``): documents 8..11 of each task, answered and scored
+    exactly as lm-eval's own ``samples`` evaluation of the same tasks built afresh, where the
+    documents stay an Arrow dataset (the TaskSet hands lm-eval a list of them, built once)."""
+    from lm_eval import evaluator
+
+    tasks_of = [TaskSpec("hellaswag_offline"), TaskSpec("openbookqa_offline")]
+    config = RunConfig(tasks=tasks_of, limit=4).validate()
+    ours = build_tasks(config)
+    for task in ours.tasks:
+        task.offset = 8
+    scores = ours.evaluate(tiny_lm)
+    assert ours.evaluate(tiny_lm) == scores
+    fresh = build_tasks(config)
+    assert not any(isinstance(t.task.eval_docs, list) for t in fresh.tasks)
+    results = evaluator.evaluate(
+        lm=tiny_lm,
+        task_dict={"tasks": {t.name: t.task for t in fresh.tasks}, "groups": {}, "group_map": {}},
+        samples={t.name: list(range(8, 12)) for t in fresh.tasks},
+        log_samples=False,
+        bootstrap_iters=0,
+    )
+    assert results is not None
+    for mine, theirs in zip(ours.tasks, fresh.tasks, strict=True):
+        assert isinstance(mine.task.eval_docs, list)
+        answers = [
+            sorted((i.doc_id, i.idx, i.arguments, i.resps) for i in t.task.instances)
+            for t in (mine, theirs)
+        ]
+        assert answers[0] == answers[1]
+        # The documents asked about: the Arrow dataset's 8..11 (lm-eval numbers them 0..3).
+        asked = {json.dumps(i.doc, sort_keys=True) for i in mine.task.instances}
+        docs = theirs.task.eval_docs
+        assert asked == {json.dumps(docs[i], sort_keys=True) for i in range(8, 12)}
+        assert scores[mine.name]["n"] == 4
+        assert scores[mine.name]["acc_norm"] == results["results"][mine.name]["acc_norm,none"]
+
+
 def test_unknown_task_lists_close_matches() -> None:
     with pytest.raises(TaskError, match=r"unknown task 'hellaswag_ofline'.*hellaswag_offline"):
         build_tasks(RunConfig(tasks=[TaskSpec("hellaswag_ofline")]).validate())
