@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +39,22 @@ def run_in_home(
     assert proc.returncode == 0, proc.stderr
     (run_dir,) = (home / "data" / "runs").iterdir()
     return json.loads(proc.stdout), RunStore(run_dir)
+
+
+def copy_run(source: Path, dest: Path) -> None:
+    """Copy a run folder the way SQLite allows while this process may hold connections to it.
+
+    A plain file copy of run.db opens and closes the database (and its -shm) outside SQLite, and
+    POSIX drops every lock this process holds on a file when any descriptor of it closes: a
+    connection of ours then holds no read mark, another process may reset the WAL under it, and
+    this process keeps reading a stale index (missed writes, then "database disk image is
+    malformed"). So the database goes through SQLite's backup API and everything else is copied.
+    """
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("run.db", "run.db-*"))
+    src = sqlite3.connect(source / "run.db")
+    dst = sqlite3.connect(dest / "run.db")
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()

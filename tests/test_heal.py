@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 import torch
-from cli_run import cli, run_in_home
+from cli_run import cli, copy_run, run_in_home
 from tiny_models import build_sharp, build_tiny
 from tui_wait import wait_until
 
@@ -372,7 +371,7 @@ def test_heal_killed_mid_training_resumes_to_the_weights_of_an_uninterrupted_hea
     # A copy of the finished run gets the uninterrupted heal (same engine, same threads).
     runs = home / "data" / "runs"
     copy_id = run_id + "-copy"
-    shutil.copytree(runs / run_id, runs / copy_id)
+    copy_run(runs / run_id, runs / copy_id)
     whole = cli("heal", copy_id, *flags, "--json", env=env)
     assert whole.returncode == 0, whole.stderr
     record = json.loads(whole.stdout)

@@ -19,14 +19,13 @@ import io
 import json
 import math
 import os
-import shutil
 import sys
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_run import cli
+from cli_run import cli, copy_run
 from fake_engine import dead_pid
 from rich.console import Console
 from textual.widgets import DataTable, RichLog, Static
@@ -106,7 +105,7 @@ def healed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(healed_run: Path, gaprune_home: Path) -> RunStore:
     """This test's copy of the healed run, in its GAPRUNE_HOME (History lists it)."""
     dest = gaprune_home / "data" / "runs" / healed_run.name
-    shutil.copytree(healed_run, dest)
+    copy_run(healed_run, dest)
     return RunStore(dest)
 
 
