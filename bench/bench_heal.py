@@ -46,13 +46,13 @@ FULL_PLAN: list[tuple[str, str, str, int]] = [
     ("k8-pick", "partial", "ce", 32_768),
     ("k8-pick", "partial", "kd", 8_192),
     ("k10-shortgpt", "partial", "kd", 32_768),
-    ("k8-pick", "partial", "kd", 131_072),
-    ("k8-pick", "lora", "ce", 32_768),
     ("k8-pick", "lora", "kd", 8_192),
-    ("k10-pick", "partial", "kd", 32_768),
-    ("k8-shortgpt", "partial", "kd", 32_768),
     ("k10-shortgpt", "lora", "kd", 32_768),
+    ("k8-pick", "lora", "ce", 32_768),
     ("k8-pick", "lora", "kd", 131_072),
+    ("k8-pick", "partial", "kd", 131_072),
+    ("k10-pick", "lora", "kd", 32_768),
+    ("k8-shortgpt", "lora", "kd", 32_768),
 ]
 QUICK_PLAN = FULL_PLAN[:2]
 
@@ -152,6 +152,7 @@ def one(args: argparse.Namespace) -> dict[str, Any]:
         weights_digest,
     )
 
+    load_before = os.getloadavg()[0]
     m = Measure(args)
     dropped = GENOMES[args.genome]
     if args.method == "before":
@@ -189,6 +190,9 @@ def one(args: argparse.Namespace) -> dict[str, Any]:
         "loss_first": losses[0],
         "loss_last": losses[-1],
         "data": data.description,
+        # The 1-minute load average at the start and the end: above the threads used, the
+        # machine was shared and the times are contended.
+        "load": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         **row,
     }
 
@@ -224,6 +228,13 @@ def run_plan(args: argparse.Namespace) -> None:
         log(f"done {name}: KL {row['kl']:.4f} held-out {row['holdout']:.4f}")
 
 
+def load_of(row: dict[str, Any]) -> str:
+    """The load average around a heal ("shared" for rows measured before it was recorded, when
+    the machine was known to be shared with other jobs)."""
+    load = row.get("load")
+    return "shared" if load is None else f"{load[0]:.1f}/{load[1]:.1f}"
+
+
 def report(args: argparse.Namespace) -> None:
     from gaprune_tui.core.stats import compare, paired_compare
 
@@ -232,16 +243,16 @@ def report(args: argparse.Namespace) -> None:
         print("nothing measured yet")
         return
     print(
-        "| genome | method / objective | tokens | train s | tok/s | peak RSS | KL ± SE "
+        "| genome | method / objective | tokens | train s | tok/s | load | peak RSS | KL ± SE "
         "| vs before (paired) | held-out ± SE | vs before |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in GENOMES:
         before = rows.get(f"{name} before")
         if before is None:
             continue
         print(
-            f"| {name} {before['dropped']} | before healing | – | – | – | – | "
+            f"| {name} {before['dropped']} | before healing | – | – | – | – | – | "
             f"{before['kl']:.4f} ± {before['kl_se']:.4f} | – | "
             f"{before['holdout']:.4f} ± {before['holdout_se']:.4f} | – |"
         )
@@ -256,7 +267,8 @@ def report(args: argparse.Namespace) -> None:
             )
             print(
                 f"| {name} | {r['method']} / {r['objective']} | {r['tokens']:,} | "
-                f"{r['train_s']:.0f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mb']:.0f} MB | "
+                f"{r['train_s']:.0f} | {r['tokens_per_s']:.0f} | {load_of(r)} | "
+                f"{r['peak_rss_mb']:.0f} MB | "
                 f"{r['kl']:.4f} ± {r['kl_se']:.4f} | {kv.outcome} ({kv.diff:+.4f} ± "
                 f"{kv.stderr:.4f}) | {r['holdout']:.4f} ± {r['holdout_se']:.4f} | "
                 f"{hv.outcome} ({hv.diff:+.4f}) |"
