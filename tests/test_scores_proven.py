@@ -29,6 +29,8 @@ SmolLM2-135M 0-shot, screen 5                  4.6e-5 abs, 4.9e-7 rel   (same)
 SmolLM2-135M 2-shot, limit 5, HFLM 1 genome   4.4e-5 abs, 1.0e-6 rel   (0-shot's; 2-shot's: 6.9e-7 rel)
 =============================================  =======================  =======================
 
+(The embedded 2-shot line was measured when the test ran that pass; it no longer does, see below.)
+
 (On the 0-shot tiny pass at limit 20 the drift over all 20 items was 7.6e-6 abs, 1.7e-7 rel.) So
 the fast scorer moves a log-likelihood by at most ~2.4x what lm-eval's own batch-size change moves
 it (relative), ~1-10 float32 ulps; every task score is identical.
@@ -36,11 +38,14 @@ it (relative), ~1-10 float32 ulps; every task score is identical.
 Cost, measured while other jobs loaded the 2 cores (load average ~11, so wall times were 5-10x the
 idle ones and only CPU seconds are comparable): the two tiny tests 238 CPU-s in all (2-shot ~60% of
 it); the embedded test ~450 CPU-s when it also measured a 2-shot drift (HFLM ~2/3 of it; ~330
-estimated as committed, drift measured once). That is more than the ~3 minutes asked for:
-to trim, drop the embedded 2-shot pass (``EMBEDDED_PASSES``, ~80 CPU-s) first.
+estimated as committed, drift measured once). That was more than the ~3 minutes asked for,
+and the whole suite ran past its 15 minutes: the embedded 2-shot pass (``EMBEDDED_PASSES``,
+~80 CPU-s) was dropped first, as planned here; 2-shot equality on every task is the tiny
+model's pass at limit 20.
 
 What the CI budget (about 3 minutes extra on 2 cores) did not allow, said plainly: the embedded
-model's 2-shot pass runs at limit 5, not 20; HFLM scores one genome of the embedded model's
+model is not checked at 2-shot (it was, at limit 5, with the numbers above, until the suite's
+time asked for it back); HFLM scores one genome of the embedded model's
 generation, not every one (HFLM on a 6-of-30-layer view costs ~80 CPU-s per genome at 0-shot limit
 20 here: it pushes every request's full context through the kept layers and the 49k-vocabulary head
 at every position); the drift is measured on 5 items per task, once per test; genomes that keep
@@ -254,7 +259,7 @@ def test_tiny_scores_equal_hflm_on_every_task(
         prove(f"tiny llama {shots}-shot {label}", fast, hflm, drift)
 
 
-# ---- the embedded SmolLM2-135M: every task, 0- and 2-shot, genomes that keep few layers ---------
+# ---- the embedded SmolLM2-135M: every task, 0-shot, genomes that keep few layers ---------------
 
 # One generation of two genomes that keep 6 of 30 layers (a search's cost falls with the kept
 # layers; HFLM pushes every request through every kept layer and the 49k-vocabulary head). They
@@ -262,7 +267,7 @@ def test_tiny_scores_equal_hflm_on_every_task(
 _KEEP = ((0, 1, 9, 20, 27, 29), (0, 1, 9, 21, 27, 29))
 EMBEDDED_GENOMES = [[i for i in range(30) if i not in keep] for keep in _KEEP]
 # (shots, limit, screen): what fits the CI budget (see the test's docstring).
-EMBEDDED_PASSES = [(0, 20, 5), (2, 5, None)]
+EMBEDDED_PASSES = [(0, 20, 5)]
 
 
 @pytest.mark.slow
@@ -270,9 +275,8 @@ def test_embedded_scores_equal_hflm(embedded: Any, tmp_path: Path) -> None:
     """The embedded model, all eight tasks: the fast evaluator scores the whole generation in tree
     order with the prefix cache; HFLM scores its second genome (the one that starts from the
     first's cached branch point: the path only the fast scorer has). 0-shot at limit 20 plus the
-    screening pass at limit 5; 2-shot at limit 5. lm-eval's batch-size drift is measured once, at
-    0-shot on the first 5 items (the bound is relative to the log-likelihood's size, so it carries
-    over to the longer 2-shot requests). Cost: see the module docstring.
+    screening pass at limit 5 (2-shot is the tiny model's, above). lm-eval's batch-size drift is
+    measured once, on the first 5 items. Cost: see the module docstring.
     """
     from gaprune_tui.engine.tasks import build_tasks
 
