@@ -8,6 +8,7 @@ by hand.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import json
 import math
@@ -410,6 +411,34 @@ def test_fresh_items_past_an_offset_are_lm_eval_s_own_samples(tiny_lm: Any) -> N
         assert asked == {json.dumps(docs[i], sort_keys=True) for i in range(8, 12)}
         assert scores[mine.name]["n"] == 4
         assert scores[mine.name]["acc_norm"] == results["results"][mine.name]["acc_norm,none"]
+
+
+def test_hellaswag_docs_are_lm_eval_s_processed_once_per_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bundled HellaSwag's documents are lm-eval's ``process_docs`` output, computed once
+    per process: not again for the few-shot split, nor when the task is built again."""
+    config = RunConfig(tasks=[TaskSpec("hellaswag_offline")]).validate()
+    # lm-eval may have re-imported its HellaSwag utils under the same name (it does when it
+    # resolves the built-in YAML): the module the loader's import finds is sys.modules' one.
+    utils = importlib.import_module("lm_eval.tasks.hellaswag.utils")
+    task = build_tasks(config).tasks[0].task
+    # The loader module as lm-eval imported it (by path): start from an empty cache.
+    monkeypatch.setitem(task.config.process_docs.fn.__globals__, "_HELLASWAG", {})
+    real = utils.process_docs
+    expected = real(offline.load("hellaswag/none/validation")["validation"])
+    calls: list[int] = []
+
+    def counted(dataset: Any) -> Any:
+        calls.append(len(dataset))
+        return real(dataset)
+
+    monkeypatch.setattr(utils, "process_docs", counted)
+    first, again = (build_tasks(config).tasks[0].task for _ in range(2))
+    assert calls == [tasknames.BUNDLED_TASKS["hellaswag_offline"].items]
+    assert first.eval_docs is again.eval_docs
+    assert len(first.eval_docs) == len(expected)
+    assert list(first.eval_docs.select(range(20))) == list(expected.select(range(20)))
 
 
 def test_unknown_task_lists_close_matches() -> None:

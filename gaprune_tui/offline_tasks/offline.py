@@ -39,3 +39,26 @@ def load(data: str, split: str = "validation", **_metadata: Any) -> Any:
 def boolq_label(dataset: Any) -> Any:
     """Add super_glue's ``label`` (1 for a true ``answer``) to google/boolq documents."""
     return dataset.map(lambda doc: {"label": int(doc["answer"])})
+
+
+# HellaSwag's processed documents, per dataset fingerprint, for the life of the process.
+_HELLASWAG: dict[str, Any] = {}
+
+
+def hellaswag_docs(dataset: Any) -> Any:
+    """lm-eval's own HellaSwag ``process_docs`` (``lm_eval.tasks.hellaswag.utils``), run once
+    per dataset and process.
+
+    lm-eval runs ``process_docs`` for a task's evaluation split and again for its few-shot split
+    (the same documents here), at every build of the task (a run's confirmation builds its tasks
+    again, an export's verification builds them too): ~1.3 s each for 10k documents on 2 cores.
+    The key is the dataset's fingerprint, which ``datasets`` keeps with the saved data, so the
+    same documents give the same key; the result is never modified (lm-eval maps and selects
+    into new datasets)."""
+    from lm_eval.tasks.hellaswag.utils import process_docs
+
+    key = dataset._fingerprint
+    docs = _HELLASWAG.get(key)
+    if docs is None:
+        docs = _HELLASWAG[key] = process_docs(dataset)
+    return docs
