@@ -102,10 +102,3 @@ def embedded() -> Any:
 
     torch.set_num_threads(cores())
     return load_model("demo", dtype="float32", device="cpu")
-
-
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker more than the cores (at most 4, with ``--maxprocesses``). Many tests
-    wait on an engine child process, a TUI frame or a poll; with one worker per core those waits
-    left the 2 cores about a fifth idle (28 CPU-min in 17.6 min of wall time)."""
-    return len(os.sched_getaffinity(0)) + 1
