@@ -89,10 +89,13 @@ def test_contract_and_merge_arithmetic() -> None:
 
 @pytest.mark.slow
 def test_embedded_flips_within_the_contract_on_all_tasks(embedded: Any) -> None:
-    """SmolLM2-135M, all eight bundled tasks, 2 items each, base and a 4-layer-pruned view."""
+    """SmolLM2-135M, all eight bundled tasks, 2 items each, on a 4-layer-pruned view (what a
+    search scores, through the layer view; the unpruned view in both dtypes is the tiny model's
+    test above: the embedded base view was dropped here for the suite's time, ~80 s of 2 cores,
+    bfloat16 being emulated on a CPU without native support)."""
     bf16 = load_model("demo", dtype="bfloat16", device="cpu")
     n = embedded.n_layers
-    views = {"base": None, "drop [13,14,15,17]": [i for i in range(n) if i not in (13, 14, 15, 17)]}
+    views = {"drop [13,14,15,17]": [i for i in range(n) if i not in (13, 14, 15, 17)]}
     limit = 2
     merged = flips.merge_rows(
         list(flips.flip_rows(embedded, bf16, _tasks(ALL_TASKS, limit), views, limit))
