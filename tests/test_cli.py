@@ -262,7 +262,7 @@ def kill_mid_generation(store: RunStore) -> None:
             return "past"
         g = checkpoint[0]
         closed = any(isinstance(e, events.GenerationFinished) and e.generation > g for e in evs)
-        begun = any(e.generation == g + 1 for e in store.evaluations())
+        begun = any(isinstance(e, events.EvaluationFinished) and e.generation == g + 1 for e in evs)
         return "inside" if begun and not closed else "before"
 
     def parked() -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 from gaprune_tui.core import events, format
 from gaprune_tui.core.errors import ConfigError, StoreError
 from gaprune_tui.core.heal import (
+    DEFAULT_METHOD,
     METHOD_CHOICES,
     OBJECTIVE_CHOICES,
     HealConfig,
@@ -29,7 +30,7 @@ from gaprune_tui.core.store import ControlAction, RunStore
 
 # (flag, HealConfig field, type, help)
 _FLAGS: list[tuple[str, str, Any, str]] = [
-    ("method", "method", str, f"{' or '.join(METHOD_CHOICES)} (default lora)"),
+    ("method", "method", str, f"{' or '.join(METHOD_CHOICES)} (default {DEFAULT_METHOD})"),
     (
         "objective",
         "objective",
