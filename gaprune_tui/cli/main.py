@@ -37,7 +37,22 @@ _RUN_FLAGS: list[tuple[str, Any, str]] = [
     ("metric", str, "metric for tasks without one (default acc_norm where present, else acc)"),
     ("num-fewshot", int, "few-shot examples per prompt (default 0)"),
     ("limit", int, "items per task (default 100)"),
-    ("prune", int, "number of decoder layers to drop, k (default 4)"),
+    (
+        "prune",
+        int,
+        "number of decoder layers (or sub-blocks, --granularity sublayer) to drop, k (default 4)",
+    ),
+    (
+        "granularity",
+        str,
+        "layer (default: drop whole decoder layers) or sublayer (drop attention and MLP "
+        "sub-blocks separately; Llama, Mistral, Qwen2 and Qwen3 families)",
+    ),
+    (
+        "attention-drops",
+        int,
+        "sublayer: how many of the --prune sub-blocks are attention (default: the search decides)",
+    ),
     (
         "objective",
         str,
@@ -230,7 +245,7 @@ def precheck(config: RunConfig) -> None:
 
     info = inspect_model(config.model)
     if info.n_layers:
-        config.check_layers(info.n_layers)
+        config.check_layers(info.n_layers, info.model_type)
 
 
 # ---- following a run ------------------------------------------------------------------------------

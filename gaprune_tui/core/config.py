@@ -20,6 +20,7 @@ import tomli_w
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.errors import ConfigError
 from gaprune_tui.core.modelspec import DTYPE_CHOICES, canonical_dtype
+from gaprune_tui.core.units import GRANULARITIES, GenomeSpace, family_error, units_per_layer
 
 DEFAULT_TASKS = ("hellaswag_offline", "openbookqa_offline")
 # Held-out tasks confirm finalists on data the fitness never saw (those in the fitness are left out).
@@ -88,6 +89,10 @@ class RunConfig:
     objective: str = "single"
     prune_range: list[int] | None = None
     protect: int = 2
+    # ``sublayer`` drops attention and MLP sub-blocks (``core/units.py``): ``prune`` then counts
+    # sub-blocks, and ``attention_drops`` (optional) fixes how many of them are attention.
+    granularity: str = "layer"
+    attention_drops: int | None = None
     population: int = ALGORITHM_DEFAULTS["evopress"]["population"]
     generations: int = ALGORITHM_DEFAULTS["evopress"]["generations"]
     cxpb: float = 0.5
@@ -233,6 +238,7 @@ class RunConfig:
         _choice("invalid", self.invalid, INVALID_CHOICES)
         _choice("dtype", self.dtype, DTYPE_CHOICES)
         _choice("scorer", self.scorer, SCORER_CHOICES)
+        self._validate_granularity()
         if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
             raise ConfigError(f"device must be auto, cpu, mps, cuda or cuda:N, got {self.device!r}")
         for path in self.include_path:
@@ -240,6 +246,31 @@ class RunConfig:
                 raise ConfigError(f"include path {path!r} is not a folder: give a folder of YAMLs")
         validate_backend(self)
         return self
+
+    def _validate_granularity(self) -> None:
+        """``granularity`` and ``attention_drops`` (sub-block runs only, at most ``prune``)."""
+        _choice("granularity", self.granularity, GRANULARITIES)
+        if self.granularity == "sublayer" and self.protect < 1:
+            raise ConfigError(
+                "--granularity sublayer needs --protect 1 or more (the KV cache reads the sequence "
+                "length at layer 0's attention): use --protect 1"
+            )
+        if self.attention_drops is None:
+            return
+        _int_at_least("attention_drops", self.attention_drops, 0, "attention sub-blocks to drop")
+        if self.granularity != "sublayer":
+            raise ConfigError(
+                "--attention-drops counts attention sub-blocks: add --granularity sublayer"
+            )
+        if self.pareto:
+            raise ConfigError(
+                "--attention-drops applies to one size (--prune): drop it or --objective pareto"
+            )
+        if self.attention_drops > self.prune:
+            raise ConfigError(
+                f"--attention-drops {self.attention_drops} is more than the {self.prune} "
+                f"sub-blocks --prune drops: use --attention-drops 0..{self.prune}"
+            )
 
     def _validate_trust(self) -> None:
         """The fields of a trustworthy pick: calibration, finalists, held-out tasks, operators."""
@@ -341,27 +372,39 @@ class RunConfig:
                 "child into the range): drop --invalid zero or --objective pareto"
             )
 
-    def check_layers(self, n_layers: int) -> None:
-        """Checks that need the model's layer count."""
+    def check_layers(self, n_layers: int, model_type: str | None = None) -> None:
+        """Checks that need the model's layer count (sub-blocks: two units per layer) and, for a
+        sub-block run, its family (``model_type``, where known)."""
+        if self.granularity == "sublayer":
+            problem = family_error(model_type)
+            if problem:
+                raise ConfigError(problem)
+        what = "sub-blocks" if self.granularity == "sublayer" else "layers"
         if self.protect >= n_layers:
             raise ConfigError(
                 f"protect={self.protect} leaves no droppable layer in a {n_layers}-layer model: "
                 f"use --protect below {n_layers}"
             )
-        droppable = n_layers - self.protect
+        upl = units_per_layer(self.granularity)
+        droppable = (n_layers - self.protect) * upl
+        shape = f"({n_layers} layers, {self.protect} protected)"
         if self.pareto and self.prune_range and self.prune_range[1] >= droppable:
             raise ConfigError(
                 f"prune_range {self.prune_range[0]}:{self.prune_range[1]} must stay below the "
-                f"{droppable} droppable layers ({n_layers} layers, {self.protect} protected): "
+                f"{droppable} droppable {what} {shape}: "
                 f"use --prune-range {self.prune_range[0]}:{droppable - 1} or less"
             )
         if self.pareto:
             return
         if self.prune >= droppable:
             raise ConfigError(
-                f"prune={self.prune} must be below the {droppable} droppable layers "
-                f"({n_layers} layers, {self.protect} protected): use --prune 1..{droppable - 1}"
+                f"prune={self.prune} must be below the {droppable} droppable {what} "
+                f"{shape}: use --prune 1..{droppable - 1}"
             )
+        space = GenomeSpace(n_layers, self.protect, self.granularity, self.attention_drops)
+        problem = space.check(self.prune)
+        if problem:
+            raise ConfigError(problem)
 
     # ---- (de)serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

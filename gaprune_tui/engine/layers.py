@@ -4,6 +4,14 @@ A ``LayerView`` swaps the model's layer ``ModuleList`` for one holding a subset 
 objects, renumbers every ``layer_idx`` inside them (the KV cache is indexed by it), and slices the
 config fields that are per layer (``num_hidden_layers`` or the family's equivalent, ``layer_types``).
 ``restore()`` puts every one of those back exactly, so the base model is bit-for-bit the same.
+
+A kept list may also hold sub-block path codes (``core/units.py``): layer ``i`` with only its
+attention (``i + n``) or only its MLP (``i + 2 n``). The dropped branch's module is swapped for a
+stand-in that returns zeros, so the layer's residual add passes the stream through unchanged
+(``x + 0 == x`` exactly, which is what a model rebuilt without the branch computes). Layer indices
+stay the view's, so the KV cache keeps one slot per view layer and a dropped attention's slot is
+never filled (a dynamic cache allocates nothing for it); the first view layer keeps its attention
+(a sub-block run protects at least layer 0), because the cache reads the sequence length there.
 """
 
 from __future__ import annotations
@@ -13,10 +21,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from gaprune_tui.core.errors import ModelError
 from gaprune_tui.core.modelspec import COUNT_KEYS
+from gaprune_tui.core.units import ATTENTION_ONLY, FULL, decode_path
 
 # (path to the ModuleList, config attributes holding the layer count), most common first.
 _LAYER_PATHS: tuple[tuple[str, ...], ...] = (
@@ -71,6 +81,34 @@ def _configs(model: nn.Module) -> list[Any]:
     return out
 
 
+class NoAttention(nn.Module):
+    """A dropped attention sub-block: its output is zero, so the residual add is the identity."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[Any, None]:
+        return torch.zeros_like(hidden_states), None
+
+
+class NoMLP(nn.Module):
+    """A dropped MLP sub-block: its output is zero, so the residual add is the identity."""
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.zeros_like(hidden_states)
+
+
+ATTENTION_ATTR, MLP_ATTR = "self_attn", "mlp"
+
+
+def branch_modules(layer: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """A decoder layer's attention and MLP sub-blocks, or ``ModelError`` when it has none."""
+    attn, mlp = getattr(layer, ATTENTION_ATTR, None), getattr(layer, MLP_ATTR, None)
+    if not isinstance(attn, nn.Module) or not isinstance(mlp, nn.Module):
+        raise ModelError(
+            f"{type(layer).__name__} has no self_attn and mlp sub-blocks: "
+            "use --granularity layer for this model"
+        )
+    return attn, mlp
+
+
 class LayerView:
     """Apply a kept-layer set to a model in place and undo it exactly."""
 
@@ -102,38 +140,62 @@ class LayerView:
                         continue
                     self._saved.append((config, attr, value))
         self.kept: tuple[int, ...] = tuple(range(self.n_layers))
+        # (layer, attribute, original module) of each sub-block the current view swapped out.
+        self._swapped: list[tuple[nn.Module, str, nn.Module]] = []
 
     @property
     def is_base(self) -> bool:
         return self.kept == tuple(range(self.n_layers))
 
     def apply(self, kept: Sequence[int]) -> None:
-        """Make the model compute as if only ``kept`` layers (base indices) existed, in order."""
-        kept = tuple(sorted(int(i) for i in kept))
+        """Make the model compute as if only ``kept`` layers (base indices, or sub-block path
+        codes) existed, in order."""
+        n = self.n_layers
+        kept = tuple(sorted((int(i) for i in kept), key=lambda code: code % n))
         if not kept:
             raise ValueError("a layer view needs at least one kept layer")
-        if len(set(kept)) != len(kept) or kept[0] < 0 or kept[-1] >= self.n_layers:
-            raise ValueError(f"kept layers {kept} are not distinct indices in [0, {self.n_layers})")
+        try:
+            decoded = decode_path(kept, n)
+        except ValueError as exc:
+            raise ValueError(f"kept layers {kept} are not distinct indices in [0, {n})") from exc
+        self._unswap()
         setattr(
             self.location.parent,
             self.location.attr,
-            nn.ModuleList([self.base_layers[i] for i in kept]),
+            nn.ModuleList([self.base_layers[i] for i, _ in decoded]),
         )
-        for new_idx, base_idx in enumerate(kept):
+        for new_idx, (base_idx, variant) in enumerate(decoded):
+            layer = self.base_layers[base_idx]
+            if variant != FULL:
+                attn, mlp = branch_modules(layer)
+                attr, stand_in = (
+                    (MLP_ATTR, NoMLP())
+                    if variant == ATTENTION_ONLY
+                    else (ATTENTION_ATTR, NoAttention())
+                )
+                self._swapped.append((layer, attr, getattr(layer, attr)))
+                setattr(layer, attr, stand_in)
             for module, _ in self._indexed[base_idx]:
                 setattr(module, "layer_idx", new_idx)  # noqa: B010 - nn.Module typing
         for config, attr, value in self._saved:
             if attr in _COUNT_ATTRS:
                 setattr(config, attr, len(kept))
             else:
-                setattr(config, attr, type(value)(value[i] for i in kept))
+                setattr(config, attr, type(value)(value[i] for i, _ in decoded))
         self.kept = kept
+
+    def _unswap(self) -> None:
+        """Put back every sub-block a previous ``apply`` swapped out."""
+        while self._swapped:
+            layer, attr, original = self._swapped.pop()
+            setattr(layer, attr, original)
 
     def apply_dropped(self, dropped: Sequence[int]) -> None:
         drop = set(dropped)
         self.apply([i for i in range(self.n_layers) if i not in drop])
 
     def restore(self) -> None:
+        self._unswap()
         setattr(self.location.parent, self.location.attr, self.base_layers)
         for found in self._indexed:
             for module, idx in found:

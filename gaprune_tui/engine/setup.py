@@ -78,7 +78,7 @@ def build_scoring(
         device=config.device,
         trust_remote_code=config.trust_remote_code,
     )
-    config.check_layers(loaded.n_layers)
+    config.check_layers(loaded.n_layers, loaded.family)
     calibration_fitness = is_calibration(config.fitness)
     taskset: Any = None
     if not (fitness_only and calibration_fitness):

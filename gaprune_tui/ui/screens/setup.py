@@ -383,7 +383,7 @@ class SetupScreen(Screen[None]):
                 error = self.model_error
             elif self.model_info is not None and self.model_info.n_layers:
                 try:
-                    config.check_layers(self.model_info.n_layers)  # type: ignore[union-attr]
+                    config.check_layers(self.model_info.n_layers, self.model_info.model_type)  # type: ignore[union-attr]
                 except ConfigError as exc:
                     error = str(exc)
         if error is None and config is not None:
