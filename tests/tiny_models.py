@@ -70,6 +70,8 @@ _SIZES = dict(_POS, hidden_size=32, intermediate_size=64, num_attention_heads=4)
 _GQA = dict(_SIZES, num_key_value_heads=2)
 _SPECS = {
     "llama": FamilySpec("LlamaConfig", "LlamaForCausalLM", _GQA),
+    # Not in FAMILIES: only the sub-block export tests build it (a family the modeling file covers).
+    "mistral": FamilySpec("MistralConfig", "MistralForCausalLM", _GQA),
     "qwen3": FamilySpec(
         "Qwen3Config",
         "Qwen3ForCausalLM",
@@ -88,8 +90,8 @@ _SPECS = {
 
 
 def build_tiny(family: str, path: Path, *, n_layers: int = N_LAYERS, seed: int = 0) -> Path:
-    """Save a tiny model of ``family`` (llama, qwen3 with layer_types, gpt2, gpt_neox, opt) into
-    ``path``."""
+    """Save a tiny model of ``family`` (llama, mistral, qwen3 with layer_types, gpt2, gpt_neox,
+    opt) into ``path``."""
     import transformers
 
     if family not in _SPECS:

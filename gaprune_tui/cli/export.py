@@ -25,6 +25,7 @@ from typing import Any
 
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.modelspec import EXPORT_DTYPES
+from gaprune_tui.core.units import describe
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -184,11 +185,13 @@ def _run_human(export_run: Any, run_id: str, kwargs: dict[str, Any]) -> int:
         f"exported rank {plan.rank} ({plan.ranking.order} order) of run {plan.run_id} "
         f"to [bold]{escape(str(result.path))}[/]"
     )
+    sub = plan.granularity == "sublayer"
+    dropped = describe(plan.dropped, "sublayer") if sub else f"layers {plan.dropped}"
     out.print(
-        f"dropped layers {plan.dropped}; parameters {before:,} -> {after:,}{removed}; "
+        f"dropped {dropped}; parameters {before:,} -> {after:,}{removed}; "
         f"{result.size_bytes / 2**20:.1f} MiB on disk ({plan.dtype})"
         if before and after
-        else f"dropped layers {plan.dropped}; {result.size_bytes / 2**20:.1f} MiB on disk"
+        else f"dropped {dropped}; {result.size_bytes / 2**20:.1f} MiB on disk"
     )
     if result.verification is None:
         out.print("[yellow]not verified (--no-verify)[/]")

@@ -19,6 +19,7 @@ from gaprune_tui.core import events, format, preflight
 from gaprune_tui.core.config import ALGORITHM_DEFAULTS, RunConfig, TaskSpec
 from gaprune_tui.core.errors import ConfigError, GapruneError, StoreError
 from gaprune_tui.core.store import ControlAction, RunState, RunStore, can_resume, list_runs
+from gaprune_tui.core.units import describe
 
 # The run-control verbs and what each asks of the engine. ``resume`` is not one of them: it
 # starts a new engine on a stopped or crashed run (``cmd_resume``).
@@ -312,6 +313,17 @@ def follow(store: RunStore, proc: Any) -> int:
     return proc.returncode or 0
 
 
+_GRANULARITY: dict[str, str] = {}  # run id -> its granularity, read once per run
+
+
+def _genome(store: RunStore, dropped: list[int]) -> str:
+    """A genome as the terminal prints it: ``[3, 9]`` (layers) or ``layers 3 · attn 12 · mlp 20``."""
+    if store.id not in _GRANULARITY:
+        _GRANULARITY[store.id] = store.config().granularity
+    granularity = _GRANULARITY[store.id]
+    return str(list(dropped)) if granularity == "layer" else describe(dropped, granularity)
+
+
 def _print_event(
     event: events.RunEvent, store: RunStore, console: Any, progress: Any, bar: list[Any]
 ) -> None:
@@ -324,6 +336,9 @@ def _print_event(
             if event.objective == "pareto" and event.prune_range
             else str(event.prune)
         )
+        if event.granularity == "sublayer":
+            quota = event.attention_drops
+            drop += " sub-blocks" + (f" ({quota} attention)" if quota is not None else "")
         console.print(
             f"[dim]run {store.id}: {event.model}, {event.n_layers} layers, drop "
             f"{drop}, tasks {', '.join(event.tasks)}[/]"
@@ -331,7 +346,9 @@ def _print_event(
     elif isinstance(event, events.BaseScores):
         console.print(f"base model fitness {event.fitness:.4f}  {format.scores_line(event.scores)}")
     elif isinstance(event, events.EvaluationStarted) and bar:
-        progress.update(bar[0], status=f"gen {event.generation} drop {event.dropped}")
+        progress.update(
+            bar[0], status=f"gen {event.generation} drop {_genome(store, event.dropped)}"
+        )
     elif isinstance(event, events.GenerationFinished) and event.front:
         front = "  ".join(
             f"k{p['k']} {format.score(p['fitness'])}{'*' if p.get('dominated') else ''}"
@@ -345,11 +362,12 @@ def _print_event(
         console.print(
             f"gen {event.generation:>3}  new {event.evaluated:>3}  memo {event.from_memo:>3}  "
             f"best {format.score(event.best_fitness)}  mean {format.score(event.mean)}  "
-            f"best drop {event.best_dropped}  ({event.seconds:.1f} s)"
+            f"best drop {_genome(store, event.best_dropped)}  ({event.seconds:.1f} s)"
         )
     elif isinstance(event, events.ReferenceScored):
         console.print(
-            f"baseline {event.name}: drop {event.dropped}  {format.scores_line(event.scores)}"
+            f"baseline {event.name}: drop {_genome(store, event.dropped)}  "
+            f"{format.scores_line(event.scores)}"
         )
     elif isinstance(event, events.ConfirmationStarted):
         held = ", ".join(event.holdout_tasks) or "none"
@@ -359,7 +377,7 @@ def _print_event(
         )
     elif isinstance(event, events.GenomeConfirmed):
         console.print(
-            f"  {event.label:<12} drop {event.dropped}: confirmed "
+            f"  {event.label:<12} drop {_genome(store, event.dropped)}: confirmed "
             f"{format.score(event.confirmed, event.confirmed_stderr)}, held-out "
             f"{format.score(event.holdout, event.holdout_stderr)}  ({event.seconds:.1f} s)"
         )

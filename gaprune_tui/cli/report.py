@@ -178,9 +178,9 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
             how += ", within noise of the next one"
     lines = [
         *_versus_lines(result),
-        f"recommended: drop {result['dropped_layers']} ({how}); kept "
+        f"recommended: drop {_drop_text(result)} ({how}); kept "
         f"{len(result['kept_layers'])} of {result['n_layers']} layers, {removed:.1%} of "
-        "parameters removed",
+        "parameters removed" + _savings(result),
         f"fitness {format.score(result['fitness'], result.get('fitness_stderr'))} "
         f"({fitness_kinds.label(kind)}); base "
         f"{format.score(result['base_fitness'], result.get('base_fitness_stderr'))}"
@@ -202,6 +202,30 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
         each = ", ".join(f"{name} {n}" for name, n in counts.items())
         lines.insert(-1, f"scored on {result['backend']}" + (f" ({each})" if each else ""))
     return "\n".join(lines)
+
+
+def _drop_text(result: dict[str, Any]) -> str:
+    """The pick's drops: its layer list, or a sub-block run's ``layers … · attn … · mlp …``."""
+    if result.get("granularity") == "sublayer" and result.get("dropped_text"):
+        return str(result["dropped_text"])
+    return str(result["dropped_layers"])
+
+
+def _savings(result: dict[str, Any]) -> str:
+    """``; KV cache -25%; measured here: prompt 1.31x, generation 1.18x`` where result.json has
+    them (older runs do not)."""
+    out = ""
+    kv = result.get("kv_cache")
+    if kv:
+        out += f"; KV cache {-kv['reduction']:.0%}"
+    speed = result.get("speed")
+    if speed:
+        out += (
+            f"; measured on this {speed['device']} ({speed['threads']} threads, median of "
+            f"{speed['repeats']}): prompt {speed['prompt_speedup']:.2f}x, generation "
+            f"{speed['generate_speedup']:.2f}x the base model's speed"
+        )
+    return out
 
 
 def _versus_lines(result: dict[str, Any]) -> list[str]:

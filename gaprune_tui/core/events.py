@@ -86,6 +86,9 @@ class RunStarted(RunEvent):
     # "pareto": every k in ``prune_range`` at once; ``prune`` is then unused.
     objective: str = "single"
     prune_range: list[int] | None = None
+    # "sublayer": genomes name attention (2 i) and MLP (2 i + 1) sub-blocks (``core/units.py``).
+    granularity: str = "layer"
+    attention_drops: int | None = None
 
 
 @dataclass

@@ -188,6 +188,12 @@ def write_request(
 ) -> str:
     """Create ``heals/ID/request.json`` for a heal the engine will run; returns ID. A request
     for a heal that already finished with the same settings starts it afresh."""
+    run_config = getattr(run_path, "config", None)
+    if callable(run_config) and run_config().granularity == "sublayer":
+        raise ConfigError(
+            "healing covers whole-layer runs, and this run drops attention and MLP sub-blocks: "
+            "export its pick unhealed, or heal a --granularity layer run"
+        )
     hid = heal_id(config, dropped)
     folder = heals_dir(run_path) / hid
     folder.mkdir(parents=True, exist_ok=True)

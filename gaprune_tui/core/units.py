@@ -35,6 +35,7 @@ __all__ = [
     "mut_swap",
     "split",
     "swap_count_weights",
+    "to_units",
     "units_per_layer",
     "whole_layers",
 ]
@@ -105,7 +106,7 @@ def kept_path(dropped: Iterable[int], n_layers: int, granularity: str) -> list[i
 
 def decode_path(path: Sequence[int], n_layers: int) -> list[tuple[int, int]]:
     """(base layer, variant) per path code, checked: distinct layers in increasing order."""
-    out = []
+    out: list[tuple[int, int]] = []
     for code in path:
         code = int(code)
         layer, variant = code % n_layers, code // n_layers
@@ -223,7 +224,7 @@ class GenomeSpace:
             self.droppable
         )
 
-    def random(self, k: int, rng: random.Random) -> list[int]:
+    def draw(self, k: int, rng: random.Random) -> list[int]:
         out: list[int] = []
         for pool, n in self.pools(k):
             out.extend(rng.sample(pool, n))

@@ -19,15 +19,24 @@ baselines need is kept: per-layer cosine sums (for BI) and each layer's input at
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from gaprune_tui.core.units import GenomeSpace, to_units
 from gaprune_tui.engine.layers import locate_layers
 from gaprune_tui.engine.model import LoadedModel
 
-__all__ = ["BASELINE_NAMES", "Baseline", "LayerSignals", "baselines", "layer_signals"]
+__all__ = [
+    "BASELINE_NAMES",
+    "Baseline",
+    "LayerSignals",
+    "baselines",
+    "layer_signals",
+    "sublayer_baselines",
+]
 
 BASELINE_NAMES = ("shortgpt", "angular", "last_k")
 
@@ -57,6 +66,10 @@ class LayerSignals:
     last_token_states: torch.Tensor = field(repr=False)  # [n_layers + 1, N, hidden]
     n_sequences: int
     n_tokens: int
+    # Sub-block influence (a sub-block run): BI of each layer's attention branch, 1 - cos(h_in,
+    # h_mid), and of its MLP branch, 1 - cos(h_mid, h_out), h_mid being the stream between them.
+    attention_influence: list[float] | None = None
+    mlp_influence: list[float] | None = None
     _angular: dict[tuple[int, int], float] = field(default_factory=dict, repr=False)
 
     def angular_distance(self, start: int, k: int) -> float:
@@ -78,12 +91,14 @@ def _hidden_of(value: Any) -> torch.Tensor:
 
 
 def layer_signals(
-    loaded: LoadedModel, input_ids: torch.Tensor, batch_size: int = 8
+    loaded: LoadedModel, input_ids: torch.Tensor, batch_size: int = 8, sublayer: bool = False
 ) -> LayerSignals:
     """Run the base model over ``input_ids`` ([N, L], every position a real token) once.
 
     Hooks on every decoder layer add up cos(h_in, h_out) over all N*L tokens and keep the last
     token's input; nothing is stored per token. Needs the base model (no layer view applied).
+    ``sublayer`` also measures each attention and MLP branch's influence: the stream between the
+    two branches is the input of the layer's ``post_attention_layernorm``.
     """
     if input_ids.ndim != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
         raise ValueError(f"input_ids must be [N, L] with N, L >= 1, got {tuple(input_ids.shape)}")
@@ -94,6 +109,9 @@ def layer_signals(
     layers = list(getattr(location.parent, location.attr))
     n = len(layers)
     cos_sums = torch.zeros(n, dtype=torch.float64)
+    attn_sums = torch.zeros(n, dtype=torch.float64)
+    mlp_sums = torch.zeros(n, dtype=torch.float64)
+    mids: dict[int, torch.Tensor] = {}
     last_in: list[list[torch.Tensor]] = [[] for _ in range(n)]
     last_out: list[torch.Tensor] = []
 
@@ -103,6 +121,11 @@ def layer_signals(
             h_out = _hidden_of(output).float()
             cos = torch.nn.functional.cosine_similarity(h_in, h_out, dim=-1)
             cos_sums[index] += cos.double().sum().cpu()
+            if sublayer:
+                h_mid = mids.pop(index)
+                cosine = torch.nn.functional.cosine_similarity
+                attn_sums[index] += cosine(h_in, h_mid, dim=-1).double().sum().cpu()
+                mlp_sums[index] += cosine(h_mid, h_out, dim=-1).double().sum().cpu()
             last_in[index].append(h_in[:, -1, :].cpu())
             if index == n - 1:
                 last_out.append(h_out[:, -1, :].cpu())
@@ -113,6 +136,19 @@ def layer_signals(
         layer.register_forward_hook(make_hook(i), with_kwargs=True)
         for i, layer in enumerate(layers)
     ]
+    if sublayer:
+
+        def make_mid_hook(index: int) -> Any:
+            def hook(module: Any, args: tuple) -> None:
+                mids[index] = _hidden_of(args[0]).float()
+
+            return hook
+
+        for i, layer in enumerate(layers):
+            norm = getattr(layer, "post_attention_layernorm", None)
+            if norm is None:
+                raise ValueError(f"{type(layer).__name__} has no post_attention_layernorm")
+            handles.append(norm.register_forward_pre_hook(make_mid_hook(i)))
     try:
         with torch.no_grad():
             for start in range(0, input_ids.shape[0], batch_size):
@@ -129,6 +165,8 @@ def layer_signals(
         last_token_states=states,
         n_sequences=int(input_ids.shape[0]),
         n_tokens=n_tokens,
+        attention_influence=[1.0 - float(s) / n_tokens for s in attn_sums] if sublayer else None,
+        mlp_influence=[1.0 - float(s) / n_tokens for s in mlp_sums] if sublayer else None,
     )
 
 
@@ -154,3 +192,34 @@ def baselines(signals: LayerSignals, n_layers: int, k: int, protect: int) -> lis
         Baseline("angular", list(range(best, best + k)), signals.angular_distance(best, k)),
         Baseline("last_k", list(range(n_layers - 1 - k, n_layers - 1))),
     ]
+
+
+def sublayer_baselines(
+    signals: LayerSignals, space: GenomeSpace, k: int, names: Sequence[str] = BASELINE_NAMES
+) -> list[Baseline]:
+    """The one-pass references of a sub-block run dropping ``k`` units of ``space``.
+
+    ShortGPT ranks every droppable attention and MLP branch by its own influence and drops the k
+    lowest (with an attention quota: the lowest of each kind). Angular distance and last k remove
+    whole layers, so they exist where k is even (k / 2 layers) and any quota is k / 2."""
+    if signals.attention_influence is None or signals.mlp_influence is None:
+        raise ValueError("sub-block baselines need layer_signals(..., sublayer=True)")
+    problem = space.check(k)
+    if problem:
+        raise ValueError(problem)
+    influence = {2 * i: v for i, v in enumerate(signals.attention_influence)}
+    influence.update({2 * i + 1: v for i, v in enumerate(signals.mlp_influence)})
+    out = []
+    if "shortgpt" in names:
+        dropped: list[int] = []
+        for pool, count in space.pools(k):
+            dropped += sorted(pool, key=lambda u: (influence[u], u))[:count]
+        dropped.sort()
+        out.append(Baseline("shortgpt", dropped, sum(influence[u] for u in dropped) / k))
+    quota = space.attention_drops
+    m = k // 2
+    if k % 2 == 0 and (quota is None or quota == m) and m <= space.n_layers - space.protect - 1:
+        for b in baselines(signals, space.n_layers, m, space.protect):
+            if b.name in names and b.name != "shortgpt":
+                out.append(Baseline(b.name, to_units(b.dropped, "sublayer"), b.signal))
+    return out

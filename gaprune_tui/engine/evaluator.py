@@ -24,6 +24,7 @@ import torch
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.fitness import CALIBRATION, fitness_of, task_kind
 from gaprune_tui.core.store import Memo
+from gaprune_tui.core.units import kept_path
 from gaprune_tui.engine.model import LoadedModel
 from gaprune_tui.engine.scoring import SCORER_VERSION, make_lm
 from gaprune_tui.engine.search import Outcome
@@ -106,8 +107,9 @@ class Evaluator:
         return _fidelity(limit)
 
     def kept_of(self, dropped: list[int]) -> list[int]:
-        drop = set(dropped)
-        return [i for i in range(self.loaded.n_layers) if i not in drop]
+        """The path the scorer runs (``core/units.py``): the kept layers, sub-blocks coded. The
+        memo is keyed by it, so a genome of whole layers shares its entry across granularities."""
+        return kept_path(dropped, self.loaded.n_layers, self.config.granularity)
 
     def plan(self, dropped_lists: list[list[int]]) -> None:
         """The genomes about to be evaluated (a generation, in order): lets the scorer evaluate

@@ -28,7 +28,6 @@ from typing import Any
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.events import EvaluationFinished, EvaluationStarted, RunEvent
-from gaprune_tui.engine.operators import mut_swap
 from gaprune_tui.engine.search import Search
 
 __all__ = ["MAX_SWAPS", "EvoPressSearch"]
@@ -107,7 +106,7 @@ class EvoPressSearch(Search):
         label = fidelity_of(limit) if fidelity_of is not None else f"screen:{limit}"
         for index, ind in enumerate(todo):
             dropped = sorted(ind)
-            kept = [i for i in range(self.n_layers) if i not in set(dropped)]
+            kept = self.kept_of(dropped)
             yield EvaluationStarted(
                 generation=gen, index=index, dropped=dropped, kept=kept, fidelity=label
             )
@@ -142,12 +141,11 @@ class EvoPressSearch(Search):
     def _random_genomes(self, seeds: list[Any]) -> list[list[int]]:
         """``population`` random genomes, distinct from each other and from the seeds."""
         taken = {tuple(sorted(s)) for s in seeds}
-        pool = range(self.config.protect, self.n_layers)
         out: list[list[int]] = []
         for _ in range(20 * self.config.population):
             if len(out) == self.config.population:
                 break
-            genome = sorted(self.rng.sample(pool, self.k))
+            genome = self._random(self.rng)
             if tuple(genome) not in taken:
                 taken.add(tuple(genome))
                 out.append(genome)
@@ -161,7 +159,7 @@ class EvoPressSearch(Search):
         for _ in range(20 * self.config.offspring):
             if len(out) == self.config.offspring:
                 break
-            child = mut_swap(parent, self.n_layers, self.config.protect, self.rng, MAX_SWAPS)
+            child = self._swap(parent, self.rng, MAX_SWAPS)
             if tuple(child) not in seen:
                 seen.add(tuple(child))
                 out.append(child)

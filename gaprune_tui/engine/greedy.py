@@ -52,6 +52,7 @@ def greedy_path(
     screen: int | None = None,
     survivors: int = 2,
     cost_of: Callable[[Outcome], float] | None = None,
+    feasible: Callable[[list[int]], bool] | None = None,
 ) -> GreedyPath:
     """Drop layers one at a time up to ``k_max``, each step keeping the candidate with the best
     ``kind`` fitness. ``plan`` announces each step's candidates (the prefix cache's tree order);
@@ -60,7 +61,9 @@ def greedy_path(
     ``screen`` (a limit: calibration tokens or task items) makes each step a multi-step
     selection like EvoPress's: every candidate is scored at that fidelity, the best
     ``survivors`` in full, and the best full score wins; None scores every candidate in full
-    (SLEB's greedy exactly). ``cost_of`` prices a fresh outcome in full evaluations (1 each)."""
+    (SLEB's greedy exactly). ``cost_of`` prices a fresh outcome in full evaluations (1 each).
+    ``feasible`` keeps only the candidates a run allows (a sub-block run's attention quota);
+    ``n_layers`` and ``protect`` count units (``core/units.py``)."""
     if not 1 <= k_max < n_layers - protect:
         raise ValueError(
             f"greedy removal of {k_max} layers needs 1 <= k < {n_layers - protect} droppable"
@@ -92,6 +95,8 @@ def greedy_path(
         candidates = sorted(
             sorted([*dropped, layer]) for layer in range(protect, n_layers) if layer not in dropped
         )
+        if feasible is not None:
+            candidates = [c for c in candidates if feasible(c)]
         if screen is None:
             best = best_of(scored(candidates, None))[0]
         else:

@@ -211,3 +211,21 @@ class LayerView:
             yield self
         finally:
             self.restore()
+
+
+def _count(module: nn.Module | None) -> int:
+    return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+
+def unit_params(layers: Sequence[nn.Module], granularity: str) -> list[int]:
+    """Parameters each unit of a genome removes: per layer, or per sub-block (an attention
+    sub-block with the norm in front of it, an MLP sub-block with its norm; whatever else a layer
+    holds goes with its MLP)."""
+    if granularity != "sublayer":
+        return [_count(layer) for layer in layers]
+    out = []
+    for layer in layers:
+        attn, _ = branch_modules(layer)
+        attention = _count(attn) + _count(getattr(layer, "input_layernorm", None))
+        out += [attention, _count(layer) - attention]
+    return out

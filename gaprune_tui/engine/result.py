@@ -29,6 +29,7 @@ from gaprune_tui.core.events import (
     ReferenceScored,
 )
 from gaprune_tui.core.store import BASELINE_GENERATION, Evaluation, RunStore
+from gaprune_tui.core.units import describe, kept_path, split
 from gaprune_tui.engine.backends import backend_result as _backend_result
 
 if TYPE_CHECKING:
@@ -335,6 +336,8 @@ def build_result(
     run_started: float,
 ) -> dict[str, Any]:
     """result.json of a finished search (see the module docstring)."""
+    from gaprune_tui.engine.speed import kv_cache, measure_or_none
+
     config, loaded = setup.config, setup.loaded
     kind = config.fitness
     started = [e for e in store.events() if isinstance(e, ConfirmationStarted)]
@@ -350,6 +353,9 @@ def build_result(
         if knee is not None:
             pick, picked_by = knee.dropped, "knee"
     best = next((e for e in ranked if e.dropped == pick), ranked[0])
+    granularity = config.granularity
+    path = kept_path(best.dropped, loaded.n_layers, granularity)
+    whole, attention, mlp = split(best.dropped, granularity)
     finalist_rows, baseline_rows = _reference_rows(ranked, references, confirmations, judge)
     versus = vs_best_baseline(best.dropped, best.fitness, best.scores, references, kind)
     picked = {**judge.genome(best.dropped, best.fitness, best.scores), **versus}
@@ -366,7 +372,12 @@ def build_result(
         **picked,
         **_confirmed_vs_baseline(best.dropped, versus.get("best_baseline_dropped"), confirmations),
         "budget": budget(store, config, references),
-        "kept_layers": [i for i in range(loaded.n_layers) if i not in set(best.dropped)],
+        "granularity": granularity,
+        "dropped_text": describe(best.dropped, granularity),
+        "dropped_split": {"layers": whole, "attention": attention, "mlp": mlp},
+        "kept_layers": path,
+        "kv_cache": kv_cache(path, loaded.n_layers),
+        "speed": measure_or_none(loaded, path, setup.calibration.input_ids[0]),
         "base_scores": base.scores,
         "base_fitness": base.fitness,
         "base_fitness_stderr": fitness_kinds.fitness_stderr(base.scores, kind),

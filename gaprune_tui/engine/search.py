@@ -43,6 +43,7 @@ from gaprune_tui.core.events import (
     SearchFinished,
 )
 from gaprune_tui.core.fitness import fitness_of
+from gaprune_tui.core.units import GenomeSpace
 from gaprune_tui.engine.operators import cx_sets, mut_resize, mut_swap, repair_range
 
 # DEAP compares fitnesses through their weights: +1 maximises task fitness, -1 minimises KL and
@@ -195,7 +196,13 @@ class Search:
         self.ks = config.ks
         self.individual = individual_class(self.kind, self.pareto)
         self.config = config
-        self.n_layers = n_layers
+        # Genomes are units (``core/units.py``): layers, or attention and MLP sub-blocks.
+        self.space = GenomeSpace(
+            n_layers, config.protect, config.granularity, config.attention_drops
+        )
+        self.n_layers = self.space.n_units  # the units a genome draws from
+        self.protect = self.space.first_unit  # units below this are never dropped
+        self.quota = config.attention_drops is not None and not config.pareto
         self.k = config.prune
         # Pareto runs: (dropped, fitness) of every full evaluation, in evaluation order, and
         # the hypervolume's reference fitness (fixed from the initial population).
@@ -219,10 +226,7 @@ class Search:
     def _toolbox(self) -> base.Toolbox:
         cfg, n = self.config, self.n_layers
         tb = base.Toolbox()
-        tb.register(
-            "individual",
-            lambda: self.individual(sorted(random.sample(range(cfg.protect, n), self.k))),
-        )
+        tb.register("individual", lambda: self.individual(self._random(random)))
         tb.register("population", tools.initRepeat, list, tb.individual)
         if self.pareto:
             tb.register("mate", self._mate_sets)
@@ -239,11 +243,32 @@ class Search:
     def _mutate_swap(self, ind: list[int]) -> tuple[list[int]]:
         """EvoPress's count-preserving mutation, in place as DEAP expects; runs inside
         ``_own_random``, so the global ``random`` is the search's own stream."""
-        genome, protect = list(ind), self.config.protect
-        if not is_valid(genome, self.n_layers, protect, self.k):  # crossover made a repeat
-            genome = repair(genome, self.n_layers, protect, random)
-        ind[:] = mut_swap(genome, self.n_layers, protect, random)  # type: ignore[arg-type]
+        genome = list(ind)
+        if not self._valid(genome):  # crossover made a repeat
+            genome = self._repair(genome, random)
+        ind[:] = self._swap(genome, random)
         return (ind,)
+
+    def _random(self, rng: Any) -> list[int]:
+        """A random genome of the run's k (``rng``: the search's stream)."""
+        if self.quota:
+            return self.space.draw(self.k, rng)
+        return sorted(rng.sample(range(self.protect, self.n_layers), self.k))
+
+    def _repair(self, genome: list[int], rng: Any) -> list[int]:
+        if self.quota:
+            return self.space.repair(genome, self.k, rng)
+        return repair(genome, self.n_layers, self.protect, rng)
+
+    def _swap(self, genome: list[int], rng: Any, max_swaps: int = 3) -> list[int]:
+        """EvoPress's swap mutation; with an attention quota, within the attention or MLP pool."""
+        if self.quota:
+            return self.space.swap(genome, rng, max_swaps)
+        return mut_swap(genome, self.n_layers, self.protect, rng, max_swaps)
+
+    def kept_of(self, dropped: list[int]) -> list[int]:
+        """The path the scorer runs for a genome (its kept layers, sub-blocks coded)."""
+        return self.space.kept(dropped)
 
     def _mate_sets(self, a: list[int], b: list[int]) -> tuple[list[int], list[int]]:
         """A Pareto run's crossover (``cx_sets``), in place as DEAP expects."""
@@ -254,7 +279,7 @@ class Search:
     def _mutate_resize(self, ind: list[int]) -> tuple[list[int]]:
         """A Pareto run's mutation (``mut_resize``): grow, shrink or swap within the range."""
         low, high, rng = self.ks[0], self.ks[-1], cast(random.Random, random)
-        ind[:] = mut_resize(ind, self.n_layers, self.config.protect, low, high, rng)
+        ind[:] = mut_resize(ind, self.n_layers, self.protect, low, high, rng)
         return (ind,)
 
     def _valid(self, genome: list[int]) -> bool:
@@ -262,7 +287,9 @@ class Search:
         if self.pareto and len(genome) not in self.ks:
             return False
         k = len(genome) if self.pareto else self.k
-        return is_valid(genome, self.n_layers, self.config.protect, k)
+        if self.quota:
+            return self.space.valid(genome, k)
+        return is_valid(genome, self.n_layers, self.protect, k)
 
     def _initial_population(self) -> list[Any]:
         """The seeds that are valid and distinct, then random genomes up to the population size
@@ -275,7 +302,7 @@ class Search:
         missing = cfg.population - len(seeded)
         if not self.pareto:
             return seeded + self.toolbox.population(n=missing)
-        pool = range(cfg.protect, self.n_layers)
+        pool = range(self.protect, self.n_layers)
         sizes = [self.ks[i % len(self.ks)] for i in range(missing)]
         return seeded + [self.individual(sorted(random.sample(pool, k))) for k in sizes]
 
@@ -298,7 +325,7 @@ class Search:
     def _assess(self, ind: Any, gen: int, index: int) -> Iterator[RunEvent]:
         """Evaluate one individual (validity, screening, full), yielding its events."""
         dropped = sorted(ind)
-        kept = [i for i in range(self.n_layers) if i not in set(dropped)]
+        kept = self.kept_of(dropped)
         if self.config.invalid == "zero" and not self._valid(list(ind)):
             # The original scores an invalid genome (a repeated or a protected layer) 0: the
             # worst task fitness. For KL and perplexity (lower is better) the worst is +inf.
@@ -385,7 +412,7 @@ class Search:
         threshold = statistics.median(parents) if parents else worst
         for index, ind in enumerate(todo):
             dropped = sorted(ind)
-            kept = [i for i in range(self.n_layers) if i not in set(dropped)]
+            kept = self.kept_of(dropped)
             if self.config.invalid == "zero" and not self._valid(list(ind)):
                 yield from self._assess(ind, gen, index)
                 continue
@@ -465,7 +492,7 @@ class Search:
             for i, ind in enumerate(offspring):
                 if not ind.fitness.valid:
                     rng = cast(random.Random, random)  # the module, on the search's stream
-                    fixed = repair_range(ind, self.n_layers, cfg.protect, low, high, rng)
+                    fixed = repair_range(ind, self.n_layers, self.protect, low, high, rng)
                     offspring[i] = self.individual(fixed)
             return offspring
         offspring = self.toolbox.select(population, len(population))
@@ -474,12 +501,10 @@ class Search:
             for i, ind in enumerate(offspring):
                 if ind.fitness.valid:
                     continue
-                if is_valid(list(ind), self.n_layers, cfg.protect, self.k):
+                if self._valid(list(ind)):
                     ind[:] = sorted(ind)
                 else:
-                    offspring[i] = self.individual(
-                        repair(list(ind), self.n_layers, cfg.protect, random)
-                    )
+                    offspring[i] = self.individual(self._repair(list(ind), random))
         return offspring
 
     def _survivors(self, population: list[Any], offspring: list[Any]) -> list[Any]:

@@ -131,10 +131,12 @@ class Setup:
 
 @dataclass
 class ModelSize:
-    """Parameter counts of the base model: the whole and each decoder layer."""
+    """Parameter counts of the base model: the whole, each decoder layer, and each unit a genome
+    can drop (the layers, or in a sub-block run each layer's attention then its MLP)."""
 
     total: int
     per_layer: list[int]
+    per_unit: list[int]
 
 
 def configure_logging(fmt: str | None = None, stream: TextIO | None = None) -> None:

@@ -51,6 +51,8 @@ _SEARCH_SHAPE = (
     "fitness",
     "objective",
     "prune_range",
+    "granularity",
+    "attention_drops",
 )
 
 
@@ -203,12 +205,12 @@ class Worker:
             self.record(event)
         confirmations = self.confirm(setup, base, references)
         result = build_result(
-            self.store, setup, base, references, confirmations, size.per_layer, self.started
+            self.store, setup, base, references, confirmations, size.per_unit, self.started
         )
         self.store.write_result(result)
         self.store.set_state(RunState.FINISHED)
         self.store.add_event(events.RunFinished(result=result))
-        log.info("finished: drop %s fitness %.4f", result["dropped_layers"], result["fitness"])
+        log.info("finished: drop %s fitness %.4f", result["dropped_text"], result["fitness"])
         log.info("against the baselines: %s", result["headline"])
 
     def run_confirm(self) -> int:
@@ -245,7 +247,7 @@ class Worker:
         references = self.score_references(setup)
         confirmations = self.confirm(setup, base, references)
         result = build_result(
-            store, setup, base, references, confirmations, size.per_layer, self.started
+            store, setup, base, references, confirmations, size.per_unit, self.started
         )
         store.write_result(result)
         if previous == RunState.FINISHED:
@@ -258,19 +260,27 @@ class Worker:
         run's fitness, each scored like any genome (through the memo). Each pick is also stored
         as an evaluation of generation -1, so every ranking of the run's genomes (finalists,
         recommendation, Pareto front, ``export --rank``) includes it."""
-        from gaprune_tui.engine.baselines import baselines, layer_signals
+        from gaprune_tui.engine.baselines import baselines, layer_signals, sublayer_baselines
 
         config, loaded = setup.config, setup.loaded
         one_pass = [name for name in config.baselines if name != "greedy"]
         picks: list[tuple[str, Any]] = []
         if one_pass:
-            signals = layer_signals(loaded, setup.calibration.input_ids)
+            sublayer = config.granularity == "sublayer"
+            signals = layer_signals(loaded, setup.calibration.input_ids, sublayer=sublayer)
+            space = self.space(setup)
+
+            def at(k: int) -> list[Any]:
+                if sublayer:
+                    return sublayer_baselines(signals, space, k, one_pass)
+                found = baselines(signals, loaded.n_layers, k, config.protect)
+                return [b for b in found if b.name in one_pass]
+
             # A Pareto run has baselines at every k of its range ("shortgpt k=3", ...), one pass.
             picks = [
                 (f"{b.name} k={k}" if config.pareto else b.name, b)
                 for k in config.ks
-                for b in baselines(signals, loaded.n_layers, k, config.protect)
-                if b.name in one_pass
+                for b in at(k)
             ]
         setup.evaluator.plan([b.dropped for _, b in picks])
         out = []
@@ -296,9 +306,18 @@ class Worker:
         """Greedy removal (``engine/greedy.py``) up to the run's largest k: one pick per k."""
         from gaprune_tui.engine.greedy import greedy_evaluations, greedy_path
 
-        config, loaded = setup.config, setup.loaded
+        config = setup.config
+        space = self.space(setup)
         k_max = max(config.ks)
-        droppable = loaded.n_layers - config.protect
+        droppable = len(space.droppable)
+        feasible = None
+        if config.attention_drops is not None:
+            attention, k = config.attention_drops, config.prune
+
+            def feasible(genome: list[int]) -> bool:
+                n_attention = sum(1 for u in genome if u % 2 == 0)
+                return n_attention <= attention and len(genome) - n_attention <= k - attention
+
         log.info(
             "baseline greedy: up to %d evaluations to reach k = %d (memo hits are free)",
             greedy_evaluations(droppable, k_max),
@@ -308,8 +327,8 @@ class Worker:
 
         path = greedy_path(
             setup.evaluator,
-            loaded.n_layers,
-            config.protect,
+            space.n_units,
+            space.first_unit,
             k_max,
             setup.evaluator.kind,
             plan=setup.evaluator.plan,
@@ -317,6 +336,7 @@ class Worker:
             screen=config.screen_limit,
             survivors=config.survivors,
             cost_of=lambda outcome: fidelity_cost(outcome.fidelity, config),
+            feasible=feasible,
         )
         out = []
         for k in config.ks:
@@ -341,6 +361,16 @@ class Worker:
                 path.seconds,
             )
         return out
+
+    @staticmethod
+    def space(setup: Setup) -> Any:
+        """The run's genome space (``core/units.GenomeSpace``): its units and quota."""
+        from gaprune_tui.core.units import GenomeSpace
+
+        config = setup.config
+        return GenomeSpace(
+            setup.loaded.n_layers, config.protect, config.granularity, config.attention_drops
+        )
 
     def _reference(
         self, setup: Setup, event: events.ReferenceScored, outcome: Any
@@ -423,12 +453,14 @@ class Worker:
 
     def record_model(self, setup: Setup) -> ModelSize:
         """Mark the run running, store what the UI shows of the model, announce the start."""
+        from gaprune_tui.engine.layers import unit_params
+
         loaded, config = setup.loaded, setup.config
+        layers = list(loaded.view.base_layers)
         size = ModelSize(
             total=sum(p.numel() for p in loaded.model.parameters()),
-            per_layer=[
-                sum(p.numel() for p in layer.parameters()) for layer in loaded.view.base_layers
-            ],
+            per_layer=unit_params(layers, "layer"),
+            per_unit=unit_params(layers, config.granularity),
         )
         self.store.set_state(RunState.RUNNING)
         self.store.set_meta(
@@ -437,6 +469,7 @@ class Worker:
             n_layers=loaded.n_layers,
             n_params=size.total,
             params_per_layer=size.per_layer,
+            params_per_unit=size.per_unit,
             device=str(loaded.device),
             dtype=str(loaded.dtype).removeprefix("torch."),
             dtype_reason=loaded.dtype_reason,

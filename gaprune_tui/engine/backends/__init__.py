@@ -145,7 +145,7 @@ def _triage(search: Any, todo: list[Any]) -> tuple[list[Job], list[_Entry]]:
     higher = search.higher_is_better
     for index, ind in enumerate(todo):
         dropped = sorted(ind)
-        kept = [i for i in range(search.n_layers) if i not in set(dropped)]
+        kept = search.kept_of(dropped)
         entry = _Entry(index, ind, dropped, kept)
         entries.append(entry)
         key = tuple(dropped)

@@ -4,8 +4,10 @@ One module per job around one ``ExportPlan`` (``plan``): ``mergekit`` (passthrou
 and the per-layer config adapter), ``install`` (target checks, partial folder, atomic rename,
 failed marker), ``verify`` (logits, generate, re-score against the layer view), ``card`` (the model
 card), ``lineage`` (what the run says), ``evidence`` (confirmations, baselines and the order
-``--rank`` counts in: confirmed finalists first), ``genome`` (``export_genome``: merge + install)
-and ``run`` (``export_run``: a run's pick or its N-th genome, verified and documented). Progress is
+``--rank`` counts in: confirmed finalists first), ``genome`` (``export_genome``: merge + install),
+``sublayer`` (``write_sublayer``/``export_sublayer``: a genome that removes attention or MLP
+sub-blocks alone, written without MergeKit with the ``modeling_gaprune.py`` it ships) and ``run``
+(``export_run``: a run's pick or its N-th genome, verified and documented). Progress is
 one protocol, ``Progress(stage, message)``.
 """
 
@@ -39,6 +41,7 @@ from gaprune_tui.engine.export.mergekit import (
 )
 from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
 from gaprune_tui.engine.export.run import ExportResult, export_run
+from gaprune_tui.engine.export.sublayer import MODELING_FILE, export_sublayer, write_sublayer
 from gaprune_tui.engine.export.verify import Verification, fitness_of, scores_equal
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "FAILED_FILE",
     "LINEAGE_FILE",
     "MERGEKIT_FILE",
+    "MODELING_FILE",
     "PER_LAYER_CONFIG_FIELDS",
     "RUN_CONFIG_FILE",
     "SEARCH_ORDER",
@@ -63,6 +67,7 @@ __all__ = [
     "default_out",
     "export_genome",
     "export_run",
+    "export_sublayer",
     "fitness_of",
     "folder_size",
     "mergekit_config",
@@ -74,4 +79,5 @@ __all__ = [
     "render_card",
     "scores_equal",
     "slice_per_layer_fields",
+    "write_sublayer",
 ]

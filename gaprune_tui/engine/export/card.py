@@ -15,20 +15,24 @@ import yaml
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format, stats
+from gaprune_tui.core.units import describe, split
 from gaprune_tui.engine.export.lineage import LINEAGE_FILE
 from gaprune_tui.engine.export.mergekit import MERGEKIT_FILE, contiguous_runs
 from gaprune_tui.engine.export.verify import GENERATE_TOKENS, score_values
 
 CARD_FILE = "README.md"
 CARD_TAGS = ["gaprune-tui", "mergekit", "layer-pruning", "passthrough"]
+# A sub-block export: no MergeKit; ``custom_code`` is the Hub's tag for a model that needs
+# ``trust_remote_code=True``.
+SUB_BLOCK_TAGS = ["gaprune-tui", "layer-pruning", "sub-block-pruning", "custom_code"]
 
 
-def front_matter(base: dict[str, Any]) -> str:
+def front_matter(base: dict[str, Any], tags: Sequence[str] = CARD_TAGS) -> str:
     """The card's YAML header, between ``---`` lines (the Hub reads base_model and license)."""
     meta: dict[str, Any] = {
         "library_name": "transformers",
         "pipeline_tag": "text-generation",
-        "tags": CARD_TAGS,
+        "tags": list(tags),
     }
     if base.get("hub_id"):
         meta["base_model"] = base["hub_id"]
@@ -45,21 +49,26 @@ def render_card(lineage: dict[str, Any]) -> str:
     and says "within noise" otherwise, so it never claims an improvement the sample cannot show.
     """
     base = lineage["base_model"]
-    kept, dropped = lineage["kept_layers"], lineage["dropped_layers"]
-    n = len(kept) + len(dropped)
     fit = lineage["fitness"]
+    sub_blocks = lineage.get("sub_blocks")
     lines = [
-        front_matter(base),
+        front_matter(base, SUB_BLOCK_TAGS if sub_blocks else CARD_TAGS),
         "",
-        f"# {base['name']} with {len(dropped)} of {n} decoder layers removed",
+        f"# {base['name']} with {_removed_title(lineage)} removed",
         "",
         f"Pruned by gaprune-tui {lineage['gaprune_version']}: "
-        f"a search chose which whole decoder layers to drop, {_scored_by(fit)}; "
-        "the chosen genome was written with MergeKit's passthrough method. "
+        f"a search chose which {_searched_units(lineage)} to drop, {_scored_by(fit)}; "
+        + (
+            "the chosen genome was written by gaprune-tui itself (MergeKit cannot remove part of "
+            "a layer), with a modeling file that leaves the removed sub-blocks out: see Loading. "
+            if sub_blocks
+            else "the chosen genome was written with MergeKit's passthrough method. "
+        )
         + ("Then healed (trained): see Healing." if lineage.get("heal") else "No retraining."),
         "",
         *_facts_table(lineage),
         "",
+        *_loading_section(lineage),
         "## Summary",
         "",
         *_summary(lineage),
@@ -72,7 +81,7 @@ def render_card(lineage: dict[str, Any]) -> str:
     lines += _heal_section(lineage.get("heal"))
     lines += _baselines_section(lineage)
     lines += ["", "## Verification", ""]
-    lines += _verification_lines(lineage.get("verification"), fit.get("kind"))
+    lines += _verification_lines(lineage.get("verification"), fit.get("kind"), bool(sub_blocks))
     lines += [
         "",
         "## Search configuration",
@@ -87,11 +96,118 @@ def render_card(lineage: dict[str, Any]) -> str:
         *lineage["reproduce"],
         "```",
         "",
-        f"The MergeKit configuration is in `{MERGEKIT_FILE}`; the full lineage, machine-readable, "
-        f"in `{LINEAGE_FILE}`.",
+        (
+            "MergeKit cannot write this model (it keeps or drops whole layers): the export command "
+            "above rebuilds it"
+            if sub_blocks
+            else f"The MergeKit configuration is in `{MERGEKIT_FILE}`"
+        )
+        + f"; the full lineage, machine-readable, in `{LINEAGE_FILE}`.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _sublayer(lineage: dict[str, Any]) -> bool:
+    """Whether the run dropped sub-blocks (``granularity`` sublayer): its genomes are units."""
+    return lineage.get("granularity") == "sublayer"
+
+
+def _n_layers(lineage: dict[str, Any]) -> int:
+    """The base model's layer count (a whole-layer lineage: kept plus dropped, as it always was)."""
+    if _sublayer(lineage) and lineage["base_model"].get("n_layers"):
+        return int(lineage["base_model"]["n_layers"])
+    return len(lineage["kept_layers"]) + len(lineage["dropped_layers"])
+
+
+def _split(lineage: dict[str, Any]) -> tuple[list[int], list[int], list[int]]:
+    """(layers removed whole, layers without attention, layers without MLP), base layers."""
+    if not _sublayer(lineage):
+        return list(lineage["dropped_layers"]), [], []
+    found = lineage.get("dropped_split") or {}
+    if not found:
+        return split(lineage["dropped_layers"], "sublayer")
+    return list(found["layers"]), list(found["attention"]), list(found["mlp"])
+
+
+def genome_text(dropped: Sequence[int], granularity: str | None) -> str:
+    """A genome in the card: its dropped layers, or (sub-blocks) ``layer 3 · attn 1 · mlp 4``."""
+    if granularity == "sublayer":
+        return describe(dropped, "sublayer")
+    return ", ".join(map(str, dropped))
+
+
+def _removed_title(lineage: dict[str, Any]) -> str:
+    whole, attention, mlp = _split(lineage)
+    n = _n_layers(lineage)
+    if not attention and not mlp:
+        return f"{len(whole)} of {n} decoder layers"
+    parts = [f"{len(whole)} of {n} decoder layers"] if whole else []
+    if attention:
+        parts.append(format.plural(len(attention), "attention sub-block"))
+    if mlp:
+        parts.append(format.plural(len(mlp), "MLP sub-block"))
+    return ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+
+
+def _searched_units(lineage: dict[str, Any]) -> str:
+    if _sublayer(lineage):
+        return "attention and MLP sub-blocks of the decoder layers"
+    return "whole decoder layers"
+
+
+def _loading_section(lineage: dict[str, Any]) -> list[str]:
+    """How to load a sub-block export, and where it does not load (nothing for MergeKit's)."""
+    sub = lineage.get("sub_blocks")
+    if not sub:
+        return []
+    family = lineage["base_model"].get("model_type") or "?"
+    return [
+        "## Loading",
+        "",
+        f"This is not a plain {family} checkpoint: some layers have no attention or no MLP "
+        "sub-block, and their weights are not in the files. Its `config.json` says "
+        f"`model_type: {sub['model_type']}` and names the code that builds it, "
+        f"`{sub['modeling_file']}` in this folder (the family's own transformers class with the "
+        "listed sub-blocks taken out; read it before you trust it):",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        'model = AutoModelForCausalLM.from_pretrained("PATH", trust_remote_code=True)',
+        'tokenizer = AutoTokenizer.from_pretrained("PATH")',
+        "```",
+        "",
+        "- Loads with: Hugging Face transformers, `AutoModelForCausalLM.from_pretrained(..., "
+        "trust_remote_code=True)` (and what is built on it, such as `pipeline(..., "
+        "trust_remote_code=True)`).",
+        "- Does not load with: transformers without `trust_remote_code=True` (it refuses the "
+        "folder, or first asks in an interactive session, rather than fill the removed "
+        "sub-blocks with random weights), vLLM, TGI, llama.cpp (GGUF conversion does not know "
+        "the architecture), MergeKit (it reads whole layers).",
+        "",
+        f"Removed, in the base model's layer numbers: {_removed_text(lineage)} (attn N: the "
+        "attention sub-block of layer N, with the norm in front of it; mlp N: its MLP, with its "
+        "norm). In this model's own numbering (`gaprune_dropped_attention` and "
+        "`gaprune_dropped_mlp` in config.json): no attention in "
+        f"{_layers_listed(sub['gaprune_dropped_attention'])}, no MLP in "
+        f"{_layers_listed(sub['gaprune_dropped_mlp'])}.",
+        "",
+    ]
+
+
+def _removed_text(lineage: dict[str, Any]) -> str:
+    return lineage.get("dropped_text") or describe(lineage["dropped_layers"], "sublayer")
+
+
+def _layers_listed(values: Sequence[int]) -> str:
+    if not values:
+        return "any layer"
+    return ("layer " if len(values) == 1 else "layers ") + ", ".join(map(str, values))
+
+
+def _listed(values: Sequence[int]) -> str:
+    return ", ".join(map(str, values)) if values else "none"
 
 
 _HEAL_ROWS = (
@@ -172,7 +288,7 @@ def _scored_by(fit: dict[str, Any]) -> str:
 def _facts_table(lineage: dict[str, Any]) -> list[str]:
     base, run = lineage["base_model"], lineage["run"]
     kept, dropped = lineage["kept_layers"], lineage["dropped_layers"]
-    n = len(kept) + len(dropped)
+    n = _n_layers(lineage)
     before, after = lineage.get("params_before"), lineage.get("params_after")
     removed = f"{100 * (before - after) / before:.1f}%" if before and after is not None else "?"
     rank = run.get("order_note") or f"rank {run['rank']}/{run['evaluated_genomes']}"
@@ -180,14 +296,33 @@ def _facts_table(lineage: dict[str, Any]) -> list[str]:
         "| | |",
         "|---|---|",
         f"| Base model | {base['name']} (`--model {base['spec']}`, {base.get('model_type', '?')}) |",
-        f"| Dropped layers | {', '.join(map(str, dropped))} |",
-        f"| Kept layers | {_ranges(kept)} ({len(kept)} of {n}) |",
+        *_dropped_rows(lineage, kept, dropped, n),
         f"| Parameters | {format.params(before)} -> {format.params(after)} ({removed} removed) |",
         f"| Size on disk | {format.size(lineage['size_bytes'])} ({lineage['dtype']}) |",
         *_searched_in(lineage),
         f"| Fitness | {cell(lineage['fitness'].get('label') or lineage['fitness']['kind'])} |",
         f"| Run | `{run['id']}`: {cell(rank)}; {run['evaluated_genomes']} evaluated genomes |",
     ]
+
+
+def _dropped_rows(
+    lineage: dict[str, Any], kept: Sequence[int], dropped: Sequence[int], n: int
+) -> list[str]:
+    """What the genome removed: whole layers, or (sub-blocks) layers, attention and MLP."""
+    if not _sublayer(lineage):
+        return [
+            f"| Dropped layers | {', '.join(map(str, dropped))} |",
+            f"| Kept layers | {_ranges(kept)} ({len(kept)} of {n}) |",
+        ]
+    whole, attention, mlp = _split(lineage)
+    kept_layers = [i for i in range(n) if i not in set(whole)]
+    rows = [f"| Dropped layers | {_listed(whole)} |"]
+    if attention or mlp:
+        rows += [
+            f"| Dropped attention | {_listed(attention)} (the layer keeps its MLP) |",
+            f"| Dropped MLP | {_listed(mlp)} (the layer keeps its attention) |",
+        ]
+    return [*rows, f"| Kept layers | {_ranges(kept_layers)} ({len(kept_layers)} of {n}) |"]
 
 
 def _searched_in(lineage: dict[str, Any]) -> list[str]:
@@ -392,16 +527,15 @@ def _baselines_section(lineage: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
         _baseline_row(
             "this export",
-            lineage["dropped_layers"],
+            genome_text(lineage["dropped_layers"], lineage.get("granularity")),
             (fit["pruned"], fit.get("pruned_stderr"), fit.get("vs_base")),
             mine,
         ),
     ]
     for row in rows:
         fitness = (row.get("fitness"), row.get("fitness_stderr"), row.get("fitness_vs_base"))
-        lines.append(
-            _baseline_row(row["name"], row["dropped_layers"], fitness, row.get("confirmation"))
-        )
+        text = genome_text(row["dropped_layers"], lineage.get("granularity"))
+        lines.append(_baseline_row(row["name"], text, fitness, row.get("confirmation")))
     return lines
 
 
@@ -434,12 +568,12 @@ def _versus_best(lineage: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
 
 def _baseline_row(
     name: str,
-    dropped: Sequence[int],
+    dropped: str,
     fitness: tuple[float | None, float | None, str | None],
     conf: dict[str, Any] | None,
 ) -> str:
     conf = conf or {}
-    cells = [name, ", ".join(map(str, dropped)), format.score(fitness[0], fitness[1])]
+    cells = [name, dropped, format.score(fitness[0], fitness[1])]
     cells.append(fitness[2] or "-")
     for key in ("confirmed", "holdout"):
         cells.append(format.score(conf.get(key), conf.get(f"{key}_stderr")))
@@ -447,16 +581,23 @@ def _baseline_row(
     return "| " + " | ".join(cells) + " |"
 
 
-def _verification_lines(ver: dict[str, Any] | None, kind: str | None = None) -> list[str]:
+def _verification_lines(
+    ver: dict[str, Any] | None, kind: str | None = None, sub_blocks: bool = False
+) -> list[str]:
     lines: list[str] = []
+    loaded = (
+        "with `AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)` (its "
+        "`modeling_gaprune.py`, as anyone loading it does)"
+        if sub_blocks
+        else "with plain `AutoModelForCausalLM.from_pretrained`"
+    )
     if ver is None:
         lines.append("Not run (exported with `--no-verify`).")
     else:
         lines += [
             f"**{'Passed' if ver['passed'] else 'FAILED'}** ({ver['dtype']}, "
-            f"{ver['seconds']:.0f} s). The export was loaded with plain "
-            "`AutoModelForCausalLM.from_pretrained` and compared with the in-memory layer view of "
-            "the same genome on the base model:",
+            f"{ver['seconds']:.0f} s). The export was loaded {loaded} and compared with the "
+            "in-memory layer view of the same genome on the base model:",
             "",
             f"- logits on {ver['prompts']} fixed prompts: max |diff| = {ver['logits_max_abs_diff']:.3g} "
             f"(tolerance {ver['logits_tolerance']:.3g} x max(1, max |logit|); float32 must be exact)",

@@ -3,6 +3,8 @@
 This is the part of an export that needs no run: a source folder, the layers to keep, a target.
 ``export_run`` builds on it, passing a ``finalize`` step (verification and card) that runs on the
 finished partial folder before the rename, so the target only ever appears complete.
+``build_atomically`` is that install flow (checked target, partial folder, rename, failed marker),
+shared with the sub-block writer (``sublayer.export_sublayer``).
 """
 
 from __future__ import annotations
@@ -57,9 +59,8 @@ def export_genome(
     n_layers = source_layer_count(src_config, source_dir / "config.json")
     kept = check_kept(kept, n_layers)
     out_dtype = export_dtype(dtype, src_config)
-    check_target(out, force, protect=[source_dir])
-    partial = fresh_partial(out)
-    try:
+
+    def write(partial: Path) -> None:
         progress(
             "merge",
             f"MergeKit passthrough: {len(kept)}/{n_layers} layers in {len(contiguous_runs(kept))} slices ({out_dtype})",
@@ -71,10 +72,35 @@ def export_genome(
         if sliced:
             progress("merge", f"sliced per-layer config fields: {', '.join(sliced)}")
         check_written(partial, kept)
+
+    return build_atomically(
+        out, force=force, protect=[source_dir], write=write, finalize=finalize, progress=progress
+    )
+
+
+def build_atomically(
+    out: Path,
+    *,
+    force: bool,
+    protect: Sequence[Path],
+    write: Callable[[Path], None],
+    finalize: Callable[[Path], None] | None,
+    progress: Progress,
+) -> Path:
+    """Check ``out``, ``write(partial)`` the model into a fresh partial folder, ``finalize`` it,
+    and rename it onto ``out``; on any failure (Ctrl+C included) the partial folder becomes
+    ``<out>.failed-*`` with the reason, and a ``GapruneError`` names it. Returns ``out``.
+
+    The one install flow of every export: MergeKit's (``export_genome``) and the sub-block
+    writer's (``sublayer.export_sublayer``)."""
+    check_target(out, force, protect=protect)
+    partial = fresh_partial(out)
+    try:
+        write(partial)
         if finalize is not None:
             finalize(partial)
         fix_permissions(partial)
-        check_target(out, force, protect=[source_dir])  # someone may have created it meanwhile
+        check_target(out, force, protect=protect)  # someone may have created it meanwhile
         install(partial, out)
     except BaseException as exc:
         failed = mark_failed(partial, out, exc)

@@ -31,6 +31,7 @@ from gaprune_tui.core.modelspec import (
     resolve_spec,
 )
 from gaprune_tui.core.store import Evaluation, RunStore
+from gaprune_tui.core.units import describe, split
 from gaprune_tui.engine.export.evidence import (
     Evidence,
     Ranking,
@@ -41,6 +42,7 @@ from gaprune_tui.engine.export.evidence import (
 from gaprune_tui.engine.export.install import check_target
 from gaprune_tui.engine.export.mergekit import MERGEKIT_FILE, contiguous_runs
 from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress, SearchDtype
+from gaprune_tui.engine.export.sublayer import MODELING_FILE, model_type, plan_layout
 from gaprune_tui.engine.export.verify import Verification
 
 LINEAGE_FILE = "gaprune.json"
@@ -88,8 +90,17 @@ def base_scores(store: RunStore) -> BaseScores:
     return BaseScores(found.get("scores"), found.get("fitness"))
 
 
-def default_out(run_path: Path, rank: int, dropped: Sequence[int]) -> Path:
-    return Path(run_path) / "exports" / f"rank{rank}-drop-{'-'.join(map(str, dropped)) or 'none'}"
+def default_out(
+    run_path: Path, rank: int, dropped: Sequence[int], granularity: str = "layer"
+) -> Path:
+    """``exports/rank1-drop-2-4`` (layers), or for sub-blocks ``rank1-drop-layer4-attn2-mlp1``."""
+    if granularity == "sublayer":
+        whole, attention, mlp = split(dropped, granularity)
+        parts = [f"layer{i}" for i in whole] + [f"attn{i}" for i in attention]
+        name = "-".join(parts + [f"mlp{i}" for i in mlp])
+    else:
+        name = "-".join(map(str, dropped))
+    return Path(run_path) / "exports" / f"rank{rank}-drop-{name or 'none'}"
 
 
 def _position(order: Ranking, dropped: Sequence[int] | None) -> int | None:
@@ -174,17 +185,23 @@ def plan_export(
             out = store.path / "exports" / f"healed-{heal['id']}"
     if default_pick:
         note += f", the run's pick ({evidence.picked_by or order.order} best)"
-    target = Path(out).expanduser() if out else default_out(store.path, rank, genome.dropped)
+    config = store.config()
+    granularity = config.granularity
+    target = (
+        Path(out).expanduser()
+        if out
+        else default_out(store.path, rank, genome.dropped, granularity)
+    )
     target = target.resolve()
     check_target(target, force, protect=[store.path])
     if dtype is not None:
         export_dtype(dtype, {})
+    drop = describe(genome.dropped, granularity) if granularity == "sublayer" else genome.dropped
     progress(
         "select",
-        f"run {store.id}: {note}, drop {genome.dropped}, "
+        f"run {store.id}: {note}, drop {drop}, "
         f"fitness {format.score(genome.fitness, _fitness_stderr(genome, store))}",
     )
-    config = store.config()
     source = _source_dir(config)
     source_config = read_config(source, ExportError)
     searched = search_dtype(store)
@@ -234,8 +251,17 @@ def build_lineage(
             "model_type": plan.source_config.get("model_type"),
             "n_layers": plan.n_layers,
         },
+        # The genome as the run stores it: layers, or sub-block units and path codes
+        # (``granularity`` sublayer, see core/units.py); ``dropped_split`` in base layers.
+        "granularity": plan.granularity,
         "dropped_layers": genome.dropped,
         "kept_layers": genome.kept,
+        "dropped_text": describe(genome.dropped, plan.granularity),
+        "dropped_split": dict(
+            zip(
+                ("layers", "attention", "mlp"), split(genome.dropped, plan.granularity), strict=True
+            )
+        ),
         "dtype": plan.dtype,
         "search_dtype": plan.searched.dtype,
         "search_dtype_reason": plan.searched.reason,
@@ -265,9 +291,41 @@ def build_lineage(
         "reproduce": reproduce_commands(
             config, None if plan.default_pick else plan.rank, plan.requested_dtype
         ),
-        "mergekit": {"config": MERGEKIT_FILE, "slices": contiguous_runs(genome.kept)},
+        "mergekit": None
+        if plan.sub_blocks
+        else {"config": MERGEKIT_FILE, "slices": contiguous_runs(genome.kept)},
+        "sub_blocks": sub_block_lineage(plan) if plan.sub_blocks else None,
         "heal": _heal_part(plan),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+# Where a sub-block export loads, and where it does not (the card says why).
+SUB_BLOCK_LOADS_WITH = ["transformers (AutoModelForCausalLM, trust_remote_code=True)"]
+SUB_BLOCK_FAILS_WITH = [
+    "transformers without trust_remote_code",
+    "vLLM",
+    "TGI",
+    "llama.cpp / GGUF conversion",
+    "MergeKit",
+]
+
+
+def sub_block_lineage(plan: ExportPlan) -> dict[str, Any]:
+    """What a sub-block export removed (base layers), how its config names it (export layers)
+    and which runtimes load it."""
+    layout = plan_layout(plan.source_config, plan.kept, plan.source / "config.json")
+    return {
+        "model_type": model_type(layout.family),
+        "modeling_file": MODELING_FILE,
+        "removed_layers": layout.removed_layers,
+        "removed_attention": layout.removed_attention,
+        "removed_mlp": layout.removed_mlp,
+        "kept_base_layers": [i for i, _ in layout.layers],
+        "gaprune_dropped_attention": layout.dropped_attention,
+        "gaprune_dropped_mlp": layout.dropped_mlp,
+        "loads_with": SUB_BLOCK_LOADS_WITH,
+        "does_not_load_with": SUB_BLOCK_FAILS_WITH,
     }
 
 

@@ -49,7 +49,8 @@ def remove_sub_blocks(model: nn.Module, config: Any) -> None:
     """Take the listed sub-blocks (and the norm in front of each) out of ``model.model.layers``."""
     attention = set(getattr(config, "gaprune_dropped_attention", None) or [])
     mlp = set(getattr(config, "gaprune_dropped_mlp", None) or [])
-    for i, layer in enumerate(model.model.layers):
+    layers: Any = model.model.layers  # type: ignore[union-attr]
+    for i, layer in enumerate(layers):
         if i in attention:
             layer.self_attn = NoAttention()
             layer.input_layernorm = nn.Identity()

@@ -8,13 +8,14 @@ stage, so the CLI's JSON mode and its human mode take the same callback.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.store import Evaluation
+from gaprune_tui.core.units import split, whole_layers
 from gaprune_tui.engine.export.evidence import Evidence, Ranking
 
 Progress = Callable[[str, str], None]
@@ -24,6 +25,12 @@ card or done; message is one line for a person."""
 
 def silent(stage: str, message: str) -> None:
     """The progress callback of an export nobody watches."""
+
+
+def is_sub_block_export(granularity: str, dropped: Sequence[int]) -> bool:
+    """Whether a genome needs a sub-block export (``sublayer.py``): a ``sublayer`` genome that
+    drops some layer's attention or MLP alone. One of whole layers only goes through MergeKit."""
+    return granularity == "sublayer" and whole_layers(dropped, "sublayer") is None
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,22 @@ class ExportPlan:
         return self.genome.dropped
 
     @property
+    def granularity(self) -> str:
+        return self.config.granularity
+
+    @property
     def n_layers(self) -> int:
-        return len(self.genome.kept) + len(self.genome.dropped)
+        """The base model's layer count: every layer is either on the kept path (whole or with
+        one sub-block) or dropped whole."""
+        whole, _, _ = split(self.genome.dropped, self.granularity)
+        return len(self.genome.kept) + len(whole)
+
+    @property
+    def sub_blocks(self) -> bool:
+        """Whether the genome drops some layer's attention or MLP alone: written by
+        ``sublayer.export_sublayer`` and loaded with ``trust_remote_code=True``, not MergeKit's
+        passthrough (a ``sublayer`` genome of whole layers only goes through MergeKit)."""
+        return is_sub_block_export(self.granularity, self.genome.dropped)
 
 
 @dataclass(frozen=True)

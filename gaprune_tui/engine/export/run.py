@@ -2,8 +2,9 @@
 
 The steps, each a function: plan (pick the genome, check the target, find the base model), prepare
 the verification (base model loaded once, its reference kept), merge and install through
-``export_genome`` with a ``Finalizer`` that verifies and writes the card into the partial folder,
-and record ``export_finished`` (or ``export_failed``) in the run store.
+``export_genome`` (MergeKit; a genome that drops attention or MLP sub-blocks alone:
+``sublayer.export_sublayer``) with a ``Finalizer`` that verifies and writes the card into the
+partial folder, and record ``export_finished`` (or ``export_failed``) in the run store.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from gaprune_tui.engine.export.lineage import (
     plan_export,
 )
 from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress, silent
+from gaprune_tui.engine.export.sublayer import export_sublayer, plan_layout
 from gaprune_tui.engine.export.verify import Prepared, Verification, prepare, verify
 
 
@@ -169,6 +171,8 @@ def export_run(
 
 
 def _execute(store: RunStore, plan: ExportPlan, progress: Progress, started: float) -> ExportResult:
+    if plan.sub_blocks:  # refuse an unsupported family or path before loading any model
+        plan_layout(plan.source_config, plan.kept, plan.source / "config.json")
     base = base_scores(store)
     params_before = stored_params(plan.source)
     prepared = None
@@ -176,17 +180,30 @@ def _execute(store: RunStore, plan: ExportPlan, progress: Progress, started: flo
         prepared = prepare(plan, base, params_before, progress)
         base, params_before = prepared.base, prepared.params_before
     finalizer = Finalizer(plan, base, params_before, prepared, progress)
-    path = export_genome(
-        plan.source,
-        plan.kept,
-        plan.out,
-        dtype=plan.dtype,
-        force=plan.force,
-        progress=progress,
-        trust_remote_code=plan.config.trust_remote_code,
-        finalize=finalizer,
-        spec=plan.config.model,
-    )
+    if plan.sub_blocks:
+        # MergeKit keeps or drops whole layers only: a genome that drops some layer's attention
+        # or MLP alone is written by the sub-block writer, through the same install flow.
+        path = export_sublayer(
+            plan.source,
+            plan.kept,
+            plan.out,
+            dtype=plan.dtype,
+            force=plan.force,
+            progress=progress,
+            finalize=finalizer,
+        )
+    else:
+        path = export_genome(
+            plan.source,
+            plan.kept,
+            plan.out,
+            dtype=plan.dtype,
+            force=plan.force,
+            progress=progress,
+            trust_remote_code=plan.config.trust_remote_code,
+            finalize=finalizer,
+            spec=plan.config.model,
+        )
     result = ExportResult(
         plan=plan,
         path=path,

@@ -1,12 +1,13 @@
 """Verification of an export against the layer view it was made from.
 
 Three checks, all on the export loaded with plain ``AutoModelForCausalLM.from_pretrained`` (no
-gaprune code): logits on a fixed batch of prompts against the in-memory layer view of the same
-genome, a greedy ``generate`` with the KV cache, and a re-score that must reproduce the stored
-fitness when the export computes in the search's dtype: on the run's tasks for a task fitness, on
-the run's calibration text for KL and perplexity (against the base model's distributions, computed
-while the base model is loaded). ``prepare`` loads the base model once (scoring it too when the run
-has no base scores) and keeps only the reference.
+gaprune code; a sub-block export with ``trust_remote_code=True``, which runs the
+``modeling_gaprune.py`` it ships, as anyone loading it must): logits on a fixed batch of prompts
+against the in-memory layer view of the same genome, a greedy ``generate`` with the KV cache, and
+a re-score that must reproduce the stored fitness when the export computes in the search's dtype:
+on the run's tasks for a task fitness, on the run's calibration text for KL and perplexity (against
+the base model's distributions, computed while the base model is loaded). ``prepare`` loads the
+base model once (scoring it too when the run has no base scores) and keeps only the reference.
 
 Scores are compared on their values; standard errors and item counts (``*_stderr``, ``n``,
 ``tokens``) describe a value rather than being one, and may be ``None``.
@@ -25,7 +26,7 @@ from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import ExportError
 from gaprune_tui.core.store import Evaluation
-from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress
+from gaprune_tui.engine.export.plan import BaseScores, ExportPlan, Progress, is_sub_block_export
 
 if TYPE_CHECKING:  # torch and the engine's model are imported when verification runs, not before
     import torch
@@ -210,7 +211,8 @@ def _collect() -> None:
 def _compare_export(
     folder: Path, ref: Reference, device: torch.device, trust: bool
 ) -> tuple[float, bool, bool, list[int], str]:
-    """Load the export with plain transformers (no gaprune code) and compare with the view."""
+    """Load the export with plain transformers (no gaprune code but the modeling file a
+    sub-block export ships, ``trust``) and compare with the view."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -412,19 +414,17 @@ def verify(
     from gaprune_tui.engine.model import load_model
 
     ref, device, taskset = prepared.ref, prepared.device, prepared.taskset
+    # A sub-block export is loaded the only way it loads: with its own modeling file.
+    trust = config.trust_remote_code or is_sub_block_export(config.granularity, best.dropped)
 
     started = time.perf_counter()
     progress("verify", "comparing logits and generate with the layer view")
-    diff, tokenizer_ok, generate_ok, generated, text = _compare_export(
-        folder, ref, device, config.trust_remote_code
-    )
+    diff, tokenizer_ok, generate_ok, generated, text = _compare_export(folder, ref, device, trust)
     scale = max(1.0, max(float(t.abs().max()) for t in ref.logits))
     cal = prepared.calibration
     where = "calibration text" if cal is not None else "tasks"
     progress("rescore", f"re-scoring the export on the run's {where}")
-    exported = load_model(
-        str(folder), dtype=ref.dtype, device=device, trust_remote_code=config.trust_remote_code
-    )
+    exported = load_model(str(folder), dtype=ref.dtype, device=device, trust_remote_code=trust)
     if cal is not None:
         scores = _score_calibration(exported, cal, list(range(exported.n_layers)))
     else:

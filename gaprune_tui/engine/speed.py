@@ -1,0 +1,130 @@
+"""What a pruned view saves at inference, measured here: prompt and generation speed, KV cache.
+
+``measure_speed`` times the base model and a genome's view on the same prompt, interleaved
+(base, pruned, base, ...) so a machine that slows down mid-measurement slows both, and reports the
+median of each. Prompt speed is prompt tokens per second of one forward pass without a cache;
+generation speed is new tokens per second of greedy ``generate`` after that prompt (the prompt's
+forward pass timed separately and taken out). These are timings on this machine at its current load,
+a measurement of the view (the exported model computes the same layers), not a quality claim.
+
+``kv_cache`` counts the attention sub-blocks a genome keeps: each holds keys and values for every
+token of a sequence, so the cache shrinks by the share of attention removed (whole layers dropped,
+or attention sub-blocks in a sub-block run).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from gaprune_tui.core.units import MLP_ONLY, decode_path
+from gaprune_tui.engine.model import LoadedModel
+
+log = logging.getLogger(__name__)
+
+PROMPT_TOKENS = 128
+NEW_TOKENS = 16
+REPEATS = 3
+
+
+def kv_cache(path: Sequence[int], n_layers: int) -> dict[str, Any]:
+    """The KV cache of a view against the base model's: layers with attention, and the share of
+    the base model's cache removed."""
+    attention = sum(1 for _, variant in decode_path(path, n_layers) if variant != MLP_ONLY)
+    return {
+        "layers": n_layers,
+        "attention_kept": attention,
+        "reduction": round(1.0 - attention / n_layers, 6),
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_once(loaded: LoadedModel, ids: torch.Tensor, new_tokens: int) -> tuple[float, float]:
+    """(seconds of the prompt's forward pass, seconds of ``new_tokens`` generated after it)."""
+    model, device = loaded.model, loaded.device
+    tok = loaded.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    with torch.inference_mode():
+        _sync(device)
+        start = time.perf_counter()
+        model(input_ids=ids, use_cache=False)
+        _sync(device)
+        prompt = time.perf_counter() - start
+        start = time.perf_counter()
+        model.generate(  # type: ignore[operator]
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=pad,
+        )
+        _sync(device)
+        total = time.perf_counter() - start
+    return prompt, max(total - prompt, 1e-9)
+
+
+def measure_speed(
+    loaded: LoadedModel,
+    path: Sequence[int],
+    prompt_ids: torch.Tensor,
+    *,
+    prompt_tokens: int = PROMPT_TOKENS,
+    new_tokens: int = NEW_TOKENS,
+    repeats: int = REPEATS,
+) -> dict[str, Any]:
+    """Prompt and generation tokens per second of the base model and of ``path``'s view (see the
+    module doc). ``prompt_ids`` is a 1-D tensor of real text; its first ``prompt_tokens`` are used."""
+    ids = prompt_ids.reshape(-1)[:prompt_tokens].reshape(1, -1).to(loaded.device)
+    view = loaded.view
+    samples: dict[str, list[tuple[float, float]]] = {"base": [], "pruned": []}
+    kept = list(path)
+    with view.view(kept):  # warm-up: first calls allocate and pick kernels
+        _time_once(loaded, ids[:, :8], 2)
+    _time_once(loaded, ids[:, :8], 2)
+    for _ in range(repeats):
+        samples["base"].append(_time_once(loaded, ids, new_tokens))
+        with view.view(kept):
+            samples["pruned"].append(_time_once(loaded, ids, new_tokens))
+    n = int(ids.shape[1])
+    out: dict[str, Any] = {
+        "device": loaded.device.type,
+        "threads": torch.get_num_threads(),
+        "prompt_tokens": n,
+        "new_tokens": new_tokens,
+        "repeats": repeats,
+    }
+    for name, runs in samples.items():
+        prompt = statistics.median(p for p, _ in runs)
+        generate = statistics.median(g for _, g in runs)
+        out[name] = {
+            "prompt_tokens_per_s": round(n / prompt, 2),
+            "generate_tokens_per_s": round(new_tokens / generate, 2),
+        }
+    out["prompt_speedup"] = round(
+        out["pruned"]["prompt_tokens_per_s"] / out["base"]["prompt_tokens_per_s"], 3
+    )
+    out["generate_speedup"] = round(
+        out["pruned"]["generate_tokens_per_s"] / out["base"]["generate_tokens_per_s"], 3
+    )
+    return out
+
+
+def measure_or_none(loaded: LoadedModel, path: Sequence[int], prompt_ids: Any) -> Any:
+    """``measure_speed``, or None (logged) where it cannot run: a speed figure is never worth a
+    failed run."""
+    try:
+        return measure_speed(loaded, path, prompt_ids)
+    except Exception as exc:  # noqa: BLE001 - any failure only costs the figure
+        log.warning("speed not measured: %s: %s", type(exc).__name__, exc)
+        return None
