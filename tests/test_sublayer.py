@@ -83,9 +83,10 @@ def test_genome_space_with_an_attention_quota() -> None:
         ({"granularity": "sublayer", "protect": 0}, "use --protect 1"),
         ({"granularity": "sublayer", "prune": 3, "attention_drops": 4}, "--attention-drops 0..3"),
         (
-            {"granularity": "sublayer", "attention_drops": 1, "objective": "pareto"},
-            "applies to one size",
+            {"attention_drops": 1, "objective": "pareto"},
+            "add --granularity sublayer",
         ),
+        ({"granularity": "sublayer", "objective": "pareto"}, "covers whole layers"),
     ],
 )
 def test_config_refuses(fields: dict[str, Any], message: str) -> None:

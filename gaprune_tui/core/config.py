@@ -255,16 +255,19 @@ class RunConfig:
                 "--granularity sublayer needs --protect 1 or more (the KV cache reads the sequence "
                 "length at layer 0's attention): use --protect 1"
             )
+        if self.granularity == "sublayer" and self.pareto:
+            # A front over sub-block counts would rank an attention drop with an MLP drop 3x its
+            # size; the front a sub-block run needs is quality against parameters removed.
+            raise ConfigError(
+                "--objective pareto covers whole layers (its size axis counts layers): use "
+                "--granularity layer, or one size with --granularity sublayer --prune K"
+            )
         if self.attention_drops is None:
             return
         _int_at_least("attention_drops", self.attention_drops, 0, "attention sub-blocks to drop")
         if self.granularity != "sublayer":
             raise ConfigError(
                 "--attention-drops counts attention sub-blocks: add --granularity sublayer"
-            )
-        if self.pareto:
-            raise ConfigError(
-                "--attention-drops applies to one size (--prune): drop it or --objective pareto"
             )
         if self.attention_drops > self.prune:
             raise ConfigError(

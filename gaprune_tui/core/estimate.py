@@ -27,6 +27,7 @@ from gaprune_tui.core import format as fmt
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.store import RunState, RunStore, list_runs
+from gaprune_tui.core.units import units_per_layer
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def search_budget(config: RunConfig, n_layers: int | None = None) -> tuple[float
         k = max(config.ks)
         limit = config.screen_limit
         if n_layers:
-            droppable = n_layers - config.protect
+            droppable = (n_layers - config.protect) * units_per_layer(config.granularity)
             greedy = sum(droppable - step for step in range(k))
             if limit is not None and fitness_kinds.is_calibration(config.fitness):
                 share = min(1.0, limit / config.calibration_tokens)
