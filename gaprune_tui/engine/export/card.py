@@ -298,11 +298,35 @@ def _facts_table(lineage: dict[str, Any]) -> list[str]:
         f"| Base model | {base['name']} (`--model {base['spec']}`, {base.get('model_type', '?')}) |",
         *_dropped_rows(lineage, kept, dropped, n),
         f"| Parameters | {format.params(before)} -> {format.params(after)} ({removed} removed) |",
+        *_cost_rows(lineage),
         f"| Size on disk | {format.size(lineage['size_bytes'])} ({lineage['dtype']}) |",
         *_searched_in(lineage),
         f"| Fitness | {cell(lineage['fitness'].get('label') or lineage['fitness']['kind'])} |",
         f"| Run | `{run['id']}`: {cell(rank)}; {run['evaluated_genomes']} evaluated genomes |",
     ]
+
+
+def _cost_rows(lineage: dict[str, Any]) -> list[str]:
+    """The KV cache kept and the speed measured when the run ended (the run's pick only)."""
+    rows = []
+    kv = lineage.get("kv_cache")
+    if kv:
+        rows.append(
+            f"| KV cache | {1 - kv['reduction']:.0%} of the base model's ({kv['attention_kept']} "
+            f"of {kv['layers']} layers keep their attention) |"
+        )
+    speed = lineage.get("speed")
+    if speed:
+        rows.append(
+            f"| Speed, measured | prompt {speed['prompt_speedup']:.2f}x, generation "
+            f"{speed['generate_speedup']:.2f}x the base model's ({speed['device']}, "
+            f"{speed['threads']} threads, {speed['prompt_tokens']}-token prompt, "
+            f"{speed['new_tokens']} new tokens, median of {speed['repeats']}; the layer view "
+            "when the run ended) |"
+        )
+    elif kv:
+        rows.append("| Speed, measured | not measured for this genome (the run times its pick) |")
+    return rows
 
 
 def _dropped_rows(

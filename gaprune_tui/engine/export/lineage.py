@@ -7,6 +7,7 @@ reader about where the pruned model came from and how to make it again.
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from collections.abc import Sequence
@@ -232,6 +233,29 @@ def _fitness_stderr(genome: Evaluation, store: RunStore) -> float | None:
     return fitness_kinds.fitness_stderr(genome.scores, store.config().fitness)
 
 
+def _kv_cache(plan: ExportPlan) -> dict[str, Any] | None:
+    """The KV cache the genome keeps (``engine/speed.kv_cache``): the share of attention kept."""
+    from gaprune_tui.engine.speed import kv_cache
+
+    try:
+        return kv_cache(plan.kept, plan.n_layers)
+    except ValueError:
+        return None
+
+
+def _speed(plan: ExportPlan) -> dict[str, Any] | None:
+    """The speed the engine measured when the run ended (result.json's ``speed``), where the
+    exported genome is the one it timed (the run's pick); None otherwise."""
+    try:
+        result = json.loads((plan.run_path / "result.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(result, dict) or result.get("dropped_layers") != list(plan.dropped):
+        return None
+    speed = result.get("speed")
+    return speed if isinstance(speed, dict) else None
+
+
 def build_lineage(
     plan: ExportPlan,
     base: BaseScores,
@@ -267,6 +291,8 @@ def build_lineage(
         "search_dtype_reason": plan.searched.reason,
         "params_before": sizes["params_before"],
         "params_after": sizes["params_after"],
+        "kv_cache": _kv_cache(plan),
+        "speed": _speed(plan),
         "size_bytes": sizes["size_bytes"],
         "scores": {"pruned": genome.scores, "base": base.scores},
         "fitness": fitness_lineage(config.fitness, genome, base),
