@@ -116,8 +116,7 @@ class Bench:
 
 
 def scored(bench: Bench, dropped: list[int]) -> dict[str, Any]:
-    from gaprune_tui.core.units import kept_path, split
-    from gaprune_tui.engine.speed import kv_cache
+    from gaprune_tui.core.units import kept_path, kv_cache, split
 
     out = bench.kl(sorted(dropped))
     calib = out.scores["calibration"]

@@ -14,6 +14,12 @@ the real engine on the embedded model.
 - A store created with ``objective="pareto", prune_range=[MIN, MAX]`` gets a Pareto run: genomes of
   every size in the range, a front and its hypervolume on each generation event, and result.json's
   ``front`` (one member per k, the knee's genome at the top level), as the real engine writes them.
+- A store created with ``granularity="sublayer"`` (and ``attention_drops``) gets a sub-block run:
+  genomes of units (``core/units.py``: 2 i attention, 2 i + 1 MLP of layer i), paths as ``kept``,
+  the granularity in run_started, ``params_per_unit`` in the meta and result.json's sub-block keys.
+
+result.json comes from the engine's own builder, its pick's ``speed`` made up (the fake has no
+model to time; ``measure_speed=False``: null, "not measured").
 
 Fitness is a made-up but structured function of the genome (some layers hurt a lot, most a
 little), so the best genomes, memo hits and per-generation statistics look like a real search.
@@ -33,7 +39,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from gaprune_tui.core import events, pareto
+from gaprune_tui.core import events, pareto, units
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core.config import RunConfig, backend_label
 from gaprune_tui.core.stats import binomial_stderr
@@ -54,6 +60,21 @@ BASE_SCORES = {"hellaswag_offline": 0.44, "openbookqa_offline": 0.36}
 # SmolLM2-135M: 30 layers of 3,540,096 parameters each, 134,515,008 in all (tied embeddings).
 PARAMS_PER_LAYER = 3_540_096
 N_PARAMS_30 = 134_515_008
+# Its sub-blocks: attention (q, k, v, o and the input norm) and MLP (gate, up, down and its norm).
+PARAMS_PER_ATTENTION = 885_312
+PARAMS_PER_MLP = PARAMS_PER_LAYER - PARAMS_PER_ATTENTION
+# The made-up speed of the unpruned model (tokens/s on 2 CPU threads), for result.json's ``speed``.
+BASE_SPEED = {"prompt_tokens_per_s": 812.4, "generate_tokens_per_s": 41.7}
+
+
+class _Tokens:
+    """A stand-in for the calibration's token tensor: its size."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def numel(self) -> int:
+        return self.n
 
 
 def fitness_of(scores: dict[str, dict[str, Any]]) -> float:
@@ -128,20 +149,27 @@ class FakeEngine:
     # confirmation). Off, the search alone, as the UI tests and snapshots were written against;
     # result.json has the real engine's keys either way.
     faithful: bool = False
+    # result.json's ``speed``: made-up timings, or null (the engine did not measure them).
+    measure_speed: bool = True
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        # Per-layer damage per task: a few critical layers, most cheap to drop.
-        self._damage = {
-            task: [
-                self.rng.uniform(0.04, 0.09)
-                if self.rng.random() < 0.15
-                else self.rng.uniform(0.002, 0.02)
-                for _ in range(self.n_layers)
-            ]
-            for task in TASKS
-        }
         config = self.store.config()
+        # Sub-blocks (``granularity = "sublayer"``): genomes are units, two per layer.
+        self.granularity = config.granularity
+        self.attention_drops = config.attention_drops
+        self.space = units.GenomeSpace(
+            self.n_layers, self.protect, self.granularity, self.attention_drops
+        )
+        self.n_units = self.space.n_units
+        # Per-unit damage per task: a few critical layers, most cheap to drop; an attention
+        # sub-block costs less than an MLP one.
+        sublayer = self.granularity == "sublayer"
+        scale = [
+            (0.4 if u % 2 == units.ATTENTION else 0.7) if sublayer else 1.0
+            for u in range(self.n_units)
+        ]
+        self._damage = {task: [self._draw_damage(f) for f in scale] for task in TASKS}
         self.limit = config.limit or 20
         self.finalists = config.finalists
         self.confirm_limit = config.confirm_limit or 100
@@ -246,6 +274,22 @@ class FakeEngine:
         return out
 
     # ---- internals ---------------------------------------------------------------------------
+    def _draw_damage(self, scale: float) -> float:
+        """One unit's damage to a task (a layer run's draws are the same as they always were)."""
+        critical = self.rng.random() < 0.15
+        damage = self.rng.uniform(0.04, 0.09) if critical else self.rng.uniform(0.002, 0.02)
+        return scale * damage
+
+    def _kept(self, dropped: list[int]) -> list[int]:
+        """What the engine stores as ``kept``: the genome's path (the kept layers in a layer run)."""
+        return units.kept_path(dropped, self.n_layers, self.granularity)
+
+    @property
+    def params_per_unit(self) -> list[int]:
+        if self.granularity != "sublayer":
+            return [PARAMS_PER_LAYER] * self.n_layers
+        return [PARAMS_PER_ATTENTION, PARAMS_PER_MLP] * self.n_layers
+
     def _handle_control(self) -> bool:
         """Honour the oldest pending request, as the engine does between evaluations."""
         pending = self.store.pending_requests()
@@ -280,10 +324,14 @@ class FakeEngine:
         self.store.add_event(events.LogMessage(message=message))
 
     def _random_genome(self, k: int | None = None) -> list[int]:
+        if self.granularity == "sublayer":
+            return self.space.draw(k or self.prune, self.rng)
         return sorted(self.rng.sample(range(self.protect, self.n_layers), k or self.prune))
 
     def _repair(self, genome: list[int]) -> list[int]:
         """Replace duplicates and protected layers with unused allowed ones (the default)."""
+        if self.granularity == "sublayer":
+            return self.space.repair(genome, self.prune, self.rng)
         seen: set[int] = set()
         out = []
         for gene in genome:
@@ -344,6 +392,7 @@ class FakeEngine:
             n_layers=self.n_layers,
             n_params=N_PARAMS_30 + PARAMS_PER_LAYER * (self.n_layers - 30),
             params_per_layer=[PARAMS_PER_LAYER] * self.n_layers,
+            params_per_unit=self.params_per_unit,
             max_evaluations=self.population * (1 + self.generations),
         )
         store.set_state(RunState.RUNNING)
@@ -360,6 +409,8 @@ class FakeEngine:
                 objective="pareto" if self.pareto else "single",
                 prune_range=[self.ks[0], self.ks[-1]] if self.pareto else None,
                 fitness=self.kind,
+                granularity=self.granularity,
+                attention_drops=self.attention_drops,
             )
         )
         self._log(f"loaded {self.model}: {self.n_layers} layers")
@@ -371,14 +422,18 @@ class FakeEngine:
         """The one-shot baselines the engine scores before the search (ShortGPT, angular
         distance, the last k before the final layer); a Pareto run's at every k of its range
         ("shortgpt k=3")."""
-        last = self.n_layers - 1
+        upl = units.units_per_layer(self.granularity)
+        last = (self.n_layers - 1) * upl  # the final layer's first unit
+        first = self.protect * upl
         for k in self.ks:
             picks = {
                 "shortgpt": (sorted(range(last - k, last)), 0.031),
-                "angular": (list(range(self.protect, self.protect + k)), 0.412),
+                "angular": (list(range(first, first + k)), 0.412),
                 "last_k": (list(range(last - k, last)), None),
             }
             for name, (dropped, signal) in picks.items():
+                if self.granularity == "sublayer":  # as many attention units as the run takes
+                    dropped = self.space.repair(dropped, k, self.rng)
                 scores = self.scores_of(dropped)
                 event = events.ReferenceScored(
                     name=f"{name} k={k}" if self.pareto else name,
@@ -389,7 +444,7 @@ class FakeEngine:
                 )
                 self.store.add_event(event)
                 # As the engine does: the pick is ranked with the search's genomes (generation -1).
-                kept = [i for i in range(self.n_layers) if i not in dropped]
+                kept = self._kept(dropped)
                 self.store.add_evaluation(
                     Evaluation(
                         BASELINE_GENERATION, dropped, kept, event.fitness, scores, 0.0, False
@@ -415,7 +470,7 @@ class FakeEngine:
             if tuple(dropped) in done_here:
                 continue  # like the engine: a genome repeated within a batch is done once
             done_here.add(tuple(dropped))
-            kept = [x for x in range(self.n_layers) if x not in dropped]
+            kept = self._kept(dropped)
             store.add_event(
                 events.EvaluationStarted(generation=gen, index=index, dropped=dropped, kept=kept)
             )
@@ -556,7 +611,8 @@ class FakeEngine:
         confirmations = self._confirm(base) if self.faithful else []
         config = store.config()
         n_params = N_PARAMS_30 + PARAMS_PER_LAYER * (self.n_layers - 30)
-        per_layer = [PARAMS_PER_LAYER] * self.n_layers
+        # One count per genome unit (per layer in a layer run): what ``params_removed`` sums.
+        per_unit = self.params_per_unit
         setup = SimpleNamespace(
             config=config,
             loaded=SimpleNamespace(
@@ -577,24 +633,51 @@ class FakeEngine:
             calibration=SimpleNamespace(
                 spec="offline",
                 description="BoolQ passages and SciQ support paragraphs (validation, from the end)",
-                input_ids=SimpleNamespace(numel=lambda: 16 * 128),
+                input_ids=_Tokens(16 * 128),
             ),
         )
         base_event = events.BaseScores(scores=base, fitness=self.fit(base))
         result = build_result(
-            store, setup, base_event, self.references, confirmations, per_layer, 0.0
+            store, setup, base_event, self.references, confirmations, per_unit, 0.0
         )  # type: ignore[arg-type]  # the stand-in has what build_result reads
+        result["speed"] = self._speed(result)
         store.write_result(result)
         store.set_state(RunState.FINISHED)
         store.add_event(events.RunFinished(result=result))
         self._log("search finished")
+
+    def _speed(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """result.json's ``speed`` of the pick, made up (the fake has no model to time) in the
+        engine's shape: faster the more parameters the pick removes; None with
+        ``measure_speed=False``, as when the engine could not measure it."""
+        if not self.measure_speed:
+            return None
+        share = result["params_removed"] / max(1, result["params_total"])
+        base = dict(BASE_SPEED)
+        pruned = {
+            "prompt_tokens_per_s": round(base["prompt_tokens_per_s"] / (1 - 0.9 * share), 1),
+            "generate_tokens_per_s": round(base["generate_tokens_per_s"] / (1 - 0.7 * share), 1),
+        }
+        return {
+            "device": "cpu",
+            "threads": 2,
+            "prompt_tokens": 128,
+            "new_tokens": 16,
+            "repeats": 3,
+            "base": base,
+            "pruned": pruned,
+            "prompt_speedup": round(pruned["prompt_tokens_per_s"] / base["prompt_tokens_per_s"], 3),
+            "generate_speedup": round(
+                pruned["generate_tokens_per_s"] / base["generate_tokens_per_s"], 3
+            ),
+        }
 
     def _pareto_offspring(self, population: list[list[int]]) -> tuple[list[list[int]], list[int]]:
         """A stand-in for NSGA-II's variation: each slot takes the best of three genomes of its
         own size (so every k keeps improving), then swaps one dropped layer for a kept one, or
         drops or restores one layer within the range."""
         low, high = self.ks[0], self.ks[-1]
-        free = range(self.protect, self.n_layers)
+        free = self.space.droppable
         offspring, changed = [], []
         for i, genome in enumerate(population):
             same = [g for g in population if len(g) == len(genome)]
@@ -626,7 +709,7 @@ class FakeEngine:
             if self.rng.random() < 0.5:
                 for j in range(len(genome)):
                     if self.rng.random() < 1 / self.prune:
-                        genome[j] = self.rng.randrange(0, self.n_layers)
+                        genome[j] = self.rng.randrange(0, self.n_units)
                 changed[i] = True
         offspring = [self._repair(g) if c else g for g, c in zip(offspring, changed, strict=True)]
         return offspring, [i for i, c in enumerate(changed) if c]

@@ -284,7 +284,8 @@ def test_sub_block_run_end_to_end(tiny_llama: Path) -> None:
     args += ["--protect", "1", "--generations", "2", "--offspring", "4", "--population", "4"]
     args += ["--calibration-tokens", "384", "--selection-tokens", "all"]
     args += ["--baselines", "shortgpt,angular,greedy", "--finalists", "1", "--confirm-limit", "4"]
-    args += ["--tasks", "hellaswag_offline", "--limit", "4", "--holdout-tasks", "piqa_offline"]
+    args += ["--tasks", "hellaswag_offline,openbookqa_offline", "--limit", "4"]
+    args += ["--holdout-tasks", "piqa_offline"]
     proc = cli(*args, "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -316,3 +317,27 @@ def test_sub_block_run_end_to_end(tiny_llama: Path) -> None:
     report = cli("show", result["run_id"])
     assert report.returncode == 0 and result["dropped_text"] in report.stdout
     assert "KV cache" in report.stdout and "measured on this cpu" in report.stdout
+    # The UI tests' fake engine writes what this real sub-block run wrote, field for field.
+    from fake_engine import FakeEngine, fake_store
+    from test_fake_engine import OPTIONAL_KINDS, differences, event_shapes, shape
+
+    fake = fake_store(
+        granularity="sublayer",
+        prune=4,
+        protect=1,
+        finalists=1,
+        confirm_limit=4,
+        fitness="kl",
+        holdout_tasks=["piqa_offline"],
+    )
+    FakeEngine(fake, generations=2, population=4, prune=4, protect=1, faithful=True).run()
+    real_events, fake_events = event_shapes(store), event_shapes(fake)
+    assert real_events.keys() - OPTIONAL_KINDS <= fake_events.keys()
+    problems = [
+        p
+        for kind in real_events.keys() & fake_events.keys()
+        for p in differences(real_events[kind], fake_events[kind], kind)
+    ]
+    assert problems == []
+    assert differences(shape(result), shape(fake.result()), "result") == []
+    assert fake.result()["granularity"] == "sublayer"

@@ -32,6 +32,7 @@ __all__ = [
     "decode_path",
     "describe",
     "kept_path",
+    "kv_cache",
     "mut_swap",
     "split",
     "swap_count_weights",
@@ -116,6 +117,18 @@ def decode_path(path: Sequence[int], n_layers: int) -> list[tuple[int, int]]:
             raise ValueError(f"path {list(path)} does not name distinct layers in order")
         out.append((layer, variant))
     return out
+
+
+def kv_cache(path: Sequence[int], n_layers: int) -> dict[str, int | float]:
+    """The KV cache a path keeps against the base model's: every attention sub-block holds keys
+    and values for each token, so the cache shrinks by the share of attention removed (whole
+    layers dropped, or attention sub-blocks)."""
+    attention = sum(1 for _, variant in decode_path(path, n_layers) if variant != MLP_ONLY)
+    return {
+        "layers": n_layers,
+        "attention_kept": attention,
+        "reduction": round(1.0 - attention / n_layers, 6),
+    }
 
 
 def unit_name(unit: int, granularity: str) -> str:

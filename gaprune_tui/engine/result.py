@@ -17,6 +17,7 @@ better), and ``budget`` what the run spent in one unit for every method.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from gaprune_tui.core.events import (
     ReferenceScored,
 )
 from gaprune_tui.core.store import BASELINE_GENERATION, Evaluation, RunStore
-from gaprune_tui.core.units import describe, kept_path, split
+from gaprune_tui.core.units import describe, kept_path, kv_cache, split
 from gaprune_tui.engine.backends import backend_result as _backend_result
 
 if TYPE_CHECKING:
@@ -334,10 +335,10 @@ def build_result(
     confirmations: list[GenomeConfirmed],
     per_layer: list[int],
     run_started: float,
+    timer: Callable[[list[int]], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:
-    """result.json of a finished search (see the module docstring)."""
-    from gaprune_tui.engine.speed import kv_cache, measure_or_none
-
+    """result.json of a finished search (see the module docstring). ``timer(path)`` measures
+    the pick's speed (``engine/speed.measure_or_none``); None records none."""
     config, loaded = setup.config, setup.loaded
     kind = config.fitness
     started = [e for e in store.events() if isinstance(e, ConfirmationStarted)]
@@ -377,7 +378,7 @@ def build_result(
         "dropped_split": {"layers": whole, "attention": attention, "mlp": mlp},
         "kept_layers": path,
         "kv_cache": kv_cache(path, loaded.n_layers),
-        "speed": measure_or_none(loaded, path, setup.calibration.input_ids[0]),
+        "speed": timer(path) if timer is not None else None,
         "base_scores": base.scores,
         "base_fitness": base.fitness,
         "base_fitness_stderr": fitness_kinds.fitness_stderr(base.scores, kind),

@@ -7,9 +7,7 @@ generation speed is new tokens per second of greedy ``generate`` after that prom
 forward pass timed separately and taken out). These are timings on this machine at its current load,
 a measurement of the view (the exported model computes the same layers), not a quality claim.
 
-``kv_cache`` counts the attention sub-blocks a genome keeps: each holds keys and values for every
-token of a sequence, so the cache shrinks by the share of attention removed (whole layers dropped,
-or attention sub-blocks in a sub-block run).
+``kv_cache`` (``core/units.py``) counts the attention sub-blocks a genome keeps.
 """
 
 from __future__ import annotations
@@ -22,25 +20,16 @@ from typing import Any
 
 import torch
 
-from gaprune_tui.core.units import MLP_ONLY, decode_path
+from gaprune_tui.core.units import kv_cache
 from gaprune_tui.engine.model import LoadedModel
+
+__all__ = ["kv_cache", "measure_or_none", "measure_speed"]
 
 log = logging.getLogger(__name__)
 
 PROMPT_TOKENS = 128
 NEW_TOKENS = 16
 REPEATS = 3
-
-
-def kv_cache(path: Sequence[int], n_layers: int) -> dict[str, Any]:
-    """The KV cache of a view against the base model's: layers with attention, and the share of
-    the base model's cache removed."""
-    attention = sum(1 for _, variant in decode_path(path, n_layers) if variant != MLP_ONLY)
-    return {
-        "layers": n_layers,
-        "attention_kept": attention,
-        "reduction": round(1.0 - attention / n_layers, 6),
-    }
 
 
 def _sync(device: torch.device) -> None:

@@ -205,7 +205,14 @@ class Worker:
             self.record(event)
         confirmations = self.confirm(setup, base, references)
         result = build_result(
-            self.store, setup, base, references, confirmations, size.per_unit, self.started
+            self.store,
+            setup,
+            base,
+            references,
+            confirmations,
+            size.per_unit,
+            self.started,
+            timer=self.timer(setup),
         )
         self.store.write_result(result)
         self.store.set_state(RunState.FINISHED)
@@ -247,7 +254,14 @@ class Worker:
         references = self.score_references(setup)
         confirmations = self.confirm(setup, base, references)
         result = build_result(
-            store, setup, base, references, confirmations, size.per_unit, self.started
+            store,
+            setup,
+            base,
+            references,
+            confirmations,
+            size.per_unit,
+            self.started,
+            timer=self.timer(setup),
         )
         store.write_result(result)
         if previous == RunState.FINISHED:
@@ -361,6 +375,14 @@ class Worker:
                 path.seconds,
             )
         return out
+
+    @staticmethod
+    def timer(setup: Setup) -> Any:
+        """Times a path's view against the base model (``engine/speed.py``) for result.json."""
+        from gaprune_tui.engine.speed import measure_or_none
+
+        prompt = setup.calibration.input_ids[0]
+        return lambda path: measure_or_none(setup.loaded, path, prompt)
 
     @staticmethod
     def space(setup: Setup) -> Any:

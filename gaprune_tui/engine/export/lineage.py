@@ -32,7 +32,7 @@ from gaprune_tui.core.modelspec import (
     resolve_spec,
 )
 from gaprune_tui.core.store import Evaluation, RunStore
-from gaprune_tui.core.units import describe, split
+from gaprune_tui.core.units import describe, kv_cache, split
 from gaprune_tui.engine.export.evidence import (
     Evidence,
     Ranking,
@@ -235,8 +235,6 @@ def _fitness_stderr(genome: Evaluation, store: RunStore) -> float | None:
 
 def _kv_cache(plan: ExportPlan) -> dict[str, Any] | None:
     """The KV cache the genome keeps (``engine/speed.kv_cache``): the share of attention kept."""
-    from gaprune_tui.engine.speed import kv_cache
-
     try:
         return kv_cache(plan.kept, plan.n_layers)
     except ValueError:

@@ -22,10 +22,12 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from gaprune_tui.core import format as fmt
+from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.heal import unfinished_heal
 from gaprune_tui.core.resume import resume_choice, start_resume
 from gaprune_tui.core.store import RunState, RunStore, RunSummary, delete_run, list_runs
+from gaprune_tui.core.units import describe
 
 REFRESH_SECONDS = 2.0
 _STATE_STYLE = {
@@ -38,6 +40,17 @@ _STATE_STYLE = {
     RunState.FINISHED: "",
     RunState.DAMAGED: "bold red",
 }
+
+
+def best_text(run: RunSummary) -> str:
+    """A run's best genome as the History line shows it: ``[3, 9]``, or in a sub-block run (its
+    config.toml says so) what ``units.describe`` says."""
+    dropped = list(run.best_dropped or [])
+    try:
+        granularity = RunConfig.load(run.path / "config.toml").granularity
+    except (GapruneError, OSError, ValueError):
+        granularity = "layer"
+    return describe(dropped, granularity) if granularity == "sublayer" else str(dropped)
 
 
 class HistoryScreen(Screen[None]):
@@ -152,7 +165,7 @@ class HistoryScreen(Screen[None]):
             return
         parts = [f"[b]{run.id}[/]"]
         if run.best_dropped is not None:
-            parts.append(f"best: drop {run.best_dropped}")
+            parts.append(f"best: drop {escape(best_text(run))}")
         if run.state == RunState.CRASHED:
             parts.append("[b red]the engine process died[/]: r resumes from the last generation")
         if run.state == RunState.DAMAGED and run.error:

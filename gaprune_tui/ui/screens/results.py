@@ -3,6 +3,10 @@
 A Pareto run shows its front instead: one row per k (the best genome found with k layers
 dropped, the knee marked) under the front plot; export, scores and confirmation work the same.
 
+Under the pick's line, what the pick saves (result.json, where the run recorded it): the parameters
+removed, the KV cache's reduction and the prompt and generation speed measured on the run's machine
+against the base model, and in a sub-block run which attention and MLP sub-blocks it drops.
+
 Healing: ``h`` heals the selected genome in the engine process (``core.launch.heal_run``, with
 the default ``HealConfig`` for the run's device); while it runs a panel under the table follows
 its events (progress, loss chart, speed, before and after) and p / r / s pause, resume and stop
@@ -49,6 +53,7 @@ from gaprune_tui.core.heal_view import HealWatch
 from gaprune_tui.core.launch import Process
 from gaprune_tui.core.resume import resume_choice, start_resume
 from gaprune_tui.core.store import ControlAction, Evaluation, RunState, RunStore
+from gaprune_tui.core.units import split, units_per_layer
 from gaprune_tui.ui.widgets.dialogs import ConfirmDialog, HealDialog, ScoresDialog
 from gaprune_tui.ui.widgets.fitness_chart import FitnessChart
 from gaprune_tui.ui.widgets.front_plot import FrontPlot
@@ -250,7 +255,7 @@ def front_rows(
                 fitness=point.fitness,
                 scores=ev.scores if ev else {},
                 confirmation=known.confirmed.get(tuple(dropped)),
-                note=f"front member with {fmt.plural(point.k, 'layer')} dropped ({role})",
+                note=f"front member with {fmt.plural(point.k, unit_word(view))} dropped ({role})",
                 k=point.k,
                 knee=point.k == knee,
                 dominated=point.dominated,
@@ -299,8 +304,9 @@ def pick_line(view: RunView, ranked: list[Evaluation]) -> Text:
     text = Text()
     result = view.result or {}
     kind = view.started.fitness
+    g = granularity_of(view)
     if result.get("headline") and not view.pareto:
-        text.append(f"pick: drop {genome_text(result['dropped_layers'])} — ", style="bold")
+        text.append(f"pick: drop {genome_text(result['dropped_layers'], g)} — ", style="bold")
         verdict = result.get("vs_best_baseline", "")
         style = {"better": "green", "worse": "red"}.get(verdict, "yellow")
         text.append(str(result["headline"]), style=style)
@@ -320,7 +326,7 @@ def pick_line(view: RunView, ranked: list[Evaluation]) -> Text:
     ref_se = fitness_kinds.fitness_stderr(ref.scores, kind)
     name = ref.name.split(" k=")[0]
     label = fitness_kinds.short_label(kind)
-    text.append(f"best so far: drop {genome_text(best.dropped)} — ", style="bold")
+    text.append(f"best so far: drop {genome_text(best.dropped, g)} — ", style="bold")
     if list(ref.dropped) == list(best.dropped):
         text.append(f"{name}'s pick; the search has found nothing better yet", style="yellow")
         return text
@@ -333,6 +339,123 @@ def pick_line(view: RunView, ranked: list[Evaluation]) -> Text:
     return text
 
 
+def granularity_of(view: RunView) -> str:
+    """The run's granularity: its run_started event's, else result.json's (older runs: layer)."""
+    if view.started.granularity != "layer":
+        return view.started.granularity
+    return str((view.result or {}).get("granularity") or "layer")
+
+
+def unit_word(view: RunView) -> str:
+    """What a genome's k counts: layers, or sub-blocks in a sub-block run."""
+    return "sub-block" if granularity_of(view) == "sublayer" else "layer"
+
+
+def _rate(tokens_per_s: Any) -> str:
+    """Tokens per second, as precise as it is useful: ``812``, ``41.7``."""
+    if not isinstance(tokens_per_s, int | float):
+        return "?"
+    return f"{tokens_per_s:,.0f}" if tokens_per_s >= 100 else f"{tokens_per_s:.1f}"
+
+
+def _pct(fraction: float) -> str:
+    return f"{100 * fraction:.1f}%"
+
+
+def pick_facts(
+    result: dict[str, Any] | None, *, pareto_run: bool = False, granularity: str = "layer"
+) -> Text:
+    """What the pick (a Pareto run's knee) saves, from result.json: in a sub-block run its
+    attention and MLP drops apart; the parameters removed (count and share of the model's); the
+    KV cache's reduction; the speed the engine measured on its machine, or that it did not.
+    Keys a run did not record are left out: empty for a run without any (older runs).
+    ``granularity``: the run's, where result.json does not say."""
+    text = Text()
+    if not result or "dropped_layers" not in result:
+        return text
+    lines: list[Text] = []
+    if str(result.get("granularity") or granularity) == "sublayer":
+        lines.append(sublayer_drops(result))
+    saves = Text()
+    removed, total = result.get("params_removed"), result.get("params_total")
+    if isinstance(removed, int | float) and isinstance(total, int | float) and total:
+        saves.append("params", style="bold")
+        saves.append(
+            f" −{fmt.params(int(removed))} of {fmt.params(int(total))} ({_pct(removed / total)})"
+        )
+    kv = result.get("kv_cache")
+    if isinstance(kv, dict) and isinstance(kv.get("reduction"), int | float):
+        saves.append(" · " if saves else "")
+        saves.append("KV cache", style="bold")
+        saves.append(f" −{_pct(kv['reduction'])}")
+        if kv.get("layers"):
+            saves.append(f" (attention in {kv.get('attention_kept', '?')}/{kv['layers']} layers)")
+    if saves:
+        lines.append(saves)
+    if "speed" in result:
+        lines.append(speed_text(result.get("speed")))
+    if pareto_run and lines and result.get("knee_k") is not None:
+        lines[0] = Text.assemble((f"knee k={result['knee_k']}: ", "bold"), lines[0])
+    for i, line in enumerate(lines):
+        text.append("\n" if i else "")
+        text.append_text(line)
+    return text
+
+
+def sublayer_drops(result: dict[str, Any]) -> Text:
+    """A sub-block pick's drops, attention and MLP apart (a whole layer counts in both)."""
+    parts = result.get("dropped_split")
+    if isinstance(parts, dict):
+        whole = list(parts.get("layers") or [])
+        attention = sorted([*whole, *(parts.get("attention") or [])])
+        mlp = sorted([*whole, *(parts.get("mlp") or [])])
+    else:
+        whole, attention_only, mlp_only = split(result.get("dropped_layers") or [], "sublayer")
+        attention, mlp = sorted(whole + attention_only), sorted(whole + mlp_only)
+    text = Text()
+    text.append("attention", style="bold")
+    text.append(" dropped in ")
+    text.append(_layers(attention, "layer"))
+    text.append(" · ")
+    text.append("MLP", style="bold")
+    text.append(" in ")
+    text.append(_layers(mlp, ""))
+    return text
+
+
+def _layers(layers: list[int], word: str) -> str:
+    """``6 layers: 2, 9, 11`` (``2: 7, 25`` without the word); ``no layer`` for none."""
+    if not layers:
+        return "no layer"
+    count = fmt.plural(len(layers), word) if word else str(len(layers))
+    return f"{count}: {', '.join(map(str, layers))}"
+
+
+def speed_text(speed: Any) -> Text:
+    """result.json's ``speed``: the pick's speed-up over the base model and both models' tokens
+    per second, timed on the run's machine (medians of a few runs: a measurement there, not a
+    quality claim), or "speed not measured"."""
+    text = Text()
+    if not isinstance(speed, dict):
+        text.append("speed", style="bold")
+        text.append(" not measured", style="dim")
+        return text
+    base, pruned = speed.get("base") or {}, speed.get("pruned") or {}
+    where = f"measured on {speed.get('device', '?')}"
+    if speed.get("threads"):
+        where += f", {fmt.plural(int(speed['threads']), 'thread')}"
+    text.append(f"{where}: ")
+    for i, (what, key) in enumerate((("prompt", "prompt"), ("generation", "generate"))):
+        up = speed.get(f"{key}_speedup")
+        text.append(", " if i else "")
+        text.append(f"{what} {up:.2f}x" if isinstance(up, int | float) else f"{what} ?", "bold")
+        text.append(
+            f" ({_rate(base.get(f'{key}_tokens_per_s'))}→"
+            f"{_rate(pruned.get(f'{key}_tokens_per_s'))} tok/s)"
+        )
+    return text
+
+
 def front_k(row: ResultRow) -> str:
     """A front row's k cell, marked with the plot's glyphs: ◆ the knee, ○ a dominated member
     (one dropping more layers is as good). Marks, not a column: the front's table is wide."""
@@ -340,18 +463,20 @@ def front_k(row: ResultRow) -> str:
 
 
 def params_removed(
-    dropped: list[int], n_layers: int, meta: dict[str, Any]
+    dropped: list[int], n_layers: int, meta: dict[str, Any], granularity: str = "layer"
 ) -> tuple[float | None, bool]:
     """(% of parameters removed, exact?) from meta ``n_params`` and ``params_per_layer`` (the
-    engine's list, one count per layer), else the share of decoder layers (not exact: it ignores
-    embeddings and the head)."""
+    engine's list, one count per layer; in a sub-block run ``params_per_unit``, one per
+    sub-block), else the share of decoder layers or sub-blocks (not exact: it ignores embeddings
+    and the head, and that attention and MLP differ in size)."""
     n_params = meta.get("n_params")
-    per_layer = meta.get("params_per_layer")
-    if n_params and isinstance(per_layer, list) and all(0 <= i < len(per_layer) for i in dropped):
-        removed = sum(float(per_layer[i]) for i in dropped)
+    per_unit = meta.get("params_per_unit" if granularity == "sublayer" else "params_per_layer")
+    if n_params and isinstance(per_unit, list) and all(0 <= i < len(per_unit) for i in dropped):
+        removed = sum(float(per_unit[i]) for i in dropped)
         return 100.0 * removed / float(n_params), True
-    if n_layers:
-        return 100.0 * len(dropped) / n_layers, False
+    n_units = n_layers * units_per_layer(granularity)
+    if n_units:
+        return 100.0 * len(dropped) / n_units, False
     return None, False
 
 
@@ -414,6 +539,7 @@ class ResultsScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(f"results · run {self.store.id}", id="results-title")
         yield Static("", id="pick-line")
+        yield Static("", id="pick-facts")
         yield Static("", id="base-scores")
         yield FrontPlot(id="front-plot", plot_height=6)
         yield DataTable(id="hall-of-fame", cursor_type="row", zebra_stripes=True)
@@ -483,6 +609,14 @@ class ResultsScreen(Screen[None]):
         self.query_one("#results-title", Static).update(self._title())
         ranked = self.store.best_evaluations()
         self.query_one("#pick-line", Static).update(pick_line(view, ranked))
+        facts = self.query_one("#pick-facts", Static)
+        facts_text = pick_facts(
+            view.result or self.store.result(),
+            pareto_run=view.pareto,
+            granularity=granularity_of(view),
+        )
+        facts.update(facts_text)
+        facts.display = bool(facts_text)
         self.query_one("#base-scores", Static).update(self._base_text(view, n_layers))
         self._fill_table(tasks, n_layers, meta)
         plot = self.query_one(FrontPlot)
@@ -494,6 +628,7 @@ class ResultsScreen(Screen[None]):
                 view.started.prune_range,
                 view.started.fitness,
                 knee,
+                unit=f"{unit_word(view)}s",
             )
         self.query_one(FitnessChart).set_series(
             view.best_history,
@@ -524,9 +659,10 @@ class ResultsScreen(Screen[None]):
                 f"  held-out {fmt.score(base.holdout, base.holdout_stderr)}"
             )
         if view.pareto:
+            unit = unit_word(view)
             how = (
-                "\none row per k: the best genome found with k layers dropped; past the knee "
-                "each dropped layer costs more quality"
+                f"\none row per k: the best genome found with k {unit}s dropped; past the knee "
+                f"each dropped {unit} costs more quality"
             )
         else:
             how = "\nbaselines named at their rank; confirmed finalists first (c confirms)"
@@ -537,9 +673,12 @@ class ResultsScreen(Screen[None]):
 
     def _fill_table(self, tasks: list[str], n_layers: int, meta: dict[str, Any]) -> None:
         table = self.query_one("#hall-of-fame", DataTable)
-        exact = bool(meta.get("n_params") and meta.get("params_per_layer"))
-        pct_header = "% params" if exact else "% layers*"
         view = self.follower.view
+        g = granularity_of(view)
+        n_units = n_layers * units_per_layer(g)
+        per_unit = "params_per_unit" if g == "sublayer" else "params_per_layer"
+        exact = bool(meta.get("n_params") and meta.get(per_unit))
+        pct_header = "% params" if exact else f"% {unit_word(view)}s*"
         label = fitness_kinds.short_label(view.started.fitness)
         columns = (
             "k" if view.pareto else "rank",
@@ -561,20 +700,20 @@ class ResultsScreen(Screen[None]):
         else:
             table.clear()
         for index, row in enumerate(self.rows):
-            pct, _ = params_removed(row.dropped, n_layers, meta)
+            pct, _ = params_removed(row.dropped, n_layers, meta, g)
             if row.heal is not None:
                 heal_cells: list[str | Text] = [row.label, record_label(row.heal)]
                 if not view.pareto:
-                    heal_cells.append(str(n_layers - len(row.dropped)))
+                    heal_cells.append(str(n_units - len(row.dropped)))
                 heal_cells.append("" if pct is None else f"{pct:.1f}")
                 heal_cells += heal_row_cells(row.heal, view.started.fitness)
                 heal_cells += [""] * len(tasks)
                 table.add_row(*heal_cells, key=str(index))
                 continue
             if view.pareto:
-                cells = [front_k(row), genome_text(row.dropped)]
+                cells = [front_k(row), genome_text(row.dropped, g)]
             else:
-                cells = [row.label, genome_text(row.dropped), str(n_layers - len(row.dropped))]
+                cells = [row.label, genome_text(row.dropped, g), str(n_units - len(row.dropped))]
             cells.append("" if pct is None else f"{pct:.1f}")
             cells += row.score_cells(view)
             for task in tasks:
@@ -584,12 +723,16 @@ class ResultsScreen(Screen[None]):
         if self.rows:
             table.move_cursor(row=min(cursor, len(self.rows) - 1))
         if not exact:
+            what = "sub-blocks" if g == "sublayer" else "decoder layers"
             self.query_one("#base-scores", Static).update(
                 Text.assemble(
                     self._base_text(self.follower.view, n_layers),
-                    ("\n* share of decoder layers dropped; parameter count not recorded", "dim"),
+                    (f"\n* share of {what} dropped; parameter count not recorded", "dim"),
                 )
             )
+
+    def _genome(self, dropped: list[int]) -> str:
+        return genome_text(dropped, granularity_of(self.follower.view))
 
     @property
     def selected_row(self) -> ResultRow | None:
@@ -611,7 +754,8 @@ class ResultsScreen(Screen[None]):
         if row is None:
             return
         if row.heal is not None:
-            self.app.push_screen(HealDialog(row.heal, heal_summary(row.heal)))
+            granularity = granularity_of(self.follower.view)
+            self.app.push_screen(HealDialog(row.heal, heal_summary(row.heal, granularity)))
             return
         self.app.push_screen(ScoresDialog(self.follower.view, row.dropped, row, row.note))
 
@@ -669,7 +813,7 @@ class ResultsScreen(Screen[None]):
             return
         self.heals.expect(heal_id, row.dropped, rank)
         self._status(
-            f"healing {row.what} (dropping {genome_text(row.dropped)}): {config.method} / "
+            f"healing {row.what} (dropping {self._genome(row.dropped)}): {config.method} / "
             f"{config.objective} on {config.tokens:,} tokens of {config.data} text; "
             "p pauses, s stops it"
         )
@@ -747,7 +891,8 @@ class ResultsScreen(Screen[None]):
             note.append(" · r resumes, s stops")
         else:
             note.append("p pauses · s stops (r continues it later from its last checkpoint)", "dim")
-        panel.show(progress, note, kind=self.follower.view.started.fitness)
+        view = self.follower.view
+        panel.show(progress, note, kind=view.started.fitness, granularity=granularity_of(view))
         if progress.ended and progress.id in self.heals.live and progress.state == "finished":
             self._heal_done(progress.record)
 
@@ -853,7 +998,7 @@ class ResultsScreen(Screen[None]):
             return
         self.export_result = None
         self.export_error = None
-        self._status(f"exporting {row.what} (dropping {genome_text(row.dropped)})…")
+        self._status(f"exporting {row.what} (dropping {self._genome(row.dropped)})…")
         log = self.query_one("#export-log", RichLog)
         log.clear()
         log.display = True

@@ -44,7 +44,8 @@ def best_summary(view: RunView) -> str:
     kind = view.started.fitness
     scored = view.scored_for(view.best_dropped)
     se = fitness_kinds.fitness_stderr(scored.scores, kind) if scored else None
-    summary = f"{fmt.score(view.best_fitness, se)}  dropping {genome_text(view.best_dropped)}"
+    dropping = genome_text(view.best_dropped, view.started.granularity)
+    summary = f"{fmt.score(view.best_fitness, se)}  dropping {dropping}"
     if view.base_fitness is not None:
         base_se = fitness_kinds.fitness_stderr(view.base_scores or {}, kind)
         verdict = fitness_kinds.verdict(view.best_fitness, se, view.base_fitness, base_se, kind)
@@ -170,9 +171,16 @@ class RunScreen(Screen[None]):
         else:
             self._show_best(view)
             self.query_one(LayerBitmap).set_rows(
-                view.started.n_layers, view.started.protect, self._bitmap_rows(view)
+                view.started.n_layers,
+                view.started.protect,
+                self._bitmap_rows(view),
+                granularity=view.started.granularity,
             )
-        self.query_one(GenerationTable).show_rows(view.rows, higher_is_better=view.higher_is_better)
+        self.query_one(GenerationTable).show_rows(
+            view.rows,
+            higher_is_better=view.higher_is_better,
+            granularity=view.started.granularity,
+        )
         WorkerTable.show(self, view, after="#generations")  # several workers only
         self._announce_end(view)
 
@@ -196,7 +204,8 @@ class RunScreen(Screen[None]):
         self.query_one("#best-summary", Static).update(front_summary(view))
         plot = self.query_one(FrontPlot)
         plot.display = True
-        plot.set_fronts([*view.fronts[:-1], front], view.started.prune_range, kind, knee)
+        unit = "sub-blocks" if view.started.granularity == "sublayer" else "layers"
+        plot.set_fronts([*view.fronts[:-1], front], view.started.prune_range, kind, knee, unit=unit)
         rows = [
             BitmapRow(
                 list(p.dropped),
@@ -207,7 +216,11 @@ class RunScreen(Screen[None]):
             for p in front
         ]
         self.query_one(LayerBitmap).set_rows(
-            view.started.n_layers, view.started.protect, rows, best_meaning="knee"
+            view.started.n_layers,
+            view.started.protect,
+            rows,
+            best_meaning="knee",
+            granularity=view.started.granularity,
         )
 
     def _show_title(self, view: RunView) -> None:
@@ -284,7 +297,8 @@ class RunScreen(Screen[None]):
                 items = f" ({current.fidelity.split(':', 1)[1]} items per task)"
             widget.update(
                 f"{what} gen {current.generation} #{current.index + 1}: "
-                f"dropping {genome_text(current.dropped)} on {task}{items}"
+                f"dropping {genome_text(current.dropped, view.started.granularity)} "
+                f"on {task}{items}"
             )
         elif view.state in (RunState.CREATED, RunState.RUNNING) and not view.evaluations_done:
             if view.messages:

@@ -58,7 +58,9 @@ from gaprune_tui.ui.screens.setup_fields import (
     FORM_FIELDS,
     OFF,
     OVERRIDE_FIELDS,
+    PRUNE_HELP,
     SIZE_FIELDS,
+    SUBLAYER_FIELDS,
     ConfigValue,
     FieldGroup,
     FormField,
@@ -237,7 +239,7 @@ class SetupScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._fill_tasks(self.base)
-        self._show_size_field()
+        self._show_fields()
         self._inspect(self.base.model.strip())
         self._scan_cache()
         self._load_task_names()
@@ -283,7 +285,7 @@ class SetupScreen(Screen[None]):
                 self.query_one(f"#{spec.ident}", Input).value = spec.format(value)
         self.override_task = None
         self._fill_tasks(config)
-        self._show_size_field()
+        self._show_fields()
         self._inspect(config.model.strip())
 
     # ---- reading the form ------------------------------------------------------------------------
@@ -299,9 +301,11 @@ class SetupScreen(Screen[None]):
         """The form as a validated ``RunConfig``; ``ConfigError`` names the first bad field."""
         specs = [self._task_spec(name) for name in self.task_names()]
         values: dict[str, Any] = {}  # typed by each row's parse; validate() checks the values
-        hidden = self._hidden_size_field()
+        hidden = self._hidden_fields()
         for spec in FORM_FIELDS:
-            if spec.ident == hidden:
+            if spec.ident in SUBLAYER_FIELDS and spec.ident in hidden:
+                values[spec.attr] = None  # a layer run has no sub-block settings
+            elif spec.ident in hidden:
                 # Not shown, not read: a single search has no range, a Pareto one keeps prune.
                 values[spec.attr] = None if spec.kind == "range" else getattr(self.base, spec.attr)
             elif not self._offered(spec):
@@ -328,17 +332,39 @@ class SetupScreen(Screen[None]):
     def _objective(self) -> str:
         return str(self.query_one("#objective", Select).value)
 
-    def _hidden_size_field(self) -> str | None:
-        """The ident of the layer-count field the objective does not use."""
-        shown = SIZE_FIELDS.get(self._objective())
-        return next((f for f in SIZE_FIELDS.values() if f != shown), None) if shown else None
+    def _granularity(self) -> str:
+        return str(self.query_one("#granularity", Select).value)
 
-    def _show_size_field(self) -> None:
-        """One k (prune) for a single-objective search, MIN:MAX for a Pareto one."""
-        hidden = self._hidden_size_field()
-        for ident in SIZE_FIELDS.values():
+    def _hidden_fields(self) -> set[str]:
+        """The idents of the fields the form hides and does not read: the layer-count field the
+        objective does not use, and the sub-block settings of a layer run."""
+        hidden: set[str] = set()
+        shown = SIZE_FIELDS.get(self._objective())
+        if shown:
+            hidden |= {f for f in SIZE_FIELDS.values() if f != shown}
+        if self._granularity() != "sublayer":
+            hidden |= set(SUBLAYER_FIELDS)
+        return hidden
+
+    def _show_fields(self) -> None:
+        """One k (prune) for a single-objective search, MIN:MAX for a Pareto one; the sub-block
+        settings for a sub-block run, whose k counts sub-blocks (its label and help say so)."""
+        hidden = self._hidden_fields()
+        for ident in (*SIZE_FIELDS.values(), *SUBLAYER_FIELDS):
             for widget in self.query(f"#{ident}, .label-{ident}"):
-                widget.display = ident != hidden
+                widget.display = ident not in hidden
+        sublayer = self._granularity() == "sublayer"
+        for spec in FORM_FIELDS:
+            if spec.ident not in SIZE_FIELDS.values():
+                continue
+            label, what = PRUNE_HELP["sublayer" if sublayer else "layer"]
+            if not sublayer:
+                label = spec.label
+            help_text = f"MIN:MAX {what}" if spec.kind == "range" else f"k: {what}"
+            label_widget = self.query_one(f".label-{spec.ident}", Label)
+            label_widget.update(label)
+            label_widget.tooltip = help_text
+            self.query_one(f"#{spec.ident}", Input).tooltip = help_text
 
     def _task_spec(self, name: str) -> TaskSpec:
         """One selected task with its overrides; ``ConfigError`` names the task and the field."""
@@ -499,8 +525,8 @@ class SetupScreen(Screen[None]):
                 self.query_one(f"#{spec.ident}", Input).value = raw.get(spec.attr, "")
         elif event.select.id == "dtype":
             self._show_model_line()
-        elif event.select.id == "objective":
-            self._show_size_field()
+        elif event.select.id in ("objective", "granularity"):
+            self._show_fields()
         typed = next((f for f in FORM_FIELDS if f.typed and f.ident == event.select.id), None)
         if typed is not None:
             self._show_typed(typed)

@@ -30,6 +30,7 @@ from gaprune_tui.core.config import (
 )
 from gaprune_tui.core.devices import DEVICE_HINT, device_ok
 from gaprune_tui.core.errors import ConfigError
+from gaprune_tui.core.units import GRANULARITIES, SUBLAYER_FAMILIES
 
 FieldKind = Literal["text", "int", "float", "choice", "list", "range"]
 # How a number field's text becomes its value, and what it must be (the form's only floats are
@@ -48,6 +49,16 @@ RANGE_HINT = "MIN:MAX, e.g. 2:8"
 # Which of the two "how many layers" fields the form shows, by objective (the other is hidden and
 # not read): one k for a single-objective search, a range of k for a Pareto one.
 SIZE_FIELDS = {"single": "prune", "pareto": "prune-range"}
+# Fields shown only in a sub-block run (granularity "sublayer"): hidden and not read otherwise.
+SUBLAYER_FIELDS = ("attention-drops",)
+# What the prune fields count, by granularity: (label, help), the same for k and for the range.
+PRUNE_HELP = {
+    "layer": ("prune k", "decoder layers to drop"),
+    "sublayer": (
+        "sub-blocks",
+        "attention and MLP sub-blocks to drop (two per layer; both of a layer drop the layer)",
+    ),
+}
 # The choice an optional choice field shows for None (the config's "not set").
 OFF = "off"
 WORKERS_HINT = (
@@ -202,7 +213,14 @@ FORM_FIELDS: tuple[FormField, ...] = (
         _int("limit", "limit", "limit", 1, "tasks"), optional=True, placeholder="all items"
     ),
     _choice("objective", OBJECTIVE_CHOICES, "ga"),
-    _int("prune", "prune k", "prune", 1),
+    dataclasses.replace(
+        _choice("granularity", GRANULARITIES, "ga"),
+        tooltip="layer: drop whole decoder layers; sublayer: drop attention and MLP sub-blocks "
+        f"separately ({', '.join(SUBLAYER_FAMILIES)} families)",
+    ),
+    dataclasses.replace(
+        _int("prune", PRUNE_HELP["layer"][0], "prune", 1), tooltip=PRUNE_HELP["layer"][1]
+    ),
     FormField(
         "prune-range",
         "prune range",
@@ -212,6 +230,13 @@ FORM_FIELDS: tuple[FormField, ...] = (
         (Function(_range_ok, f"the prune range is {RANGE_HINT}"),),
         optional=True,
         placeholder=RANGE_HINT,
+    ),
+    dataclasses.replace(
+        _int("attention-drops", "attn drops", "attention_drops", 0),
+        optional=True,
+        placeholder="free",
+        tooltip="how many of the k sub-blocks are attention (the rest MLP); empty: the search "
+        "chooses",
     ),
     _int("protect", "protect", "protect", 0),
     dataclasses.replace(

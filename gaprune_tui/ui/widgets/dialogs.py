@@ -21,6 +21,7 @@ from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core import stats
 from gaprune_tui.core.follow import RunView
+from gaprune_tui.core.units import describe, units_per_layer
 
 AnswerT = TypeVar("AnswerT")
 Scores = dict[str, dict[str, Any]]
@@ -188,12 +189,21 @@ class ScoresDialog(Dialog[None]):
 
     def compose(self) -> ComposeResult:
         n_layers, base_fitness = self.view.started.n_layers, self.view.base_fitness
-        kept = n_layers - len(self.dropped) if n_layers else None
+        granularity = self.view.started.granularity
         head = Text()
-        head.append("dropped layers ", style="bold")
-        head.append(str(self.dropped))
-        if kept is not None:
-            head.append(f"   kept {kept}/{n_layers}")
+        if granularity == "sublayer":
+            # Units are sub-blocks: say which, attention and MLP apart.
+            n_units = n_layers * units_per_layer(granularity)
+            head.append("dropped ", style="bold")
+            head.append(describe(self.dropped, granularity))
+            if n_units:
+                head.append(f"   kept {n_units - len(self.dropped)}/{n_units} sub-blocks")
+        else:
+            kept = n_layers - len(self.dropped) if n_layers else None
+            head.append("dropped layers ", style="bold")
+            head.append(str(self.dropped))
+            if kept is not None:
+                head.append(f"   kept {kept}/{n_layers}")
         head.append("\nfitness ", style="bold")
         head.append("not scored yet" if self.fitness is None else fmt.score(self.fitness))
         if base_fitness is not None:

@@ -41,6 +41,8 @@ class FrontPlot(TextPlot):
     ks: Sequence[int] = ()
     kind = "squared_mean"
     knee_k: int | None = None
+    # What k counts: "layers", or "sub-blocks" in a sub-block run (the x axis says so).
+    unit = "layers"
 
     def set_fronts(
         self,
@@ -48,9 +50,13 @@ class FrontPlot(TextPlot):
         prune_range: Sequence[int] | None,
         kind: str,
         knee_k: int | None = None,
+        *,
+        unit: str = "layers",
     ) -> None:
         """``fronts``: one per generation, the latest last; ``prune_range``: the run's
-        [MIN, MAX] (every k in it gets a place on the axis, reached or not)."""
+        [MIN, MAX] (every k in it gets a place on the axis, reached or not); ``unit``: what k
+        counts."""
+        self.unit = unit
         self.fronts = [list(f) for f in fronts]
         ks = set(range(prune_range[0], prune_range[-1] + 1)) if prune_range else set()
         self.ks = sorted(ks | {p.k for f in self.fronts for p in f})
@@ -129,6 +135,6 @@ class FrontPlot(TextPlot):
             for glyph, style in cells:
                 text.append(glyph, styles[style] if style else Style())
             text.append("\n")
-        labels = "".join(str(k).center(step) for k in self.ks) + "  layers dropped"
+        labels = "".join(str(k).center(step) for k in self.ks) + f"  {self.unit} dropped"
         self.append_category_axis(text, set(column.values()), len(self.ks) * step, labels)
         return text

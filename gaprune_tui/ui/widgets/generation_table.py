@@ -11,13 +11,18 @@ from textual.widgets import DataTable
 
 from gaprune_tui.core import format as fmt
 from gaprune_tui.core.store import Generation
+from gaprune_tui.core.units import describe
 
 # "best" and "worst" of the generation's population, whichever way the fitness kind points
 # (higher task fitness, lower KL or perplexity).
 COLUMNS = ("gen", "evaluated", "memo", "best", "mean", "worst", "best genome (dropped)", "seconds")
 
 
-def genome_text(dropped: list[int]) -> str:
+def genome_text(dropped: list[int], granularity: str = "layer") -> str:
+    """A genome as the screens show it: ``[3,9,20]`` (layers), or in a sub-block run what
+    ``units.describe`` says (``layers 3, 9 · attn 12, 14 · mlp 20``)."""
+    if granularity == "sublayer":
+        return describe(dropped, granularity)
     return "[" + ",".join(str(i) for i in dropped) + "]"
 
 
@@ -37,6 +42,7 @@ class GenerationTable(DataTable[str]):
         self._shown: dict[int, tuple[str, ...]] = {}
         self._best: dict[int, list[int]] = {}
         self.higher_is_better = True
+        self.granularity = "layer"
 
     def on_mount(self) -> None:
         columns = COLUMNS if self.show_seconds else COLUMNS[:-1]
@@ -52,12 +58,20 @@ class GenerationTable(DataTable[str]):
             fmt.score(best),
             fmt.score(row.mean),
             fmt.score(worst),
-            genome_text(row.best_dropped),
+            genome_text(row.best_dropped, self.granularity),
         )
         return cells + (f"{row.seconds:.1f}",) if self.show_seconds else cells
 
-    def show_rows(self, rows: list[Generation], *, higher_is_better: bool = True) -> None:
+    def show_rows(
+        self,
+        rows: list[Generation],
+        *,
+        higher_is_better: bool = True,
+        granularity: str = "layer",
+    ) -> None:
+        """Append or update ``rows``; ``granularity`` says how their genomes read."""
         self.higher_is_better = higher_is_better
+        self.granularity = granularity
         for row in rows:
             cells = self.cells(row)
             self._best[row.gen] = row.best_dropped

@@ -134,13 +134,20 @@ class HealPanel(Static):
     note: Text | str = ""
     eta = True
     kind = "kl"
+    granularity = "layer"
 
     def show(
-        self, progress: HealProgress | None, note: Text | str = "", *, kind: str = "kl"
+        self,
+        progress: HealProgress | None,
+        note: Text | str = "",
+        *,
+        kind: str = "kl",
+        granularity: str = "layer",
     ) -> None:
         self.progress = progress
         self.note = note
         self.kind = kind
+        self.granularity = granularity
         self.update(self.panel_text(self.content_size.width or 78))
 
     def on_resize(self) -> None:
@@ -154,7 +161,7 @@ class HealPanel(Static):
         text.append("heal", style="bold")
         if p.rank:
             text.append(f" rank {p.rank}")
-        text.append(f" · drop {genome_text(p.dropped)}")
+        text.append(f" · drop {genome_text(p.dropped, self.granularity)}")
         if p.label:
             text.append(f" · {p.label}")
         steps = max(p.steps, 1)
@@ -219,10 +226,11 @@ class HealPanel(Static):
         return " · ".join(parts)
 
 
-def heal_summary(record: dict[str, Any]) -> str:
+def heal_summary(record: dict[str, Any], granularity: str = "layer") -> str:
     """``heal ID: drop [3,5], partial / kd, 32,768 tokens (32 steps) of DATA, 12 s``."""
+    dropped = genome_text(record.get("dropped", []), granularity)
     line = (
-        f"heal {record.get('id', '?')}: drop {genome_text(record.get('dropped', []))}, "
+        f"heal {record.get('id', '?')}: drop {dropped}, "
         f"{record.get('method', '?')} / {record.get('objective', '?')}, "
         f"{int(record.get('tokens') or 0):,} tokens ({record.get('steps', '?')} steps) of "
         f"{record.get('data', '?')}, {fmt.duration(float(record.get('seconds') or 0))}"

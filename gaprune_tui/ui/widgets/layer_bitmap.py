@@ -7,6 +7,12 @@ dropped and protected layers differ in colour (theme variables ``bitmap-kept``, 
 terminal, in monochrome and in a screenshot alike. The axis labels every layer (tens digit above,
 units below). Cells are two columns wide when the widget has room, one column otherwise, so 30
 layers fit 80 columns and 80 layers still fit 100; narrower than that, the parent scrolls.
+
+A sub-block run (``granularity = "sublayer"``, ``core/units.py``) draws two rows per genome, one
+column per layer still: the attention sub-blocks (units 2 i) on a row labelled ``attn`` and the MLP
+sub-blocks (units 2 i + 1) under it on a row labelled ``mlp``. A dropped sub-block has the dropped
+glyph, a whole dropped layer is dropped in both rows. Where the labels' extra width does not fit
+(64 layers at 80 columns), they shrink to ``a`` and ``m`` and the legend says what they stand for.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from gaprune_tui.core import format as fmt
+from gaprune_tui.core.units import ATTENTION, MLP
 from gaprune_tui.ui.themes import BITMAP_DEFAULTS
 from gaprune_tui.ui.widgets.legend import append_legend
 
@@ -30,6 +37,10 @@ GLYPH_PROTECTED = "▓"
 # Where the active theme does not define a bitmap colour: the app's defaults for those variables.
 FALLBACK_COLOURS = BITMAP_DEFAULTS
 LABEL_WIDTH = 12  # "★ 0.1234  " + margin
+# A sub-block run's label: "★ 0.1234 attn  " / "         mlp   ", or compact: "★ 0.1234 a  ".
+SUB_LABEL_WIDTH = 15
+SUB_TAGS = {ATTENTION: "attn", MLP: "mlp"}
+SUB_TAGS_COMPACT = {ATTENTION: "a", MLP: "m"}
 
 
 @dataclass
@@ -90,6 +101,7 @@ class LayerBitmap(Widget, can_focus=True):
         self.protect = protect
         self.rows: list[BitmapRow] = rows or []
         self.best_meaning = "best so far"
+        self.granularity = "layer"
 
     def on_mount(self) -> None:
         # Colours come from the theme: repaint when the user switches themes.
@@ -102,11 +114,18 @@ class LayerBitmap(Widget, can_focus=True):
         rows: list[BitmapRow],
         *,
         best_meaning: str = "best so far",
+        granularity: str = "layer",
     ) -> None:
         """Replace what is drawn (one refresh); the cursor stays on the same index.
-        ``best_meaning`` is what the legend says the highlighted row is."""
-        size_changed = len(rows) != len(self.rows) or n_layers != self.n_layers
+        ``best_meaning`` is what the legend says the highlighted row is; ``granularity``
+        "sublayer" draws each genome (a list of units) as an attention and an MLP row."""
+        size_changed = (
+            len(rows) != len(self.rows)
+            or n_layers != self.n_layers
+            or granularity != self.granularity
+        )
         self.best_meaning = best_meaning
+        self.granularity = granularity
         self.n_layers = n_layers
         self.protect = protect
         self.rows = rows
@@ -134,15 +153,44 @@ class LayerBitmap(Widget, can_focus=True):
         variables = getattr(self.app, "theme_variables", {}) or {}
         return {k: variables.get(k) or v for k, v in FALLBACK_COLOURS.items()}
 
+    @property
+    def sublayer(self) -> bool:
+        return self.granularity == "sublayer"
+
+    def _head(self, row: BitmapRow) -> str:
+        """A genome's label: its marker and its score."""
+        marker = "★" if row.best else ("▶" if row.evaluating else " ")
+        if row.marker is not None:
+            marker = row.marker
+        score = "  …   " if row.fitness is None else fmt.score(row.fitness)
+        return f"{marker} {score}"
+
+    def label_layout(self, width: int) -> tuple[int, dict[int, str] | None]:
+        """(label column width, the sub-block rows' tags or None in a layer run). A sub-block
+        run's label holds the tags ``attn`` / ``mlp`` where that still fits one column per layer,
+        else ``a`` / ``m`` in the width of a layer run's (wider only for a long label)."""
+        if not self.sublayer:
+            return LABEL_WIDTH, None
+        head = max((len(self._head(r)) for r in self.rows), default=0)
+        wide = max(SUB_LABEL_WIDTH, head + len(" attn "))
+        if wide + self.n_layers <= width:
+            return wide, SUB_TAGS
+        return max(LABEL_WIDTH, head + len(" a ")), SUB_TAGS_COMPACT
+
+    def label_width(self, width: int) -> int:
+        return self.label_layout(width)[0]
+
     def cell_width(self, width: int) -> int:
-        return 2 if LABEL_WIDTH + 2 * self.n_layers <= width else 1
+        return 2 if self.label_width(width) + 2 * self.n_layers <= width else 1
 
     def get_content_width(self, container, viewport) -> int:  # type: ignore[no-untyped-def]
-        return LABEL_WIDTH + self.cell_width(container.width) * self.n_layers
+        width = container.width
+        return self.label_width(width) + self.cell_width(width) * self.n_layers
 
     def get_content_height(self, container, viewport, width: int) -> int:  # type: ignore[no-untyped-def]
         axis = 2 if self.n_layers >= 10 else 1
-        return axis + max(1, len(self.rows)) + 1
+        per_genome = 2 if self.sublayer else 1
+        return axis + max(1, per_genome * len(self.rows)) + 1
 
     def on_focus(self) -> None:
         self.refresh()
@@ -154,9 +202,11 @@ class LayerBitmap(Widget, can_focus=True):
         return self.render_text(self.size.width or 80)
 
     def render_text(self, width: int) -> Text:
-        """The whole bitmap as one Text: axis (2 lines), rows, legend."""
+        """The whole bitmap as one Text: axis (2 lines), rows (two per genome in a sub-block
+        run), legend."""
         colours = self.colours()
         cw = self.cell_width(width)
+        lw, tags = self.label_layout(width)
         kept = Style(color=colours["bitmap-kept"])
         dropped = Style(color=colours["bitmap-dropped"], bold=True)
         protected = Style(color=colours["bitmap-protected"])
@@ -165,41 +215,53 @@ class LayerBitmap(Widget, can_focus=True):
         text = Text(no_wrap=True, overflow="crop")
         pad = " " * (cw - 1)
         if self.n_layers >= 10:
-            text.append("layer".ljust(LABEL_WIDTH), dim)
+            text.append("layer".ljust(lw), dim)
             for i in range(self.n_layers):
                 text.append((str(i // 10) if i % 10 == 0 else " ") + pad, dim)
             text.append("\n")
-        text.append(("layer" if self.n_layers < 10 else "").ljust(LABEL_WIDTH), dim)
+        text.append(("layer" if self.n_layers < 10 else "").ljust(lw), dim)
         for i in range(self.n_layers):
             text.append(str(i % 10) + pad, dim)
         text.append("\n")
         if not self.rows:
             text.append("  waiting for the first genomes…\n", dim)
-        for index, row in enumerate(self.rows):
-            marker = "★" if row.best else ("▶" if row.evaluating else " ")
-            if row.marker is not None:
-                marker = row.marker
-            score = "  …   " if row.fitness is None else fmt.score(row.fitness)
-            label = f"{marker} {score}".ljust(LABEL_WIDTH)
-            label_style = best if row.best else Style()
-            if index == self.cursor and self.has_focus:
-                label_style = label_style + Style(reverse=True)
-            text.append(label, label_style)
-            gone = set(row.dropped)
+
+        def cells(gone: set[int], kind: int | None, kept_style: Style) -> None:
+            """One line of cells: the layers (kind None) or one kind of their sub-blocks."""
             for i in range(self.n_layers):
-                if i in gone:
+                unit = i if kind is None else 2 * i + kind
+                if unit in gone:
                     text.append(GLYPH_DROPPED + pad, dropped)
                 elif i < self.protect:
                     text.append(GLYPH_PROTECTED + pad, protected)
                 else:
-                    text.append(GLYPH_KEPT + pad, best if row.best else kept)
+                    text.append(GLYPH_KEPT + pad, kept_style)
             text.append("\n")
-        text.append(" " * LABEL_WIDTH)
-        append_legend(
-            text,
+
+        for index, row in enumerate(self.rows):
+            label = self._head(row)
+            label_style = best if row.best else Style()
+            if index == self.cursor and self.has_focus:
+                label_style = label_style + Style(reverse=True)
+            gone = set(row.dropped)
+            kept_style = best if row.best else kept
+            if tags is None:
+                text.append(label.ljust(lw), label_style)
+                cells(gone, None, kept_style)
+                continue
+            for kind in (ATTENTION, MLP):
+                head = label if kind == ATTENTION else " " * len(label)
+                text.append(head, label_style)
+                text.append(f" {tags[kind]}".ljust(lw - len(head)), dim)
+                cells(gone, kind, kept_style)
+        text.append(" " * lw)
+        keys = [
             (GLYPH_KEPT, kept, "kept"),
             (GLYPH_DROPPED, dropped, "dropped"),
             (GLYPH_PROTECTED, protected, "protected"),
             ("★", best, self.best_meaning),
-        )
+        ]
+        if tags is SUB_TAGS_COMPACT:
+            keys += [("a", dim, "attention"), ("m", dim, "MLP")]
+        append_legend(text, *keys)
         return text

@@ -19,14 +19,14 @@ from gaprune_tui.ui.widgets.generation_table import genome_text
 COLUMNS = ("worker", "device", "state", "genome in flight", "evaluations", "genomes/h")
 
 
-def cells(row: WorkerRow) -> tuple[str, ...]:
+def cells(row: WorkerRow, granularity: str = "layer") -> tuple[str, ...]:
     s = row.status
     rate = row.per_hour
     return (
         s.name,
         s.device or "?",
         s.state,
-        genome_text(s.dropped) if s.dropped else "-",
+        genome_text(s.dropped, granularity) if s.dropped else "-",
         str(s.evaluations),
         "-" if rate is None else f"{rate:,.0f}",
     )
@@ -49,9 +49,9 @@ class WorkerTable(DataTable[str]):
         for name in COLUMNS:
             self.add_column(name, key=name)
 
-    def show_rows(self, workers: dict[str, WorkerRow]) -> None:
+    def show_rows(self, workers: dict[str, WorkerRow], granularity: str = "layer") -> None:
         for name in sorted(workers):
-            row = cells(workers[name])
+            row = cells(workers[name], granularity)
             if self._shown.get(name) == row:
                 continue
             if name in self._shown:
@@ -76,4 +76,4 @@ class WorkerTable(DataTable[str]):
             anchor.parent.mount(table, after=anchor)
         else:
             table = found.first()
-        table.show_rows(view.workers)
+        table.show_rows(view.workers, view.started.granularity)
