@@ -328,3 +328,25 @@ async def test_setup_refuses_sublayer_for_a_family_without_it(tmp_path: Path) ->
         assert "--granularity sublayer supports the llama, mistral, qwen2, qwen3 families" in error
         assert "not gpt2: use --granularity layer" in error
         assert screen.query_one("#start").disabled
+
+
+async def test_results_scores_dialog_draws_the_genome_as_attention_and_mlp_rows() -> None:
+    store = sublayer_store()
+    populate(store, prune=6, protect=1)
+    async with results_screen(store, size=(80, 24)) as (pilot, screen):
+        screen.query_one("#hall-of-fame", DataTable).focus()
+        await key(pilot, "enter")
+        dialog = pilot.app.screen
+        assert isinstance(dialog, ScoresDialog)
+        bitmap = dialog.query_one("#scores-bitmap", LayerBitmap)
+        assert bitmap.granularity == "sublayer" and bitmap.n_layers == 30
+        assert [r.dropped for r in bitmap.rows] == [screen.rows[0].dropped]
+        text = bitmap.render_text(76).plain.splitlines()
+        attn = next(line for line in text if " attn " in line)
+        mlp = next(line for line in text if " mlp " in line)
+        label = bitmap.label_width(76)
+        width = bitmap.cell_width(76)
+        for unit in range(2, 60):  # layer 0 is protected
+            row = attn if unit % 2 == 0 else mlp
+            cell = row[label + width * (unit // 2)]
+            assert (cell == "·") == (unit in screen.rows[0].dropped), unit

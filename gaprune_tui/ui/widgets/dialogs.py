@@ -22,6 +22,7 @@ from gaprune_tui.core import format as fmt
 from gaprune_tui.core import stats
 from gaprune_tui.core.follow import RunView
 from gaprune_tui.core.units import describe, units_per_layer
+from gaprune_tui.ui.widgets.layer_bitmap import BitmapRow, LayerBitmap
 
 AnswerT = TypeVar("AnswerT")
 Scores = dict[str, dict[str, Any]]
@@ -210,6 +211,17 @@ class ScoresDialog(Dialog[None]):
             head.append(f"   (base model {fmt.score(base_fitness)})")
         with Vertical():
             yield Static(head, id="scores-head")
+            if granularity == "sublayer" and n_layers:
+                # The genome as the Run screen draws it: an attention and an MLP row per layer.
+                bitmap = LayerBitmap(
+                    n_layers,
+                    self.view.started.protect,
+                    [BitmapRow(list(self.dropped), self.fitness)],
+                    id="scores-bitmap",
+                )
+                bitmap.granularity = granularity
+                bitmap.best_meaning = "this genome"
+                yield bitmap
             if self.scores:
                 yield Static(scores_table(self.scores, self.view.base_scores), id="scores-table")
             else:
