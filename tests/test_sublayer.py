@@ -258,7 +258,11 @@ def test_sub_block_influence_and_baselines(sharp: Any) -> None:
     influence |= {2 * i + 1: v for i, v in enumerate(signals.mlp_influence)}
     lowest = sorted(space.droppable, key=lambda u: (influence[u], u))[:4]
     assert picks["shortgpt"].dropped == sorted(lowest)
-    assert set(picks) == {"shortgpt", "angular", "last_k"}  # k = 4: two whole layers
+    # k = 4: whole-layer references of two layers too, ShortGPT's by block influence among them
+    assert set(picks) == {"shortgpt", "shortgpt-layers", "angular", "last_k"}
+    layer_bi = signals.block_influence
+    two = sorted(sorted(range(1, sharp.n_layers), key=lambda i: (layer_bi[i], i))[:2])
+    assert picks["shortgpt-layers"].dropped == units.to_units(two, "sublayer")
     assert split(picks["last_k"].dropped, "sublayer")[0] == [sharp.n_layers - 3, sharp.n_layers - 2]
     odd = {b.name for b in sublayer_baselines(signals, space, 3)}
     assert odd == {"shortgpt"}  # no whole-layer block of 1.5 layers
@@ -311,7 +315,7 @@ def test_sub_block_run_end_to_end(tiny_llama: Path) -> None:
     for e in store.evaluations():
         assert e.kept == kept_path(e.dropped, n, "sublayer")
     names = {b["name"] for b in result["baselines"]}
-    assert names == {"shortgpt", "angular", "greedy"}
+    assert names == {"shortgpt", "shortgpt-layers", "angular", "greedy"}
     # The terminal names sub-blocks, not unit numbers.
     assert "sub-blocks" in proc.stderr and ("attn " in proc.stderr or "mlp " in proc.stderr)
     report = cli("show", result["run_id"])

@@ -200,8 +200,9 @@ def sublayer_baselines(
     """The one-pass references of a sub-block run dropping ``k`` units of ``space``.
 
     ShortGPT ranks every droppable attention and MLP branch by its own influence and drops the k
-    lowest (with an attention quota: the lowest of each kind). Angular distance and last k remove
-    whole layers, so they exist where k is even (k / 2 layers) and any quota is k / 2."""
+    lowest (with an attention quota: the lowest of each kind). ShortGPT by whole layers
+    ("shortgpt-layers"), angular distance and last k remove whole layers, so they exist where k is
+    even (k / 2 layers) and any quota is k / 2."""
     if signals.attention_influence is None or signals.mlp_influence is None:
         raise ValueError("sub-block baselines need layer_signals(..., sublayer=True)")
     problem = space.check(k)
@@ -219,7 +220,10 @@ def sublayer_baselines(
     quota = space.attention_drops
     m = k // 2
     if k % 2 == 0 and (quota is None or quota == m) and m <= space.n_layers - space.protect - 1:
+        # Whole layers are sub-block genomes too: the layer baselines at k / 2 layers, ShortGPT's
+        # by its block influence as "shortgpt-layers", so a sub-block search starts from them.
         for b in baselines(signals, space.n_layers, m, space.protect):
-            if b.name in names and b.name != "shortgpt":
-                out.append(Baseline(b.name, to_units(b.dropped, "sublayer"), b.signal))
+            if b.name in names:
+                name = "shortgpt-layers" if b.name == "shortgpt" else b.name
+                out.append(Baseline(name, to_units(b.dropped, "sublayer"), b.signal))
     return out
