@@ -287,9 +287,15 @@ async def test_setup_granularity_reaches_the_config_and_relabels_k(
         assert (config.granularity, config.attention_drops) == ("sublayer", None)
         assert screen.config is not None and screen.config.granularity == "sublayer"
         assert "Ready" in str(error.render())
+        # The cost line says what the sub-blocks can save: 4 sub-blocks of the embedded model's 30
+        # layers (2 protected) remove 0 to 4 attention sub-blocks' share of the KV cache.
+        cost = str(screen.query_one("#cost", Static).render())
+        assert "drops 4 sub-blocks: KV cache −0% to −13% of 30 layers'" in cost
         drops.value = "3"
         await settle(pilot)
         assert screen.build_config().attention_drops == 3
+        cost = str(screen.query_one("#cost", Static).render())
+        assert "drops 4 sub-blocks (3 attention): KV cache −10% of 30 layers'" in cost
         # The config's own checks, one line each, as for any field.
         drops.value = "9"
         await settle(pilot)

@@ -281,3 +281,25 @@ def _confirmation(
     if items is not None and seconds_per_item is not None:
         seconds = genomes * items * seconds_per_item
     return genomes, items, seconds
+
+
+def sub_block_line(config: RunConfig, n_layers: int | None) -> str | None:
+    """What a sub-block run's pick can save, said before it runs (None for a layer run): the KV
+    cache goes with the attention sub-blocks dropped, so its range follows from k, the quota and
+    the droppable layers; the pick's exact parameters and measured speed come with its result."""
+    if config.granularity != "sublayer":
+        return None
+    k, quota = config.prune, config.attention_drops
+    line = f"drops {k} sub-blocks" + (f" ({quota} attention)" if quota is not None else "")
+    if n_layers:
+        droppable = n_layers - config.protect
+        # An attention sub-block removes one layer's share of the KV cache; whole layers count too.
+        low = quota if quota is not None else max(0, k - droppable)
+        high = quota if quota is not None else min(k, droppable)
+        kv = (
+            f"−{low / n_layers:.0%}"
+            if low == high
+            else f"−{low / n_layers:.0%} to −{high / n_layers:.0%}"
+        )
+        line += f": KV cache {kv} of {n_layers} layers'"
+    return line + "; the pick's parameters removed and measured speed are on Results"

@@ -51,7 +51,12 @@ from gaprune_tui.core.devices import (
     gpu_count,
 )
 from gaprune_tui.core.errors import ConfigError, GapruneError
-from gaprune_tui.core.estimate import TimingSample, estimate_cost, measure_timings
+from gaprune_tui.core.estimate import (
+    TimingSample,
+    estimate_cost,
+    measure_timings,
+    sub_block_line,
+)
 from gaprune_tui.core.store import RunStore
 from gaprune_tui.ui.messages import CacheScanned, ModelInspected, TimingsMeasured
 from gaprune_tui.ui.screens.setup_fields import (
@@ -489,7 +494,9 @@ class SetupScreen(Screen[None]):
             n_layers=info.n_layers if info is not None and info.n_layers else None,
             dtype=expected_dtype(config.dtype, config.device).dtype,
         )
-        cost.update(f"Cost here: {est.text()}")
+        line = f"Cost here: {est.text()}"
+        savings = sub_block_line(config, info.n_layers if info is not None else None)
+        cost.update(line if savings is None else f"{line}\n{savings}")
 
     # ---- events --------------------------------------------------------------------------------------
     @on(Input.Changed)
