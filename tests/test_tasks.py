@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -413,18 +414,24 @@ def test_fresh_items_past_an_offset_are_lm_eval_s_own_samples(tiny_lm: Any) -> N
         assert scores[mine.name]["acc_norm"] == results["results"][mine.name]["acc_norm,none"]
 
 
-def test_hellaswag_docs_are_lm_eval_s_processed_once_per_process(
-    monkeypatch: pytest.MonkeyPatch,
+def test_hellaswag_docs_are_lm_eval_s_processed_once_then_read_from_disk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The bundled HellaSwag's documents are lm-eval's ``process_docs`` output, computed once
-    per process: not again for the few-shot split, nor when the task is built again."""
+    """The bundled HellaSwag's documents are lm-eval's ``process_docs`` output, computed once:
+    not again for the few-shot split, nor when the task is built again, nor in another process
+    (the disk copy, read back equal to lm-eval's output)."""
+    monkeypatch.setenv("GAPRUNE_CACHE_DIR", str(tmp_path / "cache"))
     config = RunConfig(tasks=[TaskSpec("hellaswag_offline")]).validate()
     # lm-eval may have re-imported its HellaSwag utils under the same name (it does when it
     # resolves the built-in YAML): the module the loader's import finds is sys.modules' one.
     utils = importlib.import_module("lm_eval.tasks.hellaswag.utils")
     task = build_tasks(config).tasks[0].task
     # The loader module as lm-eval imported it (by path): start from an empty cache.
-    monkeypatch.setitem(task.config.process_docs.fn.__globals__, "_HELLASWAG", {})
+    loader = task.config.process_docs.fn.__globals__
+    monkeypatch.setitem(loader, "_HELLASWAG", {})
+    shutil.rmtree(
+        tmp_path / "cache", ignore_errors=True
+    )  # any first build's disk copy: start from nothing
     real = utils.process_docs
     expected = real(offline.load("hellaswag/none/validation")["validation"])
     calls: list[int] = []
@@ -439,6 +446,14 @@ def test_hellaswag_docs_are_lm_eval_s_processed_once_per_process(
     assert first.eval_docs is again.eval_docs
     assert len(first.eval_docs) == len(expected)
     assert list(first.eval_docs.select(range(20))) == list(expected.select(range(20)))
+    # A new process (an empty per-process cache) reads the disk copy: no processing, same docs.
+    (written,) = (tmp_path / "cache" / "tasks").iterdir()
+    assert written.name.startswith("hellaswag-")
+    monkeypatch.setitem(loader, "_HELLASWAG", {})
+    later = build_tasks(config).tasks[0].task
+    assert calls == [tasknames.BUNDLED_TASKS["hellaswag_offline"].items]
+    assert later.eval_docs is not first.eval_docs
+    assert list(later.eval_docs) == list(expected)
 
 
 def test_unknown_task_lists_close_matches() -> None:

@@ -47,18 +47,48 @@ _HELLASWAG: dict[str, Any] = {}
 
 def hellaswag_docs(dataset: Any) -> Any:
     """lm-eval's own HellaSwag ``process_docs`` (``lm_eval.tasks.hellaswag.utils``), run once
-    per dataset and process.
+    per dataset and lm-eval version, kept on disk, and read once per process.
 
     lm-eval runs ``process_docs`` for a task's evaluation split and again for its few-shot split
     (the same documents here), at every build of the task (a run's confirmation builds its tasks
-    again, an export's verification builds them too): ~1.3 s each for 10k documents on 2 cores.
-    The key is the dataset's fingerprint, which ``datasets`` keeps with the saved data, so the
-    same documents give the same key; the result is never modified (lm-eval maps and selects
-    into new datasets)."""
-    from lm_eval.tasks.hellaswag.utils import process_docs
-
+    again, an export's verification builds them too): ~1.3 s each for 10k documents on 2 cores,
+    in every engine process. The key is the dataset's fingerprint, which ``datasets`` keeps with
+    the saved data, so the same documents give the same key; the result is never modified
+    (lm-eval maps and selects into new datasets). On disk (``paths.cache_dir()/tasks``) the
+    processed documents are written whole under a temporary name and renamed into place, so a
+    reader never sees half of them; a cache that cannot be read or written is skipped."""
     key = dataset._fingerprint
     docs = _HELLASWAG.get(key)
     if docs is None:
-        docs = _HELLASWAG[key] = process_docs(dataset)
+        docs = _HELLASWAG[key] = _cached_docs(dataset, key)
+    return docs
+
+
+def _cached_docs(dataset: Any, key: str) -> Any:
+    import os
+    import shutil
+    import tempfile
+
+    import datasets
+    import lm_eval
+    from lm_eval.tasks.hellaswag.utils import process_docs
+
+    from gaprune_tui.core.paths import cache_dir
+
+    folder = cache_dir() / "tasks" / f"hellaswag-{key}-lm_eval-{lm_eval.__version__}"
+    try:
+        return datasets.load_from_disk(str(folder), keep_in_memory=True)
+    except (OSError, ValueError, FileNotFoundError):
+        pass
+    docs = process_docs(dataset)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".hellaswag-", dir=folder.parent)
+        docs.save_to_disk(tmp)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process put its copy there first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass
     return docs
