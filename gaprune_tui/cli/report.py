@@ -15,6 +15,7 @@ from rich.table import Table
 
 from gaprune_tui.core import fitness as fitness_kinds
 from gaprune_tui.core import format, stats
+from gaprune_tui.core.units import describe
 
 
 def _task_rows(result: dict[str, Any]) -> Table:
@@ -91,16 +92,18 @@ def _confirmation_table(result: dict[str, Any]) -> Table | None:
         format.score(base.get("holdout"), base.get("holdout_stderr")),
         "",
     )
+    granularity = result.get("granularity", "layer")
     for row in finalists:
-        table.add_row(row["label"], *_genome_cells(row))
+        table.add_row(row["label"], *_genome_cells(row, granularity))
     for row in baselines:
-        table.add_row(f"baseline: {row['name']}", *_genome_cells(row))
+        table.add_row(f"baseline: {row['name']}", *_genome_cells(row, granularity))
     return table
 
 
-def _genome_cells(row: dict[str, Any]) -> list[str]:
+def _genome_cells(row: dict[str, Any], granularity: str = "layer") -> list[str]:
+    dropped = row["dropped_layers"]
     return [
-        str(row["dropped_layers"]),
+        describe(dropped, granularity) if granularity == "sublayer" else str(dropped),
         format.score(row.get("fitness"), row.get("fitness_stderr")),
         format.score(row.get("confirmed"), row.get("confirmed_stderr")),
         row.get("confirmed_vs_base", ""),
@@ -179,8 +182,8 @@ def _summary(result: dict[str, Any], run_id: str) -> str:
     lines = [
         *_versus_lines(result),
         f"recommended: drop {_drop_text(result)} ({how}); kept "
-        f"{len(result['kept_layers'])} of {result['n_layers']} layers, {removed:.1%} of "
-        "parameters removed" + _savings(result),
+        f"{len(result['kept_layers'])} of {result['n_layers']} layers{_kept_units(result)}, "
+        f"{removed:.1%} of parameters removed" + _savings(result),
         f"fitness {format.score(result['fitness'], result.get('fitness_stderr'))} "
         f"({fitness_kinds.label(kind)}); base "
         f"{format.score(result['base_fitness'], result.get('base_fitness_stderr'))}"
@@ -211,6 +214,14 @@ def _drop_text(result: dict[str, Any]) -> str:
     return str(result["dropped_layers"])
 
 
+def _kept_units(result: dict[str, Any]) -> str:
+    """`` (52 of 60 sub-blocks)`` for a sub-block run's pick, else nothing."""
+    if result.get("granularity") != "sublayer":
+        return ""
+    n_units = 2 * int(result["n_layers"])
+    return f" ({n_units - len(result['dropped_layers'])} of {n_units} sub-blocks)"
+
+
 def _savings(result: dict[str, Any]) -> str:
     """``; KV cache -25%; measured here: prompt 1.31x, generation 1.18x`` where result.json has
     them (older runs do not)."""
@@ -221,7 +232,8 @@ def _savings(result: dict[str, Any]) -> str:
     speed = result.get("speed")
     if speed:
         out += (
-            f"; measured on this {speed['device']} ({speed['threads']} threads, median of "
+            f"; measured on this {speed['device']} "
+            f"({format.plural(speed['threads'], 'thread')}, median of "
             f"{speed['repeats']}): prompt {speed['prompt_speedup']:.2f}x, generation "
             f"{speed['generate_speedup']:.2f}x the base model's speed"
         )
