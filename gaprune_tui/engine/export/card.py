@@ -320,7 +320,7 @@ def _cost_rows(lineage: dict[str, Any]) -> list[str]:
         rows.append(
             f"| Speed, measured | prompt {speed['prompt_speedup']:.2f}x, generation "
             f"{speed['generate_speedup']:.2f}x the base model's ({speed['device']}, "
-            f"{speed['threads']} threads, {speed['prompt_tokens']}-token prompt, "
+            f"{format.plural(speed['threads'], 'thread')}, {speed['prompt_tokens']}-token prompt, "
             f"{speed['new_tokens']} new tokens, median of {speed['repeats']}; the layer view "
             "when the run ended) |"
         )
