@@ -27,7 +27,7 @@ from gaprune_tui.core import format as fmt
 from gaprune_tui.core.config import RunConfig
 from gaprune_tui.core.errors import GapruneError
 from gaprune_tui.core.store import RunState, RunStore, list_runs
-from gaprune_tui.core.units import units_per_layer
+from gaprune_tui.core.units import units_per_layer, whole_layers
 
 
 @dataclass(frozen=True)
@@ -154,12 +154,22 @@ def measure_timings(model: str) -> list[TimingSample]:
         if not items:
             continue
         names = frozenset(t.name for t in config.tasks)
+        # A sub-block genome's cost is not its kept layers' (a layer may run half): whole-layer
+        # genomes only, read as layers (a sub-block run's drops two units per layer).
+        upl = units_per_layer(config.granularity)
         samples.extend(
             TimingSample(
-                names, ev.seconds / items, len(ev.kept), len(ev.kept) + len(ev.dropped), dtype
+                names,
+                ev.seconds / items,
+                len(ev.kept),
+                len(ev.kept) + len(ev.dropped) // upl,
+                dtype,
             )
             for ev in evaluations
-            if not ev.from_memo and ev.fidelity == "full" and ev.seconds > 0
+            if not ev.from_memo
+            and ev.fidelity == "full"
+            and ev.seconds > 0
+            and whole_layers(ev.dropped, config.granularity) is not None
         )
     return samples
 
