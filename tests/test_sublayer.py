@@ -345,3 +345,29 @@ def test_sub_block_run_end_to_end(tiny_llama: Path) -> None:
     assert problems == []
     assert differences(shape(result), shape(fake.result()), "result") == []
     assert fake.result()["granularity"] == "sublayer"
+
+
+def test_whole_layers_score_the_same_in_both_granularities(sharp: Any, tmp_path: Path) -> None:
+    """The same whole-layer genome, as layers and as sub-block units: equal KL, and the second
+    granularity's evaluation is the first's memo entry (the memo is keyed by the path)."""
+    from gaprune_tui.core.store import Memo
+    from gaprune_tui.engine.calibration import load_calibration
+    from gaprune_tui.engine.evaluator import Evaluator
+    from gaprune_tui.engine.kl import BaseDistributions, KLScorer
+    from gaprune_tui.engine.scoring import make_lm
+
+    cal = load_calibration("offline", sharp.tokenizer, n_tokens=256, seq_len=32)
+    lm = make_lm(sharp, "fast", prefix_cache=False)
+    kl = KLScorer(sharp, cal, BaseDistributions.compute(sharp, cal, top_k=16, lm=lm), lm=lm)
+    memo = Memo(tmp_path / "memo.db")
+    evaluators = {}
+    for granularity in ("layer", "sublayer"):
+        config = RunConfig(fitness="kl", protect=1, granularity=granularity).validate()
+        evaluators[granularity] = Evaluator(sharp, None, config, memo, lm=lm, kl=kl)
+    as_layers = evaluators["layer"]([2, 5])
+    as_units = evaluators["sublayer"](units.to_units([2, 5], "sublayer"))
+    assert not as_layers.from_memo and as_units.from_memo
+    assert as_units.scores == as_layers.scores and as_units.fitness == as_layers.fitness > 0
+    # Scored afresh (no memo) as sub-blocks, the value is the same too.
+    fresh, _ = evaluators["sublayer"].score(kept_path([4, 5, 10, 11], sharp.n_layers, "sublayer"))
+    assert fresh == as_layers.scores
