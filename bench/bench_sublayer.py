@@ -78,7 +78,7 @@ class Bench:
             limit=args.holdout_limit,
             granularity=args.granularity,
         ).validate()
-        memo = Memo(args.dir / "memo.db")
+        memo = Memo(args.memo or args.dir / "memo.db")
         lm = Evaluator.make_lm(self.loaded, self.config)
         self.calibration = load_calibration("offline", self.loaded.tokenizer, 2048)
         base = BaseDistributions.compute(self.loaded, self.calibration, lm=lm)
@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=float, default=20.0)
     parser.add_argument("--holdout-limit", type=int, default=500)
+    parser.add_argument(
+        "--memo", type=Path, default=None, help="the memo to use (default DIR/memo.db): share one"
+    )
     parser.add_argument("--no-holdout", dest="holdout", action="store_false")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
