@@ -201,7 +201,8 @@ def held_out_and_speed(bench: Bench) -> None:
         for name, row in bench.results[key].items():
             if "kl" not in row:
                 continue
-            if "holdout" not in row and bench.args.holdout:
+            wanted = not bench.args.holdout_only or bench.args.holdout_only in name
+            if "holdout" not in row and bench.args.holdout and wanted:
                 t0 = time.perf_counter()
                 out = bench.holdout(row["dropped"])
                 row["holdout"] = out.fitness
@@ -209,7 +210,7 @@ def held_out_and_speed(bench: Bench) -> None:
                 row["holdout_scores"] = {t: v for t, v in out.scores.items()}
                 bench.save()
                 log(f"{key} {name}: held-out {out.fitness:.4f} ({time.perf_counter() - t0:.0f} s)")
-            if "speed" not in row and bench.args.speed:
+            if "speed" not in row and bench.args.speed and wanted:
                 row["speed"] = measure_speed(
                     bench.loaded, row["path"], prompt, prompt_tokens=256, new_tokens=32, repeats=7
                 )
@@ -294,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         "--memo", type=Path, default=None, help="the memo to use (default DIR/memo.db): share one"
     )
     parser.add_argument("--no-holdout", dest="holdout", action="store_false")
+    parser.add_argument(
+        "--holdout-only", default="", help="held-out scores only for rows whose name has this"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--speed",
