@@ -19,7 +19,7 @@ interrupted bench resumes and ``--report`` prints what is there.
   each (500), with its standard error;
 * cost at inference, measured here: KV cache (share of attention kept) and, with ``--speed`` (run
   it alone, after the searches), the median of 7 interleaved timings of the pick's view against the
-  base model: a 256-token prompt's forward pass, and 32 generated tokens (``engine/speed.py``).
+  base model: a 128-token prompt's forward pass (a calibration sequence), and 32 generated tokens (``engine/speed.py``).
 
     PYTHONPATH=$PWD .venv/bin/python bench/bench_sublayer.py --granularity layer --threads 1 &
     PYTHONPATH=$PWD .venv/bin/python bench/bench_sublayer.py --granularity sublayer --threads 1 \
@@ -212,7 +212,7 @@ def held_out_and_speed(bench: Bench) -> None:
                 log(f"{key} {name}: held-out {out.fitness:.4f} ({time.perf_counter() - t0:.0f} s)")
             if "speed" not in row and bench.args.speed and wanted:
                 row["speed"] = measure_speed(
-                    bench.loaded, row["path"], prompt, prompt_tokens=256, new_tokens=32, repeats=7
+                    bench.loaded, row["path"], prompt, new_tokens=32, repeats=7
                 )
                 bench.save()
     base = bench.results.setdefault("base", {})
