@@ -662,7 +662,7 @@ class FakeEngine:
             "device": "cpu",
             "threads": 2,
             "prompt_tokens": 128,
-            "new_tokens": 16,
+            "new_tokens": 8,
             "repeats": 3,
             "base": base,
             "pruned": pruned,
