@@ -249,7 +249,8 @@ def kill_mid_generation(store: RunStore) -> None:
     Polling for that moment and killing races the engine: on an idle machine a generation of memo
     hits closes in milliseconds, between two polls. So the engine is parked on a pause there (the
     engine honours a pause before it records each event, memo hits included) and killed while
-    parked: it steps on one pause/unpause at a time until it holds inside such a generation."""
+    parked: it steps one event at a time (unpause and pause together) until it holds inside such a
+    generation."""
     from gaprune_tui.core.store import ControlAction, RunState
 
     def where() -> str:
@@ -276,11 +277,13 @@ def kill_mid_generation(store: RunStore) -> None:
         return sum(isinstance(e, events.RunResumed) for e in store.events())
 
     while (spot := where()) == "before":
+        # Both at once: the engine takes the unpause, records one event, and parks on the pause
+        # at its next check (requests after an unpause wait for that check), so each step is one
+        # event whatever the machine's speed.
         taken = unpauses() + 1
         store.request(ControlAction.UNPAUSE)
-        wait_until(lambda n=taken: unpauses() >= n, "the engine to take the unpause")
         store.request(ControlAction.PAUSE)
-        wait_until(parked, "the engine to park on the pause")
+        wait_until(lambda n=taken: unpauses() >= n and parked(), "one step of the engine")
     assert spot == "inside", "the search ended before the engine could be held inside a generation"
     kill_engine(store)
 

@@ -89,7 +89,10 @@ class Worker:
                 if request.action == ControlAction.PAUSE and not paused:
                     paused = self._set_paused(True)
                 elif request.action == ControlAction.UNPAUSE and paused:
-                    paused = self._set_paused(False)
+                    # Back to work now; requests after the unpause are read at the next check,
+                    # before the next event, so "unpause, pause" steps exactly one event.
+                    self._set_paused(False)
+                    return
             if not paused:
                 return
             time.sleep(0.25)
