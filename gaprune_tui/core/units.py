@@ -131,12 +131,6 @@ def kv_cache(path: Sequence[int], n_layers: int) -> dict[str, int | float]:
     }
 
 
-def unit_name(unit: int, granularity: str) -> str:
-    if granularity != "sublayer":
-        return f"layer {unit}"
-    return f"{'attn' if unit % 2 == ATTENTION else 'mlp'} {unit // 2}"
-
-
 def describe(dropped: Iterable[int], granularity: str) -> str:
     """A genome as a person reads it: ``layers 3, 9 · attn 12, 14 · mlp 20`` (sub-blocks), or
     ``layers 3, 9`` (whole layers); ``nothing`` for the base model."""
